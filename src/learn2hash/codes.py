@@ -1,0 +1,291 @@
+"""Binary codes: K bits per item, packed as ``uint8[n, ceil(K/8)]``.
+
+Conventions (see DESIGN.md): bit 1 means +1 and bit 0 means -1; bits are packed in numpy's
+``bitorder="big"`` (the first bit is the most significant bit of the first byte); the unused
+low bits of the last byte are always zero, so two code sets can be compared byte by byte.
+K is any positive integer, not only a power of two.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from learn2hash import _atomic
+from learn2hash.errors import CorruptFileError, Learn2HashError
+
+CODES_FORMAT = "learn2hash-codes"
+CODES_VERSION = 1
+
+
+def n_bytes(bits: int) -> int:
+    """Bytes a ``bits``-bit code takes when packed."""
+    return (int(bits) + 7) // 8
+
+
+def _check_bits(bits: object, what: str = "bits") -> int:
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) < 1:
+        raise Learn2HashError(f"{what} must be a positive integer (a code length K >= 1), got {bits!r}")
+    return int(bits)
+
+
+class Codes:
+    """A set of ``n`` binary codes of ``bits`` bits each, packed into bytes.
+
+    Build one with :meth:`from_signs` (real or +-1 values, ``>= 0`` gives bit 1),
+    :meth:`from_bits` (0/1 or bool values) or :meth:`from_packed`; get values back with
+    :meth:`to_signs` or :meth:`to_bits`. Supports ``len()``, slicing and fancy indexing,
+    :meth:`concatenate`, equality, and :meth:`save` / :meth:`load` without pickle.
+    """
+
+    __slots__ = ("_packed", "_bits")
+
+    def __init__(self, packed: np.ndarray, bits: int):
+        bits = _check_bits(bits)
+        packed = np.asarray(packed)
+        if packed.dtype != np.uint8:
+            raise Learn2HashError(f"packed codes must be uint8, got dtype {packed.dtype}")
+        if packed.ndim != 2 or packed.shape[1] != n_bytes(bits):
+            raise Learn2HashError(
+                f"packed codes for {bits} bits must have shape [n, {n_bytes(bits)}], got {packed.shape}"
+            )
+        pad = 8 * n_bytes(bits) - bits
+        if pad and packed.shape[0] and np.any(packed[:, -1] & np.uint8((1 << pad) - 1)):
+            raise Learn2HashError(
+                f"packed codes for {bits} bits have non-zero padding in the last {pad} bits of the last byte"
+            )
+        self._packed = packed
+        self._bits = bits
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_packed(cls, packed: np.ndarray, bits: int) -> "Codes":
+        """Wrap already packed ``uint8[n, ceil(bits/8)]`` codes (validated, not copied)."""
+        return cls(packed, bits)
+
+    @classmethod
+    def from_signs(cls, values: np.ndarray) -> "Codes":
+        """Codes from a real or +-1 array ``[n, K]``: a value ``>= 0`` gives bit 1, ``< 0`` bit 0."""
+        if hasattr(values, "detach"):  # a torch tensor
+            values = values.detach().cpu().numpy()
+        a = np.asarray(values)
+        if a.ndim == 1:
+            raise Learn2HashError(f"sign values must be a 2-D array [n, K], got a 1-D array of length {a.shape[0]}")
+        if a.ndim != 2:
+            raise Learn2HashError(f"sign values must be a 2-D array [n, K], got shape {a.shape}")
+        if a.dtype == bool or not np.issubdtype(a.dtype, np.number):
+            raise Learn2HashError(f"sign values must be a real array, got dtype {a.dtype} (use Codes.from_bits for 0/1)")
+        if np.issubdtype(a.dtype, np.complexfloating):
+            raise Learn2HashError("sign values must be real, got a complex array")
+        if np.issubdtype(a.dtype, np.floating):
+            bad = ~np.isfinite(a)
+            if bad.any():
+                row, col = np.argwhere(bad)[0]
+                raise Learn2HashError(
+                    f"sign values contain {int(bad.sum())} NaN or infinite entries (first at row {row}, column {col})"
+                )
+        bits = _check_bits(a.shape[1], "the number of columns (bits)")
+        return cls(np.packbits(a >= 0, axis=1, bitorder="big"), bits)
+
+    @classmethod
+    def from_bits(cls, bits01: np.ndarray) -> "Codes":
+        """Codes from a 0/1 or bool array ``[n, K]``."""
+        a = np.asarray(bits01)
+        if a.ndim != 2:
+            raise Learn2HashError(f"bit values must be a 2-D array [n, K], got shape {a.shape}")
+        if a.dtype != bool:
+            if not np.issubdtype(a.dtype, np.number) or not np.isin(a, (0, 1)).all():
+                raise Learn2HashError("bit values must be 0/1 or bool")
+            a = a.astype(bool)
+        bits = _check_bits(a.shape[1], "the number of columns (bits)")
+        return cls(np.packbits(a, axis=1, bitorder="big"), bits)
+
+    @classmethod
+    def empty(cls, bits: int) -> "Codes":
+        bits = _check_bits(bits)
+        return cls(np.zeros((0, n_bytes(bits)), np.uint8), bits)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["Codes"]) -> "Codes":
+        """Join code sets of the same bit length, in order."""
+        parts = list(parts)
+        if not parts:
+            raise Learn2HashError("concatenate needs at least one Codes")
+        bits = parts[0].bits
+        for i, p in enumerate(parts):
+            if not isinstance(p, Codes):
+                raise Learn2HashError(f"part {i} is a {type(p).__name__}, expected Codes")
+            if p.bits != bits:
+                raise Learn2HashError(f"cannot concatenate codes of {bits} and {p.bits} bits (part {i})")
+        return cls(np.concatenate([p.packed for p in parts], axis=0), bits)
+
+    # ---------------------------------------------------------------- access
+    @property
+    def bits(self) -> int:
+        return self._bits
+
+    @property
+    def packed(self) -> np.ndarray:
+        """The packed ``uint8[n, ceil(bits/8)]`` array (read it, do not write it)."""
+        return self._packed
+
+    @property
+    def n_bytes(self) -> int:
+        return self._packed.shape[1]
+
+    def __len__(self) -> int:
+        return self._packed.shape[0]
+
+    def __getitem__(self, key) -> "Codes":
+        if isinstance(key, (int, np.integer)):
+            key = slice(int(key), int(key) + 1 if int(key) != -1 else None)
+        sub = self._packed[key]
+        if sub.ndim != 2:
+            raise Learn2HashError("Codes can be indexed by rows only")
+        return Codes(sub, self._bits)
+
+    def __iter__(self) -> Iterator["Codes"]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Codes):
+            return NotImplemented
+        return self._bits == other._bits and np.array_equal(self._packed, other._packed)
+
+    def __hash__(self) -> int:  # mutable-looking container: identity hash
+        return id(self)
+
+    def __repr__(self) -> str:
+        return f"Codes(n={len(self)}, bits={self._bits})"
+
+    def to_bits(self) -> np.ndarray:
+        """``bool[n, K]``."""
+        return np.unpackbits(self._packed, axis=1, count=self._bits, bitorder="big").astype(bool)
+
+    def to_signs(self, dtype=np.float32) -> np.ndarray:
+        """``[n, K]`` array of +-1."""
+        return np.where(self.to_bits(), 1, -1).astype(dtype)
+
+    def bit_balance(self) -> np.ndarray:
+        """Fraction of items with bit 1, per bit position (``float[K]``)."""
+        if len(self) == 0:
+            return np.full(self._bits, np.nan)
+        return self.to_bits().mean(axis=0)
+
+    def check_bits(self, bits: int, what: str = "codes") -> "Codes":
+        """Raise a clear error unless these codes have ``bits`` bits; return self."""
+        if self._bits != bits:
+            raise Learn2HashError(f"{what} have {self._bits} bits, expected {bits}")
+        return self
+
+    # ---------------------------------------------------------------- distances
+    def distances(self, other: "Codes", block_bytes: int = 64 << 20) -> np.ndarray:
+        """Hamming distances ``int32[len(self), len(other)]`` (see :func:`hamming_distances`)."""
+        return hamming_distances(self, other, block_bytes=block_bytes)
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike) -> None:
+        """Write packed codes to ``path`` (``.npy``) and the bit length to ``path + '.json'``, atomically."""
+        path = Path(path)
+        _atomic.save_npy(path, self._packed)
+        _atomic.save_json(
+            _meta_path(path),
+            {"format": CODES_FORMAT, "version": CODES_VERSION, "bits": self._bits, "n": len(self),
+             "sha256": _atomic.sha256_file(path)},
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, mmap: bool = False) -> "Codes":
+        """Read codes written by :meth:`save`; a missing, corrupt or mismatched file is a clear error."""
+        path = Path(path)
+        if not path.exists():
+            raise Learn2HashError(f"codes file {path} does not exist")
+        meta_path = _meta_path(path)
+        if not meta_path.exists():
+            raise CorruptFileError(f"codes file {path} has no metadata file {meta_path} (it records the bit length)")
+        try:
+            meta = _atomic.load_json(meta_path)
+        except (ValueError, OSError) as exc:
+            raise CorruptFileError(f"codes metadata {meta_path} is not valid JSON: {exc}") from None
+        if not isinstance(meta, dict) or meta.get("format") != CODES_FORMAT:
+            raise CorruptFileError(f"{meta_path} is not a learn2hash codes metadata file")
+        if meta.get("version") != CODES_VERSION:
+            raise CorruptFileError(
+                f"{meta_path} has format version {meta.get('version')!r}, this learn2hash reads version {CODES_VERSION}"
+            )
+        if "sha256" in meta and _atomic.sha256_file(path) != meta["sha256"]:
+            raise CorruptFileError(f"codes file {path} does not match the checksum in {meta_path}")
+        try:
+            packed = _atomic.load_npy(path, mmap=mmap)
+        except (ValueError, OSError, EOFError) as exc:
+            raise CorruptFileError(f"codes file {path} cannot be read as .npy: {exc}") from None
+        codes = cls(packed, meta["bits"])
+        if len(codes) != meta.get("n", len(codes)):
+            raise CorruptFileError(f"codes file {path} holds {len(codes)} codes, its metadata says {meta['n']}")
+        return codes
+
+
+def _meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+# Population count of every byte value, for the portable distance kernels.
+POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def as_codes(x: "Codes | np.ndarray", what: str = "codes") -> Codes:
+    """Accept :class:`Codes` (returned as is); anything else is a clear error."""
+    if isinstance(x, Codes):
+        return x
+    raise Learn2HashError(
+        f"{what} must be learn2hash.Codes (build them with Codes.from_signs or Codes.from_bits), got {type(x).__name__}"
+    )
+
+
+def iter_distance_blocks(
+    a: Codes, b: Codes, block_bytes: int = 64 << 20, rows: int | None = None
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """Yield ``(row_slice, int32[rows, len(b)])`` blocks of Hamming distances between ``a`` and ``b``.
+
+    The working memory per block is bounded by about ``block_bytes``; the caller decides what to
+    keep from each block, so distances for 10,000 x 1,000,000 codes can be reduced without ever
+    holding the full matrix.
+    """
+    a = as_codes(a, "query codes")
+    b = as_codes(b, "database codes")
+    if a.bits != b.bits:
+        raise Learn2HashError(f"query codes have {a.bits} bits but database codes have {b.bits} bits")
+    nb = len(b)
+    # Work on 64-bit words where possible: pad each code to a multiple of 8 bytes.
+    words = (a.n_bytes + 7) // 8
+    bw = _as_words(b.packed, words)
+    per_row = max(1, nb * words * 8 * 2 + nb * 4)
+    step = rows or max(1, min(len(a), block_bytes // per_row))
+    for start in range(0, len(a), step):
+        stop = min(len(a), start + step)
+        aw = _as_words(a.packed[start:stop], words)
+        dist = np.zeros((stop - start, nb), dtype=np.int32)
+        for w in range(words):
+            dist += np.bitwise_count(aw[:, w, None] ^ bw[None, :, w])
+        yield slice(start, stop), dist
+
+
+def _as_words(packed: np.ndarray, words: int) -> np.ndarray:
+    n, nbytes = packed.shape
+    if nbytes == words * 8 and packed.flags.c_contiguous:
+        return packed.view(np.uint64)
+    out = np.zeros((n, words * 8), dtype=np.uint8)
+    out[:, :nbytes] = packed
+    return out.view(np.uint64)
+
+
+def hamming_distances(a: Codes, b: Codes, block_bytes: int = 64 << 20) -> np.ndarray:
+    """Full Hamming distance matrix ``int32[len(a), len(b)]``, computed block by block."""
+    out = np.empty((len(a), len(b)), dtype=np.int32)
+    for rows, block in iter_distance_blocks(a, b, block_bytes):
+        out[rows] = block
+    return out

@@ -1,0 +1,228 @@
+"""Splits and datasets: what every loader returns.
+
+A :class:`Dataset` has three :class:`Split` objects, ``train``, ``query`` and ``database``. Each
+split holds ``x`` (a numpy array, or a lazily loaded array-like with ``len``, ``shape`` and
+indexing) and ``labels`` (always multi-hot ``bool[n, c]``, also for single-label data), plus the
+positions of its items in the source pool they were drawn from, so that the exact split can be
+saved with a run and reloaded.
+
+Item kinds: ``"image"`` (``uint8[n, C, H, W]``, channels first), ``"features"``
+(``float32[n, d]``), ``"clip"`` (``[n, T, C, H, W]``) and ``"multiview"`` (several modalities in
+``views``; ``x`` is the first view).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from learn2hash import _atomic
+from learn2hash.errors import CorruptFileError, Learn2HashError
+
+SPLIT_NAMES = ("train", "query", "database")
+SPLITS_FORMAT = "learn2hash-splits"
+SPLITS_VERSION = 1
+
+
+def as_multihot(labels: Any, n_classes: int | None = None, what: str = "labels") -> np.ndarray:
+    """Class ids ``int[n]`` or a 0/1 matrix ``[n, c]`` -> multi-hot ``bool[n, c]``."""
+    a = np.asarray(labels)
+    if a.ndim == 1:
+        if a.size and not np.issubdtype(a.dtype, np.integer):
+            if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+                a = a.astype(np.int64)
+            else:
+                raise Learn2HashError(f"{what}: class ids must be integers, got dtype {a.dtype}")
+        if a.size and a.min() < 0:
+            raise Learn2HashError(f"{what}: class ids must be >= 0, found {int(a.min())}")
+        c = int(n_classes if n_classes is not None else (a.max() + 1 if a.size else 0))
+        if a.size and a.max() >= c:
+            raise Learn2HashError(f"{what}: class id {int(a.max())} is out of range for {c} classes")
+        out = np.zeros((a.shape[0], c), dtype=bool)
+        out[np.arange(a.shape[0]), a.astype(np.int64)] = True
+        return out
+    if a.ndim == 2:
+        if a.dtype == bool:
+            return a
+        if not np.issubdtype(a.dtype, np.number):
+            raise Learn2HashError(f"{what}: a label matrix must be numeric 0/1 or bool, got dtype {a.dtype}")
+        if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+            raise Learn2HashError(f"{what}: the label matrix contains NaN or infinite values")
+        if not np.isin(a, (0, 1)).all():
+            raise Learn2HashError(f"{what}: a label matrix must hold only 0 and 1")
+        return a.astype(bool)
+    raise Learn2HashError(f"{what} must be class ids int[n] or a multi-hot matrix [n, c], got shape {a.shape}")
+
+
+@dataclass
+class Split:
+    """One split: ``x``, multi-hot ``labels``, and where its items came from."""
+
+    x: Any
+    labels: np.ndarray
+    name: str = ""
+    kind: str = "image"
+    source: str = ""
+    indices: np.ndarray | None = None
+    views: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.labels = as_multihot(self.labels, what=f"{self.name or 'split'} labels")
+        n = len(self.x)
+        if self.labels.shape[0] != n:
+            raise Learn2HashError(
+                f"split {self.name!r}: {n} items but {self.labels.shape[0]} label rows"
+            )
+        for vname, view in self.views.items():
+            if len(view) != n:
+                raise Learn2HashError(f"split {self.name!r}: view {vname!r} has {len(view)} rows, expected {n}")
+        if self.indices is not None:
+            self.indices = np.asarray(self.indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def n_classes(self) -> int:
+        return self.labels.shape[1]
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        return tuple(np.shape(self.x)[1:]) if hasattr(self.x, "shape") else tuple(np.asarray(self.x[0]).shape)
+
+    def subset(self, idx: Sequence[int] | np.ndarray, name: str | None = None) -> "Split":
+        idx = np.asarray(idx, dtype=np.int64)
+        return Split(
+            x=self.x[idx],
+            labels=self.labels[idx],
+            name=name or self.name,
+            kind=self.kind,
+            source=self.source,
+            indices=None if self.indices is None else self.indices[idx],
+            views={k: v[idx] for k, v in self.views.items()},
+        )
+
+    def __repr__(self) -> str:
+        return f"Split({self.name!r}, n={len(self)}, kind={self.kind!r}, item_shape={self.item_shape}, classes={self.n_classes})"
+
+
+@dataclass
+class Dataset:
+    """A dataset under a protocol: ``train``, ``query`` and ``database`` splits."""
+
+    name: str
+    protocol: str
+    seed: int
+    train: Split
+    query: Split
+    database: Split
+    class_names: list[str] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return self.train.n_classes
+
+    @property
+    def splits(self) -> dict[str, Split]:
+        return {"train": self.train, "query": self.query, "database": self.database}
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{k} {len(s):,}" for k, s in self.splits.items())
+        return f"{self.name} [{self.protocol}, seed {self.seed}]: {parts}; {self.n_classes} classes"
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.summary()})"
+
+    # ------------------------------------------------------------- saved splits
+    def save_splits(self, folder: str | os.PathLike) -> None:
+        """Record the exact split (source pool and positions of every item) in ``folder``."""
+        folder = Path(folder)
+        meta: dict[str, Any] = {
+            "format": SPLITS_FORMAT,
+            "version": SPLITS_VERSION,
+            "dataset": self.name,
+            "protocol": self.protocol,
+            "seed": self.seed,
+            "params": self.params,
+            "splits": {},
+        }
+        for name, split in self.splits.items():
+            if split.indices is None:
+                raise Learn2HashError(f"split {name!r} of {self.name} does not record its source indices")
+            _atomic.save_npy(folder / f"split_{name}.npy", split.indices)
+            meta["splits"][name] = {"source": split.source, "n": len(split),
+                                    "sha256": _atomic.sha256_file(folder / f"split_{name}.npy")}
+        _atomic.save_json(folder / "splits.json", meta)
+
+
+def read_saved_splits(folder: str | os.PathLike) -> dict[str, Any]:
+    """Read what :meth:`Dataset.save_splits` wrote; returns the metadata with ``indices`` arrays added."""
+    folder = Path(folder)
+    path = folder / "splits.json"
+    if not path.exists():
+        raise Learn2HashError(f"no saved splits in {folder} (expected {path})")
+    try:
+        meta = _atomic.load_json(path)
+    except ValueError as exc:
+        raise CorruptFileError(f"{path} is not valid JSON: {exc}") from None
+    if meta.get("format") != SPLITS_FORMAT or meta.get("version") != SPLITS_VERSION:
+        raise CorruptFileError(f"{path} is not a learn2hash splits file of version {SPLITS_VERSION}")
+    for name in SPLIT_NAMES:
+        info = meta["splits"].get(name)
+        if info is None:
+            raise CorruptFileError(f"{path} has no {name!r} split")
+        npy = folder / f"split_{name}.npy"
+        if not npy.exists() or _atomic.sha256_file(npy) != info["sha256"]:
+            raise CorruptFileError(f"saved split file {npy} is missing or does not match its checksum")
+        info["indices"] = _atomic.load_npy(npy)
+    return meta
+
+
+def split_from_pool(
+    pool_x: Any, pool_labels: np.ndarray, indices: np.ndarray, name: str, source: str, kind: str,
+    views: Mapping[str, Any] | None = None,
+) -> Split:
+    """Take ``indices`` of a source pool as a split (``x`` stays lazy if the pool is lazy)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    n_pool = len(pool_x)
+    if indices.size and (indices.min() < 0 or indices.max() >= n_pool):
+        raise Learn2HashError(f"split {name!r}: indices out of range for the {source!r} pool of {n_pool} items")
+    x = pool_x[indices] if isinstance(pool_x, np.ndarray) else LazyRows(pool_x, indices)
+    return Split(
+        x=x, labels=np.asarray(pool_labels)[indices], name=name, kind=kind, source=source, indices=indices,
+        views={k: (v[indices] if isinstance(v, np.ndarray) else LazyRows(v, indices)) for k, v in (views or {}).items()},
+    )
+
+
+class LazyRows:
+    """Rows ``indices`` of a lazily loaded array-like (items are materialised when indexed)."""
+
+    def __init__(self, base: Any, indices: np.ndarray):
+        self.base = base
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.indices),) + tuple(self.base.shape[1:])
+
+    @property
+    def dtype(self):
+        return self.base.dtype
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self.base[int(self.indices[key])]
+        sub = self.indices[key]
+        return self.base[sub]
+
+    def __array__(self, dtype=None, copy=None):
+        arr = np.asarray(self.base[self.indices])
+        return arr.astype(dtype) if dtype is not None else arr

@@ -1,0 +1,20 @@
+"""Exceptions a user can cause.
+
+Every error that bad input can provoke is a :class:`Learn2HashError` (a ``ValueError``), with a
+message that names the input and says what was expected. The command line turns these into one
+line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+
+class Learn2HashError(ValueError):
+    """Bad input: wrong shape, wrong bit length, NaN, unknown name, corrupt or missing file."""
+
+
+class DatasetNotFoundError(Learn2HashError, FileNotFoundError):
+    """A known dataset whose files are not on this machine; the message says how to get them."""
+
+
+class CorruptFileError(Learn2HashError):
+    """A file that exists but cannot be trusted: truncated, wrong checksum, wrong format version."""

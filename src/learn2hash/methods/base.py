@@ -1,0 +1,201 @@
+"""Base classes of every hashing method, and how a fitted hasher is saved and loaded.
+
+Estimators follow scikit-learn's habits: hyper-parameters are set in ``__init__`` (which does no
+work), ``fit`` returns ``self``, learned state ends with ``_``, ``encode`` never changes state.
+
+A saved hasher is a folder::
+
+    hasher.json     {"format", "version", "method", "params", "state"}  (state: small JSON values)
+    <name>.npy      one file per learned array (never pickled)
+    weights.pt      torch state_dict of deep methods (loaded with weights_only=True)
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from learn2hash import _atomic
+from learn2hash.codes import Codes
+from learn2hash.datasets.base import Split
+from learn2hash.errors import CorruptFileError, Learn2HashError
+
+HASHER_FORMAT = "learn2hash-hasher"
+HASHER_VERSION = 1
+
+
+def check_bits(bits: Any) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) < 1:
+        raise Learn2HashError(f"bits must be a positive integer (the code length K >= 1), got {bits!r}")
+    return int(bits)
+
+
+def as_split(data: Any, labels: Any = None, name: str = "train") -> Split:
+    """Accept a :class:`Split`, or ``x`` with optional ``labels``, for ``fit``."""
+    if isinstance(data, Split):
+        if labels is not None:
+            raise Learn2HashError("pass either a Split or (x, labels), not both")
+        return data
+    x = data
+    n = len(x)
+    if labels is None:
+        labels = np.zeros((n, 0), dtype=bool)
+    return Split(x=x, labels=labels, name=name, kind="features" if np.ndim(x) == 2 else "image")
+
+
+def as_features(x: Any, what: str = "input", dim: int | None = None) -> np.ndarray:
+    """Items -> ``float64[n, d]`` feature vectors; images are flattened and scaled to [0, 1]."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    a = np.asarray(x)
+    if a.ndim < 2:
+        raise Learn2HashError(f"{what} must be a 2-D array [n, d] of feature vectors (or images), got shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.number) or a.dtype == bool:
+        if a.dtype != bool:
+            raise Learn2HashError(f"{what} must be numeric, got dtype {a.dtype}")
+    scale = 1.0 / 255.0 if a.dtype == np.uint8 else 1.0
+    a = a.reshape(a.shape[0], -1).astype(np.float64) * scale
+    if not np.all(np.isfinite(a)):
+        raise Learn2HashError(f"{what} contains NaN or infinite values")
+    if dim is not None and a.shape[1] != dim:
+        raise Learn2HashError(f"{what} has {a.shape[1]} features per item, this hasher was fitted on {dim}")
+    return a
+
+
+class Hasher(abc.ABC):
+    """A function from items to K-bit codes, learned by ``fit``."""
+
+    name: ClassVar[str] = ""
+    #: what ``encode`` accepts: "features" (vectors / flattened images), "image", "clip" or "any"
+    input_kind: ClassVar[str] = "features"
+    #: whether ``fit`` uses labels
+    supervised: ClassVar[bool] = False
+
+    def __init__(self, bits: int = 64, seed: int = 0):
+        self.bits = bits
+        self.seed = seed
+
+    # ------------------------------------------------------------------ params
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        names: list[str] = []
+        for klass in cls.__mro__:
+            if "__init__" not in vars(klass):
+                continue
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in names:
+                    names.append(p.name)
+        return names
+
+    def get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------------ API
+    def fit(self, data: Any, labels: Any = None) -> "Hasher":
+        """Learn the hash function from a training :class:`Split` (or ``x`` and ``labels``)."""
+        split = as_split(data, labels)
+        check_bits(self.bits)
+        if self.supervised and split.labels.shape[1] == 0:
+            raise Learn2HashError(f"{self.name} is supervised: fit needs labels")
+        if self.supervised:
+            empty = ~split.labels.any(axis=1)
+            if empty.any():
+                raise Learn2HashError(
+                    f"{int(empty.sum())} training items have no positive label (first at row {int(np.argmax(empty))}); "
+                    "every item needs at least one class"
+                )
+        self._fit(split)
+        self.fitted_ = True
+        return self
+
+    def encode(self, x: Any) -> Codes:
+        """Items -> :class:`Codes` of ``self.bits`` bits."""
+        self._check_fitted()
+        codes = self._encode(x)
+        assert codes.bits == self.bits
+        return codes
+
+    @abc.abstractmethod
+    def _fit(self, split: Split) -> None:
+        """Learn from ``split`` (labels already checked)."""
+
+    @abc.abstractmethod
+    def _encode(self, x: Any) -> Codes:
+        """Items -> codes."""
+
+    def _check_fitted(self) -> None:
+        if not getattr(self, "fitted_", False):
+            raise Learn2HashError(f"this {self.name} hasher is not fitted yet: call fit first (or load a saved one)")
+
+    # ------------------------------------------------------------------ state
+    def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(small JSON-able values, named arrays) that together with the params restore the hasher."""
+        return {}, {}
+
+    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path) -> None:
+        pass
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted hasher to folder ``path`` (atomically per file; JSON last)."""
+        self._check_fitted()
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        state, arrays = self._get_state()
+        checksums = {}
+        for key, arr in arrays.items():
+            _atomic.save_npy(folder / f"{key}.npy", arr)
+            checksums[key] = _atomic.sha256_file(folder / f"{key}.npy")
+        self._save_extra(folder)
+        _atomic.save_json(folder / "hasher.json", {
+            "format": HASHER_FORMAT, "version": HASHER_VERSION, "method": self.name,
+            "params": self.get_params(), "state": state, "arrays": checksums,
+        })
+
+    def _save_extra(self, folder: Path) -> None:
+        """Deep methods write their weights here."""
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Hasher":
+        """Load a hasher saved by :meth:`save` (any method when called as ``Hasher.load``)."""
+        from learn2hash.methods.registry import method_class
+
+        folder = Path(path)
+        meta_path = folder / "hasher.json"
+        if not meta_path.exists():
+            raise Learn2HashError(f"{folder} holds no saved hasher (expected {meta_path})")
+        try:
+            meta = _atomic.load_json(meta_path)
+        except ValueError as exc:
+            raise CorruptFileError(f"{meta_path} is not valid JSON: {exc}") from None
+        if meta.get("format") != HASHER_FORMAT or meta.get("version") != HASHER_VERSION:
+            raise CorruptFileError(f"{meta_path} is not a learn2hash hasher of format version {HASHER_VERSION}")
+        klass = method_class(meta["method"])
+        if cls is not Hasher and not issubclass(klass, cls):
+            raise Learn2HashError(f"{folder} holds a {meta['method']} hasher, not a {cls.__name__}")
+        obj = klass(**meta["params"])
+        arrays = {}
+        for key, digest in meta.get("arrays", {}).items():
+            p = folder / f"{key}.npy"
+            if not p.exists() or _atomic.sha256_file(p) != digest:
+                raise CorruptFileError(f"saved hasher file {p} is missing or does not match its checksum")
+            arrays[key] = _atomic.load_npy(p)
+        obj._set_state(meta.get("state", {}), arrays, folder)
+        obj.fitted_ = True
+        return obj
+
+
+class OnlineHasher(Hasher):
+    """A hasher learned from a stream of chunks: ``partial_fit`` per chunk, old codes frozen."""
+
+    @abc.abstractmethod
+    def partial_fit(self, views: dict[str, Any], labels: Any) -> "OnlineHasher":
+        """Learn from one more chunk: ``views`` maps modality names to ``[n, d_m]`` arrays."""
