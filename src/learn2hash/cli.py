@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from learn2hash import __version__
@@ -55,6 +56,163 @@ def _cmd_datasets(args) -> int:
         rows.append({"dataset": name, "status": status, "protocols": ",".join(d.protocols),
                      "description": d.description, "location / how to get": where})
     _print_table(rows, ["dataset", "status", "protocols", "description", "location / how to get"])
+    return 0
+
+
+# --------------------------------------------------------------------------- train / encode / compare
+def _parse_assignments(items: Sequence[str] | None, what: str) -> dict:
+    """``key=value`` pairs; values are read as JSON when they parse (numbers, true/false, lists)."""
+    import json
+
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise Learn2HashError(f"{what} must look like key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _print_metrics(metrics: dict, file=None) -> None:
+    rows = []
+    topk = metrics.get("topk")
+    if topk:
+        rows.append({"metric": f"mAP@{topk}", "value": f"{metrics[f'map@{topk}']:.4f}"})
+    rows.append({"metric": "mAP@all", "value": f"{metrics['map@all']:.4f}"})
+    rows.append({"metric": "P@H<=2", "value": f"{metrics['precision_at_radius2']:.4f}"})
+    rows.append({"metric": "R@H<=2", "value": f"{metrics['recall_at_radius2']:.4f}"})
+    for key in ("train_seconds", "encode_seconds", "evaluate_seconds"):
+        if metrics.get(key) is not None:
+            rows.append({"metric": key.replace("_", " "), "value": f"{metrics[key]:.1f}"})
+    rows.append({"metric": "ties", "value": metrics.get("ties", "")})
+    _print_table(rows, ["metric", "value"], file=file)
+
+
+@command
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a hasher on a dataset, encode, evaluate; writes a run folder",
+                       description="Train METHOD on DATASET and write a run folder (config, splits, weights, "
+                                   "codes, metrics). Prints the evaluation table.")
+    p.add_argument("--method", required=True, help="hashing method (see `learn2hash methods`)")
+    p.add_argument("--dataset", required=True, help="dataset name (see `learn2hash datasets`)")
+    p.add_argument("--protocol", default=None, help="dataset protocol (default: the dataset's first)")
+    p.add_argument("--bits", type=int, default=64, help="code length K (default 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run folder to create")
+    p.add_argument("--backbone", default=None, help="network backbone of deep methods")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any other method hyper-parameter")
+    p.add_argument("--data-path", default=None, help="path for the generic loaders (your own files)")
+    p.add_argument("--data-param", action="append", metavar="KEY=VALUE", help="dataset loader parameter")
+    p.add_argument("--topk", type=int, default=None, help="evaluate mAP@TOPK besides mAP@all (default per dataset)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder's configuration")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from learn2hash.runs import train_run
+
+    params = _parse_assignments(args.param, "--param")
+    for key in ("backbone", "epochs", "lr", "batch_size"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    data_params = _parse_assignments(args.data_param, "--data-param")
+    if args.data_path:
+        data_params["path"] = args.data_path
+    run = train_run(args.method, args.dataset, args.bits, args.out, protocol=args.protocol, seed=args.seed,
+                    params=params, data_params=data_params, topk=args.topk if args.topk else "default",
+                    resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+                    log=lambda msg: print(msg, file=sys.stderr))
+    if run is None:  # a non-zero rank under torchrun
+        return 0
+    print(f"{run.method}, {run.bits} bits, {run.config['dataset']} [{run.config['protocol']}] -> {run.folder}")
+    _print_metrics(run.metrics())
+    return 0
+
+
+@command
+def _add_encode(sub) -> None:
+    p = sub.add_parser("encode", help="encode a split of a run's dataset (or a .npy of items) into codes")
+    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--split", choices=["train", "query", "database"], default=None)
+    p.add_argument("--input", default=None, help=".npy of items to encode instead of a split")
+    p.add_argument("--out", default=None, help="codes file to write (default: RUN/codes/SPLIT.npy)")
+    p.set_defaults(func=_cmd_encode)
+
+
+def _cmd_encode(args) -> int:
+    from learn2hash._atomic import load_npy
+    from learn2hash.runs import Run
+
+    run = Run.open(args.run)
+    if (args.split is None) == (args.input is None):
+        raise Learn2HashError("give exactly one of --split or --input")
+    if args.split:
+        codes = run.codes(args.split, recompute=True)
+        where = run.codes_path(args.split)
+        if args.out:
+            codes.save(args.out)
+            where = args.out
+    else:
+        try:
+            x = load_npy(args.input)
+        except (OSError, ValueError) as exc:
+            raise Learn2HashError(f"cannot read --input {args.input}: {exc}") from None
+        codes = run.hasher().encode(x)
+        where = args.out or (str(Path(args.input).with_suffix("")) + ".codes.npy")
+        codes.save(where)
+    print(f"{len(codes)} codes of {codes.bits} bits -> {where}")
+    return 0
+
+
+@command
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="print the comparison table of finished runs")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args) -> int:
+    from learn2hash.runs import Run, summary_row
+
+    rows = [summary_row(Run.open(d)) for d in args.runs]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    fmt = [{k: (f"{v:.4f}" if isinstance(v, float) and not k.endswith("s") else
+                f"{v:.1f}" if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()} for r in rows]
+    if args.markdown:
+        print("| " + " | ".join(columns) + " |")
+        print("|" + "---|" * len(columns))
+        for r in fmt:
+            print("| " + " | ".join(str(r.get(c, "")) for c in columns) + " |")
+    else:
+        _print_table(fmt, columns)
+    return 0
+
+
+@command
+def _add_methods(sub) -> None:
+    p = sub.add_parser("methods", help="list the hashing methods and their hyper-parameters")
+    p.set_defaults(func=_cmd_methods)
+
+
+def _cmd_methods(args) -> int:
+    from learn2hash.methods import available
+
+    rows = []
+    for name, klass in available().items():
+        doc = (klass.__doc__ or "").strip().splitlines()
+        rows.append({"method": name, "input": klass.input_kind, "supervised": "yes" if klass.supervised else "no",
+                     "description": doc[0] if doc else ""})
+    _print_table(rows, ["method", "input", "supervised", "description"])
     return 0
 
 

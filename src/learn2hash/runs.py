@@ -1,0 +1,260 @@
+"""Run folders: train a hasher on a dataset, encode its splits, evaluate, and keep it all on disk.
+
+A run folder holds everything needed to reproduce and reuse one experiment::
+
+    config.json       method, bits, hyper-parameters, dataset, protocol, seed, package versions
+    splits.json       exact split (source pool and positions of every item), with split_*.npy
+    hasher/           the fitted hasher (Hasher.save)
+    history.json      per-epoch log of deep methods (loss, seconds)
+    checkpoints/      per-epoch training checkpoints of deep methods (resume)
+    codes/            codes of the query and database splits (Codes.save)
+    metrics.json      evaluation results plus training and encoding seconds
+    index/            the Hamming index of the database codes (``learn2hash index build``)
+
+:func:`train_run` writes one; :class:`Run` opens one.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+
+from learn2hash import _atomic
+from learn2hash.codes import Codes
+from learn2hash.errors import Learn2HashError
+
+RUN_FORMAT = "learn2hash-run"
+RUN_VERSION = 1
+#: datasets whose protocol evaluates at a fixed cutoff (mAP@k) as the literature does
+DEFAULT_TOPK = {"fashion-mnist": 1000, "digits": 100, "fashion-mnist-multilabel": 5000, "moving-fashion": 100}
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("learn2hash", "numpy", "scipy", "scikit-learn", "torch", "numba"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def default_topk(dataset: str) -> int | None:
+    return DEFAULT_TOPK.get(dataset)
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+class Run:
+    """An existing run folder."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        path = self.folder / "config.json"
+        if not path.exists():
+            raise Learn2HashError(f"{self.folder} is not a run folder (no config.json); create one with `learn2hash train`")
+        try:
+            self.config: dict[str, Any] = _atomic.load_json(path)
+        except ValueError as exc:
+            raise Learn2HashError(f"{path} is not valid JSON: {exc}") from None
+        if self.config.get("format") != RUN_FORMAT:
+            raise Learn2HashError(f"{path} is not a learn2hash run configuration")
+        self._dataset = None
+        self._hasher = None
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> "Run":
+        return cls(folder)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"Run({str(self.folder)!r}: {c['method']} {c['bits']} bits on {c['dataset']} [{c['protocol']}])"
+
+    @property
+    def method(self) -> str:
+        return self.config["method"]
+
+    @property
+    def bits(self) -> int:
+        return int(self.config["bits"])
+
+    def dataset(self):
+        """The run's dataset with exactly the saved splits."""
+        if self._dataset is None:
+            from learn2hash import datasets
+
+            self._dataset = datasets.load(self.config["dataset"], splits=self.folder,
+                                          **self.config.get("data_params", {}))
+        return self._dataset
+
+    def hasher(self):
+        if self._hasher is None:
+            from learn2hash.methods import Hasher
+
+            if not (self.folder / "hasher" / "hasher.json").exists():
+                raise Learn2HashError(f"run {self.folder} has no trained hasher yet (training did not finish?)")
+            self._hasher = Hasher.load(self.folder / "hasher")
+        return self._hasher
+
+    def codes_path(self, split: str) -> Path:
+        return self.folder / "codes" / f"{split}.npy"
+
+    def codes(self, split: str, recompute: bool = False) -> Codes:
+        """Codes of ``split`` (``query``, ``database`` or ``train``), encoded once and cached."""
+        if split not in ("train", "query", "database"):
+            raise Learn2HashError(f"split must be train, query or database, got {split!r}")
+        path = self.codes_path(split)
+        if path.exists() and not recompute:
+            codes = Codes.load(path)
+            if codes.bits != self.bits:
+                raise Learn2HashError(f"cached codes {path} have {codes.bits} bits, the run has {self.bits}")
+            return codes
+        data = getattr(self.dataset(), split)
+        codes = self.hasher().encode(data.x)
+        codes.save(path)
+        return codes
+
+    def metrics(self) -> dict[str, Any]:
+        path = self.folder / "metrics.json"
+        if not path.exists():
+            raise Learn2HashError(f"run {self.folder} has not been evaluated yet (no metrics.json)")
+        return _atomic.load_json(path)
+
+    def history(self) -> list[dict[str, Any]]:
+        path = self.folder / "history.json"
+        return _atomic.load_json(path) if path.exists() else []
+
+    def evaluate(self, topk: int | None | str = "default", ties: str = "expected", save: bool = True,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Evaluate query codes against database codes: mAP@topk, mAP@all, P@H<=2, PR curve."""
+        from learn2hash.metrics import evaluate
+
+        ds = self.dataset()
+        if topk == "default":
+            topk = default_topk(self.config["dataset"])
+        q, db = self.codes("query"), self.codes("database")
+        t0 = time.perf_counter()
+        full = evaluate(q, ds.query.labels, db, ds.database.labels, topk=None, ties=ties)
+        result: dict[str, Any] = {"map@all": full["map"], "precision_at_radius2": full["precision_at_radius"],
+                                  "recall_at_radius2": full["recall_at_radius"], "pr_curve": full["pr_curve"],
+                                  "precision_at_n": full["precision_at_n"],
+                                  "n_queries_without_relevant": full["n_queries_without_relevant"],
+                                  "ties": ties, "n_query": len(q), "n_database": len(db)}
+        if topk is not None:
+            result[f"map@{topk}"] = evaluate(q, ds.query.labels, db, ds.database.labels, topk=topk, ties=ties)["map"]
+            result["topk"] = topk
+        result["evaluate_seconds"] = time.perf_counter() - t0
+        if save:
+            previous = {}
+            if (self.folder / "metrics.json").exists():
+                previous = self.metrics()
+            _atomic.save_json(self.folder / "metrics.json", {**previous, **(extra or {}), **result})
+        return result
+
+
+def _fit_options(hasher: Any) -> set[str]:
+    import inspect
+
+    return {p.name for p in inspect.signature(hasher.fit).parameters.values() if p.kind == p.KEYWORD_ONLY}
+
+
+def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, protocol: str | None = None,
+              seed: int = 0, params: dict[str, Any] | None = None, data_params: dict[str, Any] | None = None,
+              topk: int | None | str = "default", resume: bool = False, overwrite: bool = False,
+              progress: bool = True, log: Callable[[str], None] | None = None) -> Run | None:
+    """Train ``method`` on ``dataset``, save everything in run folder ``out``, evaluate, return the run.
+
+    Under ``torchrun`` every process trains its shard; only rank 0 writes the folder and returns the
+    :class:`Run` (the others return ``None``).
+    """
+    from learn2hash import datasets
+    from learn2hash.methods import create
+
+    log = log or (lambda msg: None)
+    out = Path(out)
+    params = dict(params or {})
+    data_params = dict(data_params or {})
+    hasher = create(method, bits=bits, **({"seed": seed} if "seed" in _param_names(method) else {}), **params)
+    ds = datasets.load(dataset, protocol=protocol, seed=seed, **data_params)
+    config = {
+        "format": RUN_FORMAT, "version": RUN_VERSION, "method": method, "bits": int(bits),
+        "params": hasher.get_params(), "dataset": dataset, "protocol": ds.protocol, "seed": int(seed),
+        "data_params": {k: (str(v) if isinstance(v, Path) else v) for k, v in data_params.items()},
+        "sizes": {k: len(s) for k, s in ds.splits.items()}, "versions": package_versions(),
+    }
+    cfg_path = out / "config.json"
+    if cfg_path.exists() and not overwrite:
+        existing = _atomic.load_json(cfg_path)
+        same = {k: existing.get(k) for k in ("method", "bits", "params", "dataset", "protocol", "seed", "data_params")}
+        mine = {k: config[k] for k in same}
+        if not resume:
+            raise Learn2HashError(f"run folder {out} already exists; pass --resume to continue it or choose another --out")
+        if _jsonable(same) != _jsonable(mine):
+            diff = [k for k in same if _jsonable(same[k]) != _jsonable(mine[k])]
+            raise Learn2HashError(f"cannot resume {out}: it was trained with a different configuration ({', '.join(diff)})")
+    if _is_main_process():
+        _atomic.save_json(cfg_path, config)
+        ds.save_splits(out)
+    log(ds.summary())
+
+    fit_kwargs: dict[str, Any] = {}
+    options = _fit_options(hasher)
+    if "checkpoint_dir" in options:
+        fit_kwargs["checkpoint_dir"] = out / "checkpoints"
+    if "resume" in options:
+        fit_kwargs["resume"] = resume
+    if "progress" in options:
+        fit_kwargs["progress"] = progress
+    t0 = time.perf_counter()
+    hasher.fit(ds.train, **fit_kwargs)
+    train_seconds = time.perf_counter() - t0
+    if not _is_main_process():
+        return None
+    hasher.save(out / "hasher")
+    history = getattr(hasher, "history_", None)
+    if history is not None:
+        _atomic.save_json(out / "history.json", history)
+
+    run = Run(out)
+    run._dataset, run._hasher = ds, hasher
+    t0 = time.perf_counter()
+    run.codes("query", recompute=True)
+    run.codes("database", recompute=True)
+    encode_seconds = time.perf_counter() - t0
+    epochs = len(history) if history else None
+    run.evaluate(topk=topk, extra={"train_seconds": train_seconds, "encode_seconds": encode_seconds,
+                                   "epochs": epochs,
+                                   "seconds_per_epoch": (train_seconds / epochs) if epochs else None})
+    return run
+
+
+def _param_names(method: str) -> list[str]:
+    from learn2hash.methods import method_class
+
+    return method_class(method)._param_names()
+
+
+def _jsonable(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def summary_row(run: Run) -> dict[str, Any]:
+    """One row of the comparison table for a finished run."""
+    m = run.metrics()
+    topk = m.get("topk")
+    row = {"run": run.folder.name, "method": run.method, "bits": run.bits, "dataset": run.config["dataset"],
+           "protocol": run.config["protocol"]}
+    row[f"mAP@{topk}" if topk else "mAP@k"] = m.get(f"map@{topk}") if topk else None
+    row.update({"mAP@all": m.get("map@all"), "P@H<=2": m.get("precision_at_radius2"),
+                "train s": m.get("train_seconds"), "s/epoch": m.get("seconds_per_epoch")})
+    return row
+
