@@ -141,7 +141,10 @@ class Codes:
 
     def __getitem__(self, key) -> "Codes":
         if isinstance(key, (int, np.integer)):
-            key = slice(int(key), int(key) + 1 if int(key) != -1 else None)
+            i = int(key) + (len(self) if int(key) < 0 else 0)
+            if not 0 <= i < len(self):
+                raise IndexError(f"code {int(key)} is out of range for {len(self)} codes")
+            key = slice(i, i + 1)
         sub = self._packed[key]
         if sub.ndim != 2:
             raise Learn2HashError("Codes can be indexed by rows only")

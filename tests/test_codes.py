@@ -1,0 +1,117 @@
+import json
+
+import numpy as np
+import pytest
+
+from learn2hash.codes import Codes, hamming_distances, iter_distance_blocks
+from learn2hash.errors import CorruptFileError, Learn2HashError
+
+
+def brute_hamming(a_signs, b_signs):
+    return (a_signs[:, None, :] != b_signs[None, :, :]).sum(axis=2)
+
+
+@pytest.mark.parametrize("bits", [1, 7, 8, 13, 64, 70, 128])
+def test_round_trip_any_length(bits):
+    rng = np.random.default_rng(bits)
+    signs = rng.choice([-1.0, 1.0], size=(17, bits))
+    codes = Codes.from_signs(signs)
+    assert codes.bits == bits and len(codes) == 17
+    assert codes.packed.shape == (17, (bits + 7) // 8) and codes.packed.dtype == np.uint8
+    np.testing.assert_array_equal(codes.to_signs(), signs)
+    assert Codes.from_bits(signs > 0) == codes
+
+
+def test_bit_order_and_sign_convention():
+    # first bit is the most significant bit of the first byte; value >= 0 -> bit 1
+    codes = Codes.from_signs(np.array([[0.5, -2.0, 0.0, -0.1, -1, -1, -1, -1, 3.0]]))
+    assert codes.packed.tolist() == [[0b10100000, 0b10000000]]
+
+
+def test_padding_bits_must_be_zero():
+    with pytest.raises(Learn2HashError, match="padding"):
+        Codes.from_packed(np.array([[0xFF, 0xFF]], dtype=np.uint8), bits=9)
+
+
+def test_nan_input_is_refused():
+    x = np.zeros((3, 8))
+    x[1, 4] = np.nan
+    with pytest.raises(Learn2HashError, match="NaN.*row 1, column 4"):
+        Codes.from_signs(x)
+
+
+def test_wrong_shapes_are_refused():
+    with pytest.raises(Learn2HashError, match="2-D"):
+        Codes.from_signs(np.zeros(5))
+    with pytest.raises(Learn2HashError, match="positive"):
+        Codes.from_signs(np.zeros((4, 0)))
+    with pytest.raises(Learn2HashError, match="shape"):
+        Codes.from_packed(np.zeros((3, 2), np.uint8), bits=32)
+
+
+def test_slicing_and_concatenation():
+    rng = np.random.default_rng(0)
+    signs = rng.choice([-1, 1], size=(10, 20)).astype(float)
+    codes = Codes.from_signs(signs)
+    np.testing.assert_array_equal(codes[2:5].to_signs(), signs[2:5])
+    np.testing.assert_array_equal(codes[[7, 1]].to_signs(), signs[[7, 1]])
+    assert len(codes[3]) == 1 and len(codes[-1]) == 1
+    with pytest.raises(IndexError):
+        codes[10]
+    np.testing.assert_array_equal(codes[-1].to_signs(), signs[-1:])
+    joined = Codes.concatenate([codes[:4], codes[4:]])
+    assert joined == codes
+    with pytest.raises(Learn2HashError, match="20 and 21 bits"):
+        Codes.concatenate([codes, Codes.from_signs(np.ones((1, 21)))])
+
+
+@pytest.mark.parametrize("bits", [5, 64, 100])
+def test_distances_equal_brute_force(bits):
+    rng = np.random.default_rng(1)
+    a = rng.choice([-1, 1], size=(23, bits))
+    b = rng.choice([-1, 1], size=(31, bits))
+    expected = brute_hamming(a, b)
+    got = hamming_distances(Codes.from_signs(a), Codes.from_signs(b))
+    np.testing.assert_array_equal(got, expected)
+    # tiny blocks: same result, and each block's rows are bounded
+    blocks = list(iter_distance_blocks(Codes.from_signs(a), Codes.from_signs(b), block_bytes=1))
+    assert len(blocks) == 23
+    np.testing.assert_array_equal(np.concatenate([blk for _, blk in blocks]), expected)
+
+
+def test_distance_bit_mismatch():
+    with pytest.raises(Learn2HashError, match="16 bits but database codes have 24 bits"):
+        hamming_distances(Codes.from_signs(np.ones((2, 16))), Codes.from_signs(np.ones((2, 24))))
+
+
+def test_save_load_round_trip(tmp_path):
+    codes = Codes.from_signs(np.random.default_rng(2).normal(size=(50, 13)))
+    codes.save(tmp_path / "c.npy")
+    assert Codes.load(tmp_path / "c.npy") == codes
+    assert Codes.load(tmp_path / "c.npy", mmap=True) == codes
+    # no pickle anywhere: the file is a plain uint8 .npy
+    assert np.load(tmp_path / "c.npy", allow_pickle=False).dtype == np.uint8
+
+
+def test_load_detects_corruption(tmp_path):
+    codes = Codes.from_signs(np.random.default_rng(3).normal(size=(50, 16)))
+    path = tmp_path / "c.npy"
+    codes.save(path)
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptFileError, match="checksum"):
+        Codes.load(path)
+    codes.save(path)
+    meta = json.loads((tmp_path / "c.npy.json").read_text())
+    meta["version"] = 99
+    (tmp_path / "c.npy.json").write_text(json.dumps(meta))
+    with pytest.raises(CorruptFileError, match="version"):
+        Codes.load(path)
+    with pytest.raises(Learn2HashError, match="does not exist"):
+        Codes.load(tmp_path / "missing.npy")
+
+
+def test_bit_balance():
+    codes = Codes.from_bits(np.array([[1, 0, 1], [1, 1, 0], [1, 0, 0], [1, 0, 1]]))
+    np.testing.assert_allclose(codes.bit_balance(), [1.0, 0.25, 0.5])
