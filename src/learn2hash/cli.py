@@ -38,24 +38,55 @@ def _print_table(rows: list[dict], columns: Sequence[str], file=None) -> None:
 # --------------------------------------------------------------------------- datasets
 @command
 def _add_datasets(sub) -> None:
-    p = sub.add_parser("datasets", help="list datasets, whether each is on this machine, and how to get it")
+    p = sub.add_parser(
+        "datasets", help="list datasets, whether each is on this machine, and how to get it",
+        description="Without NAME: list every dataset, whether it is on this machine and how to get it. "
+                    "With NAME: load it under a protocol and print its splits (check your own files "
+                    "with a generic loader, e.g. `learn2hash datasets npz --data-path feats.npz`).")
+    p.add_argument("name", nargs="?", default=None, metavar="NAME", help="a dataset to load and describe")
+    p.add_argument("--protocol", default=None, help="protocol (default: the dataset's first)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-path", default=None, help="path for the generic loaders (your own files)")
+    p.add_argument("--data-param", action="append", metavar="KEY=VALUE", help="dataset loader parameter")
+    p.add_argument("--save-splits", default=None, metavar="DIR", help="write the exact split to DIR")
     p.set_defaults(func=_cmd_datasets)
 
 
 def _cmd_datasets(args) -> int:
-    from learn2hash.datasets import registered
+    from learn2hash.datasets import info, load, registered
 
+    if args.name is None:
+        rows = []
+        for name, d in sorted(registered().items()):
+            if d.generic:
+                status, where = "loader", "your own files (--data-path)"
+            elif d.present():
+                status, where = "present", d.location()
+            else:
+                status, where = "missing", d.how_to_get
+            rows.append({"dataset": name, "status": status, "protocols": ",".join(d.protocols),
+                         "description": d.description, "location / how to get": where})
+        _print_table(rows, ["dataset", "status", "protocols", "description", "location / how to get"])
+        return 0
+    d = info(args.name)
+    params = _parse_assignments(args.data_param, "--data-param")
+    if args.data_path:
+        params["path"] = args.data_path
+    ds = load(args.name, protocol=args.protocol, seed=args.seed, **params)
+    print(ds.summary())
     rows = []
-    for name, d in sorted(registered().items()):
-        if d.generic:
-            status, where = "loader", "your own files (--data-path)"
-        elif d.present():
-            status, where = "present", d.location()
-        else:
-            status, where = "missing", d.how_to_get
-        rows.append({"dataset": name, "status": status, "protocols": ",".join(d.protocols),
-                     "description": d.description, "location / how to get": where})
-    _print_table(rows, ["dataset", "status", "protocols", "description", "location / how to get"])
+    for name, split in ds.splits.items():
+        card = split.labels.sum(axis=1)
+        rows.append({"split": name, "items": f"{len(split):,}", "kind": split.kind,
+                     "item shape": "x".join(map(str, split.item_shape)),
+                     "dtype": str(getattr(split.x, "dtype", "")), "source": split.source,
+                     "labels/item": f"{card.mean():.2f}" if len(card) else "-"})
+    _print_table(rows, ["split", "items", "kind", "item shape", "dtype", "source", "labels/item"])
+    if d.params:
+        print("parameters: " + "; ".join(f"{k}: {v}" for k, v in d.params.items()))
+    if args.save_splits:
+        ds.save_splits(args.save_splits)
+        print(f"splits -> {args.save_splits}")
     return 0
 
 

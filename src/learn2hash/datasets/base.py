@@ -226,3 +226,91 @@ class LazyRows:
     def __array__(self, dtype=None, copy=None):
         arr = np.asarray(self.base[self.indices])
         return arr.astype(dtype) if dtype is not None else arr
+
+
+class LazyArray:
+    """An array-like of ``n`` items of one shape and dtype, each materialised only when indexed.
+
+    Subclasses implement ``_load(positions) -> ndarray[m, *item_shape]`` for ``int64`` positions.
+    Indexing the first axis follows numpy: an integer gives one item; a slice, an integer array
+    or a boolean mask gives the stacked items (further axes of a tuple key apply to the result).
+    ``np.asarray(lazy)`` materialises everything in chunks, with a progress bar on a terminal.
+    """
+
+    chunk = 256
+
+    def __init__(self, n: int, item_shape: tuple[int, ...], dtype: Any, what: str):
+        self._n = int(n)
+        self.item_shape = tuple(int(s) for s in item_shape)
+        self._dtype = np.dtype(dtype)
+        self.what = what
+
+    def _load(self, positions: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self._n,) + self.item_shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def ndim(self) -> int:
+        return 1 + len(self.item_shape)
+
+    def _positions(self, key: Any) -> np.ndarray:
+        if isinstance(key, slice):
+            return np.arange(self._n)[key]
+        idx = np.asarray(key)
+        if idx.dtype == bool:
+            if idx.shape != (self._n,):
+                raise IndexError(f"{self.what}: boolean index of shape {idx.shape} for {self._n} items")
+            return np.flatnonzero(idx)
+        if idx.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise IndexError(f"{self.what}: index must be integers, a slice or a boolean mask, got dtype {idx.dtype}")
+        idx = idx.astype(np.int64).ravel()
+        if idx.min() < -self._n or idx.max() >= self._n:
+            raise IndexError(f"{self.what}: index out of range for {self._n} items")
+        return np.where(idx < 0, idx + self._n, idx)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        rest: tuple = ()
+        if isinstance(key, tuple):
+            key, rest = key[0], key[1:]
+        if isinstance(key, (int, np.integer)):
+            out = self._load(self._positions(np.array([key])))[0]
+            return out[rest] if rest else out
+        pos = self._positions(key)
+        out = self._load(pos) if len(pos) else np.zeros((0,) + self.item_shape, dtype=self._dtype)
+        lead = 1
+        if not isinstance(key, slice):
+            k = np.asarray(key)
+            if k.dtype != bool and k.ndim != 1:
+                out = out.reshape(k.shape + self.item_shape)
+                lead = k.ndim
+        return out[(slice(None),) * lead + rest] if rest else out
+
+    def __iter__(self):
+        for start in range(0, self._n, self.chunk):
+            yield from self._load(np.arange(start, min(start + self.chunk, self._n)))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        out = np.empty(self.shape, dtype=self._dtype)
+        with tqdm(total=self._n, desc=f"loading {self.what}", unit="item", disable=None, leave=False) as bar:
+            for start in range(0, self._n, self.chunk):
+                stop = min(start + self.chunk, self._n)
+                out[start:stop] = self._load(np.arange(start, stop))
+                bar.update(stop - start)
+        return out.astype(dtype, copy=False) if dtype is not None else out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.what!r}, shape={self.shape}, dtype={self._dtype})"

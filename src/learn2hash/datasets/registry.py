@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ class DatasetInfo:
     how_to_get: str = ""
     location: Callable[[], str] = lambda: ""
     generic: bool = False  # a loader for users' own files (needs a path), not a named dataset
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)  # loader parameter -> what it means
 
 
 _REGISTRY: dict[str, DatasetInfo] = {}
@@ -76,14 +77,88 @@ def load(name: str, protocol: str | None = None, seed: int = 0, splits: str | os
         )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise Learn2HashError(f"seed must be an integer, got {seed!r}")
+    _check_params(d, params)
     if not d.generic and not d.present():
         raise DatasetNotFoundError(f"dataset {name!r} is not installed on this machine. {d.how_to_get}")
     indices = None
     if saved is not None:
         indices = {k: (saved["splits"][k]["source"], saved["splits"][k]["indices"]) for k in SPLIT_NAMES}
     ds = d.builder(protocol=protocol, seed=int(seed), indices=indices, **params)
-    ds.params = {**ds.params, **{k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}}
+    # What the builder recorded (resolved paths, effective sizes) wins over the values as given.
+    ds.params = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}, **ds.params}
     return ds
+
+
+def _check_params(d: DatasetInfo, params: dict[str, Any]) -> None:
+    """Refuse loader parameters the dataset does not take, naming the ones it does."""
+    sig = inspect.signature(d.builder).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in sig.values()):
+        if not d.params:
+            return
+        allowed = set(d.params)
+    else:
+        allowed = {k for k, p in sig.items() if p.kind != p.VAR_POSITIONAL} - {"protocol", "seed", "indices"}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        takes = f"its parameters: {', '.join(sorted(allowed))}" if allowed else "it takes no parameters"
+        raise Learn2HashError(f"dataset {d.name!r} has no parameter {', '.join(map(repr, unknown))}; {takes}")
+
+
+# --------------------------------------------------------------------------- loader parameters
+# Parameters may come from the command line as strings (``--data-param size=32``): these read them.
+
+def int_param(dataset: str, name: str, value: Any, minimum: int | None = None) -> int:
+    """An integer parameter (an int or a string of digits), at least ``minimum``."""
+    if isinstance(value, bool):
+        value = None
+    try:
+        out = int(value) if isinstance(value, (int, np.integer)) else int(str(value).strip())
+    except (TypeError, ValueError):
+        raise Learn2HashError(f"{dataset}: parameter {name} must be an integer, got {value!r}") from None
+    if minimum is not None and out < minimum:
+        raise Learn2HashError(f"{dataset}: parameter {name} must be >= {minimum}, got {out}")
+    return out
+
+
+def float_param(dataset: str, name: str, value: Any, low: float, high: float) -> float:
+    """A real parameter in [low, high]."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise Learn2HashError(f"{dataset}: parameter {name} must be a number, got {value!r}") from None
+    if not low <= out <= high:
+        raise Learn2HashError(f"{dataset}: parameter {name} must be in [{low}, {high}], got {out}")
+    return out
+
+
+def size_param(dataset: str, value: Any, name: str = "size") -> tuple[int, int] | None:
+    """An image size ``(height, width)`` from ``N`` (square), ``"HxW"`` or ``[H, W]``; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = value.lower().replace(",", "x").split("x")
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = [value]
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise Learn2HashError(f"{dataset}: parameter {name} must be N, HxW or [H, W], got {value!r}")
+    h, w = (int_param(dataset, name, p, minimum=1) for p in parts)
+    return h, w
+
+
+def path_param(dataset: str, value: Any, name: str = "path", base: Path | None = None) -> Path:
+    """An existing file or folder (relative paths are taken from ``base`` when given), made absolute."""
+    if value is None or value == "":
+        raise Learn2HashError(f"dataset {dataset!r} reads your own files: give {name}= (--data-path on the command line)")
+    p = Path(value).expanduser()
+    if base is not None and not p.is_absolute():
+        p = base / p
+    if not p.exists():
+        raise Learn2HashError(f"{dataset}: {name} {str(p)!r} does not exist")
+    return p.resolve()
 
 
 def _ensure_loaded() -> None:
