@@ -260,3 +260,254 @@ def test_cli_unknown_dataset_is_one_line(capsys):
     assert cli.main(["datasets", "fashion-mnst"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "did you mean fashion-mnist" in err
+
+
+# --------------------------------------------------------------------------- generic: npz / npy
+def write_pooled_npz(path, n=200, d=8, seed=0, **extra):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = rng.integers(0, 5, size=n)
+    np.savez(path, x=x, labels=y, **extra)
+    return x, y
+
+
+def test_npz_pooled_protocol_seeded_and_reloadable(tmp_path):
+    x, y = write_pooled_npz(tmp_path / "d.npz")
+    ds = load("npz", path=tmp_path / "d.npz", seed=4)
+    assert (len(ds.query), len(ds.train), len(ds.database)) == (20, 180, 180)
+    assert ds.query.kind == "features" and ds.query.x.dtype == np.float32
+    assert not np.intersect1d(ds.query.indices, ds.database.indices).size
+    for split in ds.splits.values():
+        np.testing.assert_allclose(split.x, x[split.indices].astype(np.float32))
+        np.testing.assert_array_equal(split.labels, np.eye(5, dtype=bool)[y[split.indices]])
+    again = load("npz", path=str(tmp_path / "d.npz"), seed=4)
+    other = load("npz", path=tmp_path / "d.npz", seed=5)
+    np.testing.assert_array_equal(again.query.indices, ds.query.indices)
+    assert not np.array_equal(other.query.indices, ds.query.indices)
+    ds.save_splits(tmp_path / "run")
+    reloaded = load("npz", splits=tmp_path / "run")
+    for name, split in ds.splits.items():
+        np.testing.assert_array_equal(reloaded.splits[name].x, split.x)
+    # sizes as they come from the command line (strings)
+    small = load("npz", path=tmp_path / "d.npz", query_size="50", train_size="30")
+    assert (len(small.query), len(small.train), len(small.database)) == (50, 30, 150)
+
+
+def test_npz_key_aliases_multihot_and_images(tmp_path):
+    rng = np.random.default_rng(1)
+    feats, multi = rng.random((30, 4)), rng.integers(0, 2, size=(30, 6))
+    np.savez(tmp_path / "f.npz", features=feats, y=multi)
+    ds = load("npz", path=tmp_path / "f.npz")
+    np.testing.assert_array_equal(ds.database.labels, multi[ds.database.indices].astype(bool))
+    images = rng.integers(0, 256, size=(30, 5, 7), dtype=np.uint8)
+    np.savez(tmp_path / "img.npz", x=images, labels=np.arange(30) % 3)
+    ds = load("npz", path=tmp_path / "img.npz")
+    assert ds.train.kind == "image" and ds.train.x.shape[1:] == (1, 5, 7) and ds.train.x.dtype == np.uint8
+    np.testing.assert_array_equal(ds.train.x[:, 0], images[ds.train.indices])
+
+
+def test_npy_pair(tmp_path):
+    rng = np.random.default_rng(2)
+    x, y = rng.random((40, 3)).astype(np.float32), rng.integers(0, 4, size=40)
+    np.save(tmp_path / "features.npy", x)
+    np.save(tmp_path / "labels.npy", y)
+    ds = load("npz", path=tmp_path / "features.npy", labels=tmp_path / "labels.npy", query_size=10)
+    assert len(ds.query) == 10 and len(ds.database) == 30
+    np.testing.assert_array_equal(ds.query.x, x[ds.query.indices])
+    with pytest.raises(Learn2HashError, match="give labels=LABELS.npy"):
+        load("npz", path=tmp_path / "features.npy")
+
+
+def test_npz_presplit(tmp_path):
+    rng = np.random.default_rng(3)
+    tr, te = rng.random((12, 3)), rng.random((5, 3))
+    db = rng.random((20, 3))
+    np.savez(tmp_path / "p.npz", train_x=tr, train_labels=np.arange(12) % 3, test_x=te,
+             test_labels=np.array([0, 1, 2, 3, 4]), database_x=db, database_labels=np.arange(20) % 4)
+    ds = load("npz", path=tmp_path / "p.npz")
+    np.testing.assert_allclose(ds.train.x, tr.astype(np.float32))
+    np.testing.assert_allclose(ds.query.x, te.astype(np.float32))
+    np.testing.assert_allclose(ds.database.x, db.astype(np.float32))
+    assert ds.n_classes == 5 and ds.query.labels.shape == (5, 5) and ds.query.labels[4, 4]
+    assert (ds.query.source, ds.database.source) == ("query", "database")
+    with pytest.raises(Learn2HashError, match="pre-split; query_size"):
+        load("npz", path=tmp_path / "p.npz", query_size=2)
+    np.savez(tmp_path / "q.npz", train_x=tr, train_labels=np.arange(12) % 3, query_x=te, query_labels=np.arange(5) % 3)
+    ds = load("npz", path=tmp_path / "q.npz")
+    np.testing.assert_allclose(ds.database.x, tr.astype(np.float32))  # no database arrays: the train arrays
+    ds.save_splits(tmp_path / "s")
+    np.testing.assert_array_equal(load("npz", splits=tmp_path / "s").query.x, ds.query.x)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": np.array([[0.0, np.nan]] * 4), "labels": np.arange(4)}, "NaN"),
+    ({"x": np.zeros((4, 2)), "labels": np.arange(5)}, "4 items but 5 label rows"),
+    ({"data": np.zeros((4, 2)), "target": np.arange(4)}, r"holds \['data', 'target'\]; expected 'x'"),
+    ({"x": np.zeros((4, 2, 2, 2), np.float32), "labels": np.arange(4)}, "must be uint8"),
+    ({"x": np.zeros((4, 2)), "features": np.zeros((4, 2)), "labels": np.arange(4)}, "both 'x' and 'features'"),
+    ({"train_x": np.zeros((4, 2)), "train_labels": np.arange(4), "query_x": np.zeros((2, 2))}, "no query labels"),
+    ({"x": np.zeros((4, 2)), "labels": np.array([0, 1, 2, -1])}, "must be >= 0"),
+])
+def test_npz_bad_content(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(Learn2HashError, match=message):
+        load("npz", path=tmp_path / "bad.npz")
+
+
+def test_npz_bad_files(tmp_path):
+    with pytest.raises(Learn2HashError, match="does not exist"):
+        load("npz", path=tmp_path / "nope.npz")
+    with pytest.raises(Learn2HashError, match="give path="):
+        load("npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(CorruptFileError, match="junk.npz"):
+        load("npz", path=tmp_path / "junk.npz")
+    np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}] * 3, dtype=object), labels=np.arange(3))
+    with pytest.raises(CorruptFileError, match="no pickled arrays"):
+        load("npz", path=tmp_path / "obj.npz")
+    (tmp_path / "d.txt").write_text("1 2 3")
+    with pytest.raises(Learn2HashError, match="must be a .npz file or a .npy"):
+        load("npz", path=tmp_path / "d.txt")
+    with pytest.raises(Learn2HashError, match="has no parameter 'size'"):
+        load("npz", path=tmp_path / "d.txt", size=3)
+
+
+# --------------------------------------------------------------------------- generic: image lists
+def save_png(path, array):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def make_image_list(folder, n_labels=4, sizes=(6, 6, 7)):
+    """Solid-colour RGB images whose colour encodes (split, position); returns {split: (names, labels)}."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for s, (split, n) in enumerate(zip(("train", "test", "database"), sizes)):
+        names, labels, lines = [], rng.integers(0, 2, size=(n, n_labels)), []
+        for i in range(n):
+            name = f"img/{split}_{i}.png"
+            save_png(folder / name, np.full((5, 8, 3), (s * 40, i * 10, 200), np.uint8))
+            names.append(name)
+            lines.append(name + " " + " ".join(map(str, labels[i])))
+        (folder / f"{split}.txt").write_text("\n".join(lines) + "\n")
+        out[split] = (names, labels.astype(bool))
+    return out
+
+
+def test_image_list_lazy_images_and_labels(tmp_path):
+    made = make_image_list(tmp_path)
+    ds = load("image-list", path=tmp_path)
+    assert (len(ds.train), len(ds.query), len(ds.database)) == (6, 6, 7)
+    assert not isinstance(ds.train.x, np.ndarray)  # decoded when indexed
+    assert ds.query.x.shape == (6, 3, 5, 8) and ds.query.x.dtype == np.uint8 and ds.query.kind == "image"
+    for split, listname, s in (("train", "train", 0), ("query", "test", 1), ("database", "database", 2)):
+        sp = ds.splits[split]
+        np.testing.assert_array_equal(sp.labels, made[listname][1])
+        x = np.asarray(sp.x)
+        for i in range(len(sp)):
+            assert (x[i, 0] == s * 40).all() and (x[i, 1] == i * 10).all() and (x[i, 2] == 200).all()
+    one = ds.database.x[3]
+    assert one.shape == (3, 5, 8) and (one[1] == 30).all()
+    resized = load("image-list", path=tmp_path, size="4x3", channels=1)
+    assert resized.train.x.shape == (6, 1, 4, 3)
+    # a solid image stays solid after resizing; its gray level is the luminance of the colour
+    gray = np.asarray(resized.train.x)[2, 0]
+    assert (gray == gray[0, 0]).all() and abs(int(gray[0, 0]) - round(0.587 * 20 + 0.114 * 200)) <= 1
+    ds.save_splits(tmp_path / "run")
+    np.testing.assert_array_equal(np.asarray(load("image-list", splits=tmp_path / "run").query.x), np.asarray(ds.query.x))
+
+
+def test_image_list_explicit_files_and_root(tmp_path):
+    make_image_list(tmp_path / "data")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    for name in ("train", "test", "database"):
+        (lists / f"{name}_v2.txt").write_text((tmp_path / "data" / f"{name}.txt").read_text())
+    ds = load("image-list", train=lists / "train_v2.txt", query=lists / "test_v2.txt",
+              database=lists / "database_v2.txt", root=tmp_path / "data")
+    assert len(ds.database) == 7 and np.asarray(ds.database.x)[6, 1, 0, 0] == 60
+
+
+def test_image_list_errors(tmp_path):
+    make_image_list(tmp_path)
+    lines = (tmp_path / "database.txt").read_text().splitlines()
+    (tmp_path / "database.txt").write_text("\n".join(lines[:2] + [lines[2] + " 1"] + lines[3:]))
+    with pytest.raises(Learn2HashError, match=r"database.txt:3: a label vector of length 5, expected 4"):
+        load("image-list", path=tmp_path)
+    (tmp_path / "database.txt").write_text("\n".join(lines[:1] + [lines[1].replace(" 0", " 2", 1)] + lines[2:]))
+    with pytest.raises(Learn2HashError, match=r"database.txt:2: labels must be 0 or 1"):
+        load("image-list", path=tmp_path)
+    (tmp_path / "database.txt").write_text("\n".join(lines + ["img/missing.png 0 0 1 1"]))
+    with pytest.raises(Learn2HashError, match=r"1 image\(s\) listed do not exist: .*missing.png"):
+        load("image-list", path=tmp_path)
+    (tmp_path / "database.txt").unlink()
+    with pytest.raises(Learn2HashError, match="no database list .*database.txt"):
+        load("image-list", path=tmp_path)
+    with pytest.raises(Learn2HashError, match="must be a folder"):
+        load("image-list", path=tmp_path / "train.txt")
+    with pytest.raises(Learn2HashError, match="channels must be 1"):
+        load("image-list", path=tmp_path, database=tmp_path / "train.txt", channels=2)
+
+
+def test_image_list_undecodable_image_named_when_indexed(tmp_path):
+    make_image_list(tmp_path)
+    (tmp_path / "img" / "database_4.png").write_bytes(b"\x89PNG garbage")
+    ds = load("image-list", path=tmp_path)  # lazy: nothing decoded but the first train image
+    np.asarray(ds.database.x[:4])
+    with pytest.raises(CorruptFileError, match="cannot decode image .*database_4.png"):
+        ds.database.x[[2, 4]]
+
+
+# --------------------------------------------------------------------------- generic: image folders
+def make_image_folder(root, per_class=(12, 15, 13)):
+    for c, n in enumerate(per_class):
+        for i in range(n):
+            save_png(root / f"class_{c}" / f"{i:03d}.png", np.full((6, 6), c * 50 + i, np.uint8))
+
+
+def test_image_folder_per_class_split(tmp_path):
+    make_image_folder(tmp_path)
+    (tmp_path / "class_1" / "notes.txt").write_text("not an image")
+    ds = load("image-folder", path=tmp_path, seed=2)
+    assert ds.class_names == ["class_0", "class_1", "class_2"]
+    np.testing.assert_array_equal(ds.query.labels.sum(axis=0), [1, 1, 1])  # min(100, 12 // 10)
+    np.testing.assert_array_equal(ds.train.labels.sum(axis=0), [11, 11, 11])  # min(500, 12 - 1)
+    assert len(ds.database) == 40 - 3 and not np.intersect1d(ds.query.indices, ds.database.indices).size
+    assert np.isin(ds.train.indices, ds.database.indices).all()
+    assert ds.database.x.shape == (37, 1, 6, 6)
+    for split in ds.splits.values():  # pixel value c*50+i encodes the class folder
+        np.testing.assert_array_equal(np.asarray(split.x)[:, 0, 0, 0] // 50, split.labels.argmax(axis=1))
+    again, other = load("image-folder", path=tmp_path, seed=2), load("image-folder", path=tmp_path, seed=3)
+    np.testing.assert_array_equal(again.train.indices, ds.train.indices)
+    assert not np.array_equal(other.train.indices, ds.train.indices)
+    custom = load("image-folder", path=tmp_path, query_per_class=3, train_per_class="4", size=[3, 4], channels=3)
+    np.testing.assert_array_equal(custom.query.labels.sum(axis=0), [3, 3, 3])
+    assert len(custom.train) == 12 and custom.train.x.shape == (12, 3, 3, 4)
+    with pytest.raises(Learn2HashError, match="class 0 has 9 items, 10 are needed"):
+        load("image-folder", path=tmp_path, query_per_class=3, train_per_class=10)
+
+
+def test_image_folder_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Learn2HashError, match="holds no class sub-folders"):
+        load("image-folder", path=tmp_path / "empty")
+    make_image_folder(tmp_path / "data", per_class=(3, 3))
+    (tmp_path / "data" / "class_9").mkdir()
+    with pytest.raises(Learn2HashError, match="class folder .*class_9 holds no images"):
+        load("image-folder", path=tmp_path / "data")
+    (tmp_path / "data" / "class_9" / "x.png").write_bytes(b"")
+    with pytest.raises(Learn2HashError, match="class 'class_9' has 1 image"):
+        load("image-folder", path=tmp_path / "data")
+
+
+def test_cli_describes_and_saves_a_generic_dataset(tmp_path, capsys):
+    write_pooled_npz(tmp_path / "d.npz", n=60)
+    rc = cli.main(["datasets", "npz", "--data-path", str(tmp_path / "d.npz"), "--data-param", "query_size=5",
+                   "--seed", "3", "--save-splits", str(tmp_path / "s")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "npz [standard, seed 3]: train 55, query 5, database 55" in out
+    assert load("npz", splits=tmp_path / "s").seed == 3
+    assert cli.main(["datasets", "npz", "--data-path", str(tmp_path / "nope.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err
