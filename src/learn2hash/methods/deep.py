@@ -1,0 +1,241 @@
+"""``DeepHasher``: the base class of deep hashing methods (a backbone + hash head trained end to end).
+
+A subclass supplies its loss and, where it needs them, hooks; everything else (network, batches,
+optimizer, schedule, augmentation, checkpoints, resume, torchrun data parallelism, encoding,
+saving) is shared. A minimal method::
+
+    @register
+    class MyHash(DeepHasher):
+        name = "myhash"
+
+        def __init__(self, bits: int = 64, alpha: float = 1.0, **deep):
+            deep.setdefault("epochs", 20)          # method-specific defaults of shared params
+            super().__init__(bits=bits, **deep)
+            self.alpha = alpha
+
+        def _prepare(self, split):                 # optional: before training, model_ exists
+            self.targets_ = ...                    # per-item targets from split.labels
+
+        def loss(self, u, batch):                  # u = tanh(batch.logits), [b, K] in (-1, 1)
+            y = batch.labels.float()               # multi-hot [b, c]; batch.index: item positions
+            loss = ...
+            return loss, {"part": float(loss)}
+
+Optional hooks (defaults do nothing): ``on_epoch_start(epoch, model)`` (e.g. HashNet sets
+``model.scale = beta``), ``on_epoch_end(epoch, model)`` (e.g. EDDH's discrete steps; use
+``self.transform(split.x)`` / :func:`learn2hash.train.encode_batches`), ``extra_state()`` /
+``load_extra_state(state)`` (method state a resumed run needs, e.g. a memory bank), and
+``_get_state`` / ``_set_state`` (call ``super()``) for learned arrays saved with the hasher.
+``self.train_split_`` is the training split during ``fit``.
+
+Shared hyper-parameters (all JSON values, saved with the hasher): ``backbone`` (a name from
+:mod:`learn2hash.nn`, ``"auto"`` = smallcnn for images, mlp for feature vectors),
+``backbone_options`` (dict passed to the backbone), ``hidden`` and ``dropout`` (hash head), the
+training loop's ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``optimizer``, ``momentum``,
+``schedule``, ``warmup_epochs``, ``augment``, ``grad_clip``, and ``device`` / ``encode_batch_size``
+(which do not change what is learned).
+
+Saved state: ``hasher.json`` (params, item shape, history, weights checksum) and ``weights.pt``
+(``torch.save(model.state_dict())``, loaded with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from learn2hash import _atomic
+from learn2hash.codes import Codes
+from learn2hash.datasets.base import Split
+from learn2hash.errors import CorruptFileError, Learn2HashError
+from learn2hash.methods.base import Hasher
+from learn2hash.nn import HashHead, HashModel, create_backbone
+from learn2hash.train import Batch, TrainConfig, encode_batches, resolve_device, train
+
+WEIGHTS_NAME = "weights.pt"
+# parameters that do not change what is learned: left out of the resume fingerprint
+_RUNTIME_PARAMS = ("device", "encode_batch_size")
+
+
+class DeepHasher(Hasher):
+    """Backbone + hash head trained by :func:`learn2hash.train.train` with the subclass's ``loss``."""
+
+    input_kind = "any"
+    supervised = True
+
+    def __init__(self, bits: int = 64, seed: int = 0, backbone: str = "auto",
+                 backbone_options: dict[str, Any] | None = None, hidden: list[int] | tuple[int, ...] = (),
+                 dropout: float = 0.0, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
+                 weight_decay: float = 0.0, optimizer: str = "adam", momentum: float = 0.9, schedule: str = "cosine",
+                 warmup_epochs: float = 0.0, augment: str = "none", grad_clip: float | None = None,
+                 device: str = "auto", encode_batch_size: int = 1024):
+        super().__init__(bits=bits, seed=seed)
+        self.backbone = backbone
+        self.backbone_options = backbone_options
+        self.hidden = hidden
+        self.dropout = dropout
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.schedule = schedule
+        self.warmup_epochs = warmup_epochs
+        self.augment = augment
+        self.grad_clip = grad_clip
+        self.device = device
+        self.encode_batch_size = encode_batch_size
+
+    # ------------------------------------------------------------------ subclass interface
+    def loss(self, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss of one batch and its named parts (for the log)."""
+        raise NotImplementedError(f"{type(self).__name__} must define loss(u, batch)")
+
+    def _prepare(self, split: Split) -> None:
+        """Called once per ``fit`` after the network is built, before the first epoch."""
+
+    def on_epoch_start(self, epoch: int, model: HashModel) -> None:
+        """Called before each epoch (0-based), also for the epochs after a resume."""
+
+    def on_epoch_end(self, epoch: int, model: HashModel) -> None:
+        """Called after each epoch's gradient steps, before the checkpoint is written."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """Method state to put in training checkpoints (tensors, numbers, strings)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned, when resuming."""
+
+    # ------------------------------------------------------------------ building blocks
+    def train_config(self) -> TrainConfig:
+        """The training-loop settings these hyper-parameters stand for (validated)."""
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+                           optimizer=self.optimizer, momentum=self.momentum, schedule=self.schedule,
+                           warmup_epochs=self.warmup_epochs, augment=self.augment, grad_clip=self.grad_clip,
+                           seed=self.seed, device=self.device).validate()
+
+    def build_model(self, input_shape: tuple[int, ...], untrained: bool = False) -> HashModel:
+        """A fresh network for items of ``input_shape`` (``untrained``: skip pretrained weights)."""
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise Learn2HashError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        hidden = list(self.hidden or [])
+        if any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
+            raise Learn2HashError(f"hidden must be a list of positive layer widths, got {self.hidden!r}")
+        bb = create_backbone(self.backbone, tuple(input_shape), untrained=untrained, **(self.backbone_options or {}))
+        return HashModel(bb, HashHead(bb.out_dim, self.bits, hidden, self.dropout))
+
+    def identity(self) -> dict[str, Any]:
+        """What enters the resume fingerprint besides the training-loop settings."""
+        params = {k: v for k, v in self.get_params().items() if k not in _RUNTIME_PARAMS}
+        return {"method": self.name, "params": params}
+
+    # ------------------------------------------------------------------ fit / encode
+    def fit(self, data: Any, labels: Any = None, *, checkpoint_dir: str | os.PathLike | None = None,
+            resume: bool = False, progress: bool | None = None) -> "DeepHasher":
+        """Train on a :class:`Split` (or ``x`` and ``labels``).
+
+        ``checkpoint_dir``: where a checkpoint is written after every epoch; ``resume=True``
+        continues from the checkpoint there (a checkpoint of another configuration is an error).
+        ``progress``: show a progress bar (default: when stderr is a terminal).
+        """
+        self._fit_options = {"checkpoint_dir": checkpoint_dir, "resume": resume, "progress": progress}
+        try:
+            return super().fit(data, labels)
+        finally:
+            del self._fit_options
+
+    def _fit(self, split: Split) -> None:
+        config = self.train_config()
+        shape = tuple(int(s) for s in split.item_shape)
+        torch.manual_seed(int(self.seed))
+        self.model_ = self.build_model(shape)
+        self.input_shape_ = shape
+        self.train_split_ = split
+        try:
+            self._prepare(split)
+            self.history_ = train(self.model_, split.x, split.labels, self, config, identity=self.identity(),
+                                  **self._fit_options)
+        finally:
+            del self.train_split_
+
+    def _check_items(self, x: Any, what: str = "input") -> Any:
+        if hasattr(x, "detach"):
+            x = x.detach().cpu().numpy()
+        if not hasattr(x, "shape") or not hasattr(x, "__getitem__"):
+            x = np.asarray(x)
+        shape = tuple(int(s) for s in x.shape)
+        if len(shape) < 1 or shape[1:] != tuple(self.input_shape_):
+            raise Learn2HashError(
+                f"{what} has shape {shape}; this {self.name} hasher was fitted on items of shape "
+                f"{tuple(self.input_shape_)}, so expected [n, {', '.join(map(str, self.input_shape_))}]"
+            )
+        return x
+
+    def _model_device(self) -> torch.device:
+        return next(self.model_.parameters()).device
+
+    def transform(self, x: Any) -> np.ndarray:
+        """Continuous codes ``u = tanh(...)``, ``float32[n, K]`` (the signs are the bits)."""
+        self._check_fitted()
+        x = self._check_items(x)
+        return encode_batches(self.model_, x, int(self.encode_batch_size), self._model_device()).numpy()
+
+    def features(self, x: Any) -> np.ndarray:
+        """The backbone's features of ``x``, ``float32[n, out_dim]``."""
+        self._check_fitted()
+        x = self._check_items(x)
+        return encode_batches(self.model_, x, int(self.encode_batch_size), self._model_device(),
+                              output="features").numpy()
+
+    def _encode(self, x: Any) -> Codes:
+        u = self.transform(x)
+        if len(u) == 0:
+            return Codes.empty(self.bits)
+        return Codes.from_signs(u)
+
+    # ------------------------------------------------------------------ persistence
+    def _weights_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in self.model_.state_dict().items()}, buf)
+        return buf.getvalue()
+
+    def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        self._pending_weights = self._weights_bytes()
+        return ({"input_shape": list(self.input_shape_), "history": getattr(self, "history_", []),
+                 "weights_sha256": hashlib.sha256(self._pending_weights).hexdigest()}, {})
+
+    def _save_extra(self, folder: Path) -> None:
+        data = getattr(self, "_pending_weights", None) or self._weights_bytes()
+        with _atomic.atomic_open(folder / WEIGHTS_NAME, "wb") as fh:
+            fh.write(data)
+        self._pending_weights = None
+
+    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path) -> None:
+        path = folder / WEIGHTS_NAME
+        if not path.exists():
+            raise CorruptFileError(f"saved {self.name} hasher in {folder} has no {WEIGHTS_NAME}")
+        if "weights_sha256" in state and _atomic.sha256_file(path) != state["weights_sha256"]:
+            raise CorruptFileError(f"{path} does not match the checksum recorded in {folder / 'hasher.json'}")
+        self.input_shape_ = tuple(int(s) for s in state["input_shape"])
+        self.history_ = state.get("history", [])
+        model = self.build_model(self.input_shape_, untrained=True)
+        try:
+            weights = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise CorruptFileError(
+                f"{path} does not fit a {self.name} network of {self.bits} bits with these parameters: "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
+        except Exception as exc:
+            raise CorruptFileError(f"{path} cannot be read: {type(exc).__name__}: {exc}") from None
+        model.eval()
+        self.model_ = model.to(resolve_device(self.device))

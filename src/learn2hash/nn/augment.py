@@ -1,0 +1,71 @@
+"""Data augmentation on float image batches ``[n, C, H, W]`` (vectorised, driven by torch's RNG).
+
+A spec is a comma-separated list of:
+
+- ``flip``: horizontal flip with probability 1/2 (not for digits or text);
+- ``shift`` or ``shift:P``: translate by up to P pixels (default 2) in each direction, zero fill
+  (the "pad and random crop" of CIFAR training);
+- ``erase`` or ``erase:S``: zero one random square of side S (default a quarter of the image side)
+  with probability 1/2 (cutout).
+
+``"none"`` (or an empty string) is no augmentation. Randomness comes from the global torch
+generator, whose state the training checkpoints carry, so resumed runs draw the same numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from learn2hash.errors import Learn2HashError
+
+OPS = ("flip", "shift", "erase")
+
+
+def parse(spec: str | None) -> list[tuple[str, int | None]]:
+    """``"flip,shift:3"`` -> ``[("flip", None), ("shift", 3)]``; unknown ops are a clear error."""
+    if spec is None or str(spec).strip().lower() in ("", "none"):
+        return []
+    ops: list[tuple[str, int | None]] = []
+    for part in str(spec).split(","):
+        name, _, arg = part.strip().partition(":")
+        if name not in OPS:
+            raise Learn2HashError(f"unknown augmentation {name!r} in {spec!r}; known: {', '.join(OPS)} (or 'none')")
+        if arg and (not arg.isdigit() or int(arg) < 1):
+            raise Learn2HashError(f"augmentation {part!r}: the argument must be a positive integer")
+        ops.append((name, int(arg) if arg else None))
+    return ops
+
+
+def augment(x: torch.Tensor, ops: list[tuple[str, int | None]]) -> torch.Tensor:
+    """Apply ``ops`` (from :func:`parse`) to an image batch; other batches are returned unchanged."""
+    if not ops or x.ndim != 4:
+        return x
+    n, _, h, w = x.shape
+    dev = x.device
+    for name, arg in ops:
+        if name == "flip":
+            mask = (torch.rand(n) < 0.5).to(dev)
+            x = torch.where(mask[:, None, None, None], x.flip(3), x)
+        elif name == "shift":
+            p = arg or 2
+            padded = torch.nn.functional.pad(x, (p, p, p, p))
+            dy = torch.randint(0, 2 * p + 1, (n,)).to(dev)
+            dx = torch.randint(0, 2 * p + 1, (n,)).to(dev)
+            rows = (dy[:, None] + torch.arange(h, device=dev)[None, :])  # [n, h]
+            cols = (dx[:, None] + torch.arange(w, device=dev)[None, :])  # [n, w]
+            idx_r = rows[:, None, :, None].expand(n, x.shape[1], h, w + 2 * p)
+            x = padded.gather(2, idx_r)
+            idx_c = cols[:, None, None, :].expand(n, x.shape[1], h, w)
+            x = x.gather(3, idx_c)
+        elif name == "erase":
+            s = arg or max(1, min(h, w) // 4)
+            apply = (torch.rand(n) < 0.5).to(dev)
+            cy = torch.randint(0, h, (n,)).to(dev)
+            cx = torch.randint(0, w, (n,)).to(dev)
+            ys = torch.arange(h, device=dev)[None, :]
+            xs = torch.arange(w, device=dev)[None, :]
+            in_y = (ys >= (cy[:, None] - s // 2)) & (ys < (cy[:, None] - s // 2 + s))
+            in_x = (xs >= (cx[:, None] - s // 2)) & (xs < (cx[:, None] - s // 2 + s))
+            box = in_y[:, :, None] & in_x[:, None, :] & apply[:, None, None]
+            x = x.masked_fill(box[:, None, :, :], 0.0)
+    return x

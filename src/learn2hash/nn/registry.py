@@ -1,0 +1,109 @@
+"""The backbone registry: ``create_backbone(name, input_shape, **options)``.
+
+A backbone is a :class:`Backbone` module mapping a float batch ``[n, *input_shape]`` (images and
+clips already scaled to [0, 1], feature vectors as they are) to features ``[n, out_dim]``. Each
+is registered with the item kinds it accepts ("image", "features", "clip"); a module adding a
+backbone (e.g. a 3-D CNN for clips) calls :func:`register_backbone` at import time.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+from learn2hash.errors import Learn2HashError
+
+
+class Backbone(nn.Module):
+    """Feature extractor with a fixed per-item input shape.
+
+    Attributes: ``input_shape`` (per item, e.g. ``(1, 28, 28)`` or ``(512,)``), ``out_dim`` (features
+    per item), ``kind`` (the item kind it accepts).
+    """
+
+    input_shape: tuple[int, ...]
+    out_dim: int
+    kind: str
+
+    def check_input_shape(self, shape: tuple[int, ...], what: str = "input") -> None:
+        """Raise a clear error unless a batch of per-item ``shape`` fits this backbone."""
+        shape = tuple(int(s) for s in shape)
+        if shape != tuple(self.input_shape):
+            raise Learn2HashError(
+                f"{what} items have shape {shape}, but this {type(self).__name__} backbone expects "
+                f"{tuple(self.input_shape)} ({self.kind})"
+            )
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """How to build one backbone: ``factory(input_shape, **options) -> Backbone``."""
+
+    name: str
+    kinds: tuple[str, ...]
+    factory: Callable[..., Backbone]
+    description: str
+    #: item kinds for which this is the default backbone ("auto")
+    default_for: tuple[str, ...] = field(default_factory=tuple)
+    #: options that build the same architecture without reading pretrained weights (used when a
+    #: saved hasher is loaded: its own weights replace them anyway)
+    untrained_options: dict[str, Any] = field(default_factory=dict)
+
+
+_BACKBONES: dict[str, BackboneInfo] = {}
+
+
+def register_backbone(info: BackboneInfo) -> BackboneInfo:
+    """Make ``info.name`` available to :func:`create_backbone`."""
+    if info.name in _BACKBONES and _BACKBONES[info.name] is not info:
+        raise RuntimeError(f"backbone {info.name!r} registered twice")
+    _BACKBONES[info.name] = info
+    return info
+
+
+def available_backbones() -> dict[str, BackboneInfo]:
+    return dict(sorted(_BACKBONES.items()))
+
+
+def default_backbone(kind: str) -> str:
+    """The backbone ``"auto"`` stands for, for items of ``kind``."""
+    for info in _BACKBONES.values():
+        if kind in info.default_for:
+            return info.name
+    raise Learn2HashError(f"no default backbone for {kind!r} items; name one of: {', '.join(sorted(_BACKBONES))}")
+
+
+def item_kind(input_shape: tuple[int, ...]) -> str:
+    """The kind of items of per-item shape ``input_shape``: features [d], image [C,H,W], clip [T,C,H,W]."""
+    return {1: "features", 3: "image", 4: "clip"}.get(len(input_shape), "unknown")
+
+
+def create_backbone(name: str, input_shape: tuple[int, ...], untrained: bool = False, **options: Any) -> Backbone:
+    """A freshly initialised backbone ``name`` (or ``"auto"``) for items of per-item ``input_shape``.
+
+    ``untrained=True`` skips reading pretrained weights (for a network whose weights are loaded next).
+    """
+    input_shape = tuple(int(s) for s in input_shape)
+    if any(s < 1 for s in input_shape):
+        raise Learn2HashError(f"item shape {input_shape} has an empty dimension")
+    kind = item_kind(input_shape)
+    if name == "auto":
+        name = default_backbone(kind)
+    if name not in _BACKBONES:
+        close = difflib.get_close_matches(str(name), list(_BACKBONES), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise Learn2HashError(f"unknown backbone {name!r}{hint}; known backbones: {', '.join(sorted(_BACKBONES))}")
+    info = _BACKBONES[name]
+    if kind not in info.kinds:
+        raise Learn2HashError(
+            f"backbone {name!r} takes {' or '.join(info.kinds)} items, but the items have shape {input_shape} ({kind})"
+        )
+    if untrained:
+        options = {**options, **info.untrained_options}
+    try:
+        return info.factory(input_shape, **options)
+    except TypeError as exc:
+        raise Learn2HashError(f"backbone {name!r}: bad options {sorted(options)}: {exc}") from None

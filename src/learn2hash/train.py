@@ -1,0 +1,473 @@
+"""The one training loop every deep hashing method uses.
+
+:func:`train` optimises a network (normally a :class:`learn2hash.nn.HashModel`) on a training set
+``(x, labels)`` with a loss supplied by a :class:`TrainTask` — in practice a
+:class:`learn2hash.methods.deep.DeepHasher` subclass. It provides:
+
+- mini-batches drawn by a :class:`torch.utils.data.DistributedSampler` (one replica when not
+  distributed) seeded by ``seed`` and the epoch, so the batch order does not depend on anything
+  else; optional augmentation (:mod:`learn2hash.nn.augment`); optimizer (adam, adamw, sgd,
+  rmsprop) and a per-step learning-rate schedule (none, cosine with optional linear warm-up, step);
+- a tqdm progress bar with the running loss (shown when stderr is a terminal, or as asked);
+- a checkpoint after every epoch (``checkpoint_dir/checkpoint.pt``, written atomically) holding
+  the model, optimizer, scheduler, torch RNG states, the epoch, the history, the task's own state
+  and a fingerprint of the configuration and data; ``resume=True`` continues from it and refuses a
+  checkpoint from a different configuration. A run interrupted after epoch e and resumed ends
+  with the same weights, bit for bit, as an uninterrupted run (single process, CPU);
+- ``torch.distributed`` data parallelism when launched by ``torchrun`` (``WORLD_SIZE`` > 1):
+  gloo on CPU, nccl on GPU, the model wrapped in DistributedDataParallel, each process a shard of
+  every epoch (``batch_size`` is the global batch); only rank 0 writes checkpoints and shows
+  progress. Every process ends with the same weights.
+
+How a method supplies its loss (the :class:`TrainTask` protocol)::
+
+    loss(u, batch) -> (loss_tensor, {"part": float or tensor, ...})
+        u: continuous codes [b, K] in (-1, 1) (u = tanh(batch.logits)); batch: a :class:`Batch`
+        with x, labels (bool [b, c]), index (positions of the items in the training set, for
+        memory banks and per-item targets), epoch, step and logits. The parts are logged.
+    on_epoch_start(epoch, model)   before each epoch (0-based), e.g. HashNet's beta schedule
+                                   (set ``model.scale``); called again for the epochs after a resume.
+    on_epoch_end(epoch, model)     after the epoch's gradient steps, before the checkpoint, e.g.
+                                   EDDH's discrete B and A steps (use ``encode_batches`` here).
+    extra_state() -> dict          tensors/numbers the task needs after a resume (memory banks,
+                                   discrete codes); stored in the checkpoint ...
+    load_extra_state(state)        ... and given back on resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from learn2hash import _atomic
+from learn2hash.errors import CorruptFileError, Learn2HashError
+from learn2hash.nn import augment as _augment
+from learn2hash.nn.inputs import as_input_tensor
+
+log = logging.getLogger("learn2hash.train")
+
+CHECKPOINT_FORMAT = "learn2hash-checkpoint"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("none", "cosine", "step")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of the training loop (everything here enters the resume fingerprint)."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    #: "none", "cosine" (per step, to 0, after ``warmup_epochs`` of linear warm-up) or "step"
+    #: (multiply by ``gamma`` every ``step_epochs`` epochs)
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    step_epochs: int = 10
+    gamma: float = 0.1
+    #: augmentation spec, see :mod:`learn2hash.nn.augment` ("none", "flip,shift", ...)
+    augment: str = "none"
+    grad_clip: float | None = None
+    seed: int = 0
+    #: "auto" (cuda when available), "cpu", "cuda", "cuda:1" ...
+    device: str = "auto"
+
+    def validate(self) -> "TrainConfig":
+        def positive_int(name: str) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise Learn2HashError(f"{name} must be a positive integer, got {v!r}")
+
+        positive_int("epochs")
+        positive_int("batch_size")
+        positive_int("step_epochs")
+        for name in ("lr", "weight_decay", "momentum", "gamma", "warmup_epochs"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise Learn2HashError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.lr <= 0:
+            raise Learn2HashError(f"lr must be > 0, got {self.lr!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise Learn2HashError(f"unknown optimizer {self.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise Learn2HashError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
+        if self.grad_clip is not None and not (self.grad_clip > 0):
+            raise Learn2HashError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
+        _augment.parse(self.augment)
+        return self
+
+
+@dataclass
+class Batch:
+    """One mini-batch as the task's ``loss`` sees it (all tensors on the training device)."""
+
+    x: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor
+    epoch: int
+    step: int
+    logits: torch.Tensor | None = None
+
+
+class TrainTask(Protocol):
+    """What a method supplies to :func:`train` (see the module docstring)."""
+
+    def loss(self, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def on_epoch_start(self, epoch: int, model: nn.Module) -> None: ...
+
+    def on_epoch_end(self, epoch: int, model: nn.Module) -> None: ...
+
+    def extra_state(self) -> dict[str, Any]: ...
+
+    def load_extra_state(self, state: dict[str, Any]) -> None: ...
+
+
+# ----------------------------------------------------------------------------- distributed
+@dataclass(frozen=True)
+class DistInfo:
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_info() -> DistInfo:
+    """World size and ranks from the environment ``torchrun`` sets (1 process otherwise)."""
+    return DistInfo(int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0")),
+                    int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a ``torchrun`` launch (only rank 0 writes files)."""
+    return dist_info().is_main
+
+
+def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
+    """``"auto"`` -> the process's GPU (``cuda:LOCAL_RANK``) when CUDA is available, else CPU."""
+    info = info or dist_info()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise Learn2HashError(f"device {device!r} asked for, but CUDA is not available here")
+        if dev.index is None:
+            dev = torch.device("cuda", info.local_rank % torch.cuda.device_count())
+    return dev
+
+
+def _init_distributed(info: DistInfo, device: torch.device) -> None:
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
+# ----------------------------------------------------------------------------- pieces
+def fingerprint(config: TrainConfig, identity: dict[str, Any], x: Any, labels: np.ndarray, world_size: int
+                ) -> tuple[str, dict[str, Any]]:
+    """(sha256 hex, the JSON-able description it hashes) of a training configuration and its data.
+
+    ``identity`` holds what the caller adds (the method and its hyper-parameters). The device and
+    progress settings are not part of it: a run may resume on another device.
+    """
+    cfg = asdict(config)
+    cfg.pop("device")
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(labels).tobytes())
+    data: dict[str, Any] = {"n": int(len(x)), "item_shape": list(np.shape(x)[1:]) if hasattr(x, "shape") else None,
+                            "labels_sha256": h.hexdigest()}
+    if isinstance(x, np.ndarray):
+        data["x_sha256"] = hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+        data["dtype"] = str(x.dtype)
+    desc = {"train": cfg, "method": identity, "data": data, "world_size": int(world_size)}
+    text = json.dumps(desc, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest(), json.loads(text)
+
+
+def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                               nesterov=config.momentum > 0)
+    return torch.optim.RMSprop(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Multiplier of the base learning rate at optimizer step ``s`` (0-based)."""
+    total = config.epochs * steps_per_epoch
+    warm = int(round(config.warmup_epochs * steps_per_epoch))
+
+    def factor(s: int) -> float:
+        if s < warm:
+            return (s + 1) / warm
+        if config.schedule == "cosine":
+            t = (s - warm) / max(1, total - warm)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+        if config.schedule == "step":
+            return config.gamma ** (s // (config.step_epochs * steps_per_epoch))
+        return 1.0
+
+    return factor
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (temporary file, fsync, rename)."""
+    with _atomic.atomic_open(path, "wb") as fh:
+        torch.save(_cpu(payload), fh)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: nothing is unpickled)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign file
+        raise CorruptFileError(f"checkpoint {path} cannot be read: {type(exc).__name__}: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CorruptFileError(f"{path} is not a learn2hash training checkpoint")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise CorruptFileError(f"checkpoint {path} has version {payload.get('version')!r}, expected {CHECKPOINT_VERSION}")
+    return payload
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]} ({a!r} there, {b!r} now)"]
+
+
+def _progress_enabled(progress: bool | None, info: DistInfo) -> bool:
+    if not info.is_main:
+        return False
+    if progress is None:
+        return sys.stderr.isatty()
+    return bool(progress)
+
+
+# ----------------------------------------------------------------------------- the loop
+def train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config: TrainConfig,
+          checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool | None = None,
+          identity: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Train ``model`` in place on items ``x`` (array ``[n, ...]``) with multi-hot ``labels``.
+
+    Returns the history: one dict per epoch with ``epoch`` (1-based), ``loss`` and the task's
+    loss parts (means over the epoch's items, over all processes), ``lr`` (at the epoch's end)
+    and ``seconds``. ``identity`` (JSON-able, e.g. the method's hyper-parameters) enters the
+    resume fingerprint. The model ends on the training device, in eval mode.
+    """
+    config.validate()
+    labels = np.asarray(labels, dtype=bool)
+    n = len(x)
+    if labels.shape[0] != n:
+        raise Learn2HashError(f"training set has {n} items but {labels.shape[0]} label rows")
+    if n == 0:
+        raise Learn2HashError("training set is empty")
+    info = dist_info()
+    device = resolve_device(config.device, info)
+    if info.distributed:
+        _init_distributed(info, device)
+    ops = _augment.parse(config.augment)
+    model.to(device)
+
+    fp, fp_desc = fingerprint(config, identity or {}, x, labels, info.world_size)
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(range(n), num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=int(config.seed), drop_last=info.distributed)
+    local_batch = max(1, config.batch_size // info.world_size)
+    per_rank = len(sampler)
+    # drop a last batch too small to train BatchNorm; keep it when it is the only one
+    steps_per_epoch = max(1, per_rank // local_batch if per_rank % local_batch < 2 else per_rank // local_batch + 1)
+
+    train_model: nn.Module = model
+    if info.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = make_optimizer(model.parameters(), config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
+
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    torch.manual_seed(int(config.seed))
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        if ck["fingerprint"] != fp:
+            diffs = _diff(ck.get("description", {}), fp_desc)
+            raise Learn2HashError(
+                f"cannot resume from {ckpt_path}: it was written by a different training configuration"
+                + (f" ({'; '.join(diffs[:5])})" if diffs else "")
+            )
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        _set_rng_state(ck["rng"])
+        task.load_extra_state(ck.get("task", {}))
+        history = list(ck["history"])
+        start_epoch = int(ck["epoch"])
+        log.info("resumed from %s after epoch %d", ckpt_path, start_epoch)
+
+    x_store = torch.from_numpy(x) if isinstance(x, np.ndarray) else None
+    labels_t = torch.from_numpy(labels)
+    show = _progress_enabled(progress, info)
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(iter(sampler)), dtype=torch.int64)
+        task.on_epoch_start(epoch, model)
+        train_model.train()
+        sums: dict[str, float] = {}
+        count = 0
+        bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+                       dynamic_ncols=True, file=sys.stderr)
+        for b in range(steps_per_epoch):
+            idx, _ = torch.sort(order[b * local_batch:(b + 1) * local_batch if b < steps_per_epoch - 1 else None])
+            xb = x_store[idx] if x_store is not None else np.asarray(x[idx.numpy()])
+            xb = _augment.augment(as_input_tensor(xb, device, "training items"), ops)
+            batch = Batch(x=xb, labels=labels_t[idx].to(device), index=idx.to(device), epoch=epoch, step=step)
+            u, batch.logits = train_model(xb, return_logits=True)
+            loss, parts = task.loss(u, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
+                                         "lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            bs = len(idx)
+            count += bs
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * bs
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v) * bs
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{sums['loss'] / count:.4f}")
+        if bar is not None:
+            bar.close()
+        if info.distributed:
+            import torch.distributed as dist
+
+            keys = sorted(sums)
+            t = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=device)
+            dist.all_reduce(t)
+            sums, count = dict(zip(keys, t[:-1].tolist())), int(t[-1].item())
+        task.on_epoch_end(epoch, model)
+        record = {"epoch": epoch + 1, **{k: v / count for k, v in sums.items()},
+                  "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+        history.append(record)
+        log.info("epoch %d/%d  loss %.5f  (%.1f s)", epoch + 1, config.epochs, record["loss"], record["seconds"])
+        if ckpt_path is not None and info.is_main:
+            save_checkpoint(ckpt_path, {
+                "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "fingerprint": fp,
+                "description": fp_desc, "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                "history": history, "task": task.extra_state(),
+            })
+        if info.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+    if info.distributed:
+        import torch.distributed as dist
+
+        # gradients keep parameters equal across processes; buffers (BatchNorm statistics) are
+        # only broadcast before each forward, so make the last update of rank 0 everyone's
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def encode_batches(model: nn.Module, x: Any, batch_size: int = 1024, device: torch.device | str | None = None,
+                   output: str = "u") -> torch.Tensor:
+    """Run ``model`` in eval mode over ``x`` in batches; returns ``[n, K]`` float32 on the CPU.
+
+    ``output``: ``"u"`` (tanh outputs), ``"logits"``, or ``"features"`` (the backbone's output).
+    The model's train/eval mode is restored afterwards.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outs = []
+    try:
+        with torch.inference_mode():
+            for s in range(0, len(x), batch_size):
+                xb = as_input_tensor(x[s:s + batch_size], device, "input")
+                if output == "features":
+                    out = model.backbone(xb)
+                else:
+                    u, logits = model(xb, return_logits=True)
+                    out = u if output == "u" else logits
+                outs.append(out.float().cpu())
+    finally:
+        model.train(was_training)
+    if not outs:
+        return torch.zeros((0, model.bits), dtype=torch.float32)
+    return torch.cat(outs)
