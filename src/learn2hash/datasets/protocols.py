@@ -8,8 +8,13 @@ from learn2hash.errors import Learn2HashError
 
 
 def rng_for(seed: int, *purpose: str) -> np.random.Generator:
-    """An independent generator per (seed, purpose), so adding a split never shifts another."""
-    return np.random.default_rng(np.random.SeedSequence(_purpose_words(seed, purpose)))
+    """An independent generator per (seed, purpose), so adding a split never shifts another.
+
+    Each purpose enters the seed through its first 4 bytes only (the encoding the saved protocols
+    were drawn with): purposes must differ within their first 4 bytes ("query", "train").
+    """
+    words = [int(seed) & 0xFFFFFFFF] + [int.from_bytes(p.encode()[:4].ljust(4, b"\0"), "little") for p in purpose]
+    return np.random.default_rng(np.random.SeedSequence(words))
 
 
 def per_class_sample(class_ids: np.ndarray, per_class: int, rng: np.random.Generator,
@@ -29,8 +34,13 @@ def per_class_sample(class_ids: np.ndarray, per_class: int, rng: np.random.Gener
 
 
 def _purpose_words(seed: int, purpose: tuple[str, ...]) -> list[int]:
-    return [int(seed) & 0xFFFFFFFF] + [int.from_bytes(p.encode()[:8].ljust(8, b"\0"), "little") & 0xFFFFFFFF
-                                       for p in purpose]
+    """32-bit words that encode the seed and every byte of every purpose (with its length)."""
+    words = [int(seed) & 0xFFFFFFFF, (int(seed) >> 32) & 0xFFFFFFFF]
+    for p in purpose:
+        data = p.encode()
+        words.append(len(data))
+        words += np.frombuffer(data.ljust(-(-len(data) // 4) * 4, b"\0"), dtype="<u4").tolist()
+    return words
 
 
 def _splitmix64(z: np.ndarray) -> np.ndarray:
