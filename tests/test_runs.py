@@ -1,0 +1,97 @@
+"""Run folders and the train / encode / compare commands, on the small digits dataset."""
+
+import json
+
+import numpy as np
+import pytest
+
+from learn2hash.cli import main
+from learn2hash.codes import Codes
+from learn2hash.errors import Learn2HashError
+from learn2hash.runs import Run, train_run
+
+
+@pytest.fixture(scope="module")
+def itq_run(tmp_path_factory):
+    return train_run("itq", "digits", 16, tmp_path_factory.mktemp("runs") / "itq16", seed=3)
+
+
+def test_run_folder_holds_everything(itq_run):
+    folder = itq_run.folder
+    for name in ("config.json", "splits.json", "hasher/hasher.json", "codes/query.npy", "codes/database.npy",
+                 "metrics.json"):
+        assert (folder / name).exists(), name
+    config = json.loads((folder / "config.json").read_text())
+    assert config["method"] == "itq" and config["bits"] == 16 and config["seed"] == 3
+    assert config["dataset"] == "digits" and config["protocol"] == "standard"
+    assert "numpy" in config["versions"] and config["params"]["bits"] == 16
+    m = itq_run.metrics()
+    assert 0 < m["map@100"] <= 1 and 0 < m["map@all"] <= 1
+    assert m["n_query"] == 100 and m["n_database"] == 1697 and m["topk"] == 100
+
+
+def test_reopened_run_reproduces_codes_and_metrics(itq_run):
+    run = Run.open(itq_run.folder)
+    ds = run.dataset()
+    np.testing.assert_array_equal(ds.query.indices, itq_run.dataset().query.indices)
+    fresh = run.hasher().encode(ds.database.x)
+    assert fresh == run.codes("database")
+    again = run.evaluate(save=False)
+    assert again["map@all"] == pytest.approx(itq_run.metrics()["map@all"], abs=1e-12)
+
+
+def test_metrics_match_direct_evaluation(itq_run):
+    from learn2hash.metrics import evaluate
+
+    ds = itq_run.dataset()
+    q, db = Codes.load(itq_run.codes_path("query")), Codes.load(itq_run.codes_path("database"))
+    direct = evaluate(q, ds.query.labels, db, ds.database.labels, topk=100)
+    assert itq_run.metrics()["map@100"] == pytest.approx(direct["map"], abs=1e-12)
+
+
+def test_existing_folder_needs_resume_and_same_config(itq_run):
+    with pytest.raises(Learn2HashError, match="already exists"):
+        train_run("itq", "digits", 16, itq_run.folder, seed=3)
+    with pytest.raises(Learn2HashError, match="different configuration.*bits"):
+        train_run("itq", "digits", 32, itq_run.folder, seed=3, resume=True)
+
+
+def test_open_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(Learn2HashError, match="not a run folder"):
+        Run.open(tmp_path)
+
+
+def test_cli_train_prints_the_table_and_compare_reads_runs(tmp_path, capsys, itq_run):
+    out = tmp_path / "lsh16"
+    assert main(["train", "--method", "lsh", "--dataset", "digits", "--bits", "16", "--out", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "mAP@100" in printed and "mAP@all" in printed
+    assert main(["compare", str(out), str(itq_run.folder)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["run", "method", "bits"]
+    assert {line.split()[1] for line in table[2:]} == {"lsh", "itq"}
+
+
+def test_cli_encode_a_split_and_an_array(tmp_path, capsys, itq_run):
+    assert main(["encode", "--run", str(itq_run.folder), "--split", "query", "--out", str(tmp_path / "q.npy")]) == 0
+    assert Codes.load(tmp_path / "q.npy") == itq_run.codes("query")
+    x = itq_run.dataset().query.x[:5]
+    np.save(tmp_path / "five.npy", np.asarray(x))
+    assert main(["encode", "--run", str(itq_run.folder), "--input", str(tmp_path / "five.npy"),
+                 "--out", str(tmp_path / "five.codes.npy")]) == 0
+    assert Codes.load(tmp_path / "five.codes.npy") == itq_run.codes("query")[:5]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--method", "nope", "--dataset", "digits", "--out", "X"], "unknown method 'nope'"),
+    (["train", "--method", "itq", "--dataset", "nope", "--out", "X"], "unknown dataset 'nope'"),
+    (["train", "--method", "itq", "--dataset", "digits", "--bits", "0", "--out", "X"], "positive integer"),
+    (["train", "--method", "itq", "--dataset", "digits", "--out", "X", "--param", "nonsense"], "key=value"),
+    (["encode", "--run", "/nonexistent/run", "--split", "query"], "not a run folder"),
+])
+def test_cli_user_errors_are_one_line(tmp_path, capsys, argv, message):
+    argv = [a if a != "X" else str(tmp_path / "r") for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
