@@ -247,6 +247,37 @@ def _cmd_methods(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- report
+@command
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="plots and an HTML report of a run, or curves of several runs overlaid",
+                       description="--run DIR writes PR and P@N curves, the center/code distance heat map, "
+                                   "sample retrievals, the training curve and report.html into DIR/report; "
+                                   "--compare DIR DIR ... overlays several runs and plots P@H<=2 against bits.")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", metavar="RUN_DIR", help="run folder to report on")
+    what.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="run folders to compare")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: RUN_DIR/report, or report-compare for --compare)")
+    p.add_argument("--queries", type=int, default=6, help="sample queries in the retrieval grid (default 6)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled queries and codes")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    from learn2hash.report import compare_runs, report_run
+
+    if args.run:
+        if not 1 <= args.queries <= 50:
+            raise Learn2HashError(f"--queries must be between 1 and 50, got {args.queries}")
+        written = report_run(args.run, out=args.out, n_queries=args.queries, seed=args.seed)
+    else:
+        written = compare_runs(args.compare, out=args.out or "report-compare")
+    for name, path in written.items():
+        print(f"{name:<24} {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
