@@ -251,3 +251,10 @@ def test_clip_folder_bad_input_names_the_clip(tmp_path):
     (tmp_path / "labels.csv").unlink()
     with pytest.raises(Learn2HashError, match="labels.csv.* does not exist"):
         load("clip-folder", path=tmp_path)
+
+
+def test_moving_fashion_without_fashion_mnist_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.delenv("LEARN2HASH_DATA", raising=False)
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "nowhere")
+    with pytest.raises(Learn2HashError, match="apt-get install dataset-fashion-mnist"):
+        load("moving-fashion")

@@ -121,3 +121,10 @@ def test_default_protocol_on_fashion_mnist():
     card = ds.database.labels.sum(axis=1)
     assert card.min() == 1 and card.max() == 3
     assert multilabel.DEFAULT_TOPK == 5000
+
+
+def test_missing_fashion_mnist_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.delenv("LEARN2HASH_DATA", raising=False)
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "nowhere")
+    with pytest.raises(Learn2HashError, match="apt-get install dataset-fashion-mnist"):
+        load("fashion-mnist-multilabel")
