@@ -95,3 +95,20 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and "Traceback" not in err[0]
+
+
+def test_run_with_relative_data_path_reopens_from_elsewhere(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 20))
+    labels = np.repeat(np.arange(4), 100)
+    x = (centers[labels] + 0.3 * rng.normal(size=(400, 20))).astype(np.float32)
+    np.savez(tmp_path / "feats.npz", x=x, labels=labels)
+    monkeypatch.chdir(tmp_path)
+    run = train_run("itq", "npz", 8, "run", data_params={"path": "feats.npz", "query_size": 40, "train_size": 200})
+    expected = run.codes("query")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    reopened = Run.open(tmp_path / "run")
+    np.testing.assert_array_equal(reopened.dataset().query.x, x[reopened.dataset().query.indices])
+    assert reopened.hasher().encode(reopened.dataset().query.x) == expected

@@ -90,8 +90,8 @@ class Run:
         if self._dataset is None:
             from learn2hash import datasets
 
-            self._dataset = datasets.load(self.config["dataset"], splits=self.folder,
-                                          **self.config.get("data_params", {}))
+            # splits.json records the loader parameters as resolved (absolute paths, sizes)
+            self._dataset = datasets.load(self.config["dataset"], splits=self.folder)
         return self._dataset
 
     def hasher(self):
