@@ -10,11 +10,9 @@ from learn2hash.errors import Learn2HashError
 def rng_for(seed: int, *purpose: str) -> np.random.Generator:
     """An independent generator per (seed, purpose), so adding a split never shifts another.
 
-    Each purpose enters the seed through its first 4 bytes only (the encoding the saved protocols
-    were drawn with): purposes must differ within their first 4 bytes ("query", "train").
+    Every byte of every purpose enters the seed, so "cell0" and "cell1" draw independently.
     """
-    words = [int(seed) & 0xFFFFFFFF] + [int.from_bytes(p.encode()[:4].ljust(4, b"\0"), "little") for p in purpose]
-    return np.random.default_rng(np.random.SeedSequence(words))
+    return np.random.default_rng(np.random.SeedSequence(_purpose_words(seed, purpose)))
 
 
 def per_class_sample(class_ids: np.ndarray, per_class: int, rng: np.random.Generator,
