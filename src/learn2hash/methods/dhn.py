@@ -1,0 +1,107 @@
+"""DHN — Deep Hashing Network (Zhu, Long, Wang & Cao, AAAI 2016).
+
+With continuous codes ``u`` in (-1, 1)^K and ``theta_ij = <u_i, u_j> / 2``, the pairwise
+cross-entropy of the similarity labels ``s_ij`` (1 when two items share a label) is
+
+    L = mean over pairs of  log(1 + exp(theta_ij)) - s_ij * theta_ij
+
+computed as ``softplus(theta) - s * theta`` (no overflow), plus the bimodal-Laplacian
+quantization term ``lam * mean log cosh(|u| - 1)``. Pairs are the ordered pairs of distinct items
+of the batch; with ``memory_bank=True`` they are every item of the batch against the latest
+outputs of every training item seen so far (the bank, updated with the batch at each step
+before the loss is taken; no gradient flows into the bank, an item is never paired with itself).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from learn2hash.datasets.base import Split
+from learn2hash.errors import Learn2HashError
+from learn2hash.methods.deep import DeepHasher
+from learn2hash.methods.pairwise import check_number, label_similarity, log_cosh, masked_mean, off_diagonal
+from learn2hash.methods.registry import register
+from learn2hash.train import Batch
+
+
+def dhn_loss(u: torch.Tensor, v: torch.Tensor, s: torch.Tensor, mask: torch.Tensor,
+             quantization_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, pairwise part, quantization part) of DHN's loss for codes ``u [b, K]`` against
+    ``v [m, K]``, similarities ``s [b, m]`` and the pairs that count ``mask [b, m]``."""
+    theta = 0.5 * (u @ v.T)
+    pair = masked_mean(F.softplus(theta) - s * theta, mask)
+    quant = log_cosh(u.abs() - 1.0).mean()
+    return pair + quantization_weight * quant, pair, quant
+
+
+class MemoryBank:
+    """The latest continuous codes and labels of every training item, and which were seen."""
+
+    def __init__(self, n: int, bits: int, n_classes: int, device: torch.device):
+        self.codes = torch.zeros((n, bits), device=device)
+        self.labels = torch.zeros((n, n_classes), dtype=torch.bool, device=device)
+        self.seen = torch.zeros(n, dtype=torch.bool, device=device)
+
+    def update(self, index: torch.Tensor, u: torch.Tensor, labels: torch.Tensor) -> None:
+        self.codes[index] = u.detach()
+        self.labels[index] = labels
+        self.seen[index] = True
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"codes": self.codes, "labels": self.labels, "seen": self.seen}
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        for key in ("codes", "labels", "seen"):
+            target = getattr(self, key)
+            if state[key].shape != target.shape:
+                raise Learn2HashError(f"memory bank {key} in the checkpoint has shape {tuple(state[key].shape)}, "
+                                      f"expected {tuple(target.shape)}")
+            target.copy_(state[key].to(target.device))
+
+
+@register
+class DHN(DeepHasher):
+    """Deep Hashing Network: pairwise cross-entropy on ``<u_i, u_j>/2`` + log cosh quantization.
+
+    ``lam``: weight of the quantization term (0.1, as common reference implementations use;
+    the paper picks it by validation). ``memory_bank``: pair the batch with all training items'
+    latest outputs instead of only with itself.
+    """
+
+    name = "dhn"
+    supervised = True
+
+    def __init__(self, bits: int = 64, lam: float = 0.1, memory_bank: bool = False, **deep: Any):
+        super().__init__(bits=bits, **deep)
+        self.lam = lam
+        self.memory_bank = memory_bank
+
+    def _prepare(self, split: Split) -> None:
+        check_number("dhn", "lam", self.lam)
+        if not isinstance(self.memory_bank, bool):
+            raise Learn2HashError(f"dhn: memory_bank must be true or false, got {self.memory_bank!r}")
+        self.bank_ = (MemoryBank(len(split), self.bits, split.n_classes, self._model_device())
+                      if self.memory_bank else None)
+
+    def loss(self, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.bank_ is None:
+            v, labels_v = u, batch.labels
+            mask = off_diagonal(len(u), u.device)
+        else:
+            self.bank_.update(batch.index, u, batch.labels)
+            v, labels_v = self.bank_.codes, self.bank_.labels
+            mask = self.bank_.seen[None, :].expand(len(u), -1).clone()
+            mask[torch.arange(len(u), device=u.device), batch.index] = False
+        s = label_similarity(batch.labels, labels_v)
+        total, pair, quant = dhn_loss(u, v, s, mask, float(self.lam))
+        return total, {"pairwise": float(pair.detach()), "quantization": float(quant.detach())}
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"bank": self.bank_.state()} if self.bank_ is not None else {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if self.bank_ is not None and "bank" in state:
+            self.bank_.load(state["bank"])
