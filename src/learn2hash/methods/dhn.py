@@ -9,7 +9,8 @@ computed as ``softplus(theta) - s * theta`` (no overflow), plus the bimodal-Lapl
 quantization term ``lam * mean log cosh(|u| - 1)``. Pairs are the ordered pairs of distinct items
 of the batch; with ``memory_bank=True`` they are every item of the batch against the latest
 outputs of every training item seen so far (the bank, updated with the batch at each step
-before the loss is taken; no gradient flows into the bank, an item is never paired with itself).
+before the loss is taken; gradient flows only through the batch's own rows, which are its live
+outputs; an item is never paired with itself).
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ class MemoryBank:
         self.labels[index] = labels
         self.seen[index] = True
 
+    def to(self, device: torch.device) -> "MemoryBank":
+        """Move the bank to ``device`` (where the network trains)."""
+        self.codes, self.labels, self.seen = self.codes.to(device), self.labels.to(device), self.seen.to(device)
+        return self
+
     def state(self) -> dict[str, torch.Tensor]:
         return {"codes": self.codes, "labels": self.labels, "seen": self.seen}
 
@@ -86,13 +92,24 @@ class DHN(DeepHasher):
         self.bank_ = (MemoryBank(len(split), self.bits, split.n_classes, self._model_device())
                       if self.memory_bank else None)
 
+    def _fit(self, split: Split) -> None:
+        try:
+            super()._fit(split)
+        finally:
+            self.bank_ = None  # only training needs it
+
+    def on_epoch_start(self, epoch: int, model: torch.nn.Module) -> None:
+        if self.bank_ is not None:  # the training loop moves the network to its device after _prepare
+            self.bank_.to(next(model.parameters()).device)
+
     def loss(self, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         if self.bank_ is None:
             v, labels_v = u, batch.labels
             mask = off_diagonal(len(u), u.device)
         else:
             self.bank_.update(batch.index, u, batch.labels)
-            v, labels_v = self.bank_.codes, self.bank_.labels
+            # the batch's own rows are its live outputs, so pairs within the batch get gradient on both sides
+            v, labels_v = self.bank_.codes.index_put((batch.index,), u), self.bank_.labels
             mask = self.bank_.seen[None, :].expand(len(u), -1).clone()
             mask[torch.arange(len(u), device=u.device), batch.index] = False
         s = label_similarity(batch.labels, labels_v)
