@@ -266,3 +266,24 @@ def test_refuses_other_inputs_and_bit_lengths(key, fitted, digits, tmp_path):
 def test_bad_hyper_parameters(method, params, match, digits):
     with pytest.raises(Learn2HashError, match=match):
         create(method, bits=8, **{**FAST, "epochs": 1}, **params).fit(digits.train.subset(np.arange(20)))
+
+
+def test_dhn_memory_bank_survives_resume(digits, tmp_path, monkeypatch):
+    """Interrupted after epoch 1 and resumed, DHN with its bank ends with the same weights as a straight run."""
+    torch.set_num_threads(1)
+    params = {**FAST, "epochs": 3, "memory_bank": True}
+    straight = create("dhn", bits=8, **params).fit(digits.train)
+
+    def stop(self, epoch, model):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        self.bank_.to(next(model.parameters()).device)
+
+    monkeypatch.setattr(DHN, "on_epoch_start", stop)
+    with pytest.raises(KeyboardInterrupt):
+        create("dhn", bits=8, **params).fit(digits.train, checkpoint_dir=tmp_path)
+    monkeypatch.undo()
+    resumed = create("dhn", bits=8, **params).fit(digits.train, checkpoint_dir=tmp_path, resume=True)
+    for (name, a), (_, b) in zip(straight.model_.state_dict().items(), resumed.model_.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert [r["epoch"] for r in resumed.history_] == [1, 2, 3]
