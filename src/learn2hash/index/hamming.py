@@ -1,0 +1,322 @@
+"""``HammingIndex``: exact k-NN and range search over binary codes, with persistence and backends.
+
+Items are kept in insertion order ("positions"); each has a user id (``int64 >= 0``). Removing an
+item leaves a tombstone, so positions never move. Every backend answers the same questions:
+
+- :meth:`HammingIndex.search` -> ``(distances int32[q, k], ids int64[q, k])``, each row sorted by
+  distance, ties by insertion order (native backend; Faiss and Milvus pick their own items among
+  ties at the k-th distance, and rows are then ordered by distance and insertion order). A row
+  with fewer than ``k`` items available is padded with id :data:`MISSING_ID` (-1) and distance
+  :data:`MISSING_DISTANCE` (2**31 - 1), so the result always has ``k`` columns.
+- :meth:`HammingIndex.range_search` -> :class:`RangeResult`, every item at distance ``<= radius``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from learn2hash.codes import Codes, as_codes
+from learn2hash.errors import Learn2HashError
+from learn2hash.index import storage
+from learn2hash.index.native import NativeEngine, check_method
+from learn2hash.index.results import MISSING_DISTANCE, MISSING_ID, RangeResult
+
+BACKENDS = ("native", "faiss", "milvus")
+
+
+def max_threads() -> int:
+    """Cores this process may run on: the default thread count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _check_int(value: object, what: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
+        raise Learn2HashError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class HammingIndex:
+    """An exact Hamming-space index of ``bits``-bit :class:`~learn2hash.codes.Codes`.
+
+    ``backend``: ``"native"`` (numba kernels and multi-index hashing), ``"faiss"`` (option
+    ``faiss_index`` = ``"flat"`` | ``"hash"`` | ``"multihash"``, bits a multiple of 8) or
+    ``"milvus"`` (options ``milvus_uri``: a Milvus Lite file or a server URI, default a file in a
+    temporary folder; ``milvus_collection``). ``threads``: kernel threads, default all cores.
+    """
+
+    def __init__(self, bits: int, backend: str = "native", threads: int | None = None, **options):
+        self._bits = _check_int(bits, "bits", 1)
+        if backend not in BACKENDS:
+            raise Learn2HashError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        self._backend = backend
+        self.threads = threads
+        self._options = dict(options)
+        self._engine = _make_engine(self._bits, backend, options)
+        self._segments: list[storage.Segment] = []
+        self._ids_parts: list[np.ndarray] = []
+        self._ids_cache: np.ndarray | None = None
+        self._removed = np.zeros(0, np.uint8)  # 1 = removed, by position (empty: nothing removed)
+        self._n = 0
+        self._n_removed = 0
+        self._next_id = 0
+        self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # alive ids sorted, their positions
+        self._folder: Path | None = None
+
+    # ------------------------------------------------------------------------ properties
+    @property
+    def bits(self) -> int:
+        return self._bits
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    @threads.setter
+    def threads(self, value: int | None) -> None:
+        if value is None:
+            self._threads = max_threads()
+        else:
+            value = _check_int(value, "threads", 1)
+            self._threads = value
+
+    def __len__(self) -> int:
+        """Number of items stored and not removed."""
+        return self._n - self._n_removed
+
+    def __repr__(self) -> str:
+        return f"HammingIndex(bits={self._bits}, backend={self._backend!r}, n={len(self)})"
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Ids of the stored items, in insertion order."""
+        ids = self._all_ids()
+        return ids[self._removed == 0] if self._n_removed else ids.copy()
+
+    def codes(self) -> Codes:
+        """Codes of the stored items, in insertion order."""
+        if not self._segments:
+            return Codes.empty(self._bits)
+        packed = np.concatenate([np.asarray(s.codes) for s in self._segments])
+        if self._n_removed:
+            packed = packed[self._removed == 0]
+        return Codes(packed, self._bits)
+
+    # ------------------------------------------------------------------------ changes
+    def add(self, codes: Codes, ids=None) -> np.ndarray:
+        """Append ``codes``; ``ids`` (distinct integers >= 0, not already stored) default to
+        consecutive integers after the largest id ever given. Returns the ids."""
+        codes = as_codes(codes, "codes to add").check_bits(self._bits, "codes to add")
+        m = len(codes)
+        if ids is None:
+            new_ids = np.arange(self._next_id, self._next_id + m, dtype=np.int64)
+        else:
+            new_ids = self._check_new_ids(ids, m)
+        if m == 0:
+            return new_ids
+        packed = np.array(codes.packed, copy=True)  # the caller may reuse its array
+        self._engine.add(packed)
+        self._segments.append(storage.Segment(packed, new_ids))
+        self._ids_parts.append(new_ids)
+        self._ids_cache = None
+        self._lookup = None
+        self._n += m
+        if self._removed.size:
+            self._removed = np.concatenate([self._removed, np.zeros(m, np.uint8)])
+        self._next_id = max(self._next_id, int(new_ids.max()) + 1)
+        return new_ids
+
+    def _check_new_ids(self, ids, m: int) -> np.ndarray:
+        arr = np.asarray(ids)
+        if arr.ndim != 1 or arr.shape[0] != m:
+            raise Learn2HashError(f"ids must be a 1-D array with one id per code ({m}), got shape {arr.shape}")
+        if m and not np.issubdtype(arr.dtype, np.integer):
+            raise Learn2HashError(f"ids must be integers, got dtype {arr.dtype}")
+        arr = arr.astype(np.int64)
+        if m and arr.min() < 0:
+            raise Learn2HashError(f"ids must be >= 0 (-1 marks a missing result), got {int(arr.min())}")
+        uniq, counts = np.unique(arr, return_counts=True)
+        if uniq.size < m:
+            raise Learn2HashError(f"ids to add contain duplicates, e.g. {int(uniq[counts > 1][0])}")
+        sorted_ids, _ = self._id_lookup()
+        clash = np.isin(arr, sorted_ids, assume_unique=True)
+        if clash.any():
+            raise Learn2HashError(f"ids already in the index: {arr[clash][:5].tolist()}")
+        return arr
+
+    def remove(self, ids) -> int:
+        """Remove the items with these ids (all must be stored); returns how many were removed."""
+        arr = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+        sorted_ids, positions = self._id_lookup()
+        where = np.searchsorted(sorted_ids, arr)
+        where = np.minimum(where, max(0, sorted_ids.size - 1))
+        found = sorted_ids.size > 0
+        hit = (sorted_ids[where] == arr) if found else np.zeros(arr.size, bool)
+        if not hit.all():
+            raise Learn2HashError(f"ids not in the index: {arr[~hit][:5].tolist()}")
+        pos = positions[where]
+        if not self._removed.size:
+            self._removed = np.zeros(self._n, np.uint8)
+        self._removed[pos] = 1
+        self._n_removed += int(pos.size)
+        self._engine.remove(pos)
+        self._lookup = None
+        return int(pos.size)
+
+    def _all_ids(self) -> np.ndarray:
+        if self._ids_cache is None:
+            self._ids_cache = np.concatenate(self._ids_parts) if self._ids_parts else np.zeros(0, np.int64)
+        return self._ids_cache
+
+    def _id_lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._lookup is None:
+            ids = self._all_ids()
+            pos = np.flatnonzero(self._removed == 0) if self._n_removed else np.arange(self._n)
+            order = np.argsort(ids[pos], kind="stable")
+            self._lookup = (ids[pos][order], pos[order])
+        return self._lookup
+
+    def _alive_mask(self) -> np.ndarray:
+        """``uint8[n]`` with 1 for stored items, or an empty array when nothing was removed."""
+        return (1 - self._removed) if self._n_removed else np.zeros(0, np.uint8)
+
+    # ------------------------------------------------------------------------ queries
+    def _queries(self, query_codes) -> np.ndarray:
+        q = as_codes(query_codes, "query codes").check_bits(self._bits, "query codes")
+        return q.packed
+
+    def search(self, query_codes: Codes, k: int, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+        """Exact k nearest items of each query: ``(distances int32[q, k], ids int64[q, k])``.
+
+        ``method`` (native backend): ``"scan"`` (linear scan), ``"mih"`` (multi-index hashing,
+        building its tables if needed), or ``"auto"`` (multi-index hashing for ``k <= 64`` when
+        its tables exist and a pilot of the batch shows it pays, else the scan).
+        """
+        queries = self._queries(query_codes)
+        k = _check_int(k, "k", 1)
+        check_method(method)
+        if self._backend != "native" and method != "auto":
+            raise Learn2HashError(f"method={method!r} is for the native backend; the {self._backend} backend uses its own")
+        d, p = self._engine.search(queries, k, self._alive_mask(), len(self), self._threads, method)
+        if self._backend != "native":
+            d, p = _order_rows(d, p)
+        return d, self._to_ids(p)
+
+    def range_search(self, query_codes: Codes, radius: int, method: str = "auto") -> RangeResult:
+        """Every item within Hamming distance ``radius`` (inclusive) of each query.
+
+        ``method`` (native backend): ``"scan"``, ``"mih"``, or ``"auto"``: multi-index hashing when
+        its cost model says it is at least twice as fast as the scan (tables are built on demand
+        and kept until the next :meth:`add`).
+        """
+        queries = self._queries(query_codes)
+        radius = _check_int(radius, "radius", 0)
+        check_method(method)
+        if self._backend != "native" and method != "auto":
+            raise Learn2HashError(f"method={method!r} is for the native backend; the {self._backend} backend uses its own")
+        lims, d, p = self._engine.range_search(queries, radius, self._alive_mask(), self._threads, method)
+        if self._backend != "native":
+            d, p = _order_csr(lims, d, p)
+        return RangeResult(lims, d.astype(np.int32, copy=False), self._to_ids(p))
+
+    def build_tables(self, m: int | None = None) -> None:
+        """Build multi-index hashing tables now (native backend), with about ``m`` substrings."""
+        if self._backend != "native":
+            raise Learn2HashError("multi-index tables belong to the native backend")
+        self._engine.build_tables(None if m is None else _check_int(m, "m", 1), self._threads)
+
+    def _to_ids(self, positions: np.ndarray) -> np.ndarray:
+        ids = self._all_ids()
+        out = np.full(positions.shape, MISSING_ID, np.int64)
+        ok = positions >= 0
+        out[ok] = ids[positions[ok]]
+        return out
+
+    # ------------------------------------------------------------------------ persistence
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write the index to ``folder`` (default: the folder it was loaded from or last saved to).
+
+        Segments already in that folder are kept; new codes go to one new segment; removals to a
+        new tombstone file; the manifest is replaced last, atomically.
+        """
+        if folder is None:
+            if self._folder is None:
+                raise Learn2HashError("save() needs a folder: this index was neither loaded nor saved before")
+            folder = self._folder
+        folder = Path(folder)
+        removed = np.flatnonzero(self._removed).astype(np.int64) if self._n_removed else np.zeros(0, np.int64)
+        self._segments = storage.write(folder, self._bits, self._segments, removed, self._next_id, self._backend)
+        self._folder = folder
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, mmap: bool = True, backend: str | None = None,
+             threads: int | None = None, verify: bool = True, **options) -> "HammingIndex":
+        """Open a saved index. ``mmap=True`` maps the segments instead of reading them (a single
+        segment of a multiple of 64 bits is then searched in place); ``verify`` checks every file
+        against its sha256. ``backend`` defaults to the one it was saved with."""
+        stored = storage.read(folder, mmap=mmap, verify=verify)
+        index = cls(stored.bits, backend=backend or stored.backend, threads=threads, **options)
+        for seg in stored.segments:
+            index._engine.add(seg.codes)
+            index._segments.append(seg)
+            index._ids_parts.append(seg.ids)
+            index._n += len(seg)
+        index._next_id = stored.next_id
+        all_ids = index._all_ids()
+        if all_ids.size and (all_ids.min() < 0 or np.unique(all_ids).size != all_ids.size):
+            raise Learn2HashError(f"saved index {folder} has negative or repeated ids (damaged)")
+        if stored.removed.size:
+            index._removed = np.zeros(index._n, np.uint8)
+            index._removed[stored.removed] = 1
+            index._n_removed = int(stored.removed.size)
+            index._engine.remove(stored.removed)
+        index._folder = Path(folder)
+        return index
+
+    def close(self) -> None:
+        """Release the backend (a Milvus connection); the index is unusable afterwards."""
+        self._engine.close()
+
+    def __enter__(self) -> "HammingIndex":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _make_engine(bits: int, backend: str, options: dict):
+    if backend == "native":
+        if options:
+            raise Learn2HashError(f"the native backend takes no options, got {sorted(options)}")
+        return NativeEngine(bits)
+    if backend == "faiss":
+        from learn2hash.index.faiss_backend import FaissEngine
+
+        return FaissEngine(bits, **options)
+    from learn2hash.index.milvus_backend import MilvusEngine
+
+    return MilvusEngine(bits, **options)
+
+
+def _order_rows(d: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort each k-NN row by (distance, position), missing slots last."""
+    key_p = np.where(p < 0, np.iinfo(np.int64).max, p)
+    order = np.lexsort((key_p, d.astype(np.int64)), axis=-1) if d.size else np.zeros(d.shape, np.int64)
+    return np.take_along_axis(d, order, 1), np.take_along_axis(p, order, 1)
+
+
+def _order_csr(lims: np.ndarray, d: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort each query's hits by (distance, position)."""
+    row = np.repeat(np.arange(lims.size - 1), np.diff(lims))
+    order = np.lexsort((p, d, row))
+    return d[order], p[order]

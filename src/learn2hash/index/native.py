@@ -1,0 +1,232 @@
+"""The native search engine: numba linear scans plus multi-index hashing, chosen by a cost model.
+
+The engine sees items by position (insertion order, ``0 .. n-1``) and a mask of removed positions;
+:class:`~learn2hash.index.HammingIndex` maps positions to user ids.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from learn2hash.errors import Learn2HashError
+from learn2hash.index import _kernels, mih
+from learn2hash.index.results import MISSING_DISTANCE, MISSING_ID
+
+#: ``method=`` values of the native engine.
+METHODS = ("auto", "scan", "mih")
+#: k-NN by multi-index hashing is tried (when its tables exist) only up to this k.
+MIH_KNN_MAX_K = 64
+#: Queries of a k-NN batch that test whether multi-index hashing pays before the batch uses it.
+MIH_KNN_PILOT = 8
+
+
+class NativeEngine:
+    """Codes as a growable ``uint64[n, W]`` word array (a zero-copy view of a single loaded segment
+    when the code length is a multiple of 64), with multi-index tables built on demand."""
+
+    name = "native"
+
+    def __init__(self, bits: int):
+        self.bits = bits
+        self.W = (bits + 63) // 64
+        self._words = np.zeros((0, self.W), np.uint64)
+        self._n = 0
+        self._owned = True
+        self._tables: dict[tuple[int, ...], mih.Tables] = {}
+
+    # ------------------------------------------------------------------------ data
+    def add(self, packed: np.ndarray) -> None:
+        """Append codes (packed ``uint8[m, ceil(bits/8)]``) after the current ones."""
+        words = _kernels.as_words(packed)
+        m = words.shape[0]
+        if self._n == 0 and words.base is not None and not words.flags.writeable:
+            # A read-only view (a memory-mapped segment): use it as it is until something is added.
+            self._words, self._n, self._owned = words, m, False
+        else:
+            need = self._n + m
+            if not self._owned or need > self._words.shape[0]:
+                grown = np.zeros((max(need, 2 * self._words.shape[0], 1024), self.W), np.uint64)
+                grown[: self._n] = self._words[: self._n]
+                self._words, self._owned = grown, True
+            self._words[self._n : need] = words
+            self._n = need
+        self._tables.clear()
+
+    def remove(self, positions: np.ndarray) -> None:
+        """Nothing to do: removed positions are skipped through the mask passed to each search."""
+
+    def close(self) -> None:
+        self._tables.clear()
+
+    @property
+    def db(self) -> np.ndarray:
+        """The flat ``uint64[n * W]`` words of the stored codes."""
+        return self._words[: self._n].reshape(-1)
+
+    def memory_bytes(self) -> int:
+        return self._words.nbytes + sum(t.offsets.nbytes + t.items.nbytes for t in self._tables.values())
+
+    # ------------------------------------------------------------------------ search
+    def search(self, queries: np.ndarray, k: int, alive: np.ndarray, n_alive: int, threads: int,
+               method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+        """Exact k nearest positions ``(int32[q, k], int64[q, k])``, ties by position, padded."""
+        nq = queries.shape[0]
+        out_d = np.full((nq, k), MISSING_DISTANCE, np.int32)
+        out_p = np.full((nq, k), MISSING_ID, np.int64)
+        kk = min(k, n_alive)
+        if nq == 0 or kk == 0:
+            return out_d, out_p
+        qw = np.ascontiguousarray(_kernels.as_words(queries))
+        todo = np.arange(nq)
+        if method == "mih" or (method == "auto" and kk <= MIH_KNN_MAX_K and self._tables):
+            todo = self._knn_mih(qw, kk, alive, out_d, out_p, threads, pilot=(method == "auto"))
+        if todo.size:
+            self._knn_scan(qw[todo] if todo.size < nq else qw, kk, alive, threads, out_d, out_p, todo)
+        return out_d, out_p
+
+    def _knn_scan(self, qw, k, alive, threads, out_d, out_p, rows) -> None:
+        qw = np.ascontiguousarray(qw)
+        nq = qw.shape[0]
+        qblock, nchunks, tile = _kernels.work_split(nq, self._n, threads, self.W)
+        state = _kernels.knn_state(nchunks, nq, k, self.bits)
+        _kernels.parallel_for(threads, _kernels.knn_scan, qw, self.db, alive, k, qblock, nchunks, tile, *state)
+        sub_d = np.full((nq, k), MISSING_DISTANCE, np.int32)
+        sub_p = np.full((nq, k), MISSING_ID, np.int64)
+        _kernels.parallel_for(threads, _kernels.merge_topk, *state[3:], k, self.bits, sub_d, sub_p)
+        out_d[rows, :k] = sub_d
+        out_p[rows, :k] = sub_p
+
+    def _knn_mih(self, qw, k, alive, out_d, out_p, threads, pilot: bool) -> np.ndarray:
+        """k-NN by multi-index hashing; returns the rows it did not finish (left to the scan)."""
+        tables = self._tables_for_knn(threads)
+        nq = qw.shape[0]
+        budget = self._budget()
+        sub_d = np.full((nq, k), MISSING_DISTANCE, np.int64)
+        sub_p = np.full((nq, k), MISSING_ID, np.int64)
+        if pilot and nq > MIH_KNN_PILOT:
+            head = mih.knn_search(tables, qw[:MIH_KNN_PILOT], self.db, alive, k, self.bits, budget,
+                                  sub_d[:MIH_KNN_PILOT], sub_p[:MIH_KNN_PILOT], threads)
+            if head.mean() < 0.75:
+                return np.arange(nq)
+            rest = mih.knn_search(tables, qw[MIH_KNN_PILOT:], self.db, alive, k, self.bits, budget,
+                                  sub_d[MIH_KNN_PILOT:], sub_p[MIH_KNN_PILOT:], threads)
+            done = np.concatenate([head, rest])
+        else:
+            done = mih.knn_search(tables, qw, self.db, alive, k, self.bits, budget, sub_d, sub_p, threads)
+        out_d[done, :k] = sub_d[done]
+        out_p[done, :k] = sub_p[done]
+        return np.flatnonzero(~done)
+
+    def _tables_for_knn(self, threads: int) -> mih.Tables:
+        if self._tables:
+            target = np.log2(max(2, self._n))
+            return min(self._tables.values(), key=lambda t: abs(float(t.layout.length.mean()) - target))
+        return self._build(mih.knn_layout(self._n, self.bits), threads)
+
+    def _build(self, lay: mih.Layout, threads: int) -> mih.Tables:
+        key = tuple(int(v) for v in lay.length)
+        if key not in self._tables:
+            self._tables[key] = mih.Tables(self.db, self.bits, lay, threads)
+        return self._tables[key]
+
+    def _budget(self) -> int:
+        """Candidates one query may verify before the linear scan is cheaper for it."""
+        return max(4096, int(self._n * self.W * mih.SCAN_NS_PER_WORD / mih.VERIFY_NS))
+
+    def build_tables(self, m: int | None, threads: int) -> mih.Tables:
+        """Build (or return) multi-index tables with about ``m`` substrings (default: Norouzi's
+        ``bits / log2(n)``)."""
+        lay = mih.knn_layout(self._n, self.bits) if m is None else mih.layout(self.bits, m)
+        return self._build(lay, threads)
+
+    def range_search(self, queries: np.ndarray, radius: int, alive: np.ndarray, threads: int,
+                     method: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every position within ``radius``: CSR ``(lims, distances, positions)``, each query's hits
+        ordered by (distance, position)."""
+        nq = queries.shape[0]
+        radius = min(radius, self.bits)
+        if nq == 0 or self._n == 0:
+            return np.zeros(nq + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
+        qw = np.ascontiguousarray(_kernels.as_words(queries))
+        parts = []
+        todo = np.arange(nq)
+        use_mih = method == "mih"
+        lay, cost = mih.best_layout(self._n, nq, self.bits, radius, set(self._tables))
+        if method == "auto":
+            use_mih = cost < 0.5 * mih.scan_cost(self._n, nq, self.bits)
+        if use_mih:
+            tables = self._build(lay, threads)
+            budget = self._budget() if method == "auto" else np.iinfo(np.int64).max
+            counts, dd, pp = mih.range_search(tables, qw, self.db, alive, radius, budget, threads)
+            done = np.flatnonzero(counts >= 0)
+            lims = np.zeros(done.size + 1, np.int64)
+            lims[1:] = np.cumsum(counts[done])
+            parts.append((done, lims, np.concatenate([dd[i] for i in done] + [np.zeros(0, np.int64)]),
+                          np.concatenate([pp[i] for i in done] + [np.zeros(0, np.int64)])))
+            todo = np.flatnonzero(counts < 0)
+        if todo.size:
+            parts.append((todo, *self._range_scan(np.ascontiguousarray(qw[todo]), radius, alive, threads)))
+        return csr_from_parts(nq, parts)
+
+    def _range_scan(self, qw: np.ndarray, radius: int, alive: np.ndarray, threads: int):
+        """Linear range scan: a first pass keeps up to 64 hits per query and counts the rest;
+        queries with more hits are scanned again with room for all of them."""
+        nq = qw.shape[0]
+        cap = 64
+        cnt, hd, hp = self._range_pass(qw, radius, alive, threads, cap)
+        over = cnt.max(axis=0) > cap
+        if not over.any():
+            return self._finish_range(cnt, hd, hp, radius)
+        ok = np.flatnonzero(~over)
+        rows = np.flatnonzero(over)
+        cnt2, hd2, hp2 = self._range_pass(np.ascontiguousarray(qw[rows]), radius, alive, threads,
+                                          int(cnt[:, rows].max()))
+        return csr_from_parts(nq, [(ok, *self._finish_range(cnt[:, ok], hd[:, ok], hp[:, ok], radius)),
+                                   (rows, *self._finish_range(cnt2, hd2, hp2, radius))])
+
+    def _range_pass(self, qw, radius, alive, threads, cap):
+        nq = qw.shape[0]
+        qblock, nchunks, tile = _kernels.work_split(nq, self._n, threads, self.W)
+        cnt = np.zeros((nchunks, nq), np.int64)
+        hd = np.empty((nchunks, nq, cap), np.int32)
+        hp = np.empty((nchunks, nq, cap), np.int64)
+        _kernels.parallel_for(threads, _kernels.range_scan, qw, self.db, alive, radius, qblock, nchunks, tile, cap,
+                              cnt, hd, hp)
+        return cnt, hd, hp
+
+    @staticmethod
+    def _finish_range(cnt, hd, hp, radius, threads: int = 1):
+        cnt = np.ascontiguousarray(cnt)
+        totals = cnt.sum(axis=0)
+        lims = np.zeros(cnt.shape[1] + 1, np.int64)
+        lims[1:] = np.cumsum(totals)
+        out_d = np.empty(int(lims[-1]), np.int32)
+        out_p = np.empty(int(lims[-1]), np.int64)
+        _kernels.parallel_for(threads, _kernels.sort_hits, cnt, lims, np.ascontiguousarray(hd), np.ascontiguousarray(hp),
+                              radius, out_d, out_p)
+        return lims, out_d, out_p
+
+
+def csr_from_parts(nq: int, parts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Join CSR results ``(rows, lims, distances, positions)`` of disjoint row sets into one CSR
+    result over rows ``0 .. nq-1``."""
+    sizes = np.zeros(nq, np.int64)
+    for rows, lims, _, _ in parts:
+        sizes[rows] = np.diff(lims)
+    out_lims = np.zeros(nq + 1, np.int64)
+    out_lims[1:] = np.cumsum(sizes)
+    out_d = np.empty(int(out_lims[-1]), np.int32)
+    out_p = np.empty(int(out_lims[-1]), np.int64)
+    for rows, lims, d, p in parts:
+        if rows.size == 0:
+            continue
+        dst = np.repeat(out_lims[rows] - lims[:-1], np.diff(lims)) + np.arange(int(lims[-1]))
+        out_d[dst] = d
+        out_p[dst] = p
+    return out_lims, out_d, out_p
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise Learn2HashError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    return method

@@ -1,0 +1,254 @@
+"""On-disk format of a Hamming index: segments of codes and ids, a tombstone file, a JSON manifest.
+
+```
+folder/
+  manifest.json                     format, version, bits, generation, segments, tombstones, checksum
+  seg-<generation>-<n>.codes.npy    uint8[n, ceil(bits/8)] packed codes of one segment
+  seg-<generation>-<n>.ids.npy      int64[n] ids of the same items
+  tomb-<generation>.npy             int64 sorted positions of removed items (when there are any)
+```
+
+Every array is plain ``.npy`` (never pickled); the manifest lists every file with its sha256 and
+carries a checksum of its own content. A save writes the new files first (each atomically:
+temporary file, fsync, rename), replaces the manifest last, and only then deletes files that
+neither the new nor the previous manifest mentions; so an interrupted save leaves the old index
+(or the new one) loadable, and a reader that loaded the previous generation can still open it.
+Segments are never rewritten: adding codes to a saved index writes one new segment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from learn2hash import _atomic
+from learn2hash.codes import n_bytes
+from learn2hash.errors import CorruptFileError, Learn2HashError
+
+FORMAT = "learn2hash-hamming-index"
+VERSION = 1
+MANIFEST = "manifest.json"
+_OWN_FILE = re.compile(r"^(seg-\d+-\w+\.(codes|ids)\.npy|tomb-\d+-\w+\.npy)$")
+# Temporary files of an atomic write that was killed before its rename.
+_STALE_TEMP = re.compile(r"^\.(seg-|tomb-|manifest\.json).*\.tmp$")
+
+
+@dataclass
+class Segment:
+    """Codes and ids of consecutive items; ``files`` names them in ``folder`` once saved there."""
+
+    codes: np.ndarray
+    ids: np.ndarray
+    folder: Path | None = None
+    files: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+@dataclass
+class Stored:
+    """What :func:`read` returns."""
+
+    bits: int
+    segments: list[Segment]
+    removed: np.ndarray  # int64 sorted positions
+    next_id: int
+    backend: str
+    generation: int
+
+
+def _checksum(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    if not path.exists():
+        raise Learn2HashError(f"{folder} is not a saved Hamming index: it has no {MANIFEST}")
+    try:
+        manifest = _atomic.load_json(path)
+    except (ValueError, OSError) as exc:
+        raise CorruptFileError(f"index manifest {path} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CorruptFileError(f"{path} is not a learn2hash Hamming index manifest")
+    if manifest.get("version") != VERSION:
+        raise CorruptFileError(
+            f"{path} has format version {manifest.get('version')!r}; this learn2hash reads version {VERSION}"
+        )
+    if manifest.get("checksum") != _checksum(manifest):
+        raise CorruptFileError(f"index manifest {path} does not match its own checksum (edited or damaged)")
+    return manifest
+
+
+def _field(manifest: dict, key: str, kind: type, path: Path) -> Any:
+    value = manifest.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise CorruptFileError(f"index manifest {path}: field {key!r} is missing or not a {kind.__name__}")
+    return value
+
+
+def _load_array(folder: Path, entry: dict, key: str, verify: bool, mmap: bool) -> np.ndarray:
+    name = entry.get(key)
+    if not isinstance(name, str) or not _OWN_FILE.match(name):
+        raise CorruptFileError(f"index manifest in {folder} names an invalid file {name!r}")
+    path = folder / name
+    if not path.exists():
+        raise CorruptFileError(f"index file {path} listed in the manifest is missing")
+    if verify and _atomic.sha256_file(path) != entry.get(key + "_sha256"):
+        raise CorruptFileError(f"index file {path} does not match its checksum in the manifest")
+    try:
+        return _atomic.load_npy(path, mmap=mmap)
+    except (ValueError, OSError, EOFError) as exc:
+        raise CorruptFileError(f"index file {path} cannot be read as .npy: {exc}") from None
+
+
+def read(folder: str | os.PathLike, mmap: bool = True, verify: bool = True) -> Stored:
+    """Load a saved index; any damage (truncation, changed bytes, wrong version) is a clear error."""
+    folder = Path(folder)
+    manifest = _read_manifest(folder)
+    path = folder / MANIFEST
+    bits = _field(manifest, "bits", int, path)
+    if bits < 1:
+        raise CorruptFileError(f"index manifest {path}: bits must be positive, got {bits}")
+    entries = _field(manifest, "segments", list, path)
+    segments = []
+    total = 0
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("n"), int):
+            raise CorruptFileError(f"index manifest {path}: a segment entry is malformed")
+        codes = _load_array(folder, entry, "codes", verify, mmap)
+        ids = _load_array(folder, entry, "ids", verify, mmap)
+        n = entry["n"]
+        if codes.dtype != np.uint8 or codes.shape != (n, n_bytes(bits)):
+            raise CorruptFileError(
+                f"index file {folder / entry['codes']} holds {codes.dtype} {codes.shape}, "
+                f"expected uint8 ({n}, {n_bytes(bits)}) for {n} codes of {bits} bits"
+            )
+        if ids.dtype != np.int64 or ids.shape != (n,):
+            raise CorruptFileError(f"index file {folder / entry['ids']} holds {ids.dtype} {ids.shape}, expected int64 ({n},)")
+        pad = 8 * n_bytes(bits) - bits
+        if pad and n and np.any(np.asarray(codes[:, -1]) & np.uint8((1 << pad) - 1)):
+            raise CorruptFileError(f"index file {folder / entry['codes']} has codes longer than {bits} bits")
+        segments.append(Segment(codes, ids, folder, {k: entry[k] for k in ("codes", "ids", "codes_sha256", "ids_sha256", "n")}))
+        total += n
+    removed = np.zeros(0, np.int64)
+    tomb = manifest.get("tombstones")
+    if tomb is not None:
+        if not isinstance(tomb, dict) or not isinstance(tomb.get("n"), int):
+            raise CorruptFileError(f"index manifest {path}: the tombstone entry is malformed")
+        removed = np.asarray(_load_array(folder, tomb, "file", verify, False))
+        if removed.dtype != np.int64 or removed.shape != (tomb["n"],):
+            raise CorruptFileError(f"tombstone file {folder / tomb['file']} holds {removed.dtype} {removed.shape}")
+        if removed.size and (removed.min() < 0 or removed.max() >= total or np.any(np.diff(removed) <= 0)):
+            raise CorruptFileError(f"tombstone file {folder / tomb['file']} lists positions outside 0..{total - 1}")
+    if _field(manifest, "n", int, path) != total:
+        raise CorruptFileError(f"index manifest {path} says {manifest['n']} items, its segments hold {total}")
+    return Stored(bits, segments, removed, _field(manifest, "next_id", int, path),
+                  _field(manifest, "backend", str, path), _field(manifest, "generation", int, path))
+
+
+def _previous(folder: Path) -> dict | None:
+    try:
+        return _read_manifest(folder)
+    except Learn2HashError:
+        return None
+
+
+def write(folder: str | os.PathLike, bits: int, segments: list[Segment], removed: np.ndarray, next_id: int,
+          backend: str) -> list[Segment]:
+    """Save an index to ``folder``; returns the segment list as now stored (unsaved segments are
+    merged into one new segment). Segments already stored in this folder are not rewritten."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    previous = _previous(folder)
+    known = set()
+    if previous is not None:
+        known = {(s.get("codes"), s.get("codes_sha256")) for s in previous.get("segments", []) if isinstance(s, dict)}
+    generation = (previous.get("generation", 0) if previous else 0) + 1
+    token = secrets.token_hex(4)
+
+    def stored_here(seg: Segment) -> bool:
+        return (seg.folder is not None and seg.folder.resolve() == folder.resolve()
+                and (seg.files.get("codes"), seg.files.get("codes_sha256")) in known)
+
+    out: list[Segment] = []
+    pending: list[Segment] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        codes = np.concatenate([np.asarray(s.codes) for s in pending]) if len(pending) > 1 else np.asarray(pending[0].codes)
+        ids = np.concatenate([np.asarray(s.ids) for s in pending]) if len(pending) > 1 else np.asarray(pending[0].ids)
+        stem = f"seg-{generation:06d}-{len(out)}{token}"
+        files = {"codes": f"{stem}.codes.npy", "ids": f"{stem}.ids.npy", "n": int(ids.shape[0])}
+        _atomic.save_npy(folder / files["codes"], np.ascontiguousarray(codes, np.uint8))
+        _atomic.save_npy(folder / files["ids"], np.ascontiguousarray(ids, np.int64))
+        files["codes_sha256"] = _atomic.sha256_file(folder / files["codes"])
+        files["ids_sha256"] = _atomic.sha256_file(folder / files["ids"])
+        out.append(Segment(codes, ids, folder, files))
+        pending.clear()
+
+    for seg in segments:
+        if len(seg) == 0:
+            continue
+        if stored_here(seg):
+            flush()
+            out.append(seg)
+        else:
+            pending.append(seg)
+    flush()
+
+    tomb = None
+    if removed.size:
+        name = f"tomb-{generation:06d}-{token}.npy"
+        _atomic.save_npy(folder / name, np.asarray(removed, np.int64))
+        tomb = {"file": name, "n": int(removed.size), "file_sha256": _atomic.sha256_file(folder / name)}
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "bits": int(bits),
+        "generation": generation,
+        "n": int(sum(len(s) for s in out)),
+        "next_id": int(next_id),
+        "backend": backend,
+        "segments": [dict(s.files) for s in out],
+        "tombstones": tomb,
+    }
+    manifest["checksum"] = _checksum(manifest)
+    _atomic.save_json(folder / MANIFEST, manifest)
+    _collect_garbage(folder, manifest, previous)
+    return out
+
+
+def _referenced(manifest: dict | None) -> set[str]:
+    if not manifest:
+        return set()
+    names = set()
+    for s in manifest.get("segments", []) or []:
+        if isinstance(s, dict):
+            names.update(str(s.get(k)) for k in ("codes", "ids"))
+    tomb = manifest.get("tombstones")
+    if isinstance(tomb, dict):
+        names.add(str(tomb.get("file")))
+    return names
+
+
+def _collect_garbage(folder: Path, manifest: dict, previous: dict | None) -> None:
+    """Delete this format's files that neither the new nor the previous manifest references."""
+    keep = _referenced(manifest) | _referenced(previous)
+    for path in folder.iterdir():
+        if (_OWN_FILE.match(path.name) and path.name not in keep) or _STALE_TEMP.match(path.name):
+            try:
+                path.unlink()
+            except OSError:
+                pass
