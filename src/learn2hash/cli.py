@@ -278,6 +278,112 @@ def _cmd_report(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- evaluate
+_EVALUATE_FILES = (("query_codes", "--query-codes"), ("query_labels", "--query-labels"),
+                   ("db_codes", "--db-codes"), ("db_labels", "--db-labels"))
+
+
+@command
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="exact retrieval metrics (mAP, P@N, P/R within a Hamming radius) of saved codes",
+        description="Rank database codes by Hamming distance to each query code and print mAP@k, precision@N "
+                    "and precision/recall within a Hamming radius. Items are relevant when they share a label. "
+                    "Codes files are those written by Codes.save (a .npy with its .json sidecar); label files "
+                    "are .npy arrays of class ids int[n] or 0/1 matrices [n, classes].")
+    p.add_argument("--query-codes", metavar="Q.npy", help="query codes")
+    p.add_argument("--query-labels", metavar="QL.npy", help="query labels")
+    p.add_argument("--db-codes", metavar="D.npy", help="database codes")
+    p.add_argument("--db-labels", metavar="DL.npy", help="database labels")
+    p.add_argument("--topk", default="all", metavar="N|all", help="cutoff of mAP@k (default: all, the whole database)")
+    p.add_argument("--ties", default="expected", metavar="expected|index",
+                   help="order of items at equal distance: the exact expected value over all orderings "
+                        "(default) or database position")
+    p.add_argument("--radius", default="2", metavar="R", help="Hamming radius of precision/recall@H<=R (default 2)")
+    p.add_argument("--zero-hits", default="zero", metavar="zero|exclude",
+                   help="queries with no relevant item in the database count as 0 (default) or are left out")
+    p.add_argument("--precision-at", default=None, metavar="N,N,...",
+                   help="the N of precision@N (default 1,10,100,1000 up to the database size)")
+    p.add_argument("--threads", default=None, metavar="T", help="threads (default: all cores)")
+    p.add_argument("--json", default=None, metavar="OUT.json", help="also write the full result (PR curve, per-query AP) as JSON")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _int_option(text: str, option: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value < minimum:
+        raise Learn2HashError(f"{option} must be an integer >= {minimum}, got {text!r}")
+    return value
+
+
+def _evaluate_inputs_from_files(args) -> tuple:
+    """(query codes, query labels, database codes, database labels) from the four file options."""
+    from learn2hash._atomic import load_npy
+    from learn2hash.codes import Codes
+
+    missing = [flag for attr, flag in _EVALUATE_FILES if not getattr(args, attr)]
+    if missing:
+        raise Learn2HashError(f"give the codes and labels files: missing {', '.join(missing)}")
+    loaded = []
+    for attr, flag in _EVALUATE_FILES:
+        path = Path(getattr(args, attr))
+        if attr.endswith("codes"):
+            loaded.append(Codes.load(path))
+            continue
+        if not path.is_file():
+            raise Learn2HashError(f"{flag} file {path} does not exist")
+        try:
+            loaded.append(load_npy(path))
+        except (OSError, ValueError, EOFError) as exc:
+            first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise Learn2HashError(f"{flag} file {path} cannot be read as .npy: {first_line}") from None
+    return tuple(loaded)
+
+
+def _evaluate_options(args) -> dict:
+    """Keyword arguments of :func:`learn2hash.metrics.evaluate` from the command-line options."""
+    options = {"ties": args.ties, "zero_hits": args.zero_hits, "radius": _int_option(args.radius, "--radius", 0),
+               "topk": None if args.topk == "all" else _int_option(args.topk, "--topk", 1)}
+    if args.precision_at is not None:
+        options["precision_at"] = [_int_option(n.strip(), "--precision-at", 1) for n in args.precision_at.split(",")]
+    if args.threads is not None:
+        options["threads"] = _int_option(args.threads, "--threads", 1)
+    return options
+
+
+def _print_evaluation(result: dict, file=None) -> None:
+    from learn2hash.metrics import summary
+
+    s = result["settings"]
+    print(f"{result['n_queries']} queries ({result['n_queries_without_relevant']} without a relevant item) against "
+          f"{result['n_database']} database codes of {result['bits']} bits; ties: {s['ties']}; "
+          f"zero hits: {s['zero_hits']}", file=file)
+    rows = [{"metric": key, "value": f"{value:.4f}" if isinstance(value, float) else value}
+            for key, value in summary(result).items() if key.startswith(("map", "precision", "recall"))]
+    _print_table(rows, ["metric", "value"], file=file)
+
+
+def _cmd_evaluate(args) -> int:
+    from learn2hash import _atomic
+    from learn2hash.metrics import evaluate
+
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise Learn2HashError(f"--json: the folder of {args.json} does not exist")
+    inputs = _evaluate_inputs_from_files(args)
+    result = evaluate(*inputs, **_evaluate_options(args))
+    _print_evaluation(result)
+    if args.json:
+        try:
+            _atomic.save_json(args.json, result)
+        except OSError as exc:
+            raise Learn2HashError(f"--json: cannot write {args.json}: {exc.strerror or exc}") from None
+        print(f"full result -> {args.json}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
