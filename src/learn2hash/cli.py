@@ -384,6 +384,149 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- index / search
+def _add_backend_options(p) -> None:
+    p.add_argument("--backend", choices=["native", "faiss", "milvus"], default=None,
+                   help="search engine (default: native for build, the saved one for search)")
+    p.add_argument("--faiss-index", choices=["flat", "hash", "multihash"], default=None,
+                   help="Faiss index type (backend faiss)")
+    p.add_argument("--milvus-uri", default=None, help="Milvus Lite file or server URI (backend milvus)")
+    p.add_argument("--threads", type=int, default=None, help="search threads (default: all cores)")
+
+
+def _backend_options(args) -> dict:
+    options = {}
+    if args.faiss_index:
+        options["faiss_index"] = args.faiss_index
+    if args.milvus_uri:
+        options["milvus_uri"] = args.milvus_uri
+    return options
+
+
+@command
+def _add_index(sub) -> None:
+    p = sub.add_parser("index", help="build the Hamming index of a run's database codes")
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION")
+    isub.required = True
+    b = isub.add_parser("build", help="encode the run's database split and save its index under RUN/index",
+                        description="Encode the database split of a run (cached in RUN/codes) and save a "
+                                    "HammingIndex of it in RUN/index; item ids are database positions.")
+    b.add_argument("--run", required=True, help="run folder")
+    _add_backend_options(b)
+    b.set_defaults(func=_cmd_index_build)
+
+
+def _cmd_index_build(args) -> int:
+    import time
+
+    from learn2hash.index import HammingIndex
+    from learn2hash.runs import Run
+
+    run = Run.open(args.run)
+    t0 = time.perf_counter()
+    codes = run.codes("database")
+    with HammingIndex(codes.bits, backend=args.backend or "native", threads=args.threads,
+                      **_backend_options(args)) as index:
+        index.add(codes)
+        folder = index.save(run.folder / "index")
+    print(f"indexed {len(codes)} database codes of {codes.bits} bits ({args.backend or 'native'} backend) "
+          f"-> {folder} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _query_items(run, spec: str):
+    """``(x, query_labels_or_None, description)`` for ``--query``: a query-split position, a .npy
+    of features (one item or a batch), or an image file."""
+    import numpy as np
+
+    dataset = run.dataset()
+    if spec.lstrip("-").isdigit():
+        pos = int(spec)
+        n = len(dataset.query)
+        if not 0 <= pos < n:
+            raise Learn2HashError(f"--query {pos} is not a query-split position (0 .. {n - 1})")
+        return np.asarray(dataset.query.x[pos:pos + 1]), dataset.query.labels[pos:pos + 1], [f"query #{pos}"]
+    path = Path(spec)
+    if not path.exists():
+        raise Learn2HashError(f"--query {spec!r} is neither a query-split position nor an existing file")
+    if path.suffix == ".npy":
+        from learn2hash._atomic import load_npy
+
+        try:
+            x = load_npy(path)
+        except (OSError, ValueError) as exc:
+            raise Learn2HashError(f"cannot read --query {path}: {exc}") from None
+        shape = dataset.database.item_shape
+        if x.shape == shape:
+            x = x[None]
+        return x, None, [f"{path.name}[{i}]" for i in range(len(x))]
+    from PIL import Image, UnidentifiedImageError
+
+    shape = dataset.database.item_shape
+    if len(shape) != 3:
+        raise Learn2HashError(f"the run's items are {dataset.database.kind} of shape {shape}, not images: give a .npy")
+    c, h, w = shape
+    try:
+        img = Image.open(path).convert("L" if c == 1 else "RGB").resize((w, h))
+    except (OSError, UnidentifiedImageError) as exc:
+        raise Learn2HashError(f"cannot read image --query {path}: {exc}") from None
+    arr = np.asarray(img, dtype=np.uint8)
+    arr = arr[None, None] if c == 1 else arr.transpose(2, 0, 1)[None]
+    return arr, None, [path.name]
+
+
+@command
+def _add_search(sub) -> None:
+    p = sub.add_parser("search", help="search a run's index: nearest database items of a query",
+                       description="Encode the query with the run's hasher and print the k nearest database "
+                                   "items: id (database position), Hamming distance, labels.")
+    p.add_argument("--run", required=True, help="run folder with an index (learn2hash index build)")
+    p.add_argument("--query", required=True,
+                   help="a query-split position, a .npy of features (one item or a batch), or an image file")
+    p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    _add_backend_options(p)
+    p.set_defaults(func=_cmd_search)
+
+
+def _cmd_search(args) -> int:
+    import numpy as np
+
+    from learn2hash.index import HammingIndex
+    from learn2hash.runs import Run
+
+    run = Run.open(args.run)
+    folder = run.folder / "index"
+    if not (folder / "manifest.json").exists():
+        raise Learn2HashError(f"run {run.folder} has no index yet: run `learn2hash index build --run {args.run}`")
+    x, query_labels, names = _query_items(run, args.query)
+    codes = run.hasher().encode(x)
+    db_labels = run.dataset().database.labels
+    class_names = run.dataset().class_names
+    with HammingIndex.load(folder, backend=args.backend, threads=args.threads, **_backend_options(args)) as index:
+        dist, ids = index.search(codes, args.k)
+
+    def label_text(row) -> str:
+        on = np.flatnonzero(row)
+        return ",".join(class_names[c] if class_names else str(c) for c in on)
+
+    for qi, name in enumerate(names):
+        header = f"{name}: {args.k} nearest of {len(db_labels)} database items"
+        if query_labels is not None:
+            header += f" (query labels: {label_text(query_labels[qi])})"
+        print(header)
+        rows = []
+        for rank, (d, i) in enumerate(zip(dist[qi], ids[qi]), 1):
+            if i < 0:
+                break
+            row = {"rank": rank, "id": int(i), "distance": int(d), "labels": label_text(db_labels[i])}
+            if query_labels is not None:
+                row["relevant"] = "yes" if (db_labels[i] & query_labels[qi]).any() else "no"
+            rows.append(row)
+        columns = ["rank", "id", "distance", "labels"] + (["relevant"] if query_labels is not None else [])
+        _print_table(rows, columns)
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -100,7 +100,8 @@ class NativeEngine:
         """k-NN by multi-index hashing; returns the rows it did not finish (left to the scan)."""
         tables = self._tables_for_knn(threads)
         nq = qw.shape[0]
-        budget = self._budget()
+        # Automatic use must clearly beat the scan; an explicit request only bounds runaway queries.
+        budget = self._budget() // 4 if pilot else 4 * self._budget()
         sub_d = np.full((nq, k), MISSING_DISTANCE, np.int64)
         sub_p = np.full((nq, k), MISSING_ID, np.int64)
         if pilot and nq > MIH_KNN_PILOT:

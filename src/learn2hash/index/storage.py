@@ -108,8 +108,8 @@ def _load_array(folder: Path, entry: dict, key: str, verify: bool, mmap: bool) -
         raise CorruptFileError(f"index file {path} does not match its checksum in the manifest")
     try:
         return _atomic.load_npy(path, mmap=mmap)
-    except (ValueError, OSError, EOFError) as exc:
-        raise CorruptFileError(f"index file {path} cannot be read as .npy: {exc}") from None
+    except Exception as exc:  # a damaged .npy header fails in numpy's parser with many exception types
+        raise CorruptFileError(f"index file {path} cannot be read as .npy: {type(exc).__name__}: {exc}") from None
 
 
 def read(folder: str | os.PathLike, mmap: bool = True, verify: bool = True) -> Stored:
