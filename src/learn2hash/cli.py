@@ -527,6 +527,32 @@ def _cmd_search(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- serve
+@command
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="HTTP search service and web page over a run's hasher and index",
+                       description="Serve POST /search, item images, /health, OpenAPI docs at /docs and a web "
+                                   "page at / for run DIR. Binds 127.0.0.1 unless --host says otherwise.")
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="run folder to serve")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--max-upload-mb", type=float, default=5.0, help="largest accepted upload in MiB (default 5)")
+    p.add_argument("--max-k", type=int, default=1000, help="most results one request may ask for (default 1000)")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args) -> int:
+    from learn2hash.serve import Limits, serve
+
+    if not 0 < args.max_upload_mb <= 1024:
+        raise Learn2HashError(f"--max-upload-mb must be in (0, 1024], got {args.max_upload_mb}")
+    if args.max_k < 1:
+        raise Learn2HashError(f"--max-k must be at least 1, got {args.max_k}")
+    serve(args.run, host=args.host, port=args.port,
+          limits=Limits(max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_k=args.max_k))
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -70,6 +70,7 @@ def _save(fig, path: Path) -> Path:
     FigureCanvasAgg(fig)
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=DPI)
+    os.chmod(path, 0o644)
     return path
 
 
@@ -107,13 +108,26 @@ def _run_label(run, others: Sequence[Any] = ()) -> str:
     return label
 
 
-def plot_pr_curves(curves: Sequence[tuple[str, dict[str, Any]]], path: Path, size_key: str) -> Path:
+def run_styles(runs: Sequence[Any]) -> list[dict[str, Any]]:
+    """Line styles for overlaid runs: one colour per method, one dash pattern per code length."""
+    from matplotlib import colormaps
+
+    methods = list(dict.fromkeys(r.method for r in runs))
+    bits = sorted({r.bits for r in runs})
+    dashes = ["-", "--", ":", "-."]
+    colors = colormaps["tab10"]
+    return [{"color": colors(methods.index(r.method) % 10), "linestyle": dashes[bits.index(r.bits) % len(dashes)]}
+            for r in runs]
+
+
+def plot_pr_curves(curves: Sequence[tuple[str, dict[str, Any]]], path: Path, size_key: str,
+                   styles: Sequence[dict[str, Any]] | None = None) -> Path:
     """Precision–recall curves (one per (label, metrics)) into ``path``."""
     fig = _figure(PLOT_SIZES[size_key])
     ax = fig.add_subplot(1, 1, 1)
-    for label, metrics in curves:
+    for j, (label, metrics) in enumerate(curves):
         recall, precision = pr_points(metrics)
-        ax.plot(recall, precision, marker=".", markersize=4, linewidth=1.5, label=label)
+        ax.plot(recall, precision, marker=".", markersize=4, linewidth=1.5, label=label, **(styles[j] if styles else {}))
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1.02)
@@ -126,12 +140,12 @@ def plot_pr_curves(curves: Sequence[tuple[str, dict[str, Any]]], path: Path, siz
 
 
 def plot_precision_at_n(curves: Sequence[tuple[str, tuple[np.ndarray, np.ndarray]]], path: Path,
-                        size_key: str) -> Path:
+                        size_key: str, styles: Sequence[dict[str, Any]] | None = None) -> Path:
     """Precision of the first N returned items against N (one curve per (label, (N, precision)))."""
     fig = _figure(PLOT_SIZES[size_key])
     ax = fig.add_subplot(1, 1, 1)
-    for label, (n, p) in curves:
-        ax.plot(n, p, marker=".", markersize=4, linewidth=1.5, label=label)
+    for j, (label, (n, p)) in enumerate(curves):
+        ax.plot(n, p, marker=".", markersize=4, linewidth=1.5, label=label, **(styles[j] if styles else {}))
     ax.set_xlabel("number of returned items N")
     ax.set_ylabel("precision@N")
     ax.set_ylim(0, 1.02)
@@ -394,6 +408,7 @@ def _page(title: str, sections: Sequence[str], plots: Sequence[tuple[str, str]],
     path = folder / "report.html"
     with atomic_open(path, "wb") as fh:
         fh.write(doc.encode("utf-8"))
+    os.chmod(path, 0o644)
     return path
 
 
@@ -507,11 +522,12 @@ def compare_runs(run_dirs: Sequence[Any], out: str | os.PathLike) -> dict[str, P
     folder.mkdir(parents=True, exist_ok=True)
     metrics = [_metrics_of(r) for r in runs]
     curves = [(_run_label(r, runs), m) for r, m in zip(runs, metrics)]
+    styles = run_styles(runs)
     written = {
-        "compare_pr_curve": plot_pr_curves(curves, folder / "compare_pr_curve.png", "compare_pr_curve"),
+        "compare_pr_curve": plot_pr_curves(curves, folder / "compare_pr_curve.png", "compare_pr_curve", styles),
         "compare_precision_at_n": plot_precision_at_n(
             [(label, precision_at_n_points(r, m.get("ties", "expected"))) for (label, m), r in zip(curves, runs)],
-            folder / "compare_precision_at_n.png", "compare_precision_at_n"),
+            folder / "compare_precision_at_n.png", "compare_precision_at_n", styles),
         "compare_vs_bits": plot_vs_bits(list(zip(runs, metrics)), folder / "compare_vs_bits.png"),
     }
     rows = [summary_row(r) for r in runs]

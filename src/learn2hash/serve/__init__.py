@@ -1,0 +1,10 @@
+"""Search service: an HTTP API and a web page over a run's hasher and Hamming index.
+
+``learn2hash serve --run DIR`` starts it (see :mod:`learn2hash.serve.app` for the routes);
+:class:`SearchService` does the work and can be used without the web framework.
+"""
+
+from learn2hash.serve.app import create_app, serve
+from learn2hash.serve.service import Limits, RequestError, SearchService
+
+__all__ = ["Limits", "RequestError", "SearchService", "create_app", "serve"]

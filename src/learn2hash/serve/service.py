@@ -1,0 +1,258 @@
+"""The search service behind the HTTP API, independent of the web framework.
+
+A :class:`SearchService` holds one run's hasher, its dataset splits and a
+:class:`~learn2hash.HammingIndex` of the database codes (loaded from ``RUN/index`` when present,
+else built in memory). It turns a query — a position in the query split, an uploaded image, or a
+feature vector — into a code, searches the index and describes the results. Every problem with
+a request raises :class:`RequestError` with the HTTP status it deserves and a message that says
+what was wrong; nothing a client sends can make it fail otherwise.
+
+Ids of database items are their positions in the run's database split.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from learn2hash.errors import Learn2HashError
+
+#: image formats an upload may have (as Pillow names them)
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+#: content types an upload part may declare (browsers send one of these for image files)
+UPLOAD_CONTENT_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/x-ms-bmp", "image/webp",
+                        "application/octet-stream")
+
+
+class RequestError(Learn2HashError):
+    """A request the service refuses: ``status`` is the HTTP status (4xx), the message says why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a request may carry."""
+
+    max_upload_bytes: int = 5 << 20
+    max_image_pixels: int = 25_000_000
+    max_k: int = 1000
+
+
+class SearchService:
+    """Query encoding, index search and item rendering for one run folder."""
+
+    def __init__(self, run_or_dir: Any, limits: Limits = Limits()):
+        from learn2hash.runs import Run
+
+        self.run = run_or_dir if isinstance(run_or_dir, Run) else Run.open(run_or_dir)
+        self.limits = limits
+        self.dataset = self.run.dataset()
+        self.hasher = self.run.hasher()
+        self.query_codes = self.run.codes("query")
+        self.index = self._open_index()
+        self.n_database = len(self.dataset.database)
+        self.class_names = list(self.dataset.class_names or
+                                [str(i) for i in range(self.dataset.database.n_classes)])
+        self.item_shape = tuple(int(s) for s in self.dataset.database.item_shape)
+        self.kind = self.dataset.database.kind
+        # one search at a time: the native kernels use all cores for a single query batch already
+        self._lock = threading.Lock()
+        self._png = functools.lru_cache(maxsize=8192)(self._render_png)
+
+    def _open_index(self):
+        from learn2hash.index import HammingIndex
+
+        folder = self.run.folder / "index"
+        if folder.is_dir():
+            index = HammingIndex.load(folder)
+            self.index_source = f"loaded from {folder}"
+        else:
+            index = HammingIndex(self.run.bits)
+            index.add(self.run.codes("database"))
+            self.index_source = "built in memory from the database codes"
+        n = len(self.run.dataset().database)
+        if len(index) != n or not np.array_equal(index.ids, np.arange(n)):
+            raise Learn2HashError(f"index {folder} holds {len(index)} codes that are not the run's {n} database items "
+                                  "under their positions as ids; rebuild it with `learn2hash index build`")
+        return index
+
+    # ------------------------------------------------------------------ description
+    @property
+    def accepts(self) -> list[str]:
+        """The kinds of query this run can take: ``query_index`` always, ``image`` or ``features`` by item kind."""
+        out = ["query_index"]
+        if self.kind == "image" and len(self.item_shape) == 3:
+            out.append("image")
+        if self.kind == "features" and len(self.item_shape) == 1:
+            out.append("features")
+        return out
+
+    def info(self) -> dict[str, Any]:
+        c = self.run.config
+        return {"run": self.run.folder.name, "method": c["method"], "bits": self.run.bits,
+                "dataset": c["dataset"], "protocol": c.get("protocol"), "kind": self.kind,
+                "item_shape": list(self.item_shape), "n_query": len(self.dataset.query),
+                "n_database": self.n_database, "class_names": self.class_names, "accepts": self.accepts,
+                "has_images": self.has_images, "index": self.index_source,
+                "limits": {"max_upload_bytes": self.limits.max_upload_bytes,
+                           "max_k": min(self.limits.max_k, self.n_database),
+                           "image_formats": list(IMAGE_FORMATS)}}
+
+    @property
+    def has_images(self) -> bool:
+        return len(self.item_shape) in (3, 4)
+
+    def label_names(self, labels_row: np.ndarray) -> list[str]:
+        return [self.class_names[i] for i in np.flatnonzero(labels_row)]
+
+    def queries(self, offset: int, limit: int) -> dict[str, Any]:
+        n = len(self.dataset.query)
+        if offset < 0 or limit < 1 or limit > 500:
+            raise RequestError(422, f"offset must be >= 0 and limit between 1 and 500, got offset={offset}, limit={limit}")
+        stop = min(n, offset + limit)
+        return {"total": n, "offset": offset,
+                "items": [{"index": i, "labels": self.label_names(self.dataset.query.labels[i])}
+                          for i in range(offset, stop)]}
+
+    # ------------------------------------------------------------------ queries -> codes
+    def check_k(self, k: Any) -> int:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise RequestError(422, f"k must be an integer, got {k!r}")
+        k = int(k)
+        upper = min(self.limits.max_k, self.n_database)
+        if k < 1 or k > upper:
+            raise RequestError(422, f"k must be between 1 and {upper} (the database holds {self.n_database} items"
+                                    f", at most {self.limits.max_k} results per request), got {k}")
+        return k
+
+    def position(self, i: Any, split: str, missing_status: int = 422) -> int:
+        """Check that ``i`` is an item position of ``split``; out of range is ``missing_status``."""
+        n = len(self.dataset.query) if split == "query" else self.n_database
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise RequestError(422, f"{split} index must be an integer, got {i!r}")
+        if not 0 <= int(i) < n:
+            raise RequestError(missing_status,
+                               f"{split} index {i} is out of range: the {split} split has {n} items (0..{n - 1})")
+        return int(i)
+
+    def decode_image(self, data: bytes, content_type: str | None = None) -> np.ndarray:
+        """An uploaded image file -> ``uint8[1, C, H, W]`` in the run's item shape (centre-cropped, resized)."""
+        from PIL import Image, ImageOps, UnidentifiedImageError
+
+        if "image" not in self.accepts:
+            raise RequestError(422, f"this run hashes {self.kind} items of shape {list(self.item_shape)}, not images: "
+                                    "send {\"features\": [...]} or {\"query_index\": i} instead")
+        if content_type and content_type.split(";")[0].strip().lower() not in UPLOAD_CONTENT_TYPES:
+            raise RequestError(415, f"unsupported upload type {content_type!r}: send a PNG, JPEG, GIF, BMP or WEBP image")
+        if len(data) == 0:
+            raise RequestError(422, "the uploaded image is empty (0 bytes)")
+        if len(data) > self.limits.max_upload_bytes:
+            raise RequestError(413, f"the uploaded image has {len(data)} bytes, the limit is {self.limits.max_upload_bytes}")
+        try:
+            img = Image.open(io.BytesIO(data))
+            if img.format not in IMAGE_FORMATS:
+                raise RequestError(415, f"unsupported image format {img.format}: send {', '.join(IMAGE_FORMATS)}")
+            if img.width * img.height > self.limits.max_image_pixels:
+                raise RequestError(413, f"the image is {img.width}x{img.height} pixels, the limit is "
+                                        f"{self.limits.max_image_pixels} pixels")
+            img = ImageOps.exif_transpose(img)
+            c, h, w = self.item_shape
+            img = img.convert("L" if c == 1 else "RGB")
+            img = ImageOps.fit(img, (w, h), method=Image.Resampling.LANCZOS)
+            arr = np.asarray(img, dtype=np.uint8)
+        except RequestError:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise RequestError(422, f"the upload is not a readable image ({type(exc).__name__}: {exc})") from None
+        arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+        if arr.shape[0] != c:
+            raise RequestError(422, f"cannot turn the image into {c} channels")
+        return arr[None]
+
+    def decode_features(self, features: Any) -> np.ndarray:
+        """A JSON list of numbers -> ``float32[1, d]``; the length must be the run's feature dimension."""
+        if "features" not in self.accepts:
+            raise RequestError(422, f"this run hashes {self.kind} items of shape {list(self.item_shape)}: "
+                                    "upload an image (multipart field 'image') or send {\"query_index\": i}")
+        d = self.item_shape[0]
+        if not isinstance(features, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                     for v in features):
+            raise RequestError(422, f"features must be a list of {d} numbers")
+        if len(features) != d:
+            raise RequestError(422, f"features has {len(features)} values, this run expects {d}")
+        arr = np.asarray(features, dtype=np.float64)
+        if not np.all(np.isfinite(arr)) or np.any(np.abs(arr) > np.finfo(np.float32).max):
+            raise RequestError(422, "features must be finite numbers (no NaN or infinity)")
+        return arr.astype(np.float32)[None]
+
+    # ------------------------------------------------------------------ search
+    def _encode(self, x: np.ndarray):
+        try:
+            return self.hasher.encode(x)
+        except Learn2HashError as exc:
+            raise RequestError(422, f"cannot encode the query: {exc}") from None
+
+    def search(self, k: Any, query_index: Any = None, image: bytes | None = None,
+               image_type: str | None = None, features: Any = None) -> dict[str, Any]:
+        """Search with exactly one of ``query_index``, ``image`` (file bytes) or ``features``.
+
+        Returns ``ids``, ``distances`` (non-decreasing; ties by database position), ``labels``
+        (class names per result) and, for a ``query_index``, whether each result is relevant.
+        """
+        given = [name for name, v in (("query_index", query_index), ("image", image), ("features", features))
+                 if v is not None]
+        if len(given) != 1:
+            raise RequestError(422, "send exactly one query: 'query_index', an 'image' upload or 'features'"
+                               + (f" (got {', '.join(given)})" if given else ""))
+        k = self.check_k(k)
+        t0 = time.perf_counter()
+        query: dict[str, Any] = {"kind": given[0]}
+        qlabels = None
+        if query_index is not None:
+            i = self.position(query_index, "query")
+            codes = self.query_codes[[i]]
+            qlabels = self.dataset.query.labels[i]
+            query.update(index=i, labels=self.label_names(qlabels))
+            with self._lock:
+                dist, ids = self.index.search(codes, k)
+        else:
+            x = self.decode_image(image, image_type) if image is not None else self.decode_features(features)
+            with self._lock:
+                codes = self._encode(x)
+                dist, ids = self.index.search(codes, k)
+        ids, dist = np.asarray(ids[0], dtype=np.int64), np.asarray(dist[0], dtype=np.int64)
+        db_labels = self.dataset.database.labels[ids]
+        out = {"k": k, "bits": self.run.bits, "query": query, "code": "".join("1" if b else "0" for b in codes.to_bits()[0]),
+               "ids": ids.tolist(), "distances": dist.tolist(),
+               "labels": [self.label_names(row) for row in db_labels]}
+        if qlabels is not None:
+            out["relevant"] = (db_labels & qlabels[None, :]).any(axis=1).tolist()
+        out["seconds"] = time.perf_counter() - t0
+        return out
+
+    # ------------------------------------------------------------------ images
+    def item_png(self, split: str, i: Any) -> bytes:
+        """PNG bytes of item ``i`` of split ``query`` or ``database`` (middle frame of a clip)."""
+        i = self.position(i, split, missing_status=404)
+        if not self.has_images:
+            raise RequestError(404, f"this run holds {self.kind} items of shape {list(self.item_shape)}, not images")
+        return self._png(split, i)
+
+    def _render_png(self, split: str, i: int) -> bytes:
+        from PIL import Image
+
+        from learn2hash.report import item_image
+
+        split_obj = self.dataset.query if split == "query" else self.dataset.database
+        buf = io.BytesIO()
+        Image.fromarray(item_image(split_obj.x[i])).save(buf, format="PNG")
+        return buf.getvalue()
