@@ -37,6 +37,10 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
   pip install "torch==2.13.0"
 fi
 log "installing learn2hash and its extras"
-pip install -e ".[deep,test,faiss,serve,efficientnet]" "torch==2.13.0" 2>&1 | grep -v -E "^WARNING: Location|^\s*$" >&2 || true
-.venv/bin/python -c "import learn2hash, torch, numba, faiss" || { log "installation incomplete"; exit 1; }
+if ! pip install -e ".[deep,test,faiss,serve,efficientnet,milvus]" "torch==2.13.0" >.venv/install.log 2>&1; then
+  grep -v "^WARNING: Location" .venv/install.log >&2
+  log "pip install failed (log above)"; exit 1
+fi
+.venv/bin/python -c "import learn2hash, torch, numba, faiss, pymilvus, fastapi, selenium" \
+  || { log "installation incomplete"; exit 1; }
 log "ready: $root/.venv"
