@@ -135,12 +135,16 @@ def test_class_mean_centers_and_distances_match_brute_force(itq_run):
             assert data["distances"][c, col] == int(np.sum(expected_centers[c] != bits[i]))
 
 
-@pytest.mark.parametrize("form", ["bits", "signs"])
+@pytest.mark.parametrize("form", ["bits", "signs", "hash-centers"])
 def test_hash_centers_are_used_when_the_hasher_has_them(itq_run, form):
+    from learn2hash.codes import Codes
+
     run = Run.open(itq_run.folder)
     rng = np.random.default_rng(0)
     centers01 = rng.integers(0, 2, size=(10, 16))
-    run._hasher = types.SimpleNamespace(centers_=centers01 if form == "bits" else 2.0 * centers01 - 1)
+    centers = {"bits": centers01, "signs": 2.0 * centers01 - 1,
+               "hash-centers": types.SimpleNamespace(codes=Codes.from_bits(centers01))}[form]
+    run._hasher = types.SimpleNamespace(centers_=centers)
     data = report.center_code_distances(run, per_class=3)
     assert data["source"] == "hash centers"
     assert np.array_equal(data["centers"].to_bits(), centers01)
