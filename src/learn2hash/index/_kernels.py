@@ -6,9 +6,11 @@ read as little-endian words, so the padding contributes nothing to a distance. Q
 ``uint64[q, W]`` array laid out the same way. Item "positions" are row numbers in the database.
 
 Work split. The queries are cut into blocks of ``qblock`` queries and the database into ``nchunks``
-contiguous chunks; each (block, chunk) pair is one parallel work unit. Inside a unit the database is
-walked tile by tile (a tile fits in L1/L2), and every query of the block scans the whole tile before
-the next tile is loaded, so one pass over memory serves the whole block.
+contiguous chunks; each (block, chunk) pair is one work unit, and :func:`parallel_for` deals the
+units to threads (the kernels release the GIL). Inside a unit the database is walked tile by tile
+(a tile fits in L1/L2), and every query of the block scans the whole tile before the next tile is
+loaded, so one pass over memory serves the whole block; groups of ``QUERY_GROUP`` queries are
+compared with each loaded code while their words sit in registers.
 
 k-NN selection (exact, ties broken by position). For every (chunk, query) the kernel keeps a
 threshold ``t``: an item is a candidate only if its distance is ``< t``. ``hist[d]`` counts the

@@ -22,7 +22,7 @@ from learn2hash.codes import Codes, as_codes
 from learn2hash.errors import Learn2HashError
 from learn2hash.index import storage
 from learn2hash.index.native import NativeEngine, check_method
-from learn2hash.index.results import MISSING_DISTANCE, MISSING_ID, RangeResult
+from learn2hash.index.results import MISSING_ID, RangeResult
 
 BACKENDS = ("native", "faiss", "milvus")
 

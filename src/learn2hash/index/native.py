@@ -63,9 +63,6 @@ class NativeEngine:
         """The flat ``uint64[n * W]`` words of the stored codes."""
         return self._words[: self._n].reshape(-1)
 
-    def memory_bytes(self) -> int:
-        return self._words.nbytes + sum(t.offsets.nbytes + t.items.nbytes for t in self._tables.values())
-
     # ------------------------------------------------------------------------ search
     def search(self, queries: np.ndarray, k: int, alive: np.ndarray, n_alive: int, threads: int,
                method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
