@@ -11,7 +11,7 @@ from learn2hash.methods.base import Hasher
 
 _METHODS: dict[str, type[Hasher]] = {}
 # modules whose import registers methods; a missing optional module is skipped
-_MODULES = ("csq", "dhn", "hashnet", "dch", "shallow", "eddh", "lemon")
+_MODULES = ("csq", "dhn", "hashnet", "dch", "shallow", "eddh", "lemon", "cca_itq")
 
 
 def register(cls: type[Hasher]) -> type[Hasher]:

@@ -1,0 +1,374 @@
+"""The streaming protocol: a database that arrives in chunks, evaluated after every round.
+
+The dataset's query split is held out (the ``stream`` protocol of the multi-modal datasets
+draws 2,000 seeded queries); its database split, in its arrival order, is cut into chunks of
+``chunk`` items (``floor(n / chunk)`` chunks, the remainder joining the last one). Round ``t``
+trains on chunk ``t`` (its wall-clock seconds are recorded), then ranks the database seen so
+far for the queries in every cross-modal direction ``a->b`` (queries described by modality
+``a``, database items by modality ``b``) and records mAP over that whole database
+(``topk=None``; ties by their expected value, :func:`learn2hash.metrics.evaluate`).
+
+Two training modes:
+
+- **online** (an :class:`~learn2hash.methods.OnlineHasher` such as LEMON): ``partial_fit`` on the
+  new chunk only. The database holds the hasher's unified codes ``codes_``; each round's new
+  codes are written once to their own file and never rewritten.
+- **retrain** (any multi-modal hasher, and the baseline for online methods): a fresh hasher is
+  fitted on everything seen so far, every round. The database of direction ``a->b`` is the
+  hasher's ``codes_`` when it has them (LEMON), else the items encoded from modality ``b``.
+
+The run folder (``config.json`` is a run configuration, so :class:`learn2hash.runs.Run` opens it)::
+
+    config.json, splits.json, split_*.npy      configuration and the exact splits (arrival order)
+    hasher/                                    the hasher after the last completed round
+    codes/database/chunk-NNNNN.npy (+ .json)    online: the codes of round NNNNN's chunk (Codes.save)
+    codes/database/manifest.json               online: the chunk files in order, with sha256
+    codes/query-MODALITY.npy (+ .json)         the queries' codes after the last evaluated round
+    stream.json                                one record per completed round (the commit point)
+    stream.png                                 mAP of each direction and training seconds per round
+                                               (drawn at the end of each call)
+
+Running again on the same folder with the same configuration continues after the last
+completed round (``max_rounds`` bounds the rounds of one call), so a stream can stop and
+resume; the hasher is restored from its saved state.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from learn2hash import _atomic
+from learn2hash.codes import Codes
+from learn2hash.datasets.base import Dataset, Split
+from learn2hash.errors import CorruptFileError, Learn2HashError
+
+STREAM_FORMAT = "learn2hash-stream"
+STREAM_VERSION = 1
+MANIFEST_FORMAT = "learn2hash-chunked-codes"
+_CONFIG_KEYS = ("method", "bits", "params", "dataset", "protocol", "seed", "data_params", "stream")
+
+
+def directions(modalities: Sequence[str]) -> list[tuple[str, str]]:
+    """Every ordered pair of distinct modalities ``(query modality, database modality)``."""
+    return [(a, b) for a in modalities for b in modalities if a != b]
+
+
+def direction_name(a: str, b: str) -> str:
+    return f"{a}->{b}"
+
+
+def chunk_bounds(n: int, chunk: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]``: ``max(1, n // chunk)`` chunks of ``chunk`` items, the remainder in the last."""
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise Learn2HashError(f"chunk must be a positive integer, got {chunk!r}")
+    if n < 1:
+        raise Learn2HashError("the database to stream is empty")
+    count = max(1, n // int(chunk))
+    starts = [i * int(chunk) for i in range(count)]
+    return [(s, starts[i + 1] if i + 1 < count else n) for i, s in enumerate(starts)]
+
+
+# --------------------------------------------------------------------------- chunked database codes
+def read_chunked_codes(folder: str | os.PathLike) -> Codes:
+    """The database codes of an online stream: every chunk in the manifest, in order, checksums checked."""
+    folder = Path(folder)
+    manifest = _read_manifest(folder)
+    if manifest is None:
+        raise Learn2HashError(f"{folder} holds no chunked codes (no manifest.json)")
+    parts = [_load_chunk(folder, entry) for entry in manifest["chunks"]]
+    return Codes.concatenate(parts) if parts else Codes.empty(manifest["bits"])
+
+
+def _read_manifest(folder: Path) -> dict[str, Any] | None:
+    path = folder / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        manifest = _atomic.load_json(path)
+    except ValueError as exc:
+        raise CorruptFileError(f"{path} is not valid JSON: {exc}") from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise CorruptFileError(f"{path} is not a learn2hash chunked-codes manifest")
+    return manifest
+
+
+def _load_chunk(folder: Path, entry: dict[str, Any]) -> Codes:
+    path = folder / entry["file"]
+    if not path.exists() or _atomic.sha256_file(path) != entry["sha256"]:
+        raise CorruptFileError(f"database chunk {path} is missing or does not match the checksum in the manifest")
+    return Codes.load(path)
+
+
+# --------------------------------------------------------------------------- the stream
+class _Folder:
+    """The files of one stream run folder."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.db = out / "codes" / "database"
+
+    def chunk_file(self, round_: int) -> str:
+        return f"chunk-{round_:05d}.npy"
+
+    def save_hasher(self, hasher: Any) -> None:
+        """Replace ``hasher/`` so that a crash at any point leaves a complete copy behind."""
+        new, cur, old = self.out / "hasher.new", self.out / "hasher", self.out / "hasher.old"
+        shutil.rmtree(new, ignore_errors=True)
+        hasher.save(new)
+        shutil.rmtree(old, ignore_errors=True)
+        if cur.exists():
+            os.replace(cur, old)
+        os.replace(new, cur)
+        _atomic.fsync_dir(self.out)
+
+    def drop_old_hasher(self) -> None:
+        shutil.rmtree(self.out / "hasher.old", ignore_errors=True)
+
+    def load_hasher(self, rounds: int) -> Any:
+        """The saved hasher that has learned exactly ``rounds`` rounds (after a crash: whichever copy has)."""
+        from learn2hash.methods import Hasher
+
+        for name in ("hasher", "hasher.old", "hasher.new"):
+            folder = self.out / name
+            if not (folder / "hasher.json").exists():
+                continue
+            try:
+                hasher = Hasher.load(folder)
+            except Learn2HashError:
+                continue
+            if getattr(hasher, "rounds_", None) == rounds:
+                if name != "hasher":
+                    shutil.rmtree(self.out / "hasher", ignore_errors=True)
+                    os.replace(folder, self.out / "hasher")
+                for other in ("hasher.old", "hasher.new"):
+                    shutil.rmtree(self.out / other, ignore_errors=True)
+                return hasher
+        raise CorruptFileError(f"{self.out}: no saved hasher has learned the {rounds} completed rounds of stream.json")
+
+    def write_manifest(self, bits: int, chunks: list[dict[str, Any]]) -> None:
+        _atomic.save_json(self.db / "manifest.json", {"format": MANIFEST_FORMAT, "bits": bits, "chunks": chunks})
+
+
+def _jsonable(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def _rows(x: Any, start: int, stop: int) -> np.ndarray:
+    return np.asarray(x[start:stop])
+
+
+def _split_rows(split: Split, stop: int) -> Split:
+    """The first ``stop`` items of ``split``, materialised."""
+    views = {k: _rows(v, 0, stop) for k, v in split.views.items()}
+    x = views[next(iter(views))] if views else _rows(split.x, 0, stop)
+    return Split(x=x, labels=split.labels[:stop], name=split.name, kind=split.kind, source=split.source,
+                 indices=None if split.indices is None else split.indices[:stop], views=views)
+
+
+def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: str | os.PathLike, *,
+               protocol: str | None = "stream", seed: int = 0, params: dict[str, Any] | None = None,
+               data_params: dict[str, Any] | None = None, retrain: bool = False, max_rounds: int | None = None,
+               evaluate_every: int = 1, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or continue) a stream; returns the content of ``stream.json``.
+
+    ``dataset`` is a registered name (loaded with ``protocol``, ``seed`` and ``data_params``) or
+    a loaded :class:`Dataset` whose splits record their source indices. ``retrain``: fit a
+    fresh hasher on everything seen, every round (forced for methods that are not online).
+    ``max_rounds``: stop after this many more rounds. ``evaluate_every``: evaluate every that
+    many rounds (and always after the last round of the stream; 0 only after the last).
+    """
+    from learn2hash import datasets
+    from learn2hash.methods import OnlineHasher, create, method_class
+    from learn2hash.runs import RUN_FORMAT, RUN_VERSION, package_versions
+
+    log = log or (lambda msg: None)
+    out = Path(out)
+    params = dict(params or {})
+    data_params = dict(data_params or {})
+    klass = method_class(method)
+    online = issubclass(klass, OnlineHasher) and not retrain
+    if "seed" in klass._param_names():
+        params.setdefault("seed", seed)
+    if isinstance(evaluate_every, bool) or not isinstance(evaluate_every, (int, np.integer)) or evaluate_every < 0:
+        raise Learn2HashError(f"evaluate_every must be an integer >= 0, got {evaluate_every!r}")
+    if max_rounds is not None and (isinstance(max_rounds, bool) or not isinstance(max_rounds, (int, np.integer))
+                                   or max_rounds < 1):
+        raise Learn2HashError(f"max_rounds must be a positive integer, got {max_rounds!r}")
+
+    template = create(method, bits=bits, **params)  # parameter errors before anything is written
+
+    cfg_path = out / "config.json"
+    resuming = cfg_path.exists()
+    if isinstance(dataset, Dataset):
+        ds = dataset
+    elif resuming:
+        ds = datasets.load(dataset, splits=out, **data_params)
+    else:
+        ds = datasets.load(dataset, protocol=protocol, seed=seed, **data_params)
+    db, query = ds.database, ds.query
+    modalities = list(db.views)
+    if len(modalities) < 2:
+        raise Learn2HashError(f"dataset {ds.name!r} has {len(modalities)} modality; a cross-modal stream needs at "
+                              "least two (split.views)")
+    bounds = chunk_bounds(len(db), int(chunk))
+    config = {
+        "format": RUN_FORMAT, "version": RUN_VERSION, "method": method, "bits": int(bits),
+        "params": template.get_params(), "dataset": ds.name, "protocol": ds.protocol, "seed": int(ds.seed),
+        "data_params": {k: (str(v) if isinstance(v, Path) else v) for k, v in ds.params.items()},
+        "sizes": {k: len(s) for k, s in ds.splits.items()},
+        "stream": {"chunk": int(chunk), "rounds": len(bounds), "mode": "online" if online else "retrain",
+                   "modalities": modalities},
+        "versions": package_versions(),
+    }
+    if resuming:
+        existing = _atomic.load_json(cfg_path)
+        diff = [k for k in _CONFIG_KEYS if _jsonable(existing.get(k)) != _jsonable(config[k])]
+        if diff:
+            raise Learn2HashError(f"{out} holds a stream with a different configuration ({', '.join(diff)}); "
+                                  "choose another --out or repeat the original settings to continue it")
+    folder = _Folder(out)
+    state = _load_stream(out) if resuming else None
+    records: list[dict[str, Any]] = state["rounds"] if state else []
+    done = len(records)
+    hasher = None
+    manifest: list[dict[str, Any]] = []
+    if online:
+        if done:
+            hasher = folder.load_hasher(done)
+            found = _read_manifest(folder.db)
+            manifest = (found or {"chunks": []})["chunks"][:done]
+            if len(manifest) != done:
+                raise CorruptFileError(f"{folder.db}: the manifest lists fewer chunks than the {done} completed rounds")
+            on_disk = Codes.concatenate([_load_chunk(folder.db, e) for e in manifest])
+            if on_disk != hasher.codes_:
+                raise CorruptFileError(f"{out}: the database chunks on disk differ from the saved hasher's codes")
+        else:
+            hasher = template
+    if not resuming:
+        out.mkdir(parents=True, exist_ok=True)
+        ds.save_splits(out)
+        _atomic.save_json(cfg_path, config)
+    stream_info = {"format": STREAM_FORMAT, "version": STREAM_VERSION, "method": method, "bits": int(bits),
+                   "mode": config["stream"]["mode"], "chunk": int(chunk), "total_rounds": len(bounds),
+                   "directions": [direction_name(a, b) for a, b in directions(modalities)]}
+    if done >= len(bounds):
+        log(f"{out}: the stream is complete ({done} rounds)")
+        return {**stream_info, "rounds": records}
+
+    query_views = {m: np.asarray(query.views[m]) for m in modalities}
+    last = len(bounds) if max_rounds is None else min(len(bounds), done + int(max_rounds))
+    for t in range(done, last):
+        start, stop = bounds[t]
+        if online:
+            chunk_views = {m: _rows(db.views[m], start, stop) for m in modalities}
+            t0 = time.perf_counter()
+            hasher.partial_fit(chunk_views, db.labels[start:stop])
+            train_seconds = time.perf_counter() - t0
+            new = hasher.codes_[start:stop]
+            entry_file = folder.chunk_file(t)
+            new.save(folder.db / entry_file)
+            manifest.append({"file": entry_file, "start": start, "n": stop - start,
+                             "sha256": _atomic.sha256_file(folder.db / entry_file)})
+        else:
+            seen = _split_rows(db, stop)
+            hasher = create(method, bits=bits, **params)
+            t0 = time.perf_counter()
+            hasher.fit(seen)
+            train_seconds = time.perf_counter() - t0
+        record: dict[str, Any] = {"round": t + 1, "n_chunk": stop - start, "n_seen": stop,
+                                  "train_seconds": train_seconds}
+        if t + 1 == len(bounds) or (evaluate_every and (t + 1) % evaluate_every == 0):
+            record.update(_evaluate_round(hasher, query_views, query.labels, db, stop, modalities, out))
+        folder.save_hasher(hasher)
+        if online:
+            folder.write_manifest(int(bits), manifest)
+        records.append(record)
+        _atomic.save_json(out / "stream.json", {**stream_info, "rounds": records})
+        folder.drop_old_hasher()
+        maps = ", ".join(f"{k} {v:.4f}" for k, v in record.get("map", {}).items())
+        log(f"round {t + 1}/{len(bounds)}: {stop:,} items, train {train_seconds:.3f} s" + (f", mAP {maps}" if maps else ""))
+    plot_stream(records, out / "stream.png", title=f"{method}, {bits} bits, {ds.name} ({config['stream']['mode']})")
+    return {**stream_info, "rounds": records}
+
+
+def _load_stream(out: Path) -> dict[str, Any] | None:
+    path = out / "stream.json"
+    if not path.exists():
+        return None
+    try:
+        data = _atomic.load_json(path)
+    except ValueError as exc:
+        raise CorruptFileError(f"{path} is not valid JSON: {exc}") from None
+    if data.get("format") != STREAM_FORMAT or data.get("version") != STREAM_VERSION:
+        raise CorruptFileError(f"{path} is not a learn2hash stream record of version {STREAM_VERSION}")
+    return data
+
+
+def _evaluate_round(hasher: Any, query_views: dict[str, np.ndarray], query_labels: np.ndarray, db: Split,
+                    stop: int, modalities: list[str], out: Path) -> dict[str, Any]:
+    """mAP of every direction over the first ``stop`` database items; writes the query codes."""
+    from learn2hash.metrics import evaluate
+
+    t0 = time.perf_counter()
+    q_codes = {m: hasher.encode(query_views[m], modality=m) for m in modalities}
+    unified = getattr(hasher, "codes_", None)
+    db_codes = {m: unified if unified is not None else hasher.encode(_rows(db.views[m], 0, stop), modality=m)
+                for m in modalities}
+    encode_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    maps = {}
+    for a, b in directions(modalities):
+        result = evaluate(q_codes[a], query_labels, db_codes[b], db.labels[:stop], topk=None)
+        maps[direction_name(a, b)] = float(result["map"])
+    for m, codes in q_codes.items():
+        codes.save(out / "codes" / f"query-{m}.npy")
+    return {"map": maps, "encode_seconds": encode_seconds, "evaluate_seconds": time.perf_counter() - t0}
+
+
+def plot_stream(records: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "",
+                baselines: dict[str, Sequence[dict[str, Any]]] | None = None, label: str = "") -> None:
+    """PNG with mAP of each direction per round (left) and training seconds per round (right).
+
+    ``label`` names ``records`` in the legends; ``baselines`` adds other streams' records
+    (label -> records) to both panels, dashed.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_map, ax_time) = plt.subplots(1, 2, figsize=(11, 4))
+    series = [(label, records, "-")] + [(name, recs, "--") for name, recs in (baselines or {}).items()]
+    for name, recs, style in series:
+        evaluated = [r for r in recs if "map" in r]
+        for direction in (evaluated[0]["map"] if evaluated else {}):
+            ax_map.plot([r["round"] for r in evaluated], [r["map"][direction] for r in evaluated], style,
+                        marker="o", markersize=3, label=f"{name} {direction}".strip())
+        ax_time.plot([r["round"] for r in recs], [r["train_seconds"] for r in recs], style, marker="o",
+                     markersize=3, label=name or "this stream")
+    ax_map.set_xlabel("round")
+    ax_map.set_ylabel("mAP over the database so far")
+    ax_map.grid(alpha=0.3)
+    if ax_map.get_legend_handles_labels()[0]:
+        ax_map.legend(fontsize=8)
+    ax_time.set_xlabel("round")
+    ax_time.set_ylabel("training seconds")
+    ax_time.grid(alpha=0.3)
+    ax_time.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    with _atomic.atomic_open(path, "wb") as fh:
+        fh.write(buf.getvalue())
