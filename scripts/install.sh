@@ -37,7 +37,7 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
   pip install "torch==2.13.0"
 fi
 log "installing learn2hash and its extras"
-if ! pip install -e ".[deep,test,faiss,serve,efficientnet,milvus]" "torch==2.13.0" >.venv/install.log 2>&1; then
+if ! pip install -e ".[deep,test,faiss,serve,efficientnet,milvus,multiview]" "torch==2.13.0" >.venv/install.log 2>&1; then
   grep -v "^WARNING: Location" .venv/install.log >&2
   log "pip install failed (log above)"; exit 1
 fi
