@@ -261,10 +261,35 @@ def _shell(qw, db, W, alive, i, offsets, items, word, shift, length, r_sub, exac
 
 
 @njit(cache=True)
+def _sift_down(a, root, n):
+    while True:
+        child = 2 * root + 1
+        if child >= n:
+            return
+        if child + 1 < n and a[child] < a[child + 1]:
+            child += 1
+        if a[root] >= a[child]:
+            return
+        a[root], a[child] = a[child], a[root]
+        root = child
+
+
+@njit(cache=True)
+def _heapsort(a):
+    """Sort ``a`` in place (a heap sort: small to compile, unlike numba's generic sort)."""
+    n = a.size
+    for start in range(n // 2 - 1, -1, -1):
+        _sift_down(a, start, n)
+    for end in range(n - 1, 0, -1):
+        a[0], a[end] = a[end], a[0]
+        _sift_down(a, 0, end)
+
+
+@njit(cache=True)
 def _sort_by_distance_then_position(hd, hp, count, n):
     """Order ``count`` hits by (distance, position) with one sort of ``distance * n + position``."""
     key = hd[:count] * n + hp[:count]
-    key.sort()
+    _heapsort(key)
     return key // n, key % n
 
 
