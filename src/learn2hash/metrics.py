@@ -7,7 +7,8 @@ least one label. Nothing of size queries x database is ever allocated, and no di
 sorted.
 
 Ranking is by Hamming distance; items at equal distance form a *tie group*. The order inside
-a tie group is a choice, and it moves mAP by a point or two, so it is explicit:
+a tie group is a choice that changes mAP (more so with short codes and small cutoffs, where
+tie groups are large), so it is explicit:
 
 ``ties="expected"`` (default)
     The exact expected value of each metric when every ordering of the items inside each tie
