@@ -51,6 +51,20 @@ def popcount64(typingctx, x):
     return sig, codegen
 
 
+@intrinsic
+def unlikely(typingctx, cond):
+    """``cond``, marked as rarely true (``llvm.expect``): the compiler then keeps the common path of
+    a scan free of taken branches and moves the rare one out of the loop."""
+    sig = types.boolean(types.boolean)
+
+    def codegen(context, builder, signature, args):
+        i1 = ir.IntType(1)
+        fn = builder.module.declare_intrinsic("llvm.expect", [i1], ir.FunctionType(i1, [i1, i1]))
+        return builder.call(fn, [args[0], ir.Constant(i1, 0)])
+
+    return sig, codegen
+
+
 def as_words(packed: np.ndarray) -> np.ndarray:
     """``uint64[n, W]`` words of packed ``uint8[n, nbytes]`` codes (a view when ``nbytes % 8 == 0``)."""
     n, nbytes = packed.shape
@@ -99,22 +113,22 @@ def _scan_w1(tile, qa, tq, pd, pj, pq):
         d1 = popcount64(x ^ a1)
         d2 = popcount64(x ^ a2)
         d3 = popcount64(x ^ a3)
-        if d0 < t0:
+        if unlikely(d0 < t0):
             pd[c] = d0
             pj[c] = j
             pq[c] = 0
             c += _ONE
-        if d1 < t1:
+        if unlikely(d1 < t1):
             pd[c] = d1
             pj[c] = j
             pq[c] = 1
             c += _ONE
-        if d2 < t2:
+        if unlikely(d2 < t2):
             pd[c] = d2
             pj[c] = j
             pq[c] = 2
             c += _ONE
-        if d3 < t3:
+        if unlikely(d3 < t3):
             pd[c] = d3
             pj[c] = j
             pq[c] = 3
@@ -135,22 +149,22 @@ def _scan_w2(tile, qa, tq, pd, pj, pq):
         d1 = popcount64(x ^ a2) + popcount64(y ^ a3)
         d2 = popcount64(x ^ a4) + popcount64(y ^ a5)
         d3 = popcount64(x ^ a6) + popcount64(y ^ a7)
-        if d0 < t0:
+        if unlikely(d0 < t0):
             pd[c] = d0
             pj[c] = j
             pq[c] = 0
             c += _ONE
-        if d1 < t1:
+        if unlikely(d1 < t1):
             pd[c] = d1
             pj[c] = j
             pq[c] = 1
             c += _ONE
-        if d2 < t2:
+        if unlikely(d2 < t2):
             pd[c] = d2
             pj[c] = j
             pq[c] = 2
             c += _ONE
-        if d3 < t3:
+        if unlikely(d3 < t3):
             pd[c] = d3
             pj[c] = j
             pq[c] = 3
@@ -168,7 +182,7 @@ def _scan_any(tile, qa, tq, pd, pj, pq):
             d = 0
             for w in range(W):
                 d += popcount64(tile[W * j + w] ^ qa[W * g + w])
-            if d < tq[g]:
+            if unlikely(d < tq[g]):
                 pd[c] = d
                 pj[c] = j
                 pq[c] = g
