@@ -112,3 +112,12 @@ def test_run_with_relative_data_path_reopens_from_elsewhere(tmp_path, monkeypatc
     reopened = Run.open(tmp_path / "run")
     np.testing.assert_array_equal(reopened.dataset().query.x, x[reopened.dataset().query.indices])
     assert reopened.hasher().encode(reopened.dataset().query.x) == expected
+
+
+def test_cli_evaluate_a_run_folder(capsys, itq_run):
+    assert main(["evaluate", "--run", str(itq_run.folder), "--topk", "100"]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.split() and l.split()[0] == "map@100")
+    assert float(line.split()[1]) == pytest.approx(itq_run.metrics()["map@100"], abs=5e-5)
+    assert main(["evaluate", "--run", str(itq_run.folder), "--query-codes", "q.npy"]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -291,6 +291,8 @@ def _add_evaluate(sub) -> None:
                     "and precision/recall within a Hamming radius. Items are relevant when they share a label. "
                     "Codes files are those written by Codes.save (a .npy with its .json sidecar); label files "
                     "are .npy arrays of class ids int[n] or 0/1 matrices [n, classes].")
+    p.add_argument("--run", metavar="DIR", help="evaluate a run folder's query codes against its database codes "
+                                                "(instead of the four files)")
     p.add_argument("--query-codes", metavar="Q.npy", help="query codes")
     p.add_argument("--query-labels", metavar="QL.npy", help="query labels")
     p.add_argument("--db-codes", metavar="D.npy", help="database codes")
@@ -372,7 +374,17 @@ def _cmd_evaluate(args) -> int:
 
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise Learn2HashError(f"--json: the folder of {args.json} does not exist")
-    inputs = _evaluate_inputs_from_files(args)
+    if args.run:
+        from learn2hash.runs import Run
+
+        given = [flag for attr, flag in _EVALUATE_FILES if getattr(args, attr)]
+        if given:
+            raise Learn2HashError(f"give either --run or the codes and labels files, not both ({', '.join(given)})")
+        run = Run.open(args.run)
+        ds = run.dataset()
+        inputs = (run.codes("query"), ds.query.labels, run.codes("database"), ds.database.labels)
+    else:
+        inputs = _evaluate_inputs_from_files(args)
     result = evaluate(*inputs, **_evaluate_options(args))
     _print_evaluation(result)
     if args.json:
