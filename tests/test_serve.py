@@ -154,6 +154,30 @@ def test_feature_run_search_by_features_equals_brute_force(feature_client, featu
     assert info["accepts"] == ["query_index", "features"] and info["has_images"] is False
 
 
+def test_saved_index_is_loaded_and_must_match_the_database(image_run, tmp_path):
+    import shutil
+
+    from learn2hash import HammingIndex
+    from learn2hash.errors import Learn2HashError
+
+    folder = tmp_path / "run"
+    shutil.copytree(image_run.folder, folder)
+    index = HammingIndex(16)
+    index.add(image_run.codes("database"))
+    index.save(folder / "index")
+    svc = SearchService(folder)
+    assert svc.info()["index"].startswith("loaded from")
+    got = svc.search(6, query_index=9)
+    ids, dist = brute_force(image_run.codes("query")[[9]], image_run.codes("database"), 6)
+    assert got["ids"] == ids and got["distances"] == dist
+    shutil.rmtree(folder / "index")
+    partial = HammingIndex(16)
+    partial.add(image_run.codes("database")[:100])
+    partial.save(folder / "index")
+    with pytest.raises(Learn2HashError, match="rebuild it"):
+        SearchService(folder)
+
+
 # --------------------------------------------------------------------------- refusals
 def _corrupt_png() -> bytes:
     good = png_bytes(np.zeros((8, 8), dtype=np.uint8))

@@ -361,7 +361,10 @@ def plot_retrievals(run, path: Path, n_queries: int = 6, topn: int = 10, seed: i
 
 # --------------------------------------------------------------------------- training curve
 def plot_training_curve(history: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Every numeric per-epoch value of ``history`` (except epoch numbers and timings) against the epoch."""
+    """Every numeric per-epoch value of ``history`` (except epoch numbers and timings) against the epoch.
+
+    Loss terms share the left axis; learning rates (keys ``lr``/``lr_*``) get their own axis on the right.
+    """
     if not history:
         raise Learn2HashError("history is empty: nothing to plot")
     epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
@@ -370,15 +373,24 @@ def plot_training_curve(history: Sequence[dict[str, Any]], path: Path) -> Path:
             and all(isinstance(h.get(k), (int, float)) and not isinstance(h.get(k), bool) for h in history)]
     if not keys:
         raise Learn2HashError("history holds no numeric per-epoch values to plot")
+    rates = [k for k in keys if k == "lr" or k.startswith("lr_")]
+    values = [k for k in keys if k not in rates]
     fig = _figure(PLOT_SIZES["training_curve"])
     ax = fig.add_subplot(1, 1, 1)
-    for k in keys:
-        ax.plot(epochs, [float(h[k]) for h in history], marker=".", label=k)
+    lines = []
+    for k in values:
+        lines += ax.plot(epochs, [float(h[k]) for h in history], marker=".", label=k)
+    if rates:
+        ax2 = ax.twinx() if values else ax
+        for k in rates:
+            lines += ax2.plot(epochs, [float(h[k]) for h in history], linestyle="--", color="0.45", label=k)
+        ax2.set_ylabel("learning rate")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("value")
+    if values:
+        ax.set_ylabel("loss")
     ax.set_title("Training curve")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(lines, [ln.get_label() for ln in lines], loc="best", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -59,6 +59,7 @@ class SearchService:
         self.hasher = self.run.hasher()
         self.query_codes = self.run.codes("query")
         self.index = self._open_index()
+        self.index.search(self.query_codes[:1], 1)  # compile the search kernels before the first request
         self.n_database = len(self.dataset.database)
         self.class_names = list(self.dataset.class_names or
                                 [str(i) for i in range(self.dataset.database.n_classes)])

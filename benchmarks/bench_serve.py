@@ -1,0 +1,190 @@
+"""Load test of `learn2hash serve` on loopback: a bounded number of concurrent requests.
+
+Starts the service as a subprocess on a free 127.0.0.1 port, then ``--workers`` threads each send
+``--requests`` requests over one keep-alive connection: ``POST /search`` with a random
+query-split item and ``k``, and after each search ``GET /items/{id}/image`` of its first result.
+Every ``--bad-every``-th search asks for ``k = 0`` and must be refused with 422 (refusals under
+load must not disturb the others). Any other status, a malformed answer, or a connection error
+counts as an error. Prints latency percentiles per request kind and the throughput.
+
+    .venv/bin/python benchmarks/bench_serve.py --run runs/itq64 --workers 8 --requests 200
+
+Client and server share this machine's cores, so the latencies include client time and the
+interference of whatever else runs; compare runs taken side by side only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(run: str, port: int, log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "learn2hash", "serve", "--run", run, "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    deadline = time.monotonic() + 180
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited:\n{log_path.read_text()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit("the server did not answer /health within 180 s")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                if json.loads(resp.read())["status"] == "ok":
+                    return proc
+        except OSError:
+            pass
+        time.sleep(0.25)
+
+
+def worker(port: int, n_requests: int, k: int, n_query: int, bad_every: int, seed: int,
+           out: dict[str, list[float]], errors: list[str], lock: threading.Lock, deadline: float) -> None:
+    rng = random.Random(seed)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    lat: dict[str, list[float]] = {"search": [], "image": [], "refused": []}
+    mine: list[str] = []
+    try:
+        for r in range(n_requests):
+            if time.monotonic() > deadline:
+                mine.append("deadline reached")
+                break
+            bad = bad_every > 0 and r % bad_every == bad_every - 1
+            body = json.dumps({"query_index": rng.randrange(n_query), "k": 0 if bad else k})
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", "/search", body=body, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                mine.append(f"search: {type(exc).__name__}: {exc}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                continue
+            dt = time.perf_counter() - t0
+            if bad:
+                if resp.status != 422 or "k must be" not in json.loads(data)["detail"]:
+                    mine.append(f"k=0 answered {resp.status}: {data[:200]!r}")
+                lat["refused"].append(dt)
+                continue
+            if resp.status != 200:
+                mine.append(f"search answered {resp.status}: {data[:200]!r}")
+                continue
+            result = json.loads(data)
+            d = result["distances"]
+            if len(result["ids"]) != k or d != sorted(d):
+                mine.append(f"malformed search answer: {data[:200]!r}")
+                continue
+            lat["search"].append(dt)
+            t0 = time.perf_counter()
+            try:
+                conn.request("GET", f"/items/{result['ids'][0]}/image")
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                mine.append(f"image: {type(exc).__name__}: {exc}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                continue
+            dt = time.perf_counter() - t0
+            if resp.status != 200 or not data.startswith(b"\x89PNG"):
+                mine.append(f"image answered {resp.status}")
+                continue
+            lat["image"].append(dt)
+    finally:
+        conn.close()
+        with lock:
+            for key, values in lat.items():
+                out[key].extend(values)
+            errors.extend(mine)
+
+
+def percentiles(values: list[float]) -> str:
+    if not values:
+        return "n=0"
+    a = np.asarray(values) * 1000
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
+    return f"n={a.size:5d}  p50 {p50:7.2f} ms  p95 {p95:7.2f} ms  p99 {p99:7.2f} ms  max {a.max():7.2f} ms"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run folder to serve")
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--requests", type=int, default=200, help="searches per worker (each followed by an image GET)")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--bad-every", type=int, default=20, help="every N-th search asks for k=0 (0: never)")
+    p.add_argument("--time-limit", type=float, default=300.0, help="stop sending after this many seconds")
+    args = p.parse_args(argv)
+    if not (1 <= args.workers <= 64 and 1 <= args.requests <= 10_000):
+        raise SystemExit("--workers must be 1..64 and --requests 1..10000")
+
+    port = free_port()
+    log_path = Path("/tmp") / f"bench_serve_{port}.log"
+    t_start = time.perf_counter()
+    proc = start_server(args.run, port, log_path)
+    startup = time.perf_counter() - t_start
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=10) as resp:
+            info = json.loads(resp.read())
+        lat: dict[str, list[float]] = {"search": [], "image": [], "refused": []}
+        errors: list[str] = []
+        lock = threading.Lock()
+        deadline = time.monotonic() + args.time_limit
+        threads = [threading.Thread(target=worker, args=(port, args.requests, args.k, info["n_query"], args.bad_every,
+                                                         seed, lat, errors, lock, deadline))
+                   for seed in range(args.workers)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as resp:
+            alive = json.loads(resp.read())["status"] == "ok"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    total = sum(len(v) for v in lat.values())
+    print(f"run {args.run}: {info['method']}, {info['bits']} bits, {info['dataset']}, "
+          f"{info['n_database']:,} database items; index {info['index']}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; server startup {startup:.1f} s")
+    print(f"{args.workers} workers x {args.requests} searches (k={args.k}, every {args.bad_every}th with k=0), "
+          f"each valid search followed by one item image")
+    print(f"answered {total} requests in {wall:.1f} s ({total / wall:.0f} requests/s); errors: {len(errors)}; "
+          f"service alive afterwards: {alive}")
+    for key, label in (("search", "POST /search"), ("image", "GET /items/{id}/image"), ("refused", "k=0 -> 422")):
+        print(f"  {label:<22} {percentiles(lat[key])}")
+    for e in errors[:10]:
+        print(f"  error: {e}")
+    return 0 if not errors and alive else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
