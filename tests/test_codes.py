@@ -115,3 +115,19 @@ def test_load_detects_corruption(tmp_path):
 def test_bit_balance():
     codes = Codes.from_bits(np.array([[1, 0, 1], [1, 1, 0], [1, 0, 0], [1, 0, 1]]))
     np.testing.assert_allclose(codes.bit_balance(), [1.0, 0.25, 0.5])
+
+
+def test_damaged_npy_header_is_a_clear_error(tmp_path):
+    codes = Codes.from_signs(np.random.default_rng(4).normal(size=(5, 16)))
+    path = tmp_path / "c.npy"
+    codes.save(path)
+    raw = bytearray(path.read_bytes())
+    raw[20:30] = b"((((((((((("[:10]  # inside the header's Python literal
+    path.write_bytes(bytes(raw))
+    import json as _json
+
+    meta = _json.loads((tmp_path / "c.npy.json").read_text())
+    del meta["sha256"]  # get past the checksum, to the parser
+    (tmp_path / "c.npy.json").write_text(_json.dumps(meta))
+    with pytest.raises(CorruptFileError, match="cannot be read as .npy"):
+        Codes.load(path)

@@ -60,8 +60,17 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 
 
 def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
-    """Read a ``.npy`` written by :func:`save_npy`; pickled content is refused."""
-    return np.load(os.fspath(path), allow_pickle=False, mmap_mode="r" if mmap else None)
+    """Read a ``.npy`` written by :func:`save_npy`; pickled content is refused.
+
+    A damaged file raises ``ValueError`` (numpy's header parser fails with many exception types,
+    ``SyntaxError`` and ``tokenize.TokenError`` among them); a missing file raises ``OSError``.
+    """
+    try:
+        return np.load(os.fspath(path), allow_pickle=False, mmap_mode="r" if mmap else None)
+    except OSError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{path} is not a readable .npy file: {type(exc).__name__}: {exc}") from None
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> None:

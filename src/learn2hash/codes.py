@@ -224,7 +224,7 @@ class Codes:
             raise CorruptFileError(f"codes file {path} does not match the checksum in {meta_path}")
         try:
             packed = _atomic.load_npy(path, mmap=mmap)
-        except (ValueError, OSError, EOFError) as exc:
+        except (ValueError, OSError) as exc:
             raise CorruptFileError(f"codes file {path} cannot be read as .npy: {exc}") from None
         codes = cls(packed, meta["bits"])
         if len(codes) != meta.get("n", len(codes)):
