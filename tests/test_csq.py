@@ -192,3 +192,13 @@ def test_bad_input_errors(digits, fitted):
         create("csq", bits=8, **{"lambda": 0.1})
     with pytest.raises(Learn2HashError, match="not fitted"):
         create("csq", bits=8).encode(digits.query.x)
+
+
+def test_hash_head_layers_survive_save_and_load(digits, tmp_path):
+    h = create("csq", bits=8, hidden=(24,), epochs=1, batch_size=100,
+               backbone_options={"widths": [8], "convs_per_stage": 1}).fit(digits.train, progress=False)
+    assert h.get_params()["hidden"] == [24]
+    h.save(tmp_path / "h")
+    loaded = Hasher.load(tmp_path / "h")
+    assert loaded.get_params() == h.get_params()
+    assert loaded.encode(digits.query.x) == h.encode(digits.query.x)

@@ -7,6 +7,8 @@ and what the loader returns is compared with the arrays that went in.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import scipy.io
@@ -188,3 +190,12 @@ def test_datasets_command_lists_the_multiview_datasets(capsys):
     assert cli.main(["datasets"]) == 0
     out = capsys.readouterr().out
     assert "fashion-mnist-2view" in out and "mat" in out
+
+
+def test_hog_without_scikit_image_is_a_clear_error(monkeypatch):
+    from learn2hash.datasets import multiview
+
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage raises ImportError
+    monkeypatch.setitem(sys.modules, "skimage.feature", None)
+    with pytest.raises(Learn2HashError, match=r"scikit-image.*learn2hash\[multiview\]"):
+        multiview.hog_features(np.zeros((2, 28, 28), np.uint8))

@@ -220,3 +220,13 @@ def test_retrieval_order_on_digits(digits):
                                   h.encode(digits.database.x), digits.database.labels)["map"]
     assert scores["sdh"] > scores["itq"] > scores["lsh"], scores
     assert scores["sdh"] > 0.8, scores
+
+
+@pytest.mark.parametrize("method", ["lsh", "itq"])
+def test_encoding_no_items_gives_empty_codes(method):
+    x = np.random.default_rng(0).standard_normal((200, 12))
+    h = create(method, bits=8).fit(x)
+    codes = h.encode(np.zeros((0, 12)))
+    assert len(codes) == 0 and codes.bits == 8
+    with pytest.raises(Learn2HashError, match="12"):
+        h.encode(np.zeros((0, 5)))

@@ -62,10 +62,7 @@ def cache_dir() -> Path:
 # --------------------------------------------------------------------------- HOG view
 def hog_features(images: np.ndarray) -> np.ndarray:
     """HOG descriptors ``float32[n, 324]`` of ``uint8[n, 28, 28]`` (or ``[n, 1, 28, 28]``) images."""
-    try:
-        from skimage.feature import hog
-    except ImportError:  # pragma: no cover - depends on the installation
-        raise Learn2HashError("the 'hog' view needs scikit-image: pip install scikit-image") from None
+    hog = _skimage().feature.hog
     from tqdm.auto import tqdm
 
     images = np.asarray(images)
@@ -82,9 +79,19 @@ def hog_features(images: np.ndarray) -> np.ndarray:
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
-def _hog_key(images: np.ndarray) -> str:
-    import skimage
+def _skimage():
+    """The scikit-image module (with ``skimage.feature``), or a clear error saying how to install it."""
+    try:
+        import skimage
+        import skimage.feature  # noqa: F401
+    except ImportError:  # depends on the installation
+        raise Learn2HashError("the 'hog' view of fashion-mnist-2view needs scikit-image: "
+                              "pip install 'learn2hash[multiview]' (or pip install scikit-image)") from None
+    return skimage
 
+
+def _hog_key(images: np.ndarray) -> str:
+    skimage = _skimage()
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(images).tobytes())
     h.update(repr((images.shape, str(images.dtype), sorted(HOG_PARAMS.items()), skimage.__version__)).encode())

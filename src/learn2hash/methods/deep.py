@@ -78,7 +78,7 @@ class DeepHasher(Hasher):
         super().__init__(bits=bits, seed=seed)
         self.backbone = backbone
         self.backbone_options = backbone_options
-        self.hidden = hidden
+        self.hidden = list(hidden) if isinstance(hidden, (list, tuple)) else hidden
         self.dropout = dropout
         self.epochs = epochs
         self.batch_size = batch_size
