@@ -144,6 +144,10 @@ def test_weights_of_another_network_are_refused(digits, fitted, tmp_path):
     fitted.save(tmp_path / "h")
     meta = json.loads((tmp_path / "h" / "hasher.json").read_text())
     meta["params"]["backbone_options"] = {"widths": [8, 32], "convs_per_stage": 1}
+    (tmp_path / "h" / "hasher.json").write_text(json.dumps(meta))
+    with pytest.raises(CorruptFileError, match="inconsistent.*recorded as"):
+        Hasher.load(tmp_path / "h")
+    meta["state"]["backbone"]["options"]["widths"] = [8, 32]
     del meta["state"]["weights_sha256"]
     (tmp_path / "h" / "hasher.json").write_text(json.dumps(meta))
     with pytest.raises(CorruptFileError, match="does not fit a csq network of 16 bits"):
@@ -202,3 +206,21 @@ def test_hash_head_layers_survive_save_and_load(digits, tmp_path):
     loaded = Hasher.load(tmp_path / "h")
     assert loaded.get_params() == h.get_params()
     assert loaded.encode(digits.query.x) == h.encode(digits.query.x)
+
+
+def test_a_saved_hasher_survives_a_change_of_backbone_defaults(digits, fitted, tmp_path, monkeypatch):
+    import dataclasses
+    import functools
+
+    from learn2hash.nn import backbones, registry
+
+    fitted.save(tmp_path / "h")
+    recorded = json.loads((tmp_path / "h" / "hasher.json").read_text())["state"]["backbone"]
+    # every option is written out, including the ones left at their defaults
+    assert recorded == {"name": "smallcnn", "options": {"widths": [16, 32], "convs_per_stage": 1, "dropout": 0.0}}
+    info = registry._BACKBONES["smallcnn"]
+    changed = dataclasses.replace(info, factory=functools.partial(backbones.SmallCNN, widths=(8, 8, 8),
+                                                                  convs_per_stage=3, dropout=0.5))
+    monkeypatch.setitem(registry._BACKBONES, "smallcnn", changed)
+    loaded = Hasher.load(tmp_path / "h")
+    assert loaded.encode(digits.query.x) == fitted.encode(digits.query.x)

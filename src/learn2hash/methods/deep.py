@@ -56,6 +56,7 @@ from learn2hash.datasets.base import Split
 from learn2hash.errors import CorruptFileError, Learn2HashError
 from learn2hash.methods.base import Hasher
 from learn2hash.nn import HashHead, HashModel, create_backbone
+from learn2hash.nn.registry import plain_options
 from learn2hash.train import Batch, TrainConfig, encode_batches, resolve_device, train
 
 WEIGHTS_NAME = "weights.pt"
@@ -122,14 +123,21 @@ class DeepHasher(Hasher):
                            warmup_epochs=self.warmup_epochs, augment=self.augment, grad_clip=self.grad_clip,
                            seed=self.seed, device=self.device).validate()
 
-    def build_model(self, input_shape: tuple[int, ...], untrained: bool = False) -> HashModel:
-        """A fresh network for items of ``input_shape`` (``untrained``: skip pretrained weights)."""
+    def build_model(self, input_shape: tuple[int, ...], untrained: bool = False,
+                    backbone: dict[str, Any] | None = None) -> HashModel:
+        """A fresh network for items of ``input_shape`` (``untrained``: skip pretrained weights).
+
+        ``backbone``: ``{"name", "options"}`` as recorded in a saved hasher (the backbone that was
+        resolved at training time, every default spelled out); default: this hasher's parameters.
+        """
         if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise Learn2HashError(f"dropout must be in [0, 1), got {self.dropout!r}")
         hidden = list(self.hidden or [])
         if any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
             raise Learn2HashError(f"hidden must be a list of positive layer widths, got {self.hidden!r}")
-        bb = create_backbone(self.backbone, tuple(input_shape), untrained=untrained, **(self.backbone_options or {}))
+        name, options = ((backbone["name"], backbone["options"]) if backbone is not None
+                         else (self.backbone, self.backbone_options or {}))
+        bb = create_backbone(name, tuple(input_shape), untrained=untrained, **options)
         return HashModel(bb, HashHead(bb.out_dim, self.bits, hidden, self.dropout))
 
     def identity(self) -> dict[str, Any]:
@@ -209,7 +217,9 @@ class DeepHasher(Hasher):
 
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         self._pending_weights = self._weights_bytes()
+        backbone = self.model_.backbone
         return ({"input_shape": list(self.input_shape_), "history": getattr(self, "history_", []),
+                 "backbone": {"name": backbone.registered_name, "options": backbone.resolved_options()},
                  "weights_sha256": hashlib.sha256(self._pending_weights).hexdigest()}, {})
 
     def _save_extra(self, folder: Path) -> None:
@@ -226,7 +236,15 @@ class DeepHasher(Hasher):
             raise CorruptFileError(f"{path} does not match the checksum recorded in {folder / 'hasher.json'}")
         self.input_shape_ = tuple(int(s) for s in state["input_shape"])
         self.history_ = state.get("history", [])
-        model = self.build_model(self.input_shape_, untrained=True)
+        recorded = state.get("backbone")
+        if recorded is not None:
+            given = self.backbone_options or {}
+            if (self.backbone not in ("auto", recorded.get("name"))
+                    or any(recorded.get("options", {}).get(k, object()) != v for k, v in plain_options(given).items())):
+                raise CorruptFileError(
+                    f"{folder / 'hasher.json'} is inconsistent: parameters backbone={self.backbone!r}, "
+                    f"backbone_options={given!r}, but the network was recorded as {recorded!r}")
+        model = self.build_model(self.input_shape_, untrained=True, backbone=recorded)
         try:
             weights = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(weights)

@@ -9,6 +9,8 @@ backbone (e.g. a 3-D CNN for clips) calls :func:`register_backbone` at import ti
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -27,6 +29,38 @@ class Backbone(nn.Module):
     input_shape: tuple[int, ...]
     out_dim: int
     kind: str
+    #: the registered name it was built under (set by :func:`create_backbone`)
+    registered_name: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Record every constructor's arguments, defaults included, as ``options_`` (the outermost
+        constructor of a subclass chain wins), so a saved network can be rebuilt exactly even after
+        a default changes."""
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in cls.__dict__:
+            return
+        init = cls.__dict__["__init__"]
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def recording_init(self, *args: Any, **kw: Any) -> None:
+            init(self, *args, **kw)
+            bound = signature.bind(self, *args, **kw)
+            bound.apply_defaults()
+            options: dict[str, Any] = {}
+            for name, value in list(bound.arguments.items())[1:]:
+                kind = signature.parameters[name].kind
+                if kind is inspect.Parameter.VAR_KEYWORD:
+                    options.update(value)
+                elif kind is not inspect.Parameter.VAR_POSITIONAL and name not in ("input_shape", "untrained"):
+                    options[name] = value
+            self.options_ = plain_options(options)
+
+        cls.__init__ = recording_init  # type: ignore[method-assign]
+
+    def resolved_options(self) -> dict[str, Any]:
+        """Options that rebuild this architecture with :func:`create_backbone` (defaults spelled out)."""
+        return dict(getattr(self, "options_", {}))
 
     def check_input_shape(self, shape: tuple[int, ...], what: str = "input") -> None:
         """Raise a clear error unless a batch of per-item ``shape`` fits this backbone."""
@@ -104,6 +138,19 @@ def create_backbone(name: str, input_shape: tuple[int, ...], untrained: bool = F
     if untrained:
         options = {**options, **info.untrained_options}
     try:
-        return info.factory(input_shape, **options)
+        backbone = info.factory(input_shape, **options)
     except TypeError as exc:
         raise Learn2HashError(f"backbone {name!r}: bad options {sorted(options)}: {exc}") from None
+    backbone.registered_name = name
+    return backbone
+
+
+def plain_options(value: Any) -> Any:
+    """Options as JSON-friendly values (tuples become lists, numpy scalars Python numbers)."""
+    if isinstance(value, dict):
+        return {str(k): plain_options(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_options(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
+        return value.item()
+    return value

@@ -121,6 +121,12 @@ class FramePool(_ClipBackbone):
         self.frame = create_backbone(frame_backbone, (c,) + self.frame_hw, untrained=untrained, **frame_options)
         self.out_dim = self.frame.out_dim
 
+    def resolved_options(self) -> dict[str, Any]:
+        """The frame backbone's own options, defaults spelled out, with ``frame_backbone`` and ``frame_size``."""
+        options = super().resolved_options()
+        return {"frame_backbone": options.get("frame_backbone"), "frame_size": options.get("frame_size"),
+                **self.frame.resolved_options()}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_batch(x)
         n, t = x.shape[:2]
