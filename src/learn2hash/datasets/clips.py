@@ -60,7 +60,6 @@ DIRECTIONS = ("right", "left", "down", "up")
 REVERSE = np.array([1, 0, 3, 2])  # the direction that traverses the same path backwards
 SLOTS = 2
 DEFAULT_SIZES = {"query": 1000, "train": 5000, "database": 10000}
-STREAM_OF = {"query": "test", "train": "train", "database": "train"}
 CLASS_NAMES = [f"{c} moving {d}" for c in fashion_mnist.CLASS_NAMES for d in DIRECTIONS]
 
 
@@ -177,23 +176,15 @@ class MovingClips(LazyArray):
 
 def build_moving(protocol: str, seed: int, indices=None, query_size: Any = None, train_size: Any = None,
                  database_size: Any = None, two_item_fraction: Any = 0.25) -> Dataset:
-    given = {"query": query_size, "train": train_size, "database": database_size}
-    sizes = {s: DEFAULT_SIZES[s] if v is None else int_param(NAME, f"{s}_size", v, minimum=1) for s, v in given.items()}
     fraction = float_param(NAME, "two_item_fraction", two_item_fraction, 0.0, 1.0)
-    if indices is None:
-        indices = {s: (STREAM_OF[s], np.arange(sizes[s])) for s in ("train", "query", "database")}
-    pools = fashion_mnist.pools()
-    splits = {}
-    for name, (stream, ids) in indices.items():
-        if stream not in pools:
-            raise Learn2HashError(f"{NAME}: split {name!r} names stream {stream!r}; streams are train and test")
-        ids = np.asarray(ids, dtype=np.int64)
-        if ids.size and ids.min() < 0:
-            raise Learn2HashError(f"{NAME}: split {name!r} has a negative clip id")
-        images, class_ids = pools[stream]
+
+    def make_split(name, stream, ids, images, class_ids):
         spec = clip_specs(seed, stream, ids, len(images), fraction)
-        splits[name] = Split(x=MovingClips(spec, images, f"{NAME} {name}"), labels=clip_labels(spec, class_ids),
-                             name=name, kind="clip", source=stream, indices=ids)
+        return Split(x=MovingClips(spec, images, f"{NAME} {name}"), labels=clip_labels(spec, class_ids),
+                     name=name, kind="clip", source=stream, indices=ids)
+
+    given = {"query": query_size, "train": train_size, "database": database_size}
+    splits = fashion_mnist.derived_splits(NAME, "clip", DEFAULT_SIZES, indices, given, make_split)
     params = {**{f"{s}_size": len(splits[s]) for s in ("train", "query", "database")}, "two_item_fraction": fraction}
     return Dataset(NAME, protocol, seed, class_names=list(CLASS_NAMES), params=params, **splits)
 

@@ -17,12 +17,13 @@ import gzip
 import os
 import struct
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
-from learn2hash.datasets.base import Dataset, split_from_pool
+from learn2hash.datasets.base import Dataset, Split, split_from_pool
 from learn2hash.datasets.protocols import per_class_sample, rng_for
-from learn2hash.datasets.registry import DatasetInfo, register
+from learn2hash.datasets.registry import DatasetInfo, int_param, register
 from learn2hash.errors import CorruptFileError, DatasetNotFoundError, Learn2HashError
 
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -106,6 +107,36 @@ def pools() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if folder is None:
         raise DatasetNotFoundError(f"dataset 'fashion-mnist' is not installed on this machine. {HOW_TO_GET}")
     return {part: _read_pool(str(folder), part) for part in ("train", "test")}
+
+
+#: the pool each split of a derived dataset draws its items from: test items only in the queries
+DERIVED_STREAM_OF = {"query": "test", "train": "train", "database": "train"}
+
+
+def derived_splits(dataset: str, unit: str, default_sizes: dict[str, int], indices, given: dict[str, Any],
+                   make_split: Callable[[str, str, np.ndarray, np.ndarray, np.ndarray], Split]) -> dict[str, Split]:
+    """Splits of a dataset whose items are composed from Fashion-MNIST images (canvases, clips).
+
+    Item ``i`` of a split is a pure function of (seed, stream, ``i``), so a split is its stream and its
+    item ids: ``indices`` (``{split: (stream, ids)}``, as saved with a run) or, when None, the first
+    ``given`` (or ``default_sizes``) ids of each split's stream. ``make_split(name, stream, ids,
+    images, class_ids)`` builds one split from the stream's pool.
+    """
+    sizes = {s: default_sizes[s] if given.get(s) is None else int_param(dataset, f"{s}_size", given[s], minimum=1)
+             for s in ("train", "query", "database")}
+    if indices is None:
+        indices = {s: (DERIVED_STREAM_OF[s], np.arange(sizes[s])) for s in ("train", "query", "database")}
+    pool = pools()
+    splits = {}
+    for name, (stream, ids) in indices.items():
+        if stream not in pool:
+            raise Learn2HashError(f"{dataset}: split {name!r} names stream {stream!r}; streams are train and test")
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and ids.min() < 0:
+            raise Learn2HashError(f"{dataset}: split {name!r} has a negative {unit} id")
+        images, class_ids = pool[stream]
+        splits[name] = make_split(name, stream, ids, images, class_ids)
+    return splits
 
 
 def protocol_indices(protocol: str, seed: int, train_labels: np.ndarray, test_labels: np.ndarray

@@ -26,13 +26,11 @@ import numpy as np
 from learn2hash.datasets import fashion_mnist
 from learn2hash.datasets.base import Dataset, Split
 from learn2hash.datasets.protocols import counter_integers, counter_uniform
-from learn2hash.datasets.registry import DatasetInfo, int_param, register
-from learn2hash.errors import Learn2HashError
+from learn2hash.datasets.registry import DatasetInfo, register
 
 NAME = "fashion-mnist-multilabel"
 DEFAULT_TOPK = 5000
 DEFAULT_SIZES = {"query": 1000, "train": 5000, "database": 20000}
-STREAM_OF = {"query": "test", "train": "train", "database": "train"}
 CELL = 28
 GRID = 2
 MAX_ITEMS = 3
@@ -74,22 +72,13 @@ def canvas_labels(layout: np.ndarray, class_ids: np.ndarray, n_classes: int = 10
 
 def build(protocol: str, seed: int, indices=None, query_size: Any = None, train_size: Any = None,
           database_size: Any = None) -> Dataset:
-    given = {"query": query_size, "train": train_size, "database": database_size}
-    sizes = {s: DEFAULT_SIZES[s] if v is None else int_param(NAME, f"{s}_size", v, minimum=1) for s, v in given.items()}
-    if indices is None:
-        indices = {s: (STREAM_OF[s], np.arange(sizes[s])) for s in ("train", "query", "database")}
-    pools = fashion_mnist.pools()
-    splits = {}
-    for name, (stream, ids) in indices.items():
-        if stream not in pools:
-            raise Learn2HashError(f"{NAME}: split {name!r} names stream {stream!r}; streams are train and test")
-        ids = np.asarray(ids, dtype=np.int64)
-        if ids.size and ids.min() < 0:
-            raise Learn2HashError(f"{NAME}: split {name!r} has a negative canvas id")
-        images, class_ids = pools[stream]
+    def make_split(name, stream, ids, images, class_ids):
         layout = canvas_layout(seed, stream, ids, len(images))
-        splits[name] = Split(x=render_canvases(layout, images), labels=canvas_labels(layout, class_ids),
-                             name=name, kind="image", source=stream, indices=ids)
+        return Split(x=render_canvases(layout, images), labels=canvas_labels(layout, class_ids),
+                     name=name, kind="image", source=stream, indices=ids)
+
+    given = {"query": query_size, "train": train_size, "database": database_size}
+    splits = fashion_mnist.derived_splits(NAME, "canvas", DEFAULT_SIZES, indices, given, make_split)
     params = {f"{s}_size": len(splits[s]) for s in ("train", "query", "database")}
     return Dataset(NAME, protocol, seed, class_names=list(fashion_mnist.CLASS_NAMES), params=params, **splits)
 
