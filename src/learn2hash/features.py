@@ -70,6 +70,7 @@ class FeatureExtractor:
     cacheable: bool = True
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Features ``[b, d]`` of an input batch; each extractor defines it."""
         raise NotImplementedError
 
 

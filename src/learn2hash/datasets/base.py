@@ -246,6 +246,7 @@ class LazyArray:
         self.what = what
 
     def _load(self, positions: np.ndarray) -> np.ndarray:
+        """The items at ``positions`` as one array; each lazy array type defines it."""
         raise NotImplementedError
 
     def __len__(self) -> int:

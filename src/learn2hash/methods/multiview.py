@@ -74,4 +74,5 @@ class MultiViewEncoder:
         return modality
 
     def _encode_view(self, x: np.ndarray, modality: str) -> Codes:
+        """Codes of checked features ``x`` of one modality; each multi-view method defines it."""
         raise NotImplementedError
