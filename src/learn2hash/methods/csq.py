@@ -66,9 +66,7 @@ class CSQ(DeepHasher):
 
     def __init__(self, bits: int = 64, lam: float = 1e-2, quantization: str = "logcosh",
                  pairwise_weight: float = 0.0, center_method: str = "auto", multilabel: str = "centroid", **deep: Any):
-        for key, value in DEFAULTS.items():
-            deep.setdefault(key, value)
-        super().__init__(bits=bits, **deep)
+        super().__init__(bits=bits, **{**DEFAULTS, **deep})
         self.lam = lam
         self.quantization = quantization
         self.pairwise_weight = pairwise_weight

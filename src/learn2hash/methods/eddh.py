@@ -247,9 +247,7 @@ class EDDH(DeepHasher):
 
     def __init__(self, bits: int = 64, lam: float = 1.0, gamma: float = 1.0, rho: float = 0.01, visual: str = "auto",
                  visual_image_size: int | None = None, **deep: Any):
-        for key, value in DEFAULTS.items():
-            deep.setdefault(key, value)
-        super().__init__(bits=bits, **deep)
+        super().__init__(bits=bits, **{**DEFAULTS, **deep})
         self.lam = lam
         self.gamma = gamma
         self.rho = rho
