@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numba import njit
 
 from learn2hash import Codes, HammingIndex, Learn2HashError
-from learn2hash.index import MISSING_DISTANCE, MISSING_ID, _kernels, native
+from learn2hash.index import MISSING_DISTANCE, MISSING_ID, _bitplanes, _kernels, native
 
 BITS = [8, 16, 24, 32, 48, 64, 128, 256]
 
@@ -93,7 +94,7 @@ def test_two_threads_and_several_database_chunks_agree_with_reference(bits, monk
     index = HammingIndex(bits, threads=2)
     index.add(Codes.from_bits(db_bits[:1000]), ids=ids[:1000])
     index.add(Codes.from_bits(db_bits[1000:]), ids=ids[1000:])
-    assert _kernels.work_split(3, 3000, 2, (bits + 63) // 64)[1] > 1
+    assert _kernels.work_split(3, 3000, 2, _bitplanes.Shape(bits))[1] > 1
     dist = ref_distances(q_bits, db_bits)
     for k in (5, 100, 2000):
         d, i = index.search(Codes.from_bits(q_bits), k, method="scan")
@@ -102,6 +103,98 @@ def test_two_threads_and_several_database_chunks_agree_with_reference(bits, monk
         np.testing.assert_array_equal(i, ri)
     res = index.range_search(Codes.from_bits(q_bits), 4, method="scan")
     assert as_lists(res) == ref_range(dist, ids, 4)
+
+
+@pytest.mark.parametrize("bits", [1, 8, 24, 40, 64, 100, 128, 256])
+def test_bit_plane_kernel_mask_and_distances_equal_brute_force_at_every_threshold(bits):
+    # The block test must keep exactly the codes at distance < t, for every t from 1 to bits + 1,
+    # for queries with few ones, many ones (complemented) and all zeros/ones, and report their
+    # exact distances; 600 codes leave a partial third block.
+    rng = np.random.default_rng(bits)
+    n = 600
+    db_bits = random_bits(rng, n, bits)
+    db_bits[:40] = False
+    db_bits[40:80] = True
+    q_bits = np.concatenate([random_bits(rng, 5, bits), np.zeros((1, bits), bool), np.ones((1, bits), bool),
+                             rng.random((2, bits)) < 0.15, rng.random((2, bits)) < 0.85])
+    shape = _bitplanes.Shape(bits)
+    words = _kernels.as_words(Codes.from_bits(db_bits).packed)
+    planes = _bitplanes.zeros(3, shape.PB)
+    _bitplanes.build_planes(words.reshape(-1), n, shape.W, shape.P, shape.M, planes, 0)
+    plan = _kernels.Plan(_kernels.as_words(Codes.from_bits(q_bits).packed), shape)
+    dist = ref_distances(q_bits, db_bits)
+    for t in range(1, bits + 2):
+        mask, got = _block_tests(planes, *plan.args, shape.P, shape.M, shape.tag, t)
+        keep = np.unpackbits(mask.view(np.uint8), axis=1, bitorder="little")[:, :n].astype(bool)
+        np.testing.assert_array_equal(keep, dist < t, err_msg=f"t={t}")
+        np.testing.assert_array_equal(got[:, :n][keep], dist[keep], err_msg=f"t={t}")
+
+
+@njit
+def _block_tests(planes, offs, pop, comp, P, M, tag, t):
+    """Every block's mask (``uint64[q, blocks * LANES]``) and the distances it reports (-1 elsewhere)."""
+    nq, nb, lanes = offs.shape[0], planes.shape[0], _bitplanes.LANES
+    flat, stride, ow, of = planes.reshape(-1), planes.shape[1] * lanes, offs.shape[1], offs.reshape(-1)
+    masks = np.zeros((nq, nb * lanes), np.uint64)
+    dist = np.full((nq, nb * _bitplanes.BLOCK), -1, np.int64)
+    sums = np.empty(M * lanes, np.uint64)
+    for i in range(nq):
+        h, cm, cin, zoff = _bitplanes.threshold_args(t, pop[i], comp[i], P, M)
+        for b in range(nb):
+            m = _bitplanes.below(flat, b * stride, of, i * ow, h, cm, cin, zoff, tag, sums)
+            for lane in range(lanes):
+                masks[i, b * lanes + lane] = m[lane]
+                for j in range(64):
+                    if (m[lane] >> np.uint64(j)) & np.uint64(1):
+                        dist[i, b * _bitplanes.BLOCK + lane * 64 + j] = _bitplanes.distance_at(sums, lane, j, t, M)
+    return masks, dist
+
+
+def test_bit_planes_built_piece_by_piece_equal_planes_built_at_once():
+    rng = np.random.default_rng(9)
+    db_bits = random_bits(rng, 1300, 72)
+    whole = HammingIndex(72, threads=1)
+    whole.add(Codes.from_bits(db_bits))
+    pieces = HammingIndex(72, threads=1)
+    for lo, hi in [(0, 1), (1, 255), (255, 256), (256, 700), (700, 1300)]:
+        pieces.add(Codes.from_bits(db_bits[lo:hi]))
+    a, b = whole._engine, pieces._engine
+    blocks = -(-1300 // _bitplanes.BLOCK)
+    np.testing.assert_array_equal(a._planes[:blocks], b._planes[:blocks])
+    assert a._planes.ctypes.data % 64 == 0 and b._planes.ctypes.data % 64 == 0
+
+
+@pytest.mark.parametrize("surplus", [1.5, 0.01])
+def test_knn_started_from_sampled_thresholds_equals_brute_force(surplus, monkeypatch):
+    # A tiny surplus starts most queries below their k-th distance: they must be scanned again.
+    monkeypatch.setattr(native, "PILOT_STRIDE", 2)
+    monkeypatch.setattr(native, "PILOT_MIN_BLOCKS", 2)
+    monkeypatch.setattr(native, "PILOT_MIN_KP", 1)
+    monkeypatch.setattr(native, "PILOT_SURPLUS", surplus)
+    rng = np.random.default_rng(int(surplus * 100))
+    db_bits = np.concatenate([random_bits(rng, 2000, 48), clustered_bits(rng, 1500, 48, centers=4, flips=3)])
+    q_bits = np.concatenate([random_bits(rng, 6, 48), clustered_bits(rng, 6, 48, centers=4, flips=3)])
+    index = HammingIndex(48, threads=2)
+    index.add(Codes.from_bits(db_bits))
+    gone = np.arange(0, 3500, 7)
+    index.remove(gone)
+    keep = np.ones(3500, bool)
+    keep[gone] = False
+    engine = index._engine
+    starts, passes = [], []
+    pilot, one_pass = engine._pilot_thresholds, engine._knn_pass
+    monkeypatch.setattr(engine, "_pilot_thresholds", lambda *a: starts.append(pilot(*a)) or starts[-1])
+    monkeypatch.setattr(engine, "_knn_pass", lambda *a: passes.append(a[4]) or one_pass(*a))
+    dist = ref_distances(q_bits, db_bits[keep])
+    for k in (40, 200):
+        passes.clear()
+        d, i = index.search(Codes.from_bits(q_bits), k, method="scan")
+        rd, ri = ref_knn(dist, np.arange(3500)[keep], k)
+        np.testing.assert_array_equal(d, rd)
+        np.testing.assert_array_equal(i, ri)
+        assert starts[-1] is not None and passes[0] < k  # the sample's pass, then the full one
+        if surplus < 1:
+            assert len(passes) == 3  # and the queries that started too low, again
 
 
 def test_range_scan_with_more_hits_than_first_pass_room():

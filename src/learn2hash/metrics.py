@@ -36,7 +36,8 @@ from numba import njit
 from learn2hash.codes import Codes, as_codes
 from learn2hash.datasets import as_multihot
 from learn2hash.errors import Learn2HashError
-from learn2hash.index._kernels import as_words, popcount64
+from learn2hash.index._intrinsics import popcount64
+from learn2hash.index._kernels import as_words
 
 TIES = ("expected", "index")
 ZERO_HITS = ("zero", "exclude")

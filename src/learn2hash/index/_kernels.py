@@ -1,16 +1,19 @@
 """numba kernels of the native Hamming index: exact k-NN by counting selection and exact range scans.
 
-Data layout. A database of ``n`` codes of ``K`` bits is a flat ``uint64`` array of ``n * W`` words
-(``W = ceil(K / 64)``): each code is its packed bytes padded with zero bytes to ``8 * W`` bytes and
-read as little-endian words, so the padding contributes nothing to a distance. Queries are a
-``uint64[q, W]`` array laid out the same way. Item "positions" are row numbers in the database.
+Data layout. A database of ``n`` codes of ``K`` bits is kept twice: as a flat ``uint64`` array of
+``n * W`` words (``W = ceil(K / 64)``; each code is its packed bytes padded with zero bytes to
+``8 * W`` bytes and read as little-endian words, so the padding contributes nothing to a distance),
+which multi-index hashing and storage use, and bit-sliced in blocks of 256 codes
+(:mod:`learn2hash.index._bitplanes`), which the scans use: the bit planes decide for 256 codes at
+once whether each can enter the answer, and the exact distance of the few that can is read from the
+kernel's counter and the block's stored popcounts, without touching the words. Queries are a
+``uint64[q, W]`` array laid out like the words. Item "positions" are row numbers in the database.
 
-Work split. The queries are cut into blocks of ``qblock`` queries and the database into ``nchunks``
-contiguous chunks; each (block, chunk) pair is one work unit, and :func:`parallel_for` deals the
-units to threads (the kernels release the GIL). Inside a unit the database is walked tile by tile
-(a tile fits in L1/L2), and every query of the block scans the whole tile before the next tile is
-loaded, so one pass over memory serves the whole block; groups of ``QUERY_GROUP`` queries are
-compared with each loaded code while their words sit in registers.
+Work split. The queries are cut into groups of ``qblock`` queries and the database into ``nchunks``
+contiguous runs of blocks; each (query group, chunk) pair is one work unit, and
+:func:`parallel_for` deals the units to threads (the kernels release the GIL). Inside a unit the
+database is walked tile by tile (a tile of blocks fits in L1), and every query of the group scans
+the whole tile before the next tile is loaded, so one pass over memory serves the whole group.
 
 k-NN selection (exact, ties broken by position). For every (chunk, query) the kernel keeps a
 threshold ``t``: an item is a candidate only if its distance is ``< t``. ``hist[d]`` counts the
@@ -18,9 +21,10 @@ candidates kept at distance ``d``, ``run`` the candidates at distances ``< t``; 
 ``k`` the threshold drops (``t -= 1; run -= hist[t]``), so ``t`` is always the smallest distance
 ``T`` with at least ``k`` candidates at ``<= T``. An item at distance ``>= t`` comes after ``k``
 earlier items at ``<= t`` and can never enter the top-k, so rejecting it is exact. Candidates go to
-a buffer of ``2k`` slots that is compacted (drop ``d > t`` and surplus ties at ``t``) when full. The
-hot loop does one xor, one popcount and one compare per word pair; nothing is sorted: the final
-per-query merge is a stable counting sort by distance.
+a buffer of ``2k`` slots that is compacted (drop ``d > t`` and surplus ties at ``t``) when full.
+The block test uses the current ``t``, and candidates of a block are taken in position order, each
+checked again against ``t`` as it drops. Nothing is sorted: the final per-query merge is a stable
+counting sort by distance.
 """
 
 from __future__ import annotations
@@ -29,40 +33,15 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
-#: Bytes of database held in cache while a block of queries scans it.
+from learn2hash.index._bitplanes import BLOCK, LANES, Shape, below, distance_at, query_plan, threshold_args
+from learn2hash.index._intrinsics import trailing_zeros64, unlikely
+
+#: Bytes of bit planes held in cache while a group of queries scans them.
 TILE_BYTES = 16 << 10
 #: Queries that share one pass over a tile.
-QUERY_BLOCK = 32
-
-
-@intrinsic
-def popcount64(typingctx, x):
-    """Population count of a ``uint64`` as ``int64`` (the ``popcnt`` instruction)."""
-    sig = types.int64(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
-        return builder.call(fn, args)
-
-    return sig, codegen
-
-
-@intrinsic
-def unlikely(typingctx, cond):
-    """``cond``, marked as rarely true (``llvm.expect``): the compiler then keeps the common path of
-    a scan free of taken branches and moves the rare one out of the loop."""
-    sig = types.boolean(types.boolean)
-
-    def codegen(context, builder, signature, args):
-        i1 = ir.IntType(1)
-        fn = builder.module.declare_intrinsic("llvm.expect", [i1], ir.FunctionType(i1, [i1, i1]))
-        return builder.call(fn, [args[0], ir.Constant(i1, 0)])
-
-    return sig, codegen
+QUERY_BLOCK = 128
 
 
 def as_words(packed: np.ndarray) -> np.ndarray:
@@ -76,143 +55,29 @@ def as_words(packed: np.ndarray) -> np.ndarray:
     return out.view(np.uint64)
 
 
-def work_split(n_queries: int, n_items: int, threads: int, words: int) -> tuple[int, int, int]:
-    """Choose ``(qblock, nchunks, tile)`` so that every thread has work and tiles stay in cache."""
-    tile = max(64, TILE_BYTES // (8 * words))
+def work_split(n_queries: int, n_items: int, threads: int, shape: Shape) -> tuple[int, int, int]:
+    """Choose ``(qblock, nchunks, tile)`` (``tile`` in blocks of 256 codes) so that every thread has
+    work and tiles stay in cache."""
+    tile = max(1, TILE_BYTES // (8 * LANES * shape.PB))
+    blocks = -(-n_items // BLOCK)
     qblock = max(1, min(QUERY_BLOCK, -(-n_queries // max(1, threads))))
-    nblocks = -(-n_queries // qblock) if n_queries else 1
+    ngroups = -(-n_queries // qblock) if n_queries else 1
     nchunks = 1
-    if nblocks < 2 * threads:
-        nchunks = max(1, min(-(-2 * threads // nblocks), n_items // (4 * tile)))
+    if ngroups < 2 * threads:
+        nchunks = max(1, min(-(-2 * threads // ngroups), blocks // (2 * tile)))
     return qblock, nchunks, tile
 
 
-# ---------------------------------------------------------------------------------------- tiles
-#: Queries compared with each loaded database code (their words stay in registers).
-QUERY_GROUP = 4
+class Plan:
+    """A query batch (words ``uint64[q, W]``) prepared for the bit-plane scan:
+    :func:`~learn2hash.index._bitplanes.query_plan`'s offsets, popcounts and complement flags."""
 
+    def __init__(self, qw: np.ndarray, shape: Shape):
+        self.offs, self.pop, self.comp = query_plan(np.ascontiguousarray(qw), shape.P, shape.S)
 
-_ONE = np.uint64(1)
-
-# Each scanner computes the distances of QUERY_GROUP queries (words ``qa[g * W:(g + 1) * W]``,
-# thresholds ``tq[g]``) to every code of the flat ``tile``; each pair with distance ``< tq[g]`` is
-# appended to ``pd`` (distance), ``pj`` (row in the tile), ``pq`` (``g``), in row order, and the
-# count is returned. A threshold of 0 disables a query slot. The append counter is unsigned so
-# that the rare append path needs no negative-index handling and leaves registers to the hot loop.
-
-
-@njit(fastmath=True, cache=True)
-def _scan_w1(tile, qa, tq, pd, pj, pq):
-    """Scanner for codes of one 64-bit word (K <= 64)."""
-    a0, a1, a2, a3 = qa[0], qa[1], qa[2], qa[3]
-    t0, t1, t2, t3 = tq[0], tq[1], tq[2], tq[3]
-    c = np.uint64(0)
-    for j in range(tile.size):
-        x = tile[j]
-        d0 = popcount64(x ^ a0)
-        d1 = popcount64(x ^ a1)
-        d2 = popcount64(x ^ a2)
-        d3 = popcount64(x ^ a3)
-        if unlikely(d0 < t0):
-            pd[c] = d0
-            pj[c] = j
-            pq[c] = 0
-            c += _ONE
-        if unlikely(d1 < t1):
-            pd[c] = d1
-            pj[c] = j
-            pq[c] = 1
-            c += _ONE
-        if unlikely(d2 < t2):
-            pd[c] = d2
-            pj[c] = j
-            pq[c] = 2
-            c += _ONE
-        if unlikely(d3 < t3):
-            pd[c] = d3
-            pj[c] = j
-            pq[c] = 3
-            c += _ONE
-    return np.int64(c)
-
-
-@njit(fastmath=True, cache=True)
-def _scan_w2(tile, qa, tq, pd, pj, pq):
-    """Scanner for codes of two words (64 < K <= 128)."""
-    a0, a1, a2, a3, a4, a5, a6, a7 = qa[0], qa[1], qa[2], qa[3], qa[4], qa[5], qa[6], qa[7]
-    t0, t1, t2, t3 = tq[0], tq[1], tq[2], tq[3]
-    c = np.uint64(0)
-    for j in range(tile.size // 2):
-        x = tile[2 * j]
-        y = tile[2 * j + 1]
-        d0 = popcount64(x ^ a0) + popcount64(y ^ a1)
-        d1 = popcount64(x ^ a2) + popcount64(y ^ a3)
-        d2 = popcount64(x ^ a4) + popcount64(y ^ a5)
-        d3 = popcount64(x ^ a6) + popcount64(y ^ a7)
-        if unlikely(d0 < t0):
-            pd[c] = d0
-            pj[c] = j
-            pq[c] = 0
-            c += _ONE
-        if unlikely(d1 < t1):
-            pd[c] = d1
-            pj[c] = j
-            pq[c] = 1
-            c += _ONE
-        if unlikely(d2 < t2):
-            pd[c] = d2
-            pj[c] = j
-            pq[c] = 2
-            c += _ONE
-        if unlikely(d3 < t3):
-            pd[c] = d3
-            pj[c] = j
-            pq[c] = 3
-            c += _ONE
-    return np.int64(c)
-
-
-@njit(fastmath=True, cache=True)
-def _scan_any(tile, qa, tq, pd, pj, pq):
-    """Scanner for any number of words."""
-    W = qa.size // QUERY_GROUP
-    c = np.uint64(0)
-    for j in range(tile.size // W):
-        for g in range(QUERY_GROUP):
-            d = 0
-            for w in range(W):
-                d += popcount64(tile[W * j + w] ^ qa[W * g + w])
-            if unlikely(d < tq[g]):
-                pd[c] = d
-                pj[c] = j
-                pq[c] = g
-                c += _ONE
-    return np.int64(c)
-
-
-@njit(cache=True)
-def _scan(W, tile, qa, tq, pd, pj, pq):
-    if W == 1:
-        return _scan_w1(tile, qa, tq, pd, pj, pq)
-    if W == 2:
-        return _scan_w2(tile, qa, tq, pd, pj, pq)
-    return _scan_any(tile, qa, tq, pd, pj, pq)
-
-
-@njit(cache=True)
-def _load_group(qw, g, nq, thr_row, qa, tq):
-    """Copy the words and thresholds of queries ``g .. g + QUERY_GROUP`` (missing ones disabled)."""
-    W = qw.shape[1]
-    for s in range(QUERY_GROUP):
-        i = g + s
-        if i < nq:
-            for w in range(W):
-                qa[s * W + w] = qw[i, w]
-            tq[s] = thr_row[i]
-        else:
-            for w in range(W):
-                qa[s * W + w] = 0
-            tq[s] = 0
+    @property
+    def args(self) -> tuple:
+        return self.offs, self.pop, self.comp
 
 
 @njit(cache=True, inline="always")
@@ -270,91 +135,115 @@ def merge_topk(bd, bp, bn, k, max_d, out_d, out_p, first, step):
                 cnt[d] = o + 1
 
 
-def knn_state(nchunks: int, nq: int, k: int, max_d: int):
-    """Fresh per-(chunk, query) state of :func:`knn_scan`: ``(thr, run, hist, bd, bp, bn)``."""
-    return (np.full((nchunks, nq), max_d + 1, np.int64), np.zeros((nchunks, nq), np.int64),
+def knn_state(nchunks: int, nq: int, k: int, max_d: int, start: np.ndarray | None = None):
+    """Fresh per-(chunk, query) state of :func:`knn_scan`: ``(thr, run, hist, bd, bp, bn)``; the
+    thresholds start at ``start[i]`` (``1 .. max_d + 1``; default ``max_d + 1``, above every
+    distance)."""
+    thr = np.full((nchunks, nq), max_d + 1, np.int64)
+    if start is not None:
+        thr[:] = start
+    return (thr, np.zeros((nchunks, nq), np.int64),
             np.zeros((nchunks, nq, max_d + 2), np.int64), np.empty((nchunks, nq, 2 * k), np.int32),
             np.empty((nchunks, nq, 2 * k), np.int64), np.zeros((nchunks, nq), np.int64))
 
 
 @njit(nogil=True, cache=True)
-def knn_scan(qw, db, alive, k, qblock, nchunks, tile, thr, run, hist, bd, bp, bn, first, step):
+def knn_scan(offs, pop, comp, planes, n, alive, k, P, M, tag, qblock, nchunks, tile,
+             thr, run, hist, bd, bp, bn, first, step):
     """Exact k-NN scan of work units ``first, first + step, ...``: fills the candidate buffers
     ``(bd, bp, bn)`` per (chunk, query) that :func:`merge_topk` finishes.
 
-    ``alive`` is ``uint8[n]`` (0 = removed) or empty (nothing removed).
+    ``(offs, pop, comp)``: a :class:`Plan`; ``planes``: the bit planes of the first ``n`` codes;
+    ``alive`` is ``uint8[n]`` (0 = removed) or empty (nothing removed); ``P``, ``M``,
+    ``tag``: the :class:`~learn2hash.index._bitplanes.Shape`.
     """
-    W = qw.shape[1]
-    nq = qw.shape[0]
-    n = db.size // W
-    nblocks = (nq + qblock - 1) // qblock
+    nq = offs.shape[0]
+    flat = planes.reshape(-1)
+    stride = planes.shape[1] * LANES
+    ow = offs.shape[1]
+    of = offs.reshape(-1)
+    nb = (n + BLOCK - 1) // BLOCK
+    ngroups = (nq + qblock - 1) // qblock
     has_mask = alive.size > 0
-    for u in range(first, nblocks * nchunks, step):
-        b = u // nchunks
+    sums = np.empty(M * LANES, np.uint64)
+    for u in range(first, ngroups * nchunks, step):
+        g = u // nchunks
         c = u % nchunks
-        q0 = b * qblock
+        q0 = g * qblock
         q1 = min(nq, q0 + qblock)
-        lo = (n * c) // nchunks
-        hi = (n * (c + 1)) // nchunks
-        pd = np.empty(QUERY_GROUP * tile, np.int64)
-        pj = np.empty(QUERY_GROUP * tile, np.int64)
-        pq = np.empty(QUERY_GROUP * tile, np.int64)
-        qa = np.empty(QUERY_GROUP * W, np.uint64)
-        tq = np.empty(QUERY_GROUP, np.int64)
-        for s in range(lo, hi, tile):
-            e = min(hi, s + tile)
-            part = db[s * W:e * W]
-            for g in range(q0, q1, QUERY_GROUP):
-                _load_group(qw, g, q1, thr[c], qa, tq)
-                cnt = _scan(W, part, qa, tq, pd, pj, pq)
-                for r in range(cnt):
-                    i = g + pq[r]
-                    d = pd[r]
-                    pos = s + pj[r]
-                    t = thr[c, i]
-                    if d < t and (not has_mask or alive[pos]):
-                        thr[c, i] = _accept(c, i, d, pos, t, k, hist, run, bd, bp, bn)
+        blo = (nb * c) // nchunks
+        bhi = (nb * (c + 1)) // nchunks
+        for s in range(blo, bhi, tile):
+            e = min(bhi, s + tile)
+            for i in range(q0, q1):
+                t = thr[c, i]
+                if t <= 0:
+                    continue
+                tb = t  # the threshold the block test uses
+                h, cm, cin, zoff = threshold_args(t, pop[i], comp[i], P, M)
+                for b in range(s, e):
+                    m = below(flat, b * stride, of, i * ow, h, cm, cin, zoff, tag, sums)
+                    if unlikely((m[0] | m[1] | m[2] | m[3]) != 0):
+                        for lane in range(LANES):
+                            x = m[lane]
+                            while x != 0:
+                                j = trailing_zeros64(x)
+                                x &= x - np.uint64(1)
+                                pos = b * BLOCK + lane * 64 + j
+                                if pos < n and (not has_mask or alive[pos]):
+                                    d = distance_at(sums, lane, j, tb, M)
+                                    if d < t:
+                                        t = _accept(c, i, d, pos, t, k, hist, run, bd, bp, bn)
+                        if t <= 0:
+                            break
+                        tb = t
+                        h, cm, cin, zoff = threshold_args(t, pop[i], comp[i], P, M)
+                thr[c, i] = t
 
 
 @njit(nogil=True, cache=True)
-def range_scan(qw, db, alive, radius, qblock, nchunks, tile, cap, cnt, hd, hp, first, step):
+def range_scan(offs, pop, comp, planes, n, alive, radius, P, M, tag, qblock, nchunks, tile,
+               cap, cnt, hd, hp, first, step):
     """Exact range scan: fill ``hd/hp[c, i, :cap]`` with the hits (distance ``<= radius``) of
     chunk ``c`` for query ``i`` in position order; ``cnt[c, i]`` counts all of them (more than
     ``cap`` means the caller must rerun that query with a larger ``cap``). Work units
-    ``first, first + step, ...`` only."""
-    W = qw.shape[1]
-    nq = qw.shape[0]
-    n = db.size // W
-    nblocks = (nq + qblock - 1) // qblock
+    ``first, first + step, ...`` only; the arguments are those of :func:`knn_scan`."""
+    nq = offs.shape[0]
+    flat = planes.reshape(-1)
+    stride = planes.shape[1] * LANES
+    ow = offs.shape[1]
+    of = offs.reshape(-1)
+    nb = (n + BLOCK - 1) // BLOCK
+    ngroups = (nq + qblock - 1) // qblock
     has_mask = alive.size > 0
-    limit = np.full(nq, radius + 1, np.int64)
-    for u in range(first, nblocks * nchunks, step):
-        b = u // nchunks
+    sums = np.empty(M * LANES, np.uint64)
+    t = radius + 1
+    for u in range(first, ngroups * nchunks, step):
+        g = u // nchunks
         c = u % nchunks
-        q0 = b * qblock
+        q0 = g * qblock
         q1 = min(nq, q0 + qblock)
-        lo = (n * c) // nchunks
-        hi = (n * (c + 1)) // nchunks
-        pd = np.empty(QUERY_GROUP * tile, np.int64)
-        pj = np.empty(QUERY_GROUP * tile, np.int64)
-        pq = np.empty(QUERY_GROUP * tile, np.int64)
-        qa = np.empty(QUERY_GROUP * W, np.uint64)
-        tq = np.empty(QUERY_GROUP, np.int64)
-        for s in range(lo, hi, tile):
-            e = min(hi, s + tile)
-            part = db[s * W:e * W]
-            for g in range(q0, q1, QUERY_GROUP):
-                _load_group(qw, g, q1, limit, qa, tq)
-                m = _scan(W, part, qa, tq, pd, pj, pq)
-                for r in range(m):
-                    i = g + pq[r]
-                    pos = s + pj[r]
-                    if not has_mask or alive[pos]:
-                        h = cnt[c, i]
-                        if h < cap:
-                            hd[c, i, h] = pd[r]
-                            hp[c, i, h] = pos
-                        cnt[c, i] = h + 1
+        blo = (nb * c) // nchunks
+        bhi = (nb * (c + 1)) // nchunks
+        for s in range(blo, bhi, tile):
+            e = min(bhi, s + tile)
+            for i in range(q0, q1):
+                h, cm, cin, zoff = threshold_args(t, pop[i], comp[i], P, M)
+                for b in range(s, e):
+                    m = below(flat, b * stride, of, i * ow, h, cm, cin, zoff, tag, sums)
+                    if unlikely((m[0] | m[1] | m[2] | m[3]) != 0):
+                        for lane in range(LANES):
+                            x = m[lane]
+                            while x != 0:
+                                j = trailing_zeros64(x)
+                                x &= x - np.uint64(1)
+                                pos = b * BLOCK + lane * 64 + j
+                                if pos < n and (not has_mask or alive[pos]):
+                                    hit = cnt[c, i]
+                                    if hit < cap:
+                                        hd[c, i, hit] = distance_at(sums, lane, j, t, M)
+                                        hp[c, i, hit] = pos
+                                    cnt[c, i] = hit + 1
 
 
 @njit(nogil=True, cache=True)

@@ -28,13 +28,14 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from learn2hash.index._kernels import parallel_for, popcount64
+from learn2hash.index._intrinsics import popcount64
+from learn2hash.index._kernels import parallel_for
 
 #: Longest substring that gets a directly addressed table (2**24 offsets = 128 MiB at most).
 MAX_KEY_BITS = 24
 
 # Cost model, in nanoseconds on one core (ratios matter, not absolute values).
-SCAN_NS_PER_WORD = 0.4  # one (query, database code, 64-bit word) in the linear scan
+SCAN_NS_PER_WORD = 0.12  # one (query, database code, 64-bit word) in the bit-plane linear scan
 PROBE_NS = 15.0  # one bucket look-up
 VERIFY_NS = 12.0  # one candidate: random read of its code and the full distance
 BUILD_NS = 6.0  # one item of one table when building

@@ -1,15 +1,20 @@
 """The native search engine: numba linear scans plus multi-index hashing, chosen by a cost model.
 
+The scans run on a bit-sliced copy of the codes (:mod:`learn2hash.index._bitplanes`), kept up to
+date by :meth:`NativeEngine.add`; it takes about 1.2 to 1.3 times the memory of the codes.
+
 The engine sees items by position (insertion order, ``0 .. n-1``) and a mask of removed positions;
 :class:`~learn2hash.index.HammingIndex` maps positions to user ids.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from learn2hash.errors import Learn2HashError
-from learn2hash.index import _kernels, mih
+from learn2hash.index import _bitplanes, _kernels, mih
 from learn2hash.index.results import MISSING_DISTANCE, MISSING_ID
 
 #: ``method=`` values of the native engine.
@@ -18,11 +23,21 @@ METHODS = ("auto", "scan", "mih")
 MIH_KNN_MAX_K = 64
 #: Queries of a k-NN batch that test whether multi-index hashing pays before the batch uses it.
 MIH_KNN_PILOT = 8
+#: A k-NN scan starts from thresholds found by a k-NN scan of every PILOT_STRIDE-th block of 256
+#: codes, for ``kp = ceil(PILOT_SURPLUS * k / PILOT_STRIDE)`` (the start threshold is the distance
+#: of each query's kp-th nearest sample item, plus one), when kp is at least PILOT_MIN_KP (a
+#: smaller sample rank is too noisy: too many queries would have to be scanned again) and the
+#: sample has at least PILOT_MIN_BLOCKS blocks and 8 kp codes.
+PILOT_STRIDE = 32
+PILOT_SURPLUS = 1.5
+PILOT_MIN_KP = 16
+PILOT_MIN_BLOCKS = 8
 
 
 class NativeEngine:
     """Codes as a growable ``uint64[n, W]`` word array (a zero-copy view of a single loaded segment
-    when the code length is a multiple of 64), with multi-index tables built on demand."""
+    when the code length is a multiple of 64) and their bit planes, with multi-index tables built
+    on demand."""
 
     name = "native"
 
@@ -33,6 +48,9 @@ class NativeEngine:
         self._n = 0
         self._owned = True
         self._tables: dict[tuple[int, ...], mih.Tables] = {}
+        self.shape = _bitplanes.Shape(bits)
+        self._planes = _bitplanes.zeros(0, self.shape.PB)
+        self._planes_n = 0  # codes whose blocks are complete in self._planes
 
     # ------------------------------------------------------------------------ data
     def add(self, packed: np.ndarray) -> None:
@@ -50,7 +68,21 @@ class NativeEngine:
                 self._words, self._owned = grown, True
             self._words[self._n : need] = words
             self._n = need
+        self._extend_planes()
         self._tables.clear()
+
+    def _extend_planes(self) -> None:
+        """Bit planes for the codes added since the last call (the last, partial block is redone)."""
+        sh = self.shape
+        blocks = -(-self._n // _bitplanes.BLOCK)
+        have = self._planes.shape[0]
+        if blocks > have:
+            grown = _bitplanes.zeros(blocks if have == 0 else max(blocks, 2 * have), sh.PB)
+            grown[:have] = self._planes
+            self._planes = grown
+        _bitplanes.build_planes(self.db, self._n, self.W, sh.P, sh.M, self._planes,
+                                self._planes_n // _bitplanes.BLOCK)
+        self._planes_n = self._n
 
     def remove(self, positions: np.ndarray) -> None:
         """Nothing to do: removed positions are skipped through the mask passed to each search."""
@@ -82,16 +114,57 @@ class NativeEngine:
         return out_d, out_p
 
     def _knn_scan(self, qw, k, alive, threads, out_d, out_p, rows) -> None:
-        qw = np.ascontiguousarray(qw)
+        plan = _kernels.Plan(qw, self.shape)
         nq = qw.shape[0]
-        qblock, nchunks, tile = _kernels.work_split(nq, self._n, threads, self.W)
-        state = _kernels.knn_state(nchunks, nq, k, self.bits)
-        _kernels.parallel_for(threads, _kernels.knn_scan, qw, self.db, alive, k, qblock, nchunks, tile, *state)
+        start = self._pilot_thresholds(plan, k, threads)
+        sub_d, sub_p, found = self._knn_pass(plan, self._planes, self._n, alive, k, threads, start)
+        if start is not None:
+            # Exact when at least k items lie below the start threshold; otherwise scan again from scratch.
+            again = np.flatnonzero(found < k)
+            if again.size:
+                sub = _kernels.Plan(qw[again], self.shape)
+                sub_d[again], sub_p[again], _ = self._knn_pass(sub, self._planes, self._n, alive, k, threads, None)
+        out_d[rows, :k] = sub_d
+        out_p[rows, :k] = sub_p
+
+    def _pilot_thresholds(self, plan: _kernels.Plan, k: int, threads: int) -> np.ndarray | None:
+        """For a large k, a start threshold per query from a scan of a sample of the blocks.
+
+        A k-NN scan keeps every item below its running threshold, and from the largest one the
+        threshold only falls as the items come: k (1 + ln(n / k)) items on random codes. Starting it
+        just above the distance of the ``ceil(PILOT_SURPLUS k / PILOT_STRIDE)``-th nearest item of
+        the sample keeps a few k of them. ``None`` when k is small or the database too small to sample."""
+        blocks = -(-self._n // _bitplanes.BLOCK)
+        kp = math.ceil(PILOT_SURPLUS * k / PILOT_STRIDE)
+        picked = -(-blocks // PILOT_STRIDE)
+        if kp < PILOT_MIN_KP or picked < PILOT_MIN_BLOCKS or picked * _bitplanes.BLOCK < 8 * kp:
+            return None
+        sample = _bitplanes.sample(self._planes, PILOT_STRIDE, blocks)
+        last = (sample.shape[0] - 1) * PILOT_STRIDE  # the only sampled block that may be partial
+        ns = (sample.shape[0] - 1) * _bitplanes.BLOCK + min(_bitplanes.BLOCK, self._n - last * _bitplanes.BLOCK)
+        d, _, _ = self._knn_pass(plan, sample, ns, np.zeros(0, np.uint8), kp, threads, None)
+        return np.minimum(d[:, kp - 1].astype(np.int64) + 1, self.bits + 1)
+
+    def _knn_pass(self, plan: _kernels.Plan, planes: np.ndarray, n: int, alive: np.ndarray, k: int,
+                  threads: int, start: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One k-NN scan of the first ``n`` codes of ``planes``, every query's threshold starting at
+        ``start`` (default: above the largest distance). Returns the ``(distances, positions)`` and
+        how many items each query found below its start threshold (at least ``k`` when the answer
+        is exact)."""
+        nq = plan.offs.shape[0]
+        qblock, nchunks, tile = _kernels.work_split(nq, n, threads, self.shape)
+        state = _kernels.knn_state(nchunks, nq, k, self.bits, start)
+        thr0 = state[0].copy()
+        _kernels.parallel_for(threads, _kernels.knn_scan, *plan.args, planes, n, alive, k, *self._shape_args(),
+                              qblock, nchunks, tile, *state)
         sub_d = np.full((nq, k), MISSING_DISTANCE, np.int32)
         sub_p = np.full((nq, k), MISSING_ID, np.int64)
         _kernels.parallel_for(threads, _kernels.merge_topk, *state[3:], k, self.bits, sub_d, sub_p)
-        out_d[rows, :k] = sub_d
-        out_p[rows, :k] = sub_p
+        # A chunk whose threshold never fell kept every item below it (``run`` of them); one whose
+        # threshold fell found k.
+        thr, run = state[0], state[1]
+        found = np.where(thr == thr0, run, k).sum(axis=0)
+        return sub_d, sub_p, found
 
     def _knn_mih(self, qw, k, alive, out_d, out_p, threads, pilot: bool) -> np.ndarray:
         """k-NN by multi-index hashing; returns the rows it did not finish (left to the scan)."""
@@ -183,14 +256,18 @@ class NativeEngine:
                                    (rows, *self._finish_range(cnt2, hd2, hp2, radius))])
 
     def _range_pass(self, qw, radius, alive, threads, cap):
+        plan = _kernels.Plan(qw, self.shape)
         nq = qw.shape[0]
-        qblock, nchunks, tile = _kernels.work_split(nq, self._n, threads, self.W)
+        qblock, nchunks, tile = _kernels.work_split(nq, self._n, threads, self.shape)
         cnt = np.zeros((nchunks, nq), np.int64)
         hd = np.empty((nchunks, nq, cap), np.int32)
         hp = np.empty((nchunks, nq, cap), np.int64)
-        _kernels.parallel_for(threads, _kernels.range_scan, qw, self.db, alive, radius, qblock, nchunks, tile, cap,
-                              cnt, hd, hp)
+        _kernels.parallel_for(threads, _kernels.range_scan, *plan.args, self._planes, self._n, alive, radius,
+                              *self._shape_args(), qblock, nchunks, tile, cap, cnt, hd, hp)
         return cnt, hd, hp
+
+    def _shape_args(self) -> tuple:
+        return self.shape.P, self.shape.M, self.shape.tag
 
     @staticmethod
     def _finish_range(cnt, hd, hp, radius, threads: int = 1):

@@ -1,0 +1,267 @@
+"""Bit-sliced ("bit-plane") layout of the database and the SIMD kernel the linear scan runs on.
+
+Why. A scan that computes ``popcount(x ^ q)`` per 64-bit word needs about one cycle per word pair
+on a core without AVX-512 ``VPOPCNTDQ``. Stored bit-sliced, the codes let one 256-bit vector
+instruction work on one bit of 256 codes at once, and the distance test needs no popcount at all.
+
+Layout. The database is cut into blocks of :data:`BLOCK` = 256 codes (the last one padded with
+zero codes). A block is ``PB`` *planes* of :data:`LANES` ``uint64`` words; lane ``l``, bit ``j``
+of a plane belongs to code ``256 * block + 64 * l + j``:
+
+- planes ``0 .. P-1``: bit ``p`` of every code, where ``P = 64 * W`` bit positions of the code's
+  little-endian words are kept only up to ``8 * ceil(K / 8)`` (padding bits are zero);
+- plane ``P``: all zeros (the target of a query's padding slots);
+- planes ``P+1 .. P+M``: the bits of ``2^M - 1 - |x| - P`` (``|x|`` = popcount of the code);
+- planes ``P+M+1 .. P+2M``: the bits of ``|x| + P``.
+
+Distance test. With ``C = |x & q|``, ``d(x, q) = |x| + |q| - 2C``: only the planes where the query
+has a one matter, and no xor is needed. A query with more ones than zeros uses its complement
+``q'`` instead (``C' = |x & q'| = |x| - C``), so at most ``P / 2`` planes are read. The kernel
+adds those planes into a bit-sliced counter (carry-save adders, 8 planes per step) that starts at
+a query constant ``h``, then decides ``d < t`` for all 256 codes at once as the carry out of
+``2 (C + h) + Z + c`` over ``M`` bits, where ``Z`` is the block's stored ``2^M - 1 - |x| - P``
+(or, for a complemented query, ``~(2 (C' + h)) + Y + c`` with ``Y = |x| + P``). The result is a
+256-bit mask of the codes that may enter the answer. The sum itself is ``2^M + t - 1 - d``, so
+its low bits, kept by the kernel, give the exact distance of each code that passes.
+
+The kernel is an ``@intrinsic`` that writes LLVM vector IR (``<4 x i64>``): no target-specific
+intrinsics, so LLVM lowers it to AVX2, SSE2 or NEON, whichever the machine has. Its straight-line
+shape depends on the code length only through ``S`` (steps of 8 planes); kernels receive a tuple
+of ``S`` zeros so that numba compiles (and caches) one version per ``S``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from learn2hash.index._intrinsics import popcount64
+
+#: 64-bit lanes per plane (one 256-bit vector).
+LANES = 4
+#: Codes per block.
+BLOCK = 64 * LANES
+
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+
+
+class Shape:
+    """Sizes of the bit-plane layout of ``bits``-bit codes.
+
+    ``P`` bit planes, ``M`` bits of the stored sums, ``S`` kernel steps of 8 planes, ``PB`` planes
+    per block, ``tag``: the tuple of ``S`` zeros passed to the kernels.
+    """
+
+    def __init__(self, bits: int):
+        self.bits = bits
+        self.W = (bits + 63) // 64
+        self.P = 8 * ((bits + 7) // 8)
+        self.S = max(1, -(-(self.P // 2) // 8))
+        self.M = sum_bits(self.S)
+        self.PB = self.P + 1 + 2 * self.M
+        self.tag = (0,) * self.S
+
+
+def sum_bits(S: int) -> int:
+    """``M`` for ``S`` steps: ``2^M`` exceeds ``4P + 2`` for every ``P`` that needs ``S`` steps
+    (``P <= 16 S + 1``), so neither sum overflows ``M + 1`` bits."""
+    return (64 * S + 6).bit_length()
+
+
+# ------------------------------------------------------------------------------------- building
+def zeros(blocks: int, PB: int) -> np.ndarray:
+    """Zeroed ``uint64[blocks, PB, LANES]`` planes starting on a 64-byte boundary, so that no
+    256-bit load of the kernel straddles two cache lines."""
+    count = blocks * PB * LANES
+    raw = np.zeros(count + 8, np.uint64)
+    skip = (-raw.ctypes.data % 64) // 8
+    return raw[skip:skip + count].reshape(blocks, PB, LANES)
+
+
+def sample(planes: np.ndarray, stride: int, blocks: int) -> np.ndarray:
+    """Every ``stride``-th of the first ``blocks`` blocks, as new aligned planes."""
+    picked = planes[:blocks:stride]
+    out = zeros(picked.shape[0], planes.shape[1])
+    out[:] = picked
+    return out
+
+
+@njit(cache=True, inline="always")
+def _transpose64(a):
+    """Transpose the 64 x 64 bit matrix ``a`` in place: bit ``j`` of ``a[i]`` <- bit ``i`` of ``a[j]``."""
+    j = 32
+    m = np.uint64(0x00000000FFFFFFFF)
+    while j != 0:
+        sj = np.uint64(j)
+        k = 0
+        while k < 64:
+            for r in range(k, k + j):
+                t = ((a[r] >> sj) ^ a[r + j]) & m
+                a[r + j] ^= t
+                a[r] ^= t << sj
+            k += 2 * j
+        j //= 2
+        m ^= m << np.uint64(j)
+
+
+@njit(nogil=True, cache=True)
+def build_planes(words, n, W, P, M, planes, first_block):
+    """Write blocks ``first_block ..`` of ``planes`` (``uint64[nblocks, PB, LANES]``) from the first
+    ``n`` codes of ``words`` (flat ``uint64[n * W]``); codes past ``n`` count as zero codes."""
+    nb = (n + BLOCK - 1) // BLOCK
+    rows = np.empty(64, np.uint64)
+    sums = np.empty(64, np.int64)
+    for b in range(first_block, nb):
+        for lane in range(LANES):
+            base = b * BLOCK + lane * 64
+            for j in range(64):
+                sums[j] = 0
+            for w in range(W):
+                for j in range(64):
+                    rows[j] = words[(base + j) * W + w] if base + j < n else np.uint64(0)
+                    sums[j] += popcount64(rows[j])
+                _transpose64(rows)
+                for p in range(64):
+                    bit = 64 * w + p
+                    if bit < P:
+                        planes[b, bit, lane] = rows[p]
+            planes[b, P, lane] = 0
+            for m in range(M):
+                z = np.uint64(0)
+                y = np.uint64(0)
+                for j in range(64):
+                    zj = (1 << M) - 1 - sums[j] - P
+                    yj = sums[j] + P
+                    z |= np.uint64((zj >> m) & 1) << np.uint64(j)
+                    y |= np.uint64((yj >> m) & 1) << np.uint64(j)
+                planes[b, P + 1 + m, lane] = z
+                planes[b, P + 1 + M + m, lane] = y
+
+
+@njit(nogil=True, cache=True)
+def query_plan(qw, P, S):
+    """Per query: the plane offsets its kernel reads (``int64[q, 8 S]``, in ``uint64`` units within
+    a block; unused slots point at the zero plane), its popcount, and whether it is complemented."""
+    nq, W = qw.shape
+    offs = np.full((nq, 8 * S), P * LANES, np.int64)
+    pop = np.zeros(nq, np.int64)
+    comp = np.zeros(nq, np.bool_)
+    one = np.uint64(1)
+    for i in range(nq):
+        c = 0
+        for p in range(P):
+            c += np.int64((qw[i, p // 64] >> np.uint64(p % 64)) & one)
+        pop[i] = c
+        flip = 2 * c > P
+        comp[i] = flip
+        s = 0
+        for p in range(P):
+            bit = (qw[i, p // 64] >> np.uint64(p % 64)) & one
+            if (bit == one) != flip:
+                offs[i, s] = p * LANES
+                s += 1
+    return offs, pop, comp
+
+
+# --------------------------------------------------------------------------------------- kernel
+def _splat(builder, scalar, vt):
+    v = builder.insert_element(ir.Constant(vt, ir.Undefined), scalar, ir.Constant(_I32, 0))
+    zeros = ir.Constant(ir.VectorType(_I32, vt.count), [0] * vt.count)
+    return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), zeros)
+
+
+def _bit_mask(builder, value, i):
+    """``-1`` if bit ``i`` of the ``i64`` ``value`` is set, else ``0``."""
+    bit = builder.and_(builder.lshr(value, ir.Constant(_I64, i)), ir.Constant(_I64, 1))
+    return builder.sub(ir.Constant(_I64, 0), bit)
+
+
+@intrinsic
+def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
+    """Mask of the 256 codes of one block that pass the distance test, as 4 ``uint64`` lanes.
+
+    ``planes``: flat ``uint64`` planes, the block starting at ``base``; ``offs[ostart:ostart+8S]``:
+    the query's plane offsets; ``h``: the counter's start value; ``cm``: 0, or -1 for a
+    complemented query; ``cin``: the carry in (0 or 1); ``zoff``: offset of the stored sums to add
+    (``Z`` planes, or ``Y`` planes for a complemented query); ``tag``: a tuple of ``S`` zeros.
+    The low ``M`` bits of the final sum, ``t - 1 - d`` for every code that passes, are stored
+    bit-sliced into ``sums[:M * LANES]`` for :func:`distance_at`.
+    """
+    if not isinstance(tag, types.UniTuple):
+        return None
+    S = tag.count
+    M = sum_bits(S)
+    NB = M - 1
+    sig = types.UniTuple(types.uint64, LANES)(planes, base, offs, ostart, h, cm, cin, zoff, tag, sums)
+
+    def codegen(context, builder, signature, args):
+        pv, basev, ov, ostartv, hv, cmv, cinv, zoffv, _, sv = args
+        vt = ir.VectorType(_I64, LANES)
+        parr = context.make_array(signature.args[0])(context, builder, pv)
+        oarr = context.make_array(signature.args[2])(context, builder, ov)
+        block = builder.gep(parr.data, [basev])
+        optr = builder.gep(oarr.data, [ostartv])
+
+        def plane(offset):
+            return builder.load(builder.bitcast(builder.gep(block, [offset]), vt.as_pointer()), align=8)
+
+        def csa(a, b, c):  # full adder on 256 lanes: (carry, sum)
+            u = builder.xor(a, b)
+            return builder.or_(builder.and_(a, b), builder.and_(u, c)), builder.xor(u, c)
+
+        st = [_splat(builder, _bit_mask(builder, hv, j), vt) for j in range(NB)]
+        for s in range(S):
+            x = [plane(builder.load(builder.gep(optr, [ir.Constant(_I64, 8 * s + g)]))) for g in range(8)]
+            twos_a, st[0] = csa(st[0], x[0], x[1])
+            twos_b, st[0] = csa(st[0], x[2], x[3])
+            fours_a, st[1] = csa(st[1], twos_a, twos_b)
+            twos_a, st[0] = csa(st[0], x[4], x[5])
+            twos_b, st[0] = csa(st[0], x[6], x[7])
+            fours_b, st[1] = csa(st[1], twos_a, twos_b)
+            carry, st[2] = csa(st[2], fours_a, fours_b)
+            for j in range(3, NB):  # ripple the eights into the counter's upper bits
+                nxt = builder.and_(st[j], carry)
+                st[j] = builder.xor(st[j], carry)
+                carry = nxt
+        # Carry out of a + z + cin over M bits, a = 2 * counter (xor cm: its complement); the sum
+        # bits go to ``sums``.
+        sarr = context.make_array(signature.args[9])(context, builder, sv)
+        sptr = builder.bitcast(sarr.data, vt.as_pointer())
+        cmask = _splat(builder, cmv, vt)
+        c = _splat(builder, builder.sub(ir.Constant(_I64, 0), cinv), vt)
+        for j in range(M):
+            a = cmask if j == 0 else builder.xor(st[j - 1], cmask)
+            z = plane(builder.add(zoffv, ir.Constant(_I64, LANES * j)))
+            u = builder.xor(a, z)
+            builder.store(builder.xor(u, c), builder.gep(sptr, [ir.Constant(_I64, j)]), align=8)
+            c = builder.or_(builder.and_(a, z), builder.and_(c, u))
+        lanes = [builder.extract_element(c, ir.Constant(_I32, i)) for i in range(LANES)]
+        return context.make_tuple(builder, signature.return_type, lanes)
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def distance_at(sums, lane, j, t, M):
+    """Exact distance of code ``64 * lane + j`` of a block that passed :func:`below` with threshold
+    ``t``: the test's sum is ``2^M + t - 1 - d``, and its low ``M`` bits are in ``sums``."""
+    sj = np.uint64(j)
+    one = np.uint64(1)
+    low = 0
+    for b in range(M):
+        low |= np.int64((sums[b * LANES + lane] >> sj) & one) << b
+    return t - 1 - low
+
+
+@njit(cache=True, inline="always")
+def threshold_args(t, pop, comp, P, M):
+    """``(h, cm, cin, zoff)`` of :func:`below` for threshold ``t`` (``1 <= t <= P + 1``): the kernel
+    then keeps exactly the codes at distance ``< t`` from a query of popcount ``pop``."""
+    if comp:
+        v = pop + P + 1 - t
+        return v >> 1, np.int64(-1), 1 - (v & 1), (P + 1 + M) * LANES
+    v = t - pop + P
+    return v >> 1, np.int64(0), v & 1, (P + 1) * LANES
