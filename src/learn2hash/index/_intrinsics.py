@@ -1,4 +1,5 @@
-"""LLVM intrinsics the numba kernels use: ``popcount64``, ``unlikely`` and ``trailing_zeros64``."""
+"""LLVM intrinsics the numba kernels use: ``popcount64``, ``trailing_zeros64``, ``bswap64`` and
+``unlikely``."""
 
 from __future__ import annotations
 
@@ -6,17 +7,32 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+_I1 = ir.IntType(1)
+_I64 = ir.IntType(64)
 
-@intrinsic
-def popcount64(typingctx, x):
-    """Population count of a ``uint64`` as ``int64`` (the ``popcnt`` instruction)."""
-    sig = types.int64(types.uint64)
 
-    def codegen(context, builder, signature, args):
-        fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
-        return builder.call(fn, args)
+def _on_uint64(name: str, llvm_name: str, result, doc: str, *flags: ir.Constant):
+    """An intrinsic ``name(x: uint64) -> result`` that calls ``llvm_name`` on ``x`` (and ``flags``)."""
 
-    return sig, codegen
+    def typer(typingctx, x):
+        def codegen(context, builder, signature, args):
+            fnty = ir.FunctionType(_I64, [_I64] + [f.type for f in flags])
+            return builder.call(builder.module.declare_intrinsic(llvm_name, [_I64], fnty), [args[0], *flags])
+
+        return result(types.uint64), codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
+popcount64 = _on_uint64("popcount64", "llvm.ctpop", types.int64,
+                        "Population count of a ``uint64`` as ``int64`` (the ``popcnt`` instruction).")
+trailing_zeros64 = _on_uint64("trailing_zeros64", "llvm.cttz", types.int64,
+                              "Index of the lowest set bit of a non-zero ``uint64`` as ``int64`` (``tzcnt``).",
+                              ir.Constant(_I1, 0))
+bswap64 = _on_uint64("bswap64", "llvm.bswap", types.uint64,
+                     "Byte swap of a ``uint64`` (code bit 0 becomes the most significant bit).")
 
 
 @intrinsic
@@ -26,21 +42,7 @@ def unlikely(typingctx, cond):
     sig = types.boolean(types.boolean)
 
     def codegen(context, builder, signature, args):
-        i1 = ir.IntType(1)
-        fn = builder.module.declare_intrinsic("llvm.expect", [i1], ir.FunctionType(i1, [i1, i1]))
-        return builder.call(fn, [args[0], ir.Constant(i1, 0)])
-
-    return sig, codegen
-
-
-@intrinsic
-def trailing_zeros64(typingctx, x):
-    """Index of the lowest set bit of a non-zero ``uint64`` as ``int64`` (``tzcnt``)."""
-    sig = types.int64(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        i64, i1 = ir.IntType(64), ir.IntType(1)
-        fn = builder.module.declare_intrinsic("llvm.cttz", [i64], ir.FunctionType(i64, [i64, i1]))
-        return builder.call(fn, [args[0], ir.Constant(i1, 0)])
+        fn = builder.module.declare_intrinsic("llvm.expect", [_I1], ir.FunctionType(_I1, [_I1, _I1]))
+        return builder.call(fn, [args[0], ir.Constant(_I1, 0)])
 
     return sig, codegen

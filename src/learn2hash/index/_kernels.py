@@ -147,6 +147,38 @@ def knn_state(nchunks: int, nq: int, k: int, max_d: int, start: np.ndarray | Non
             np.empty((nchunks, nq, 2 * k), np.int64), np.zeros((nchunks, nq), np.int64))
 
 
+@njit(cache=True, inline="always")
+def _unit(u, nchunks, qblock, nq, nb):
+    """Work unit ``u``: its chunk, its queries ``q0 .. q1-1`` and its blocks ``blo .. bhi-1``."""
+    c = u % nchunks
+    q0 = (u // nchunks) * qblock
+    return c, q0, min(nq, q0 + qblock), (nb * c) // nchunks, (nb * (c + 1)) // nchunks
+
+
+@njit(cache=True, inline="always")
+def _scratch(M):
+    """Per-thread buffers of a scan: the kernel's sums, and one block's passing positions and distances."""
+    return np.empty(M * LANES, np.uint64), np.empty(BLOCK, np.int64), np.empty(BLOCK, np.int64)
+
+
+@njit(cache=True, inline="always")
+def _passing(m, b, n, alive, sums, t, M, hit_pos, hit_d):
+    """The codes of block ``b`` that passed the test with threshold ``t`` (mask ``m``), stored and
+    not removed, into ``hit_pos`` / ``hit_d`` in position order; returns how many."""
+    count = 0
+    for lane in range(LANES):
+        x = m[lane]
+        while x != 0:
+            j = trailing_zeros64(x)
+            x &= x - np.uint64(1)
+            pos = b * BLOCK + lane * 64 + j
+            if pos < n and (alive.size == 0 or alive[pos]):
+                hit_pos[count] = pos
+                hit_d[count] = distance_at(sums, lane, j, t, M)
+                count += 1
+    return count
+
+
 @njit(nogil=True, cache=True)
 def knn_scan(offs, pop, comp, planes, n, alive, k, P, M, tag, qblock, nchunks, tile,
              thr, run, hist, bd, bp, bn, first, step):
@@ -157,46 +189,27 @@ def knn_scan(offs, pop, comp, planes, n, alive, k, P, M, tag, qblock, nchunks, t
     ``alive`` is ``uint8[n]`` (0 = removed) or empty (nothing removed); ``P``, ``M``,
     ``tag``: the :class:`~learn2hash.index._bitplanes.Shape`.
     """
-    nq = offs.shape[0]
-    flat = planes.reshape(-1)
-    stride = planes.shape[1] * LANES
-    ow = offs.shape[1]
-    of = offs.reshape(-1)
+    nq, ow = offs.shape
+    flat, of, stride = planes.reshape(-1), offs.reshape(-1), planes.shape[1] * LANES
     nb = (n + BLOCK - 1) // BLOCK
-    ngroups = (nq + qblock - 1) // qblock
-    has_mask = alive.size > 0
-    sums = np.empty(M * LANES, np.uint64)
-    for u in range(first, ngroups * nchunks, step):
-        g = u // nchunks
-        c = u % nchunks
-        q0 = g * qblock
-        q1 = min(nq, q0 + qblock)
-        blo = (nb * c) // nchunks
-        bhi = (nb * (c + 1)) // nchunks
+    sums, hit_pos, hit_d = _scratch(M)
+    for u in range(first, ((nq + qblock - 1) // qblock) * nchunks, step):
+        c, q0, q1, blo, bhi = _unit(u, nchunks, qblock, nq, nb)
         for s in range(blo, bhi, tile):
-            e = min(bhi, s + tile)
             for i in range(q0, q1):
                 t = thr[c, i]
                 if t <= 0:
                     continue
-                tb = t  # the threshold the block test uses
                 h, cm, cin, zoff = threshold_args(t, pop[i], comp[i], P, M)
-                for b in range(s, e):
+                for b in range(s, min(bhi, s + tile)):
                     m = below(flat, b * stride, of, i * ow, h, cm, cin, zoff, tag, sums)
                     if unlikely((m[0] | m[1] | m[2] | m[3]) != 0):
-                        for lane in range(LANES):
-                            x = m[lane]
-                            while x != 0:
-                                j = trailing_zeros64(x)
-                                x &= x - np.uint64(1)
-                                pos = b * BLOCK + lane * 64 + j
-                                if pos < n and (not has_mask or alive[pos]):
-                                    d = distance_at(sums, lane, j, tb, M)
-                                    if d < t:
-                                        t = _accept(c, i, d, pos, t, k, hist, run, bd, bp, bn)
+                        # Taken in position order; t may fall on the way, so each is checked again.
+                        for r in range(_passing(m, b, n, alive, sums, t, M, hit_pos, hit_d)):
+                            if hit_d[r] < t:
+                                t = _accept(c, i, hit_d[r], hit_pos[r], t, k, hist, run, bd, bp, bn)
                         if t <= 0:
                             break
-                        tb = t
                         h, cm, cin, zoff = threshold_args(t, pop[i], comp[i], P, M)
                 thr[c, i] = t
 
@@ -208,42 +221,25 @@ def range_scan(offs, pop, comp, planes, n, alive, radius, P, M, tag, qblock, nch
     chunk ``c`` for query ``i`` in position order; ``cnt[c, i]`` counts all of them (more than
     ``cap`` means the caller must rerun that query with a larger ``cap``). Work units
     ``first, first + step, ...`` only; the arguments are those of :func:`knn_scan`."""
-    nq = offs.shape[0]
-    flat = planes.reshape(-1)
-    stride = planes.shape[1] * LANES
-    ow = offs.shape[1]
-    of = offs.reshape(-1)
+    nq, ow = offs.shape
+    flat, of, stride = planes.reshape(-1), offs.reshape(-1), planes.shape[1] * LANES
     nb = (n + BLOCK - 1) // BLOCK
-    ngroups = (nq + qblock - 1) // qblock
-    has_mask = alive.size > 0
-    sums = np.empty(M * LANES, np.uint64)
+    sums, hit_pos, hit_d = _scratch(M)
     t = radius + 1
-    for u in range(first, ngroups * nchunks, step):
-        g = u // nchunks
-        c = u % nchunks
-        q0 = g * qblock
-        q1 = min(nq, q0 + qblock)
-        blo = (nb * c) // nchunks
-        bhi = (nb * (c + 1)) // nchunks
+    for u in range(first, ((nq + qblock - 1) // qblock) * nchunks, step):
+        c, q0, q1, blo, bhi = _unit(u, nchunks, qblock, nq, nb)
         for s in range(blo, bhi, tile):
-            e = min(bhi, s + tile)
             for i in range(q0, q1):
                 h, cm, cin, zoff = threshold_args(t, pop[i], comp[i], P, M)
-                for b in range(s, e):
+                for b in range(s, min(bhi, s + tile)):
                     m = below(flat, b * stride, of, i * ow, h, cm, cin, zoff, tag, sums)
                     if unlikely((m[0] | m[1] | m[2] | m[3]) != 0):
-                        for lane in range(LANES):
-                            x = m[lane]
-                            while x != 0:
-                                j = trailing_zeros64(x)
-                                x &= x - np.uint64(1)
-                                pos = b * BLOCK + lane * 64 + j
-                                if pos < n and (not has_mask or alive[pos]):
-                                    hit = cnt[c, i]
-                                    if hit < cap:
-                                        hd[c, i, hit] = distance_at(sums, lane, j, t, M)
-                                        hp[c, i, hit] = pos
-                                    cnt[c, i] = hit + 1
+                        for r in range(_passing(m, b, n, alive, sums, t, M, hit_pos, hit_d)):
+                            slot = cnt[c, i]
+                            if slot < cap:
+                                hd[c, i, slot] = hit_d[r]
+                                hp[c, i, slot] = hit_pos[r]
+                            cnt[c, i] = slot + 1
 
 
 @njit(nogil=True, cache=True)

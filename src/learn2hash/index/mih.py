@@ -24,11 +24,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
-from learn2hash.index._intrinsics import popcount64
+from learn2hash.index._intrinsics import bswap64, popcount64
 from learn2hash.index._kernels import parallel_for
 
 #: Longest substring that gets a directly addressed table (2**24 offsets = 128 MiB at most).
@@ -39,18 +37,6 @@ SCAN_NS_PER_WORD = 0.12  # one (query, database code, 64-bit word) in the bit-pl
 PROBE_NS = 15.0  # one bucket look-up
 VERIFY_NS = 12.0  # one candidate: random read of its code and the full distance
 BUILD_NS = 6.0  # one item of one table when building
-
-
-@intrinsic
-def bswap64(typingctx, x):
-    """Byte swap of a ``uint64`` (code bit 0 becomes the most significant bit)."""
-    sig = types.uint64(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        fn = builder.module.declare_intrinsic("llvm.bswap", [ir.IntType(64)])
-        return builder.call(fn, args)
-
-    return sig, codegen
 
 
 @dataclass(frozen=True)
