@@ -105,7 +105,7 @@ def test_two_threads_and_several_database_chunks_agree_with_reference(bits, monk
     assert as_lists(res) == ref_range(dist, ids, 4)
 
 
-@pytest.mark.parametrize("bits", [1, 8, 24, 40, 64, 100, 128, 256])
+@pytest.mark.parametrize("bits", [1, 8, 24, 40, 64, 100, 128, 256, 300])
 def test_bit_plane_kernel_mask_and_distances_equal_brute_force_at_every_threshold(bits):
     # The block test must keep exactly the codes at distance < t, for every t from 1 to bits + 1,
     # for queries with few ones, many ones (complemented) and all zeros/ones, and report their

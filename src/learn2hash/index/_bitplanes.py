@@ -25,9 +25,10 @@ a query constant ``h``, then decides ``d < t`` for all 256 codes at once as the 
 its low bits, kept by the kernel, give the exact distance of each code that passes.
 
 The kernel is an ``@intrinsic`` that writes LLVM vector IR (``<4 x i64>``): no target-specific
-intrinsics, so LLVM lowers it to AVX2, SSE2 or NEON, whichever the machine has. Its straight-line
-shape depends on the code length only through ``S`` (steps of 8 planes); kernels receive a tuple
-of ``S`` zeros so that numba compiles (and caches) one version per ``S``.
+intrinsics, so LLVM lowers it to AVX2, SSE2 or NEON, whichever the machine has. Its shape depends
+on the code length only through ``S`` (steps of 8 planes: straight-line code up to
+:data:`UNROLLED_STEPS`, a loop beyond, i.e. for codes longer than 256 bits); kernels receive a
+tuple of ``S`` zeros so that numba compiles (and caches) one version per ``S``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from learn2hash.index._intrinsics import popcount64
 LANES = 4
 #: Codes per block.
 BLOCK = 64 * LANES
+#: Up to this many steps of 8 planes the kernel is straight-line code; longer codes get a loop.
+UNROLLED_STEPS = 16
 
 _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)
@@ -212,9 +215,9 @@ def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
             u = builder.xor(a, b)
             return builder.or_(builder.and_(a, b), builder.and_(u, c)), builder.xor(u, c)
 
-        st = [_splat(builder, _bit_mask(builder, hv, j), vt) for j in range(NB)]
-        for s in range(S):
-            x = [plane(builder.load(builder.gep(optr, [ir.Constant(_I64, 8 * s + g)]))) for g in range(8)]
+        def step(st, first):  # add the 8 planes at offs[first:first + 8] into the counter st
+            st = list(st)
+            x = [plane(builder.load(builder.gep(optr, [builder.add(first, ir.Constant(_I64, g))]))) for g in range(8)]
             twos_a, st[0] = csa(st[0], x[0], x[1])
             twos_b, st[0] = csa(st[0], x[2], x[3])
             fours_a, st[1] = csa(st[1], twos_a, twos_b)
@@ -226,6 +229,31 @@ def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
                 nxt = builder.and_(st[j], carry)
                 st[j] = builder.xor(st[j], carry)
                 carry = nxt
+            return st
+
+        st = [_splat(builder, _bit_mask(builder, hv, j), vt) for j in range(NB)]
+        if S <= UNROLLED_STEPS:
+            for s in range(S):
+                st = step(st, ir.Constant(_I64, 8 * s))
+        else:  # a loop over the steps keeps the compile time of long codes in bounds
+            entry = builder.block
+            loop = builder.append_basic_block("bitplane_steps")
+            done = builder.append_basic_block("bitplane_sum")
+            builder.branch(loop)
+            builder.position_at_end(loop)
+            first = builder.phi(_I64)
+            first.add_incoming(ir.Constant(_I64, 0), entry)
+            phis = []
+            for value in st:
+                phis.append(builder.phi(vt))
+                phis[-1].add_incoming(value, entry)
+            st = step(phis, first)
+            after = builder.add(first, ir.Constant(_I64, 8))
+            first.add_incoming(after, builder.block)
+            for phi, value in zip(phis, st):
+                phi.add_incoming(value, builder.block)
+            builder.cbranch(builder.icmp_signed("<", after, ir.Constant(_I64, 8 * S)), loop, done)
+            builder.position_at_end(done)
         # Carry out of a + z + cin over M bits, a = 2 * counter (xor cm: its complement); the sum
         # bits go to ``sums``.
         sarr = context.make_array(signature.args[9])(context, builder, sv)
