@@ -121,7 +121,7 @@ def test_bit_plane_kernel_mask_and_distances_equal_brute_force_at_every_threshol
     words = _kernels.as_words(Codes.from_bits(db_bits).packed)
     planes = _bitplanes.zeros(3, shape.PB)
     _bitplanes.build_planes(words.reshape(-1), n, shape.W, shape.P, shape.M, planes, 0)
-    plan = _kernels.Plan(_kernels.as_words(Codes.from_bits(q_bits).packed), shape)
+    plan = _kernels.Plan.of(_kernels.as_words(Codes.from_bits(q_bits).packed), shape)
     dist = ref_distances(q_bits, db_bits)
     for t in range(1, bits + 2):
         mask, got = _block_tests(planes, *plan.args, shape.P, shape.M, shape.tag, t)

@@ -8,8 +8,8 @@ Layout. The database is cut into blocks of :data:`BLOCK` = 256 codes (the last o
 zero codes). A block is ``PB`` *planes* of :data:`LANES` ``uint64`` words; lane ``l``, bit ``j``
 of a plane belongs to code ``256 * block + 64 * l + j``:
 
-- planes ``0 .. P-1``: bit ``p`` of every code, where ``P = 64 * W`` bit positions of the code's
-  little-endian words are kept only up to ``8 * ceil(K / 8)`` (padding bits are zero);
+- planes ``0 .. P-1``, ``P = 8 * ceil(K / 8)``: bit ``p`` of every code, i.e. bit ``p % 64`` of
+  its little-endian word ``p // 64`` (the padding bits of a code are zero);
 - plane ``P``: all zeros (the target of a query's padding slots);
 - planes ``P+1 .. P+M``: the bits of ``2^M - 1 - |x| - P`` (``|x|`` = popcount of the code);
 - planes ``P+M+1 .. P+2M``: the bits of ``|x| + P``.

@@ -6,7 +6,7 @@ Data layout. A database of ``n`` codes of ``K`` bits is kept twice: as a flat ``
 which multi-index hashing and storage use, and bit-sliced in blocks of 256 codes
 (:mod:`learn2hash.index._bitplanes`), which the scans use: the bit planes decide for 256 codes at
 once whether each can enter the answer, and the exact distance of the few that can is read from the
-kernel's counter and the block's stored popcounts, without touching the words. Queries are a
+low bits of the kernel's sum, without touching the words. Queries are a
 ``uint64[q, W]`` array laid out like the words. Item "positions" are row numbers in the database.
 
 Work split. The queries are cut into groups of ``qblock`` queries and the database into ``nchunks``
@@ -69,11 +69,20 @@ def work_split(n_queries: int, n_items: int, threads: int, shape: Shape) -> tupl
 
 
 class Plan:
-    """A query batch (words ``uint64[q, W]``) prepared for the bit-plane scan:
-    :func:`~learn2hash.index._bitplanes.query_plan`'s offsets, popcounts and complement flags."""
+    """A query batch prepared for the bit-plane scan: per query, the plane offsets its kernel reads,
+    its popcount and whether it is complemented (see :func:`~learn2hash.index._bitplanes.query_plan`)."""
 
-    def __init__(self, qw: np.ndarray, shape: Shape):
-        self.offs, self.pop, self.comp = query_plan(np.ascontiguousarray(qw), shape.P, shape.S)
+    def __init__(self, offs: np.ndarray, pop: np.ndarray, comp: np.ndarray):
+        self.offs, self.pop, self.comp = offs, pop, comp
+
+    @classmethod
+    def of(cls, qw: np.ndarray, shape: Shape) -> "Plan":
+        """The plan of query words ``uint64[q, W]``."""
+        return cls(*query_plan(np.ascontiguousarray(qw), shape.P, shape.S))
+
+    def take(self, rows: np.ndarray) -> "Plan":
+        """The plan of queries ``rows`` only."""
+        return Plan(self.offs[rows], self.pop[rows], self.comp[rows])
 
     @property
     def args(self) -> tuple:

@@ -114,16 +114,15 @@ class NativeEngine:
         return out_d, out_p
 
     def _knn_scan(self, qw, k, alive, threads, out_d, out_p, rows) -> None:
-        plan = _kernels.Plan(qw, self.shape)
-        nq = qw.shape[0]
+        plan = _kernels.Plan.of(qw, self.shape)
         start = self._pilot_thresholds(plan, k, threads)
         sub_d, sub_p, found = self._knn_pass(plan, self._planes, self._n, alive, k, threads, start)
         if start is not None:
             # Exact when at least k items lie below the start threshold; otherwise scan again from scratch.
             again = np.flatnonzero(found < k)
             if again.size:
-                sub = _kernels.Plan(qw[again], self.shape)
-                sub_d[again], sub_p[again], _ = self._knn_pass(sub, self._planes, self._n, alive, k, threads, None)
+                sub_d[again], sub_p[again], _ = self._knn_pass(plan.take(again), self._planes, self._n, alive, k,
+                                                               threads, None)
         out_d[rows, :k] = sub_d
         out_p[rows, :k] = sub_p
 
@@ -244,20 +243,19 @@ class NativeEngine:
         queries with more hits are scanned again with room for all of them."""
         nq = qw.shape[0]
         cap = 64
-        cnt, hd, hp = self._range_pass(qw, radius, alive, threads, cap)
+        plan = _kernels.Plan.of(qw, self.shape)
+        cnt, hd, hp = self._range_pass(plan, radius, alive, threads, cap)
         over = cnt.max(axis=0) > cap
         if not over.any():
             return self._finish_range(cnt, hd, hp, radius)
         ok = np.flatnonzero(~over)
         rows = np.flatnonzero(over)
-        cnt2, hd2, hp2 = self._range_pass(np.ascontiguousarray(qw[rows]), radius, alive, threads,
-                                          int(cnt[:, rows].max()))
+        cnt2, hd2, hp2 = self._range_pass(plan.take(rows), radius, alive, threads, int(cnt[:, rows].max()))
         return csr_from_parts(nq, [(ok, *self._finish_range(cnt[:, ok], hd[:, ok], hp[:, ok], radius)),
                                    (rows, *self._finish_range(cnt2, hd2, hp2, radius))])
 
-    def _range_pass(self, qw, radius, alive, threads, cap):
-        plan = _kernels.Plan(qw, self.shape)
-        nq = qw.shape[0]
+    def _range_pass(self, plan: _kernels.Plan, radius, alive, threads, cap):
+        nq = plan.offs.shape[0]
         qblock, nchunks, tile = _kernels.work_split(nq, self._n, threads, self.shape)
         cnt = np.zeros((nchunks, nq), np.int64)
         hd = np.empty((nchunks, nq, cap), np.int32)
