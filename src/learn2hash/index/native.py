@@ -50,13 +50,13 @@ class NativeEngine:
         self._tables: dict[tuple[int, ...], mih.Tables] = {}
         self.shape = _bitplanes.Shape(bits)
         self._planes = _bitplanes.zeros(0, self.shape.PB)
-        self._planes_n = 0  # codes whose blocks are complete in self._planes
 
     # ------------------------------------------------------------------------ data
     def add(self, packed: np.ndarray) -> None:
         """Append codes (packed ``uint8[m, ceil(bits/8)]``) after the current ones."""
         words = _kernels.as_words(packed)
         m = words.shape[0]
+        before = self._n
         if self._n == 0 and words.base is not None and not words.flags.writeable:
             # A read-only view (a memory-mapped segment): use it as it is until something is added.
             self._words, self._n, self._owned = words, m, False
@@ -68,11 +68,11 @@ class NativeEngine:
                 self._words, self._owned = grown, True
             self._words[self._n : need] = words
             self._n = need
-        self._extend_planes()
+        self._extend_planes(before)
         self._tables.clear()
 
-    def _extend_planes(self) -> None:
-        """Bit planes for the codes added since the last call (the last, partial block is redone)."""
+    def _extend_planes(self, before: int) -> None:
+        """Bit planes for the codes after the first ``before`` (the block holding code ``before`` is redone)."""
         sh = self.shape
         blocks = -(-self._n // _bitplanes.BLOCK)
         have = self._planes.shape[0]
@@ -80,9 +80,7 @@ class NativeEngine:
             grown = _bitplanes.zeros(blocks if have == 0 else max(blocks, 2 * have), sh.PB)
             grown[:have] = self._planes
             self._planes = grown
-        _bitplanes.build_planes(self.db, self._n, self.W, sh.P, sh.M, self._planes,
-                                self._planes_n // _bitplanes.BLOCK)
-        self._planes_n = self._n
+        _bitplanes.build_planes(self.db, self._n, self.W, sh.P, sh.M, self._planes, before // _bitplanes.BLOCK)
 
     def remove(self, positions: np.ndarray) -> None:
         """Nothing to do: removed positions are skipped through the mask passed to each search."""
@@ -153,16 +151,15 @@ class NativeEngine:
         nq = plan.offs.shape[0]
         qblock, nchunks, tile = _kernels.work_split(nq, n, threads, self.shape)
         state = _kernels.knn_state(nchunks, nq, k, self.bits, start)
-        thr0 = state[0].copy()
         _kernels.parallel_for(threads, _kernels.knn_scan, *plan.args, planes, n, alive, k, *self._shape_args(),
                               qblock, nchunks, tile, *state)
         sub_d = np.full((nq, k), MISSING_DISTANCE, np.int32)
         sub_p = np.full((nq, k), MISSING_ID, np.int64)
         _kernels.parallel_for(threads, _kernels.merge_topk, *state[3:], k, self.bits, sub_d, sub_p)
-        # A chunk whose threshold never fell kept every item below it (``run`` of them); one whose
-        # threshold fell found k.
+        # A chunk whose threshold never fell from its start kept every item below it (``run`` of
+        # them); one whose threshold fell found k.
         thr, run = state[0], state[1]
-        found = np.where(thr == thr0, run, k).sum(axis=0)
+        found = np.where(thr == (self.bits + 1 if start is None else start), run, k).sum(axis=0)
         return sub_d, sub_p, found
 
     def _knn_mih(self, qw, k, alive, out_d, out_p, threads, pilot: bool) -> np.ndarray:
