@@ -37,10 +37,10 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
   pip install "torch==2.13.0"
 fi
 log "installing learn2hash and its extras"
-if ! pip install -e ".[deep,test,faiss,serve,efficientnet,milvus,multiview]" "torch==2.13.0" >.venv/install.log 2>&1; then
+if ! pip install -e ".[deep,test,faiss,serve,efficientnet,milvus,multiview,vision,video]" "torch==2.13.0" >.venv/install.log 2>&1; then
   grep -v "^WARNING: Location" .venv/install.log >&2
   log "pip install failed (log above)"; exit 1
 fi
-.venv/bin/python -c "import learn2hash, torch, numba, faiss, pymilvus, fastapi, selenium" \
+.venv/bin/python -c "import learn2hash, torch, numba, faiss, pymilvus, fastapi, selenium, av, schemathesis" \
   || { log "installation incomplete"; exit 1; }
 log "ready: $root/.venv"

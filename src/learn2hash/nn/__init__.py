@@ -10,8 +10,8 @@ from learn2hash.nn import backbones as _backbones  # noqa: F401  (registers the 
 from learn2hash.nn import video as _video  # noqa: F401  (registers c3d-small and framepool-small)
 from learn2hash.nn.head import HashHead, HashModel
 from learn2hash.nn.inputs import as_input_tensor
-from learn2hash.nn.registry import (Backbone, BackboneInfo, available_backbones, create_backbone, default_backbone,
+from learn2hash.nn.registry import (Backbone, BackboneInfo, InputSpec, available_backbones, create_backbone, default_backbone,
                                     item_kind, register_backbone)
 
-__all__ = ["Backbone", "BackboneInfo", "HashHead", "HashModel", "as_input_tensor", "available_backbones",
+__all__ = ["Backbone", "BackboneInfo", "InputSpec", "HashHead", "HashModel", "as_input_tensor", "available_backbones",
            "create_backbone", "default_backbone", "item_kind", "register_backbone"]

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from learn2hash.errors import Learn2HashError
-from learn2hash.nn.registry import Backbone, BackboneInfo, register_backbone
+from learn2hash.nn.registry import Backbone, BackboneInfo, InputSpec, register_backbone
 
 
 class SmallCNN(Backbone):
@@ -102,8 +102,14 @@ class _PretrainedImageNet(Backbone):
             )
         self.input_shape = tuple(int(s) for s in input_shape)
         self.image_size = int(image_size)
+        self._spec = InputSpec(size=self.image_size, resize=round(self.image_size * 256 / 224),
+                               mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self._spec
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == 1:

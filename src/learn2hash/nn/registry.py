@@ -19,11 +19,33 @@ from torch import nn
 from learn2hash.errors import Learn2HashError
 
 
+@dataclass(frozen=True)
+class InputSpec:
+    """What an image backbone wants to be fed, declared once so nothing else needs to know it.
+
+    ``size``: the square side the network takes (``None``: items at their stored size, as
+    ``smallcnn`` takes 28x28 Fashion-MNIST); ``resize``: the shorter side an image is resized to
+    before the centre crop of ``size`` when encoding (``None``: straight to ``size``); ``mean`` /
+    ``std``: the per-channel normalisation of pixels in [0, 1]; ``channels``: 1 or 3.
+
+    The image pipeline (:mod:`learn2hash.images`) decodes, resizes and crops to ``size`` and hands
+    the network ``uint8`` or [0, 1] float tensors; the backbone applies ``mean`` / ``std`` itself, on
+    the training device, inside ``forward``.
+    """
+
+    size: int | None = None
+    resize: int | None = None
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    channels: int = 3
+
+
 class Backbone(nn.Module):
     """Feature extractor with a fixed per-item input shape.
 
     Attributes: ``input_shape`` (per item, e.g. ``(1, 28, 28)`` or ``(512,)``), ``out_dim`` (features
-    per item), ``kind`` (the item kind it accepts).
+    per item), ``kind`` (the item kind it accepts), and for image backbones ``input_spec``
+    (:class:`InputSpec`: input size, resize, normalisation).
     """
 
     input_shape: tuple[int, ...]
@@ -57,6 +79,12 @@ class Backbone(nn.Module):
             self.options_ = plain_options(options)
 
         cls.__init__ = recording_init  # type: ignore[method-assign]
+
+    @property
+    def input_spec(self) -> InputSpec:
+        """The input this backbone declares (default: items at their stored size, no normalisation)."""
+        channels = int(self.input_shape[0]) if len(getattr(self, "input_shape", ())) == 3 else 3
+        return InputSpec(channels=channels, mean=(0.0,) * channels, std=(1.0,) * channels)
 
     def resolved_options(self) -> dict[str, Any]:
         """Options that rebuild this architecture with :func:`create_backbone` (defaults spelled out)."""
