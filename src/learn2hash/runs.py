@@ -30,8 +30,6 @@ from learn2hash.errors import Learn2HashError
 
 RUN_FORMAT = "learn2hash-run"
 RUN_VERSION = 1
-#: datasets whose protocol evaluates at a fixed cutoff (mAP@k) as the literature does
-DEFAULT_TOPK = {"fashion-mnist": 1000, "digits": 100, "fashion-mnist-multilabel": 5000, "moving-fashion": 100}
 
 
 def package_versions() -> dict[str, str]:
@@ -44,8 +42,11 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def default_topk(dataset: str) -> int | None:
-    return DEFAULT_TOPK.get(dataset)
+def default_topk(dataset: str, protocol: str | None = None) -> int | None:
+    """The mAP@k cutoff the literature uses for ``dataset`` (its registration says; None = mAP@all)."""
+    from learn2hash.datasets.registry import default_topk as registered_topk
+
+    return registered_topk(dataset, protocol)
 
 
 def _is_main_process() -> bool:
@@ -138,7 +139,7 @@ class Run:
 
         ds = self.dataset()
         if topk == "default":
-            topk = default_topk(self.config["dataset"])
+            topk = default_topk(self.config["dataset"], self.config.get("protocol"))
         q, db = self.codes("query"), self.codes("database")
         t0 = time.perf_counter()
         full = evaluate(q, ds.query.labels, db, ds.database.labels, topk=None, ties=ties)

@@ -362,6 +362,7 @@ register(DatasetInfo(
     description="16-frame 64x64 clips of 1-2 Fashion-MNIST items moving right/left/down/up; 40 labels (mAP@100)",
     protocols=("standard",),
     builder=build_moving,
+    topk=DEFAULT_TOPK,
     present=lambda: fashion_mnist.data_dir() is not None,
     how_to_get=fashion_mnist.HOW_TO_GET,
     location=lambda: f"generated from {fashion_mnist.data_dir() or 'fashion-mnist'}",

@@ -45,5 +45,6 @@ register(DatasetInfo(
     description="scikit-learn's bundled 8x8 handwritten digits, 1,797 images in 10 classes",
     protocols=("standard",),
     builder=build,
+    topk=100,
     location=lambda: "bundled with scikit-learn",
 ))

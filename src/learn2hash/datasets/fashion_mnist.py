@@ -170,6 +170,7 @@ register(DatasetInfo(
     description="Fashion-MNIST, 70,000 grayscale 28x28 clothing images in 10 classes",
     protocols=("standard", "full"),
     builder=build,
+    topk=1000,
     present=lambda: data_dir() is not None,
     how_to_get=HOW_TO_GET,
     location=lambda: str(data_dir() or ""),

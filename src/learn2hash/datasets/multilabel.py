@@ -88,6 +88,7 @@ register(DatasetInfo(
     description="56x56 canvases of 2x2 cells holding 1-3 Fashion-MNIST items; multi-hot labels (mAP@5000)",
     protocols=("standard",),
     builder=build,
+    topk=DEFAULT_TOPK,
     present=lambda: fashion_mnist.data_dir() is not None,
     how_to_get=fashion_mnist.HOW_TO_GET,
     location=lambda: f"generated from {fashion_mnist.data_dir() or 'fashion-mnist'}",

@@ -26,6 +26,13 @@ class DatasetInfo:
     location: Callable[[], str] = lambda: ""
     generic: bool = False  # a loader for users' own files (needs a path), not a named dataset
     params: dict[str, str] = field(default_factory=dict)  # loader parameter -> what it means
+    #: the cutoff k of mAP@k the literature reports for it: one value, or one per protocol;
+    #: ``None``: mAP over the whole database (mAP@all)
+    topk: int | None | dict[str, int | None] = None
+    #: where the data is published (a URL or a sentence), for ``learn2hash datasets``
+    published: str = ""
+    #: the file layout the loader expects in its folder, for ``learn2hash datasets`` and errors
+    layout: str = ""
 
 
 _REGISTRY: dict[str, DatasetInfo] = {}
@@ -54,6 +61,39 @@ def info(name: str) -> DatasetInfo:
     return _REGISTRY[name]
 
 
+def default_topk(name: str, protocol: str | None = None) -> int | None:
+    """The k of mAP@k that dataset ``name`` reports under ``protocol`` (its first by default); None = mAP@all."""
+    d = info(name)
+    if isinstance(d.topk, dict):
+        return d.topk.get(protocol or d.protocols[0])
+    return d.topk
+
+
+def data_root() -> Path | None:
+    """``$LEARN2HASH_DATA``: the folder holding one sub-folder per named dataset (None when unset)."""
+    env = os.environ.get("LEARN2HASH_DATA")
+    return Path(env).expanduser() if env else None
+
+
+def dataset_folder(name: str, path: Any = None) -> Path | None:
+    """Where named dataset ``name`` is looked for: ``path`` (``--data-path``) when given, else
+    ``$LEARN2HASH_DATA/<name>``; None when neither is set."""
+    if path is not None and str(path) != "":
+        return Path(path).expanduser().resolve()
+    root = data_root()
+    return (root / name).resolve() if root is not None else None
+
+
+def not_found(name: str, folder: Path | None, layout: str, published: str, problem: str = "") -> DatasetNotFoundError:
+    """The one-line error for a named dataset that is not where it was looked for."""
+    where = (f"looked in {folder}" if folder is not None
+             else "no folder to look in (give --data-path DIR or set LEARN2HASH_DATA to a folder holding "
+                  f"{name}/)")
+    what = f": {problem}" if problem else ""
+    return DatasetNotFoundError(f"dataset {name!r} is not installed ({where}{what}); expected {layout}"
+                                + (f"; published at {published}" if published else ""))
+
+
 def load(name: str, protocol: str | None = None, seed: int = 0, splits: str | os.PathLike | None = None,
          **params: Any) -> Dataset:
     """Load dataset ``name`` under ``protocol`` (its first protocol by default), seeded.
@@ -78,7 +118,10 @@ def load(name: str, protocol: str | None = None, seed: int = 0, splits: str | os
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise Learn2HashError(f"seed must be an integer, got {seed!r}")
     _check_params(d, params)
-    if not d.generic and not d.present():
+    # a named dataset given a folder (path=, --data-path) checks that folder itself, naming what it expected
+    if not d.generic and "path" not in params and not d.present():
+        if d.layout:
+            raise not_found(name, dataset_folder(name), d.layout, d.published)
         raise DatasetNotFoundError(f"dataset {name!r} is not installed on this machine. {d.how_to_get}")
     indices = None
     if saved is not None:
@@ -164,7 +207,7 @@ def path_param(dataset: str, value: Any, name: str = "path", base: Path | None =
 def _ensure_loaded() -> None:
     # Importing the loader modules registers them.
     from learn2hash.datasets import digits, fashion_mnist  # noqa: F401
-    for optional in ("files", "multilabel", "multiview", "clips"):
+    for optional in ("files", "multilabel", "multiview", "clips", "cifar", "benchmarks", "crossmodal", "video"):
         try:
             __import__(f"learn2hash.datasets.{optional}")
         except ModuleNotFoundError as exc:
