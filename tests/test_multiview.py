@@ -71,12 +71,12 @@ def test_mat_loader_reads_both_formats(tmp_path, fmt):
 def test_mat_loader_errors(tmp_path):
     image, text, labels = _arrays()
     path = tmp_path / "d.mat"
-    scipy.io.savemat(path, {"I": image, "T": text[:40], "L": labels, "name": "abc", "cube": np.zeros((50, 2, 2))})
+    scipy.io.savemat(path, {"I": image, "T": text[:40], "L": labels, "name": "abc", "cube": np.zeros((50, 2, 2, 2, 2))})
     cases = [
         ("image=I,text=T,labels=L", "'text' .* has 40 rows but the labels .* have 50"),
         ("image=I,labels=X", "no variable 'X'; it holds"),
         ("image=name,labels=L", "not numeric"),
-        ("image=cube,labels=L", "2-D matrix"),
+        ("image=cube,labels=L", "rank 3 or 4"),
         ("image=I", "labels variable"),
         ("labels=L", "at least one modality"),
         ("image I,labels=L", "ROLE=VARIABLE"),
@@ -115,7 +115,7 @@ def test_mat_dataset_stream_protocol_and_saved_splits(tmp_path):
     assert np.array_equal(back.database.indices, db.indices) and back.params["queries"] == 40
     with pytest.raises(Learn2HashError, match="queries must be in"):
         datasets.load("mat", path=str(path), keys="image=I,text=T,labels=L", queries=300)
-    with pytest.raises(Learn2HashError, match="give path= and keys="):
+    with pytest.raises(Learn2HashError, match="give path="):
         datasets.load("mat")
 
 

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from learn2hash import _atomic
-from learn2hash.datasets import fashion_mnist
+from learn2hash.datasets import fashion_mnist, matfile
 from learn2hash.datasets.base import Dataset, as_multihot, split_from_pool
 from learn2hash.datasets.protocols import per_class_sample, rng_for
 from learn2hash.datasets.registry import DatasetInfo, register
@@ -149,18 +149,23 @@ def stream_indices(n: int, queries: int, seed: int) -> dict[str, np.ndarray]:
     return {"query": query, "train": arrival, "database": arrival}
 
 
-def _splits(views: dict[str, np.ndarray], labels: np.ndarray, indices: dict[str, tuple[str, np.ndarray]]
+def _splits(pools: dict[str, tuple[dict[str, Any], np.ndarray]], indices: dict[str, tuple[str, np.ndarray]]
             ) -> dict[str, Any]:
-    """The three multi-view splits; a train split with the database's exact items shares its arrays."""
-    first = next(iter(views))
+    """The three multi-view splits from ``pools`` (``{source: (views, labels)}``); a train split with
+    the database's exact items shares its arrays."""
     out = {}
     for name in ("database", "query", "train"):
         src, pos = indices[name]
         db_src, db_pos = indices["database"]
         if name == "train" and src == db_src and np.array_equal(pos, db_pos):
             out[name] = dataclasses.replace(out["database"], name="train")
-        else:
-            out[name] = split_from_pool(views[first], labels, pos, name, src, "multiview", views=views)
+            continue
+        if src not in pools:
+            raise Learn2HashError(f"split {name!r} comes from pool {src!r}, which this data does not have "
+                                  f"(pools: {', '.join(pools)})")
+        views, labels = pools[src]
+        first = next(iter(views))
+        out[name] = split_from_pool(views[first], labels, pos, name, src, "multiview", views=views)
     return out
 
 
@@ -198,7 +203,7 @@ def build_fashion_2view(protocol: str, seed: int, indices=None, queries: Any = D
             indices = {"query": ("all", test), "train": ("all", train), "database": ("all", np.arange(n_train))}
         else:
             raise Learn2HashError(f"unknown protocol {protocol!r} for fashion-mnist-2view")
-    splits = _splits(views, np.eye(10, dtype=bool)[labels], indices)
+    splits = _splits({"all": (views, np.eye(10, dtype=bool)[labels])}, indices)
     return Dataset("fashion-mnist-2view", protocol, seed, class_names=list(fashion_mnist.CLASS_NAMES),
                    params=params, **splits)
 
@@ -249,127 +254,232 @@ def parse_mat_keys(keys: Any) -> dict[str, list[str]]:
     return out
 
 
-def _is_hdf5(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        head = fh.read(520)
-    return head[512:520] == b"\x89HDF\r\n\x1a\n" or head[:8] == b"\x89HDF\r\n\x1a\n"
+@dataclasses.dataclass(frozen=True)
+class MatLayout:
+    """A recognised variable layout: ``split`` (``I_tr, I_te[, I_db]``, ``T_*``, ``L_*``) or ``all`` (``IAll, YAll, LAll``)."""
+
+    kind: str
+    stems: dict[str, str]  # role -> variable stem (split) or variable (all)
+    has_db: bool = False
+
+    def pooled_roles(self) -> dict[str, list[str]]:
+        """The variables of every item, for the ``stream`` protocol (queries ∪ database, no item twice)."""
+        if self.kind == "all":
+            return {role: [var] for role, var in self.stems.items()}
+        parts = ("te", "db") if self.has_db else ("tr", "te")
+        return {role: [f"{stem}_{p}" for p in parts] for role, stem in self.stems.items()}
 
 
-def _read_v73(path: Path, names: set[str]) -> dict[str, np.ndarray]:
-    import h5py
-    import scipy.sparse as sp
+#: the split layouts' suffixes: the file's own train, query and database (retrieval) items
+SPLIT_SUFFIXES = {"train": "tr", "query": "te", "database": "db"}
+LAYOUTS_TEXT = ("I_tr/I_te[/I_db] (images or image features), T_tr/T_te[/T_db] (text), L_tr/L_te[/L_db] "
+                "(labels), as LEMON's and DJSRH's files; or IAll, YAll (or TAll) and LAll, as DCMH's files "
+                "(in one .mat or several)")
 
+
+def detect_layout(names: set[str] | dict, where: str) -> MatLayout:
+    """The layout of a file's (or folder's) variables; a clear error when it is none of the known ones."""
+    names = set(names)
+    stems = {"image": "I", "text": "T", "labels": "L"}
+    if all(f"{s}_{x}" in names for s in stems.values() for x in ("tr", "te")):
+        return MatLayout("split", stems, has_db=all(f"{s}_db" in names for s in stems.values()))
+    text = "YAll" if "YAll" in names else "TAll" if "TAll" in names else None
+    if {"IAll", "LAll"} <= names and text:
+        return MatLayout("all", {"image": "IAll", "text": text, "labels": "LAll"})
+    raise Learn2HashError(f"{where}: its variables ({', '.join(sorted(names)) or 'none'}) match no known cross-modal "
+                          f"layout; expected {LAYOUTS_TEXT}; or give keys=ROLE=VARIABLE,...")
+
+
+def _stems_from_keys(keys: Any) -> dict[str, str]:
+    """``keys`` for the ``file`` protocol: one variable stem per role (a ``_tr``/``_te``/``_db`` suffix is dropped)."""
     out = {}
-    with h5py.File(path, "r") as f:
-        for name in names:
-            if name not in f:
-                raise Learn2HashError(f"{path}: no variable {name!r}; it holds {', '.join(sorted(k for k in f if not k.startswith('#')))}")
-            obj = f[name]
-            if isinstance(obj, h5py.Group):
-                if "MATLAB_sparse" not in obj.attrs or not {"data", "ir", "jc"} <= set(obj):
-                    raise Learn2HashError(f"{path}: variable {name!r} is a MATLAB struct or cell, not a numeric matrix")
-                jc = obj["jc"][()]
-                rows = int(obj.attrs["MATLAB_sparse"])
-                mat = sp.csc_matrix((obj["data"][()], obj["ir"][()], jc), shape=(rows, len(jc) - 1))
-                out[name] = mat.toarray()
-            else:
-                a = obj[()]
-                if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
-                    raise Learn2HashError(f"{path}: variable {name!r} is not numeric (dtype {a.dtype})")
-                out[name] = a.T  # HDF5 holds MATLAB's column-major n x d as d x n
+    for role, vs in parse_mat_keys(keys).items():
+        if len(vs) != 1:
+            raise Learn2HashError(f"mat keys: under the file protocol each role names one variable stem "
+                                  f"(e.g. image=I for I_tr, I_te, I_db), got {role}={'+'.join(vs)}")
+        v = vs[0]
+        out[role] = v[:-3] if v.endswith(tuple(f"_{x}" for x in SPLIT_SUFFIXES.values())) else v
     return out
 
 
-def _read_v5(path: Path, names: set[str]) -> dict[str, np.ndarray]:
-    import scipy.io
-    import scipy.sparse as sp
-
-    try:
-        data = scipy.io.loadmat(path, variable_names=sorted(names))
-    except (ValueError, NotImplementedError, OSError) as exc:
-        raise CorruptFileError(f"{path} cannot be read as a MATLAB .mat file: {exc}") from None
-    out = {}
-    for name in names:
-        if name not in data:
-            holds = sorted(w[0] for w in scipy.io.whosmat(path))
-            raise Learn2HashError(f"{path}: no variable {name!r}; it holds {', '.join(holds)}")
-        a = data[name]
-        if sp.issparse(a):
-            a = a.toarray()
-        a = np.asarray(a)
-        if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
-            raise Learn2HashError(f"{path}: variable {name!r} is not numeric (dtype {a.dtype})")
-        out[name] = a
-    return out
-
-
-def read_mat(path: str | os.PathLike, keys: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Read a ``.mat`` file (v5 or v7.3): ``({modality: float32[n, d]}, multi-hot bool[n, c])``."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise Learn2HashError(f"mat file {str(path)!r} does not exist")
-    roles = parse_mat_keys(keys)
-    names = {v for vs in roles.values() for v in vs}
-    try:
-        raw = _read_v73(path, names) if _is_hdf5(path) else _read_v5(path, names)
-    except OSError as exc:
-        raise CorruptFileError(f"{path} cannot be read: {exc}") from None
-    arrays: dict[str, np.ndarray] = {}
-    for role, vs in roles.items():
-        parts = []
+def _read_roles(where: dict[str, Path], roles: dict[str, list[str]], what: str,
+                image_axes: Any = None) -> tuple[dict[str, Any], np.ndarray]:
+    """``({modality: items}, multi-hot labels)`` of the variables ``roles`` names (``+`` joins rows)."""
+    missing = sorted({v for vs in roles.values() for v in vs} - set(where))
+    if missing:
+        raise Learn2HashError(f"{what}: no variable {missing[0]!r}; it holds {', '.join(sorted(where))}")
+    by_file: dict[Path, set[str]] = {}
+    for vs in roles.values():
         for v in vs:
-            a = raw[v]
-            if role == "labels" and a.ndim == 2 and 1 in a.shape and a.shape != (1, 1):
-                a = a.reshape(-1)  # a vector of class ids, stored as a row or a column
-            if a.ndim == 1 and role != "labels":
-                raise Learn2HashError(f"{path}: variable {v!r} ({role}) is a vector; expected a matrix [items, features]")
-            if a.ndim > 2:
-                raise Learn2HashError(f"{path}: variable {v!r} ({role}) has shape {a.shape}; expected a 2-D matrix")
-            parts.append(a)
-        if len({p.ndim for p in parts}) > 1 or len({p.shape[1:] for p in parts}) > 1:
-            raise Learn2HashError(f"{path}: the variables {'+'.join(vs)} of {role!r} have incompatible shapes "
-                                  f"{[p.shape for p in parts]}")
-        arrays[role] = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    label_raw = arrays.pop("labels")
+            by_file.setdefault(where[v], set()).add(v)
+    raw: dict[str, Any] = {}
+    for f, names in by_file.items():
+        raw.update(matfile.read_variables(f, names))
+    label_parts = []
+    for v in roles["labels"]:
+        a = raw[v].read() if isinstance(raw[v], matfile.H5Variable) else raw[v]
+        if a.ndim == 2 and 1 in a.shape and a.shape != (1, 1):
+            a = a.reshape(-1)  # a vector of class ids, stored as a row or a column
+        label_parts.append(a)
+    if len({p.ndim for p in label_parts}) > 1 or len({p.shape[1:] for p in label_parts}) > 1:
+        raise Learn2HashError(f"{what}: the variables {'+'.join(roles['labels'])} of 'labels' have incompatible "
+                              f"shapes {[p.shape for p in label_parts]}")
+    label_raw = np.concatenate(label_parts) if len(label_parts) > 1 else label_parts[0]
     n = len(label_raw)
-    for role, a in arrays.items():
+    part_ns = [len(p) for p in label_parts]
+    views: dict[str, Any] = {}
+    for role, vs in roles.items():
+        if role == "labels":
+            continue
+        ns = part_ns if len(part_ns) == len(vs) else [n] if len(vs) == 1 else [None] * len(vs)
+        parts = [matfile.as_items(raw[v], k, role, f"{what}: variable {v!r}", image_axes) for v, k in zip(vs, ns)]
+        if len({p.shape[1:] for p in parts}) > 1:
+            raise Learn2HashError(f"{what}: the variables {'+'.join(vs)} of {role!r} have incompatible shapes "
+                                  f"{[p.shape for p in parts]}")
+        a = (parts[0] if len(parts) == 1 else np.concatenate(parts) if all(isinstance(p, np.ndarray) for p in parts)
+             else matfile.ConcatRows(parts, f"{what} {role}"))
         if len(a) != n:
-            raise Learn2HashError(f"{path}: modality {role!r} ({'+'.join(roles[role])}) has {len(a)} rows "
+            raise Learn2HashError(f"{what}: modality {role!r} ({'+'.join(vs)}) has {len(a)} rows "
                                   f"but the labels ({'+'.join(roles['labels'])}) have {n}")
-    labels = as_multihot(label_raw, what=f"{path.name} labels")
-    views = {}
-    for role, a in arrays.items():
-        a = np.asarray(a, dtype=np.float32)
-        if not np.all(np.isfinite(a)):
-            raise Learn2HashError(f"{path}: modality {role!r} contains NaN or infinite values")
         views[role] = a
-    return views, labels
+    return views, as_multihot(label_raw, what=f"{what} labels")
+
+
+def read_mat(path: str | os.PathLike, keys: Any = None, image_axes: Any = None) -> tuple[dict[str, Any], np.ndarray]:
+    """Read a ``.mat`` file (v5 or v7.3), or the .mat files of a folder, pooled:
+    ``({modality: items}, multi-hot bool[n, c])``.
+
+    Items are features ``float32[n, d]`` or images ``[n, C, H, W]`` (see :mod:`~learn2hash.datasets.matfile`).
+    ``keys`` (``"image=I_tr+I_te,text=T_tr+T_te,labels=L_tr+L_te"``) names the variables; without
+    it a known layout is recognised (:func:`detect_layout`) and all its items are read.
+    """
+    files = matfile.mat_files(path)
+    if not files:
+        raise Learn2HashError(f"{path}: no .mat files in this folder")
+    where = matfile.variable_files(files)
+    roles = parse_mat_keys(keys) if keys is not None else detect_layout(where, str(path)).pooled_roles()
+    return _read_roles(where, roles, str(path), image_axes)
+
+
+def mat_dataset(name: str, protocol: str, seed: int, indices, path: Path, keys: Any, queries: Any,
+                image_axes: Any) -> Dataset:
+    """A cross-modal dataset from ``path`` (a .mat file or a folder of them) under ``stream`` or ``file``."""
+    files = matfile.mat_files(path)
+    if not files:
+        raise Learn2HashError(f"{name}: no .mat files in {path}")
+    where = matfile.variable_files(files)
+    params: dict[str, Any] = {"path": str(path)}
+    if keys is not None:
+        params["keys"] = keys if isinstance(keys, str) else ",".join(f"{k}={v}" for k, v in keys.items())
+    if image_axes is not None:
+        params["image_axes"] = str(image_axes)
+    if protocol == "stream":
+        roles = parse_mat_keys(keys) if keys is not None else detect_layout(where, str(path)).pooled_roles()
+        views, labels = _read_roles(where, roles, str(path), image_axes)
+        pools = {"all": (views, labels)}
+        if indices is None:
+            q = queries_param(name, queries, len(labels))
+            params["queries"] = q
+            indices = {k: ("all", v) for k, v in stream_indices(len(labels), q, seed).items()}
+    elif protocol == "file":
+        if keys is not None:
+            stems = _stems_from_keys(keys)
+        else:
+            layout = detect_layout(where, str(path))
+            if layout.kind != "split":
+                raise Learn2HashError(f"{name}: {path} holds no split of its own (no I_tr/I_te, T_tr/T_te, "
+                                      "L_tr/L_te variables); use the stream protocol")
+            stems = layout.stems
+        present = [x for x in SPLIT_SUFFIXES.values() if all(f"{s}_{x}" in where for s in stems.values())]
+        for x in ("tr", "te"):
+            if x not in present:
+                raise Learn2HashError(f"{name}: {path} lacks the {x} variables of its split "
+                                      f"({', '.join(f'{s}_{x}' for s in stems.values())})")
+        pools = {x: _read_roles(where, {role: [f"{stem}_{x}"] for role, stem in stems.items()}, str(path), image_axes)
+                 for x in present}
+        if indices is None:
+            db = "db" if "db" in present else "tr"
+            indices = {split: (x if split != "database" else db, np.arange(len(pools[x if split != "database" else db][1])))
+                       for split, x in SPLIT_SUFFIXES.items()}
+    else:
+        raise Learn2HashError(f"unknown protocol {protocol!r} for {name}")
+    widths = {p[1].shape[1] for p in pools.values()}
+    if len(widths) > 1:
+        raise Learn2HashError(f"{name}: the splits' label matrices have different widths {sorted(widths)}")
+    return Dataset(name, protocol, seed, params=params, **_splits(pools, indices))
 
 
 def build_mat(protocol: str, seed: int, indices=None, path: Any = None, keys: Any = None,
-              queries: Any = DEFAULT_QUERIES) -> Dataset:
-    if path is None or keys is None:
-        raise Learn2HashError("dataset 'mat' reads your own .mat file: give path= and keys= "
-                              "(--mat FILE --mat-keys image=...,text=...,labels=... on the command line)")
+              queries: Any = DEFAULT_QUERIES, image_axes: Any = None) -> Dataset:
+    if path is None:
+        raise Learn2HashError("dataset 'mat' reads your own .mat file: give path= (and keys= unless the file has a "
+                              "known layout) (--mat FILE --mat-keys image=...,text=...,labels=... on the command line)")
     path = Path(path).expanduser().resolve()
-    views, labels = read_mat(path, keys)
-    n = len(labels)
-    params: dict[str, Any] = {"path": str(path), "keys": keys if isinstance(keys, str) else
-                              ",".join(f"{k}={v}" for k, v in keys.items())}
-    if indices is None:
-        q = queries_param("mat", queries, n)
-        params["queries"] = q
-        indices = {k: ("all", v) for k, v in stream_indices(n, q, seed).items()}
-    splits = _splits(views, labels, indices)
-    return Dataset("mat", protocol, seed, params=params, **splits)
+    return mat_dataset("mat", protocol, seed, indices, path, keys, queries, image_axes)
 
+
+_MAT_PARAMS = {"keys": "ROLE=VARIABLE pairs, e.g. image=I_tr+I_te,text=T_tr+T_te,labels=L_tr+L_te (stream) or "
+                       "image=I,text=T,labels=L (file: the stems of I_tr, I_te, I_db); default: a known layout",
+               "queries": f"held-out queries of the stream protocol (default {DEFAULT_QUERIES})",
+               "image_axes": "axis order of a rank-3/4 image variable in MATLAB's view, e.g. HWCN (default: guessed)"}
 
 register(DatasetInfo(
     name="mat",
-    description="your own .mat file (MATLAB v5 or v7.3) with one matrix per modality and a label matrix",
-    protocols=("stream",),
+    description="your own .mat file (MATLAB v5 or v7.3): one array per modality (features or images) and labels",
+    protocols=("stream", "file"),
     builder=build_mat,
     generic=True,
-    params={"path": "the .mat file", "keys": "ROLE=VARIABLE pairs, e.g. image=I_tr,text=T_tr,labels=L_tr",
-            "queries": f"held-out queries (default {DEFAULT_QUERIES})"},
+    params={"path": "the .mat file (or a folder of .mat files)", **_MAT_PARAMS},
 ))
+
+
+# --------------------------------------------------------------------------- named cross-modal sets
+_CM_SOURCES = ("LEMON's files (https://github.com/yxinwang/LEMON-MM2020, datasets/readMe.txt: MIRFLICKR.mat, "
+               "NUSWIDE10.mat, IAPRTC-12.mat) or DCMH's (https://github.com/jiangqy/DCMH-CVPR2017)")
+CROSS_MODAL = {
+    "mirflickr-25k-mat": "MIRFlickr-25K image-text pairs (24 labels) as a cross-modal .mat release",
+    "nus-wide-mat": "NUS-WIDE image-text pairs (10 or 21 concepts) as a cross-modal .mat release",
+    "iapr-tc-12-mat": "IAPR TC-12 image-text pairs (255 labels) as a cross-modal .mat release",
+}
+
+
+def _cm_present(name: str) -> bool:
+    from learn2hash.datasets.registry import dataset_folder
+
+    folder = dataset_folder(name)
+    if folder is None or not folder.is_dir():
+        return False
+    try:
+        detect_layout(matfile.variable_files(matfile.mat_files(folder)), str(folder))
+    except Learn2HashError:
+        return False
+    return True
+
+
+def _cm_builder(name: str):
+    def build(protocol: str, seed: int, indices=None, path: Any = None, keys: Any = None,
+              queries: Any = DEFAULT_QUERIES, image_axes: Any = None) -> Dataset:
+        from learn2hash.datasets.registry import dataset_folder, not_found
+
+        folder = dataset_folder(name, path)
+        if folder is None or not folder.exists() or (folder.is_dir() and not matfile.mat_files(folder)):
+            problem = "" if folder is None else ("the folder does not exist" if not folder.exists() else "no .mat files")
+            raise not_found(name, folder, f"one or more .mat files with {LAYOUTS_TEXT}", _CM_SOURCES, problem)
+        return mat_dataset(name, protocol, seed, indices, folder, keys, queries, image_axes)
+    return build
+
+
+for _name, _description in CROSS_MODAL.items():
+    register(DatasetInfo(
+        name=_name,
+        description=_description,
+        protocols=("stream", "file"),
+        builder=_cm_builder(_name),
+        present=(lambda n=_name: _cm_present(n)),
+        how_to_get=f"put the .mat file(s) in $LEARN2HASH_DATA/{_name} (or give --data-path); from {_CM_SOURCES}",
+        location=(lambda n=_name: str(__import__("learn2hash.datasets.registry", fromlist=["x"]).dataset_folder(n) or "")),
+        topk=None,
+        published=_CM_SOURCES,
+        layout=f"one or more .mat files with {LAYOUTS_TEXT}",
+        params={"path": f"the .mat file or the folder of .mat files (default $LEARN2HASH_DATA/{_name})", **_MAT_PARAMS},
+    ))

@@ -207,7 +207,7 @@ def path_param(dataset: str, value: Any, name: str = "path", base: Path | None =
 def _ensure_loaded() -> None:
     # Importing the loader modules registers them.
     from learn2hash.datasets import digits, fashion_mnist  # noqa: F401
-    for optional in ("files", "multilabel", "multiview", "clips", "cifar", "benchmarks", "crossmodal", "video"):
+    for optional in ("files", "multilabel", "multiview", "clips", "cifar", "benchmarks", "video"):
         try:
             __import__(f"learn2hash.datasets.{optional}")
         except ModuleNotFoundError as exc:
