@@ -252,8 +252,8 @@ def test_cli_lists_datasets_and_how_to_get_missing(tmp_path, monkeypatch, capsys
     assert cli.main(["datasets"]) == 0
     out = capsys.readouterr().out
     line = next(l for l in out.splitlines() if l.startswith("fashion-mnist "))
-    assert "missing" in line and "apt-get install dataset-fashion-mnist" in line
-    assert any(l.startswith("digits ") and "present" in l for l in out.splitlines())
+    assert "not found" in line and "apt-get install dataset-fashion-mnist" in line
+    assert any(l.startswith("digits ") and " found " in l for l in out.splitlines())
 
 
 def test_cli_unknown_dataset_is_one_line(capsys):

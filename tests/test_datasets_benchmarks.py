@@ -72,3 +72,23 @@ def test_wrong_label_width_and_missing_lists(tmp_path, capsys):
                      "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and str(tmp_path) in err and "database.txt" in err
+
+
+def test_cli_lists_named_sets_found_or_not_with_layout(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("LEARN2HASH_DATA", raising=False)
+    write_lists(tmp_path / "voc2012", 20, {"train": 1, "query": 1, "database": 1})
+    assert cli.main(["datasets", "--data-path", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    row = {l.split()[0]: l for l in out if l and not l.startswith(("-", "dataset"))}
+    assert " found " in row["voc2012"] and str(tmp_path / "voc2012") in row["voc2012"]
+    for name in ("cifar10", "coco", "nus-wide-21", "nus-wide-81", "imagenet-100", "mirflickr-25k", "ucf101",
+                 "hmdb51", "mirflickr-25k-mat", "nus-wide-mat", "iapr-tc-12-mat"):
+        assert "not found" in row[name] and str(tmp_path / name) in row[name]
+        detail = next(l for l in out if l.startswith(f"{name}: published at "))
+        assert "expects" in detail
+    assert row["imagenet-100"].split()[4] == "1000" and row["cifar10"].split()[4] == "all"
+    # the environment is left as it was
+    import os
+    assert "LEARN2HASH_DATA" not in os.environ
+    assert cli.main(["datasets"]) == 0
+    assert "LEARN2HASH_DATA/voc2012 (not set; or --data-path)" in capsys.readouterr().out

@@ -40,33 +40,27 @@ def _print_table(rows: list[dict], columns: Sequence[str], file=None) -> None:
 def _add_datasets(sub) -> None:
     p = sub.add_parser(
         "datasets", help="list datasets, whether each is on this machine, and how to get it",
-        description="Without NAME: list every dataset, whether it is on this machine and how to get it. "
+        description="Without NAME: list every dataset, whether it is found (in --data-path/NAME or "
+                    "$LEARN2HASH_DATA/NAME), its protocols and mAP cutoff, where it is published and the file "
+                    "layout it expects. "
                     "With NAME: load it under a protocol and print its splits (check your own files "
                     "with a generic loader, e.g. `learn2hash datasets npz --data-path feats.npz`).")
     p.add_argument("name", nargs="?", default=None, metavar="NAME", help="a dataset to load and describe")
     p.add_argument("--protocol", default=None, help="protocol (default: the dataset's first)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-path", default=None, help="path for the generic loaders (your own files)")
+    p.add_argument("--data-path", default=None,
+                   help="with NAME: the dataset's folder (or your file for a generic loader); without NAME: the "
+                        "folder holding one sub-folder per dataset (instead of $LEARN2HASH_DATA)")
     p.add_argument("--data-param", action="append", metavar="KEY=VALUE", help="dataset loader parameter")
     p.add_argument("--save-splits", default=None, metavar="DIR", help="write the exact split to DIR")
     p.set_defaults(func=_cmd_datasets)
 
 
 def _cmd_datasets(args) -> int:
-    from learn2hash.datasets import info, load, registered
+    from learn2hash.datasets import info, load
 
     if args.name is None:
-        rows = []
-        for name, d in sorted(registered().items()):
-            if d.generic:
-                status, where = "loader", "your own files (--data-path)"
-            elif d.present():
-                status, where = "present", d.location()
-            else:
-                status, where = "missing", d.how_to_get
-            rows.append({"dataset": name, "status": status, "protocols": ",".join(d.protocols),
-                         "description": d.description, "location / how to get": where})
-        _print_table(rows, ["dataset", "status", "protocols", "description", "location / how to get"])
+        _list_datasets(args.data_path)
         return 0
     d = info(args.name)
     params = _parse_assignments(args.data_param, "--data-param")
@@ -88,6 +82,55 @@ def _cmd_datasets(args) -> int:
         ds.save_splits(args.save_splits)
         print(f"splits -> {args.save_splits}")
     return 0
+
+
+def _list_datasets(root: str | None) -> None:
+    """Every dataset: found or not, where it was looked for, its protocols and mAP cutoff; then, for the
+    named benchmarks, where each is published and the file layout it expects. ``root`` (--data-path
+    without a NAME) stands for $LEARN2HASH_DATA."""
+    import contextlib
+    import os
+
+    from learn2hash.datasets import registered
+    from learn2hash.datasets.registry import dataset_folder
+
+    @contextlib.contextmanager
+    def data_root(value):
+        old = os.environ.get("LEARN2HASH_DATA")
+        if value is not None:
+            os.environ["LEARN2HASH_DATA"] = str(Path(value).expanduser().resolve())
+        try:
+            yield
+        finally:
+            if value is not None:
+                if old is None:
+                    os.environ.pop("LEARN2HASH_DATA", None)
+                else:
+                    os.environ["LEARN2HASH_DATA"] = old
+
+    rows, details = [], []
+    with data_root(root):
+        for name, d in sorted(registered().items()):
+            topk = d.topk if not isinstance(d.topk, dict) else d.topk.get(d.protocols[0])
+            if d.generic:
+                status, where = "loader", "your own files (--data-path)"
+            elif d.layout:
+                folder = dataset_folder(name)
+                status = "found" if d.present() else "not found"
+                where = str(folder) if folder is not None else f"LEARN2HASH_DATA/{name} (not set; or --data-path)"
+                details.append(f"{name}: published at {d.published}; expects {d.layout}")
+            elif d.present():
+                status, where = "found", d.location()
+            else:
+                status, where = "not found", d.how_to_get
+            rows.append({"dataset": name, "status": status, "protocols": ",".join(d.protocols),
+                         "mAP@": "-" if d.generic else (topk or "all"), "description": d.description,
+                         "location / looked in": where})
+    _print_table(rows, ["dataset", "status", "protocols", "mAP@", "location / looked in", "description"])
+    if details:
+        print()
+        for line in details:
+            print(line)
 
 
 # --------------------------------------------------------------------------- train / encode / compare
