@@ -174,6 +174,14 @@ def reproduce(method: str, dataset: str, bits: int, out: str | os.PathLike | Non
     out = Path(out) if out is not None else Path("runs") / f"reproduce-{method}-{dataset}-{bits}"
     p, dp = resolved(r, quick, params, data_params)
     paper, reference = figure(r.paper, bits), figure(r.reference, bits)
+    if r.chunk is None:
+        from learn2hash.methods import method_class
+
+        takes = set(method_class(method)._param_names())
+        lacking = [k for k in FINE_TUNING if k in p and k not in takes]
+        if lacking:
+            raise Learn2HashError(f"the {method} recipe fine-tunes a pretrained backbone with {', '.join(lacking)}, "
+                                  f"which {method} does not take in this installation; --quick runs without them")
     if r.chunk is not None:
         from learn2hash.stream import run_stream
 
