@@ -13,18 +13,28 @@ A multi-modal split has ``kind == "multiview"``; ``split.views`` maps modality n
     against its sha256 when read.
 
 ``mat``
-    Your own ``.mat`` file, as the cross-modal benchmarks (MIRFlickr-25K, NUS-WIDE, IAPR TC-12)
-    are distributed: MATLAB v5 (read with scipy) or v7.3 (HDF5, read with h5py; HDF5 stores a
-    MATLAB ``n x d`` matrix as ``d x n``, which is transposed back). ``keys`` names the variable
-    of each modality and of the labels, ``"image=I_tr,text=T_tr,labels=L_tr"``; ``+`` joins the
-    rows of several variables (``image=I_tr+I_te``). Items are rows. Labels are an ``n x c`` 0/1
-    matrix or a vector of class ids.
+    Your own ``.mat`` file (or a folder of them), as the cross-modal benchmarks (MIRFlickr-25K,
+    NUS-WIDE, IAPR TC-12) are distributed: MATLAB v5 (scipy) or v7.3 (HDF5, h5py; its axes are
+    reversed back to MATLAB's view). Variables are features ``[n, d]`` or image arrays of rank 3
+    or 4 in any axis order (``[n, C, H, W]`` out; v7.3 images are read lazily), see
+    :mod:`learn2hash.datasets.matfile`. ``keys`` names the variable of each modality and of the
+    labels, ``"image=I_tr,text=T_tr,labels=L_tr"``; ``+`` joins the rows of several variables
+    (``image=I_tr+I_te``). Without ``keys`` a known layout is recognised (:func:`detect_layout`):
+    ``I_tr/I_te[/I_db]``, ``T_*``, ``L_*`` (LEMON's and DJSRH's files) or ``IAll, YAll, LAll``
+    (DCMH's). Labels are an ``n x c`` 0/1 matrix or a vector of class ids.
+
+``mirflickr-25k-mat``, ``nus-wide-mat``, ``iapr-tc-12-mat``
+    The same, from ``--data-path`` or ``$LEARN2HASH_DATA/<name>``, without keys.
 
 Protocols:
 
-- ``stream`` (both): ``queries`` items (default 2,000) drawn at random (seeded) are held out as
+- ``stream`` (all): ``queries`` items (default 2,000) drawn at random (seeded) are held out as
   the query split; all other items form the database in a seeded random arrival order, and the
-  training split is the database in that same order (a stream feeds it chunk by chunk).
+  training split is the database in that same order (a stream feeds it chunk by chunk). A file
+  with its own split is pooled as LEMON's code pools it: ``*_tr`` and ``*_te`` (or ``*_te`` and
+  ``*_db`` when the file has a retrieval set, so that no item is there twice).
+- ``file`` (the .mat sets): the file's own split: query = ``*_te``, database = ``*_db`` (else
+  ``*_tr``), train = ``*_tr``.
 - ``standard`` (``fashion-mnist-2view``): as Fashion-MNIST's: query = 100 test images per class,
   train = 500 train images per class, database = the 60,000 train images.
 """
@@ -45,7 +55,7 @@ from learn2hash.datasets import fashion_mnist, matfile
 from learn2hash.datasets.base import Dataset, as_multihot, split_from_pool
 from learn2hash.datasets.protocols import per_class_sample, rng_for
 from learn2hash.datasets.registry import DatasetInfo, register
-from learn2hash.errors import CorruptFileError, Learn2HashError
+from learn2hash.errors import Learn2HashError
 
 #: HOG settings of the ``hog`` view (scikit-image ``skimage.feature.hog`` arguments)
 HOG_PARAMS = {"orientations": 9, "pixels_per_cell": (7, 7), "cells_per_block": (2, 2), "block_norm": "L2-Hys"}
