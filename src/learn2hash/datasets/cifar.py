@@ -161,7 +161,8 @@ def find_batches(folder: Path | None) -> tuple[str, list[Path]] | None:
 
 
 @functools.lru_cache(maxsize=2)
-def _read_pool(kind: str, files: tuple[Path, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _read_pool(kind: str, files: tuple[Path, ...], stamps: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The pool of ``files``; ``stamps`` (size and modification time of each) keys the cache."""
     read = read_binary_batch if kind == "binary" else read_python_batch
     parts = [read(f) for f in files]
     images = np.concatenate([p[0] for p in parts])
@@ -179,7 +180,8 @@ def pool(path: Any = None) -> tuple[np.ndarray, np.ndarray, Path]:
         problem = "the folder does not exist" if folder is not None and not folder.exists() else ""
         raise not_found(NAME, folder, LAYOUT, PUBLISHED, problem)
     kind, files = found
-    images, labels = _read_pool(kind, tuple(files))
+    stamps = tuple((f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    images, labels = _read_pool(kind, tuple(files), stamps)
     return images, labels, files[0].parent
 
 
