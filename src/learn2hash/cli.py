@@ -88,28 +88,11 @@ def _list_datasets(root: str | None) -> None:
     """Every dataset: found or not, where it was looked for, its protocols and mAP cutoff; then, for the
     named benchmarks, where each is published and the file layout it expects. ``root`` (--data-path
     without a NAME) stands for $LEARN2HASH_DATA."""
-    import contextlib
-    import os
-
     from learn2hash.datasets import registered
-    from learn2hash.datasets.registry import dataset_folder
-
-    @contextlib.contextmanager
-    def data_root(value):
-        old = os.environ.get("LEARN2HASH_DATA")
-        if value is not None:
-            os.environ["LEARN2HASH_DATA"] = str(Path(value).expanduser().resolve())
-        try:
-            yield
-        finally:
-            if value is not None:
-                if old is None:
-                    os.environ.pop("LEARN2HASH_DATA", None)
-                else:
-                    os.environ["LEARN2HASH_DATA"] = old
+    from learn2hash.datasets.registry import dataset_folder, using_data_root
 
     rows, details = [], []
-    with data_root(root):
+    with using_data_root(root):
         for name, d in sorted(registered().items()):
             topk = d.topk if not isinstance(d.topk, dict) else d.topk.get(d.protocols[0])
             if d.generic:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import inspect
 import os
@@ -69,10 +71,27 @@ def default_topk(name: str, protocol: str | None = None) -> int | None:
     return d.topk
 
 
+_DATA_ROOT: contextvars.ContextVar[Path | None] = contextvars.ContextVar("learn2hash_data_root", default=None)
+
+
 def data_root() -> Path | None:
-    """``$LEARN2HASH_DATA``: the folder holding one sub-folder per named dataset (None when unset)."""
+    """The folder holding one sub-folder per named dataset: the one :func:`using_data_root` set,
+    else ``$LEARN2HASH_DATA`` (None when neither is set)."""
+    root = _DATA_ROOT.get()
+    if root is not None:
+        return root
     env = os.environ.get("LEARN2HASH_DATA")
     return Path(env).expanduser() if env else None
+
+
+@contextlib.contextmanager
+def using_data_root(root: str | os.PathLike | None):
+    """Within the block (this thread or task only), named datasets are looked for in ``root/<name>``."""
+    token = _DATA_ROOT.set(Path(root).expanduser().resolve() if root is not None else None)
+    try:
+        yield
+    finally:
+        _DATA_ROOT.reset(token)
 
 
 def dataset_folder(name: str, path: Any = None) -> Path | None:
