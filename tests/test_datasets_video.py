@@ -99,6 +99,26 @@ def test_hmdb51_split_ids(tmp_path):
         datasets.load("hmdb51", protocol="split2", path=str(root))
 
 
+@pytest.mark.parametrize("ext,declares", [("avi", True), ("mkv", False)])
+def test_declared_and_undeclared_frame_counts_sample_the_same(tmp_path, ext, declares):
+    path = tmp_path / f"v.{ext}"
+    write_video(path, 27)
+    assert (video._frame_count_hint(path) == 27) == declares
+    clip = video.sample_clip(path, 16, (8, 8))
+    full = video.decode_frames(path, (8, 8))
+    assert len(full) == 27 and clip.shape == (16, 3, 8, 8)
+    np.testing.assert_array_equal(clip, full[[(2 * i + 1) * 27 // 32 for i in range(16)]])
+    np.testing.assert_array_equal(frame_ids(clip), [(2 * i + 1) * 27 // 32 for i in range(16)])
+
+
+def test_a_wrong_declared_frame_count_falls_back_to_the_true_one(tmp_path, monkeypatch):
+    path = tmp_path / "v.avi"
+    write_video(path, 27)
+    monkeypatch.setattr(video, "_frame_count_hint", lambda p: 40)
+    np.testing.assert_array_equal(frame_ids(video.sample_clip(path, 16, (8, 8))),
+                                  [(2 * i + 1) * 27 // 32 for i in range(16)])
+
+
 def test_missing_and_corrupt_videos(tmp_path):
     root = tmp_path / "u"
     train, _ = write_ucf(root)

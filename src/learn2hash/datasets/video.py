@@ -49,27 +49,61 @@ def _av():
     return av
 
 
-def decode_frames(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Every frame of a video file as ``uint8[T, 3, H, W]`` (RGB, resized to ``size = (H, W)``)."""
+def _decode(path: Path, size: tuple[int, int], keep: set[int] | None) -> tuple[list[np.ndarray], list[int], int]:
+    """Decode every frame of ``path``; convert (RGB, ``size``) only the frames in ``keep`` (all when None).
+
+    Returns the converted frames, their indices and the number of frames decoded.
+    """
     av = _av()
-    frames = []
+    frames, kept, count = [], [], 0
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise CorruptFileError(f"video {path} has no video stream")
             for frame in container.decode(video=0):
-                frames.append(frame.to_ndarray(width=size[1], height=size[0], format="rgb24"))
+                if keep is None or count in keep:
+                    frames.append(frame.to_ndarray(width=size[1], height=size[0], format="rgb24"))
+                    kept.append(count)
+                count += 1
     except FileNotFoundError:
         raise Learn2HashError(f"video {path} does not exist") from None
     except (av.error.FFmpegError, OSError, ValueError) as exc:
         raise CorruptFileError(f"cannot decode video {path}: {exc}") from None
-    if not frames:
+    if count == 0:
         raise CorruptFileError(f"video {path} holds no decodable frame")
+    return frames, kept, count
+
+
+def _frame_count_hint(path: Path) -> int:
+    """The frame count the container declares (0 when it declares none or cannot be opened)."""
+    av = _av()
+    try:
+        with av.open(str(path)) as container:
+            return int(container.streams.video[0].frames) if container.streams.video else 0
+    except (av.error.FFmpegError, OSError, ValueError):
+        return 0
+
+
+def decode_frames(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Every frame of a video file as ``uint8[T, 3, H, W]`` (RGB, resized to ``size = (H, W)``)."""
+    frames, _, _ = _decode(path, size, None)
     return np.stack(frames).transpose(0, 3, 1, 2)
 
 
 def sample_clip(path: Path, frames: int, size: tuple[int, int]) -> np.ndarray:
-    """``uint8[frames, 3, H, W]``: ``frames`` frames of the video by uniform temporal sampling."""
+    """``uint8[frames, 3, H, W]``: ``frames`` frames of the video by uniform temporal sampling.
+
+    Every frame is decoded (the codecs need their predecessors), but only the sampled ones are
+    converted when the container declares the frame count; if the count decoded differs from the
+    declared one, the frames are sampled again from the true count.
+    """
+    hint = _frame_count_hint(path)
+    if hint > 0:
+        pick = resample_indices(hint, frames)
+        got, kept, count = _decode(path, size, set(pick.tolist()))
+        if count == hint:
+            by_index = dict(zip(kept, got))
+            return np.stack([by_index[i] for i in pick]).transpose(0, 3, 1, 2)
     all_frames = decode_frames(path, size)
     return all_frames[resample_indices(len(all_frames), frames)]
 
