@@ -360,3 +360,324 @@ def test_cli_serve_refuses_bad_arguments(image_run, tmp_path, capsys):
     assert main(["serve", "--run", str(image_run.folder), "--port", "70000"]) == 2
     assert "--port" in capsys.readouterr().err
     assert main(["serve", "--run", str(image_run.folder), "--max-k", "0"]) == 2
+
+
+# --------------------------------------------------------------------------- parsing limits (issue 18.7)
+def _nested(depth: int, inner: str = "0") -> str:
+    return "[" * depth + inner + "]" * depth
+
+
+def test_deeply_nested_json_is_4xx(client):
+    for depth in (1_000, 100_000):
+        for body in (_nested(depth), f'{{"query_index": {_nested(depth)}}}', f'{{"k": {_nested(depth)}}}',
+                     '{"a": ' * depth + "0" + "}" * depth):
+            r = client.post("/search", content=body.encode(), headers={"Content-Type": "application/json"})
+            assert 400 <= r.status_code < 500, (depth, body[:20], r.status_code, r.text[:200])
+            assert isinstance(r.json()["detail"], str)
+    assert_alive(client)
+
+
+def test_huge_numbers_are_4xx(client, feature_client):
+    huge = "9" * 400
+    for c, body in ((client, f'{{"query_index": {huge}}}'), (client, f'{{"query_index": 0, "k": {huge}}}'),
+                    (client, f'{{"query_index": -{huge}}}'), (client, '{"query_index": 1e400}'),
+                    (client, f'{{"query_index": {"9" * 5000}}}'),
+                    (feature_client, '{"features": [' + ", ".join(["0"] * 63 + [huge]) + "]}"),
+                    (feature_client, '{"features": [' + ", ".join(["0"] * 63 + ["-" + huge]) + "]}"),
+                    (feature_client, '{"features": [' + ", ".join(["0"] * 63 + ["1e400"]) + "]}")):
+        r = c.post("/search", content=body.encode(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 422, (body[:40], r.status_code, r.text[:200])
+        assert len(r.json()["detail"]) < 1000
+    r = feature_client.post("/search", files={"image": ("x.png", b"x", "image/png")}, data={"k": huge})
+    assert r.status_code == 422
+    assert_alive(client)
+
+
+def test_null_fields_are_refused(client):
+    for body in ({"query_index": 1, "k": None}, {"query_index": 1, "features": None}):
+        r = client.post("/search", json=body)
+        assert r.status_code == 422 and "null" in r.json()["detail"], r.text
+
+
+# --------------------------------------------------------------------------- bounded decoding (issue 18.10)
+def test_concurrent_image_decoding_is_bounded(image_run, monkeypatch):
+    from learn2hash.serve.service import DECODE_BYTES_PER_PIXEL
+
+    # the defaults: one maximum-size image (25 M pixels) needs more than the decoding budget -> one at a time
+    assert Limits().decode_slots == 1
+    pixels = 100_000
+    limits = Limits(max_image_pixels=pixels, max_decode_bytes=2 * pixels * DECODE_BYTES_PER_PIXEL + 1)
+    assert limits.decode_slots == 2
+    assert Limits(max_image_pixels=pixels, max_decode_bytes=pixels * DECODE_BYTES_PER_PIXEL - 1).decode_slots == 1
+    svc = SearchService(image_run.folder, limits)
+    lock = threading.Lock()
+    active, peak = 0, 0
+    original = svc.decode_image
+
+    def counting_decode(data, content_type=None):
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        try:
+            time.sleep(0.03)
+            return original(data, content_type)
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(svc, "decode_image", counting_decode)
+    item = np.asarray(image_run.dataset().query.x[2])[0]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: svc.search(4, image=png_bytes(item)), range(16)))
+    assert peak == 2
+    assert all(r["ids"] == results[0]["ids"] for r in results)
+    # a refused upload gives its slot back
+    with pytest.raises(Exception, match="not a readable image"):
+        svc.search(4, image=b"not an image")
+    assert svc.search(4, image=png_bytes(item))["ids"] == results[0]["ids"]
+
+
+# --------------------------------------------------------------------------- disconnects and Host (issue 18.12)
+def _asgi_call(app, scope_headers, messages):
+    """Run one request through the ASGI app; returns (messages sent, exception raised or None)."""
+    import asyncio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/search", "raw_path": b"/search", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"127.0.0.1:8000")] + scope_headers, "client": ("127.0.0.1", 50000),
+             "server": ("127.0.0.1", 8000)}
+    pending = list(messages)
+
+    async def receive():
+        if pending:
+            return pending.pop(0)
+        await asyncio.sleep(0)
+        return {"type": "http.disconnect"}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    try:
+        asyncio.run(app(scope, receive, send))
+    except Exception as exc:  # noqa: BLE001 - the test inspects what escaped
+        return sent, exc
+    return sent, None
+
+
+@pytest.mark.parametrize("kind", ["multipart", "json"])
+def test_client_disconnect_mid_body_is_one_log_line(service, caplog, kind):
+    import logging
+
+    if kind == "multipart":
+        headers = [(b"content-type", b"multipart/form-data; boundary=b0"), (b"content-length", b"30000")]
+        first = (b'--b0\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\n'
+                 b"Content-Type: image/png\r\n\r\n" + bytes(1000))
+    else:
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"30000")]
+        first = b'{"query_index": 1, "k": 3, "pad": "' + b"x" * 1000
+    app = create_app(service)
+    with caplog.at_level(logging.INFO):
+        sent, raised = _asgi_call(app, headers, [{"type": "http.request", "body": first, "more_body": True},
+                                                 {"type": "http.disconnect"}])
+    assert raised is None, f"{type(raised).__name__} escaped the app"
+    records = [r for r in caplog.records if r.name.startswith("learn2hash")]
+    assert len(records) == 1, [r.getMessage() for r in caplog.records]
+    assert records[0].exc_info is None and "disconnected" in records[0].getMessage()
+    assert "/search" in records[0].getMessage() and "\n" not in records[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_host_header_must_be_one_the_service_serves(service):
+    from learn2hash.serve.app import default_allowed_hosts
+
+    app = create_app(service, allowed_hosts=["127.0.0.1", "localhost", "search.example.test"])
+    with TestClient(app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False) as c:
+        assert c.get("/health").status_code == 200
+        for host in ("localhost:8000", "search.example.test", "SEARCH.example.test:80", "127.0.0.1"):
+            assert c.get("/health", headers={"Host": host}).status_code == 200, host
+        for host in ("evil.example", "127.0.0.1.evil.example", "search.example.test.evil", "", "[::1]:8000"):
+            r = c.get("/health", headers={"Host": host})
+            assert r.status_code == 400 and "host" in r.json()["detail"].lower(), (host, r.text)
+            r = c.post("/search", json={"query_index": 1}, headers={"Host": host})
+            assert r.status_code == 400, host
+    wildcard = create_app(service, allowed_hosts=["*.example.test"])
+    with TestClient(wildcard, base_url="http://a.example.test", raise_server_exceptions=False) as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/health", headers={"Host": "example.org"}).status_code == 400
+    # the defaults: the loopback names, plus the address bound when it is a specific one
+    assert set(default_allowed_hosts("127.0.0.1")) == {"127.0.0.1", "localhost", "::1"}
+    assert set(default_allowed_hosts("::1")) == {"127.0.0.1", "localhost", "::1"}
+    assert set(default_allowed_hosts("192.168.1.4")) == {"127.0.0.1", "localhost", "::1", "192.168.1.4"}
+    assert set(default_allowed_hosts("0.0.0.0")) == {"127.0.0.1", "localhost", "::1"}
+    assert set(default_allowed_hosts("127.0.0.1", ["Api.Example.test"])) == {"127.0.0.1", "localhost", "::1",
+                                                                              "api.example.test"}
+
+
+@pytest.mark.slow
+def test_cli_server_keeps_connection_refuses_foreign_hosts_and_logs_disconnects(image_run, tmp_path):
+    """`learn2hash serve` as a process: a kept-alive connection survives refused bodies, a foreign Host is
+    refused, --allowed-host adds a name, and a client that disconnects mid-body costs one line of log."""
+    import http.client
+    import os
+    import subprocess
+    import sys
+
+    port = _free_port()
+    log_path = tmp_path / "serve.log"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "learn2hash", "serve", "--run", str(image_run.folder),
+                                 "--port", str(port), "--allowed-host", "search.example.test"],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "server did not start"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        conn.request("GET", "/health")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read()
+        sock = conn.sock
+        bad_bodies = [_nested(100_000), '{"query_index": ' + "9" * 400 + "}", '{"k": ' + "9" * 5000 + "}", "{not json"]
+        for body in bad_bodies:
+            conn.request("POST", "/search", body=body.encode(), headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            assert 400 <= resp.status < 500 and "detail" in json.loads(resp.read())
+            conn.request("POST", "/search", body=b'{"query_index": 2, "k": 4}', headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            assert resp.status == 200 and len(json.loads(resp.read())["ids"]) == 4
+            assert conn.sock is sock, "the kept-alive connection was closed"
+        for host, status in (("evil.example", 400), (f"search.example.test:{port}", 200), (f"localhost:{port}", 200)):
+            conn.request("GET", "/health", headers={"Host": host})
+            resp = conn.getresponse()
+            assert resp.status == status, host
+            body = json.loads(resp.read())
+            assert (status == 200) or "host" in body["detail"].lower()
+        conn.close()
+        # a client that sends half a body and goes away
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 30000\r\n\r\n" + b'{"query_index": 1, "pad": "' + b"x" * 2000)
+            time.sleep(0.3)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as resp:
+            assert resp.status == 200
+        time.sleep(0.3)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    text = log_path.read_text()
+    assert "Traceback" not in text and "unexpected error" not in text, text
+    assert len([line for line in text.splitlines() if "disconnected" in line]) == 1, text
+
+
+# --------------------------------------------------------------------------- fuzz
+def _image_file(fmt: str, rng: np.random.Generator) -> bytes:
+    pixels = rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _fuzz_requests() -> list[tuple[str, str, str, dict]]:
+    """(name, which client, method + path, request keyword arguments): malformed JSON, huge numbers, nested
+    structures, wrong content types, truncated and mislabelled images, bad query strings and paths."""
+    rng = np.random.default_rng(18)
+    cases: list[tuple[str, str, str, dict]] = []
+
+    def raw(name, body: bytes, ctype="application/json", which="image"):
+        cases.append((name, which, "POST /search", {"content": body, "headers": {"Content-Type": ctype}}))
+
+    valid = {"image": b'{"query_index": 3, "k": 5}',
+             "features": json.dumps({"features": [float(v) for v in rng.normal(size=64).round(3)], "k": 3}).encode()}
+    for which, body in valid.items():
+        for cut in sorted(set(np.linspace(0, len(body) - 1, 25).astype(int))):
+            raw(f"truncated JSON {which} [:{cut}]", body[:cut], which=which)
+    for i in range(15):
+        raw(f"random bytes {i}", rng.bytes(int(rng.integers(1, 300))))
+    for junk in (b"\xff\xfe{}", b'{"k": 1,}', b"{'k': 1}", b'{"k": 1} {"k": 2}', b"null", b"true", b'"text"', b"[]",
+                 b'{"query_index": 1, "query_index": "x"}', b"\x00" * 64, '{"k": "é"}'.encode("latin-1")):
+        raw(f"malformed JSON {junk[:12]!r}", junk)
+    huge = ["9" * 400, "-" + "9" * 400, "1e400", "-1e400", "9" * 5000, "1" + "0" * 4301, "1e-400", "0.5e309"]
+    for value in huge:
+        raw(f"huge k {value[:8]}", f'{{"query_index": 0, "k": {value}}}'.encode())
+        raw(f"huge query_index {value[:8]}", f'{{"query_index": {value}}}'.encode())
+        raw(f"huge feature {value[:8]}", ('{"features": [' + ", ".join(["0"] * 63 + [value]) + "]}").encode(),
+            which="features")
+    for depth in (10, 500, 1_000, 5_000, 100_000):
+        raw(f"nested list depth {depth}", _nested(depth).encode())
+        raw(f"nested object depth {depth}", ('{"a": ' * depth + "0" + "}" * depth).encode())
+        raw(f"nested k depth {depth}", f'{{"query_index": 0, "k": {_nested(depth, "5")}}}'.encode())
+        raw(f"nested query_index depth {depth}", f'{{"query_index": {_nested(depth, "1")}}}'.encode())
+        raw(f"nested features depth {depth}", f'{{"features": {_nested(depth, "0.5")}}}'.encode(), which="features")
+    png = _image_file("PNG", rng)
+    for ctype, body in (("text/plain", b"k=3"), ("application/xml", b"<k>3</k>"), ("image/png", png),
+                        ("application/x-www-form-urlencoded", b"query_index=1&k=3"),
+                        ("multipart/form-data", b"--x\r\n\r\n"), ("multipart/form-data; boundary=zz", b"--yy\r\nhi"),
+                        ("multipart/mixed; boundary=zz", b"--zz--"), ("application/json; charset=utf-16",
+                                                                       '{"query_index": 1}'.encode("utf-16")),
+                        ("application/octet-stream", rng.bytes(100)), ("APPLICATION/JSON", b'{"query_index": 1}'),
+                        ("text/html; charset=utf-8", b"<html>"), ("application/json", b"\xef\xbb\xbf{\"query_index\": 1}"),
+                        ("multipart/form-data; boundary=" + "b" * 5000, b"--" + b"b" * 5000)):
+        raw(f"content type {ctype[:30]}", body, ctype=ctype)
+        raw(f"content type {ctype[:30]} (features run)", body, ctype=ctype, which="features")
+    for fmt, ctype in (("PNG", "image/png"), ("JPEG", "image/jpeg"), ("GIF", "image/gif"), ("BMP", "image/bmp"),
+                       ("WEBP", "image/webp")):
+        data = _image_file(fmt, rng)
+        for cut in sorted(set([1, 8, 16, 33, 64] + list((np.array([0.25, 0.5, 0.75, 0.95]) * len(data)).astype(int))
+                              + [len(data) - 1])):
+            cases.append((f"truncated {fmt} [:{cut}]", "image", "POST /search",
+                          {"files": {"image": ("x", data[:cut], ctype)}, "data": {"k": "3"}}))
+        flipped = bytearray(data)
+        for pos in rng.integers(0, len(data), size=20):
+            flipped[pos] ^= 0xFF
+        cases.append((f"corrupted {fmt}", "image", "POST /search", {"files": {"image": ("x", bytes(flipped), ctype)}}))
+        cases.append((f"{fmt} labelled as text", "image", "POST /search", {"files": {"image": ("x", data, "text/csv")}}))
+    for k in ("", " ", "3.5", "1e3", "0x10", "9" * 400, "9" * 5000, "-1", "[3]", "３"):
+        cases.append((f"multipart k={k[:8]!r}", "image", "POST /search",
+                      {"files": {"image": ("x.png", png, "image/png")}, "data": {"k": k}}))
+    for query in ("offset=" + "9" * 400, "limit=" + "9" * 400, "offset=-" + "9" * 400, "offset=1e400", "limit=[1]",
+                  "offset=%00", "limit=", "offset=0&offset=1", "limit=0.5", "offset=" + "9" * 5000):
+        cases.append((f"GET /queries?{query[:20]}", "image", f"GET /queries?{query}", {}))
+    for path in ("/items/" + "9" * 400 + "/image", "/queries/-" + "9" * 400 + "/image", "/items/1e400/image",
+                 "/queries/%00/image", "/items/" + "9" * 5000 + "/image", "/items/0x10/image"):
+        cases.append((f"GET {path[:30]}", "image", f"GET {path}", {}))
+        cases.append((f"GET {path[:30]} (features run)", "features", f"GET {path}", {}))
+    return cases
+
+
+def test_service_fuzz_never_answers_500(client, feature_client):
+    cases = _fuzz_requests()
+    assert len(cases) >= 200
+    clients = {"image": client, "features": feature_client}
+    failures, statuses = [], []
+    for name, which, target, kwargs in cases:
+        method, url = target.split(" ", 1)
+        r = clients[which].request(method, url, **kwargs)
+        statuses.append(r.status_code)
+        if r.status_code >= 500:
+            failures.append(f"{name}: {r.status_code} {r.text[:200]}")
+        elif r.status_code >= 400:
+            try:
+                detail = r.json()["detail"]
+            except (ValueError, KeyError, TypeError):
+                detail = None
+            if not isinstance(detail, str) or len(detail) > 2000:
+                failures.append(f"{name}: {r.status_code} without a short string detail: {r.text[:200]}")
+    assert not failures, f"{len(failures)} of {len(cases)} fuzz requests failed:\n" + "\n".join(failures[:40])
+    assert sum(400 <= s < 500 for s in statuses) >= 0.9 * len(cases)
+    assert_alive(client)
+    assert feature_client.get("/health").status_code == 200

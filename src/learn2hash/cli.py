@@ -576,6 +576,12 @@ def _add_serve(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--max-upload-mb", type=float, default=5.0, help="largest accepted upload in MiB (default 5)")
     p.add_argument("--max-k", type=int, default=1000, help="most results one request may ask for (default 1000)")
+    p.add_argument("--max-decode-mb", type=float, default=256.0,
+                   help="memory for decoding uploads at once, in MiB: sets how many are decoded concurrently "
+                        "(default 256: one maximum-size image at a time)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a Host name the service answers to, besides the loopback names and the --host address "
+                        "(repeatable; '*.example.org' for its subdomains, '*' for any)")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -586,8 +592,11 @@ def _cmd_serve(args) -> int:
         raise Learn2HashError(f"--max-upload-mb must be in (0, 1024], got {args.max_upload_mb}")
     if args.max_k < 1:
         raise Learn2HashError(f"--max-k must be at least 1, got {args.max_k}")
-    serve(args.run, host=args.host, port=args.port,
-          limits=Limits(max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_k=args.max_k))
+    if not 0 < args.max_decode_mb <= 1 << 20:
+        raise Learn2HashError(f"--max-decode-mb must be in (0, 1048576], got {args.max_decode_mb}")
+    serve(args.run, host=args.host, port=args.port, allowed_hosts=args.allowed_host,
+          limits=Limits(max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_k=args.max_k,
+                        max_decode_bytes=int(args.max_decode_mb * (1 << 20))))
     return 0
 
 

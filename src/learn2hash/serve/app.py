@@ -12,18 +12,24 @@ Routes::
                                 ``{"query_index": i, "k": 10}`` / ``{"features": [...], "k": 10}``
     GET  /docs, /openapi.json   OpenAPI documentation
 
-Every refused request gets a 4xx status and ``{"detail": "<what was wrong>"}``. Request bodies
-larger than the upload limit are refused with 413 before they are read into memory.
+Every refused request gets a 4xx status and ``{"detail": "<what was wrong>"}`` (the ``Error`` model),
+and ``/openapi.json`` lists, per route, the parameters with their bounds, both request bodies of
+``POST /search`` and every status a route can answer (400, 404, 413, 415, 422). Request bodies
+larger than the upload limit are refused with 413 before they are read into memory; a ``Host``
+header that does not name the server is refused with 400 (DNS rebinding); a client that goes away
+mid-body costs one line of log.
 """
 
 import ipaddress
 import logging
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from learn2hash.errors import Learn2HashError
-from learn2hash.serve.service import Limits, RequestError, SearchService
+from learn2hash.serve.service import IMAGE_FORMATS, IMAGE_MEDIA_TYPES, Limits, RequestError, SearchService
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: room for multipart headers and form fields on top of the upload limit
@@ -89,41 +95,163 @@ class BodyLimitMiddleware:
         await self.app(scope, limited_receive, send)
 
 
-def _search_openapi() -> dict[str, Any]:
-    """OpenAPI description of the two request bodies /search accepts."""
-    return {"requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
-            "image": {"type": "string", "format": "binary", "description": "PNG, JPEG, GIF, BMP or WEBP image"},
-            "k": {"type": "integer", "default": 10, "minimum": 1}}}},
-        "application/json": {"schema": {"type": "object", "properties": {
-            "query_index": {"type": "integer", "minimum": 0, "description": "position in the query split"},
-            "features": {"type": "array", "items": {"type": "number"},
-                         "description": "feature vector (feature-based runs)"},
-            "k": {"type": "integer", "default": 10, "minimum": 1}},
-            "example": {"query_index": 0, "k": 10}}},
-    }}}
+def host_name(header: str) -> str | None:
+    """The name or address of a ``Host`` header (``name``, ``name:port``, ``[v6]:port``), lowercased; None if malformed."""
+    m = _HOST_HEADER.fullmatch(header)
+    if m is None:
+        return None
+    return (m.group("v6") or m.group("name")).lower()
 
 
-def create_app(service: SearchService | Any, limits: Limits | None = None):
-    """The FastAPI application over ``service`` (a :class:`SearchService`, or a run folder to open)."""
+_HOST_HEADER = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::[0-9]{1,5})?")
+_HOST_PATTERN = re.compile(r"\*|(?:\*\.)?[a-z0-9._-]+|[0-9a-f:.]+")
+
+
+def default_allowed_hosts(bind_host: str, extra: Sequence[str] = ()) -> list[str]:
+    """The ``Host`` names a server bound to ``bind_host`` answers to: the loopback names and addresses, the
+    bound address when it is a specific one (not 0.0.0.0 or ::), and ``extra`` (``--allowed-host``)."""
+    hosts = ["127.0.0.1", "localhost", "::1"]
+    bind = bind_host.strip("[]").lower()
+    if bind and bind not in ("0.0.0.0", "::"):
+        hosts.append(bind)
+    hosts += [h.lower() for h in extra]
+    return list(dict.fromkeys(hosts))
+
+
+class AllowedHostsMiddleware:
+    """ASGI middleware: answer 400 to a request whose ``Host`` header names none of ``allowed_hosts``.
+
+    Entries are names or addresses without port; ``*.example.org`` matches its subdomains and ``*``
+    anything. A page on another site cannot reach a loopback service through a name of its own
+    (DNS rebinding). Starlette's ``TrustedHostMiddleware`` does the same but answers in plain text;
+    here the refusal has the API's one error shape.
+    """
+
+    def __init__(self, app: Any, allowed_hosts: Sequence[str]):
+        patterns = [h.lower() for h in allowed_hosts]
+        bad = [h for h in patterns if not _HOST_PATTERN.fullmatch(h)]
+        if bad or not patterns:
+            raise Learn2HashError(f"allowed hosts must be names or addresses without port, '*.domain' or '*', "
+                                  f"got {bad or 'none'}")
+        self.app = app
+        self.allow_any = "*" in patterns
+        self.names = {h for h in patterns if not h.startswith("*.")}
+        self.suffixes = tuple(h[1:] for h in patterns if h.startswith("*."))
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self.allow_any or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        name = host_name(header)
+        if name is not None and (name in self.names or name.endswith(self.suffixes)):
+            await self.app(scope, receive, send)
+            return
+        from starlette.responses import JSONResponse
+
+        shown = header[:80] if header else "(none)"
+        await JSONResponse({"detail": f"Host header {shown!r} is not a name this service answers to "
+                                      "(start it with --allowed-host NAME to add one)"}, 400)(scope, receive, send)
+
+
+#: what each error status of the API means (every one is answered with the Error model)
+ERROR_STATUSES = {
+    400: "Malformed request: a Host header the service does not answer to, an invalid Content-Length, "
+         "a malformed multipart body",
+    404: "No such item (the position is outside its split), or the run has no images",
+    413: "Request body, upload or image over the limits (see GET /info)",
+    415: "Unsupported content type or image format",
+    422: "Invalid parameter or body: wrong type, out of bounds, unknown field, unreadable image",
+}
+#: errors any route can answer (refused Host, body over the limit)
+COMMON_ERRORS = (400, 413)
+
+
+def _search_request_body(service: SearchService, kmax: int, default_k: int) -> dict[str, Any]:
+    """OpenAPI description of the bodies POST /search takes for this run: JSON, and multipart for image runs."""
+    import numpy as np
+
+    lim = service.limits
+    n_query = len(service.dataset.query)
+    k = {"type": "integer", "minimum": 1, "maximum": kmax, "default": default_k,
+         "description": f"how many results: 1 to {kmax} (the smaller of the database size and the service's limit)"}
+    query_index = {"type": "integer", "minimum": 0, "maximum": n_query - 1,
+                   "description": f"position of an item of the query split (0..{n_query - 1}): search with its code"}
+    as_json: dict[str, Any] = {"type": "object", "additionalProperties": False,
+                               "properties": {"query_index": query_index}}
+    if "features" in service.accepts:
+        d = service.item_shape[0]
+        top = float(np.finfo(np.float32).max)
+        as_json["properties"]["features"] = {
+            "type": "array", "minItems": d, "maxItems": d,
+            "items": {"type": "number", "minimum": -top, "maximum": top},
+            "description": f"a feature vector of {d} finite numbers (float32 range), encoded by the run's hasher"}
+        as_json["oneOf"] = [{"required": ["query_index"]}, {"required": ["features"]}]
+        description = "JSON with exactly one of query_index or features, and optionally k."
+    else:
+        as_json["required"] = ["query_index"]
+        description = "JSON with query_index and optionally k"
+    as_json["properties"]["k"] = k
+    content: dict[str, Any] = {"application/json": {"schema": as_json,
+                                                    "example": {"query_index": 0, "k": default_k}}}
+    if "image" in service.accepts:
+        description += (f"; or multipart/form-data with an image file in field image (at most "
+                        f"{lim.max_upload_bytes} bytes and {lim.max_image_pixels} pixels) and optionally k.")
+        content["multipart/form-data"] = {
+            "schema": {"type": "object", "additionalProperties": False, "required": ["image"], "properties": {
+                "image": {"type": "string", "format": "binary",
+                          "description": f"a {', '.join(IMAGE_FORMATS)} image of at most {lim.max_upload_bytes} "
+                                         f"bytes and {lim.max_image_pixels} pixels; centre-cropped and resized to "
+                                         f"the run's items ({'x'.join(map(str, service.item_shape))})"},
+                "k": k}},
+            "encoding": {"image": {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}}}
+    else:
+        description += "."
+    return {"required": True, "description": description, "content": content}
+
+
+def create_app(service: SearchService | Any, limits: Limits | None = None,
+               allowed_hosts: Sequence[str] | None = None):
+    """The FastAPI application over ``service`` (a :class:`SearchService`, or a run folder to open).
+
+    ``allowed_hosts``: the ``Host`` names it answers to (see :class:`AllowedHostsMiddleware`);
+    None answers any (an application mounted elsewhere; :func:`serve` always passes a list).
+    """
     _import_fastapi()
-    from fastapi import FastAPI, Request
+    from typing import Annotated
+
+    from fastapi import FastAPI, Path, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, Response
     from fastapi.staticfiles import StaticFiles
     from starlette.concurrency import run_in_threadpool
     from starlette.datastructures import UploadFile
+    from starlette.requests import ClientDisconnect
+
+    from learn2hash.serve.models import Error, Health, Info, QueryPage, SearchResult
 
     if not isinstance(service, SearchService):
         service = SearchService(service, limits or Limits())
     lim = service.limits
     info = service.info()
+    n_query = info["n_query"]
+    kmax = max(1, min(lim.max_k, service.n_database))
+    default_k = min(10, kmax)
     app = FastAPI(title="learn2hash search",
                   description=f"Hamming-space retrieval over run {info['run']}: {info['method']}, {info['bits']} bits, "
-                              f"{info['dataset']} ({info['n_database']} database items).",
+                              f"{info['dataset']} ({info['n_database']} database items). Every refused request is "
+                              "answered with a 4xx status and {\"detail\": \"<what was wrong>\"}.",
                   version=_version())
     app.state.service = service
     app.add_middleware(BodyLimitMiddleware, max_bytes=lim.max_upload_bytes + BODY_OVERHEAD)
+    if allowed_hosts is not None:
+        app.add_middleware(AllowedHostsMiddleware, allowed_hosts=list(allowed_hosts))
+
+    def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+        return {s: {"model": Error, "description": ERROR_STATUSES[s]} for s in sorted(COMMON_ERRORS + statuses)}
+
+    png = {200: {"description": "PNG image", "content": {"image/png": {"schema": {"type": "string",
+                                                                                   "format": "binary"}}}}}
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError):
@@ -137,6 +265,13 @@ def create_app(service: SearchService | Any, limits: Limits | None = None):
             parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
         return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
 
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: ClientDisconnect):
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.warning("client %s disconnected before sending the whole body of %s %s", client, request.method,
+                    request.url.path)
+        return JSONResponse({"detail": "the client disconnected"}, status_code=400)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.url.path)
@@ -148,41 +283,53 @@ def create_app(service: SearchService | Any, limits: Limits | None = None):
     def page():
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
 
-    @app.get("/health", summary="Liveness, with the run's size")
-    def health() -> dict[str, Any]:
+    @app.get("/health", summary="Liveness, with the run's size", response_model=Health, responses=errors())
+    def health():
         return {"status": "ok", "run": info["run"], "bits": info["bits"], "n_database": info["n_database"]}
 
-    @app.get("/info", summary="The run behind the service and the limits on requests")
-    def run_info() -> dict[str, Any]:
+    @app.get("/info", summary="The run behind the service and the limits on requests", response_model=Info,
+             responses=errors())
+    def run_info():
         return info
 
-    @app.get("/queries", summary="Items of the query split with their labels")
-    def queries(offset: int = 0, limit: int = 100) -> dict[str, Any]:
+    @app.get("/queries", summary="Items of the query split with their labels", response_model=QueryPage,
+             responses=errors(422))
+    def queries(offset: Annotated[int, Query(ge=0, description="position of the first item")] = 0,
+                limit: Annotated[int, Query(ge=1, le=500, description="most items to return")] = 100):
         return service.queries(offset, limit)
 
     png_headers = {"Cache-Control": "public, max-age=3600"}
 
-    @app.get("/queries/{i}/image", summary="PNG image of a query-split item",
-             responses={200: {"content": {"image/png": {}}}}, response_class=Response)
-    def query_image(i: int):
+    @app.get("/queries/{i}/image", summary="PNG image of a query-split item", response_class=Response,
+             responses={**png, **errors(404, 422)})
+    def query_image(i: Annotated[int, Path(description=f"position in the query split (0..{n_query - 1}); "
+                                                      "another integer is 404",
+                                          json_schema_extra={"minimum": 0, "maximum": n_query - 1})]):
         return Response(service.item_png("query", i), media_type="image/png", headers=png_headers)
 
-    @app.get("/items/{item_id}/image", summary="PNG image of a database item",
-             responses={200: {"content": {"image/png": {}}}}, response_class=Response)
-    def item_image(item_id: int):
+    @app.get("/items/{item_id}/image", summary="PNG image of a database item", response_class=Response,
+             responses={**png, **errors(404, 422)})
+    def item_image(item_id: Annotated[int, Path(description=f"position in the database split "
+                                                            f"(0..{service.n_database - 1}); another integer is 404",
+                                                json_schema_extra={"minimum": 0,
+                                                                   "maximum": service.n_database - 1})]):
         return Response(service.item_png("database", item_id), media_type="image/png", headers=png_headers)
 
-    @app.post("/search", summary="The k nearest database items of an uploaded image, a feature vector or a query item",
-              openapi_extra=_search_openapi())
-    async def search(request: Request) -> dict[str, Any]:
+    @app.post("/search", summary="The k nearest database items of a query item, an uploaded image or a feature "
+                                 "vector", response_model=SearchResult, response_model_exclude_unset=True,
+              responses=errors(415, 422), openapi_extra={"requestBody": _search_request_body(service, kmax, default_k)})
+    async def search(request: Request):
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
             form = await request.form(max_files=1, max_fields=4, max_part_size=BODY_OVERHEAD)
             upload = form.get("image")
             if not isinstance(upload, UploadFile):
                 raise RequestError(422, "multipart request needs a file field named 'image'")
+            unknown = set(form.keys()) - {"image", "k"}
+            if unknown:
+                raise RequestError(422, f"unknown field(s) {sorted(unknown)}: send a file 'image' and optionally 'k'")
             data = await upload.read(lim.max_upload_bytes + 1)
-            k = _int_field(form.get("k", "10"), "k")
+            k = _int_field(form["k"], "k") if "k" in form else default_k
             return await run_in_threadpool(service.search, k, image=data, image_type=upload.content_type)
         if ctype in ("application/json", ""):
             raw = await request.body()
@@ -190,19 +337,24 @@ def create_app(service: SearchService | Any, limits: Limits | None = None):
             unknown = set(body) - {"query_index", "features", "k"}
             if unknown:
                 raise RequestError(422, f"unknown field(s) {sorted(unknown)}: send query_index or features, and k")
-            return await run_in_threadpool(service.search, body.get("k", 10), query_index=body.get("query_index"),
-                                           features=body.get("features"))
+            nulls = sorted(name for name, value in body.items() if value is None)
+            if nulls:
+                raise RequestError(422, f"{', '.join(nulls)} must not be null (leave a field out instead)")
+            return await run_in_threadpool(service.search, body.get("k", default_k),
+                                           query_index=body.get("query_index"), features=body.get("features"))
         raise RequestError(415, f"POST /search takes multipart/form-data (an image upload) or application/json, "
-                                f"not {ctype!r}")
+                                f"not {ctype[:80]!r}")
 
     return app
 
 
 def _int_field(value: Any, name: str) -> int:
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise RequestError(422, f"{name} must be an integer, got {str(value)[:40]!r}") from None
+    """A multipart field that must hold an integer (decimal digits, optional sign)."""
+    text = value if isinstance(value, str) else ""
+    if not re.fullmatch(r"[+-]?[0-9]{1,30}", text):
+        shown = repr(text[:40]) if isinstance(value, str) else "a file"
+        raise RequestError(422, f"{name} must be an integer, got {shown}")
+    return int(text)
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:
@@ -211,7 +363,9 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(422, f"the request body is not valid JSON ({exc})") from None
+        raise RequestError(422, f"the request body is not valid JSON ({str(exc)[:200]})") from None
+    except RecursionError:
+        raise RequestError(422, "the request body is not valid JSON for this API: nested too deeply") from None
     if not isinstance(body, dict):
         raise RequestError(422, "the JSON body must be an object like {\"query_index\": 0, \"k\": 10}")
     return body
@@ -233,17 +387,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(run_dir: Any, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None) -> None:
-    """Open the run, then serve the API and the page on ``host:port`` until interrupted."""
+def serve(run_dir: Any, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
+          allowed_hosts: Sequence[str] = ()) -> None:
+    """Open the run, then serve the API and the page on ``host:port`` until interrupted.
+
+    Requests must name the server by one of :func:`default_allowed_hosts` (the loopback names, the bound
+    address) or by one of ``allowed_hosts`` (``--allowed-host``; ``*`` accepts any name).
+    """
     _import_fastapi()
     import uvicorn
 
     if not 0 <= int(port) <= 65535:
         raise Learn2HashError(f"--port must be between 0 and 65535, got {port}")
+    hosts = default_allowed_hosts(host, allowed_hosts)
     service = SearchService(run_dir, limits or Limits())
-    app = create_app(service)
+    app = create_app(service, allowed_hosts=hosts)
     if not is_loopback(host):
-        print(f"warning: binding {host}: the service has no authentication and is reachable from other machines",
+        print(f"warning: binding {host}: the service has no authentication and is reachable from other machines; "
+              f"it answers requests addressed to {', '.join(hosts)} (add names with --allowed-host)",
               file=sys.stderr)
     print(f"serving {service.run.folder} ({service.info()['method']}, {service.run.bits} bits, "
           f"{service.n_database} database items; index {service.index_source}) on http://{host}:{port}/ "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import io
+import reprlib
 import threading
 import time
 from dataclasses import dataclass
@@ -25,9 +26,36 @@ from learn2hash.errors import Learn2HashError
 
 #: image formats an upload may have (as Pillow names them)
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+#: their media types (as the API documents them)
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp")
 #: content types an upload part may declare (browsers send one of these for image files)
-UPLOAD_CONTENT_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/x-ms-bmp", "image/webp",
-                        "application/octet-stream")
+UPLOAD_CONTENT_TYPES = IMAGE_MEDIA_TYPES + ("image/x-ms-bmp", "application/octet-stream")
+#: peak bytes of memory per pixel while one upload is decoded: Pillow keeps 4 bytes per pixel of RGB(A) or
+#: 32-bit images, EXIF transposition makes a copy and the mode conversion another (a 25 M-pixel RGB PNG took
+#: 190 MB turned into gray; 12 covers a 4-byte conversion too)
+DECODE_BYTES_PER_PIXEL = 12
+#: most uploads decoded at once, however small the images
+MAX_DECODE_SLOTS = 32
+
+
+
+def _brief_repr() -> reprlib.Repr:
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxstring, r.maxlong, r.maxother = 2, 4, 4, 40, 40, 40
+    return r
+
+
+def _integer(value: Any) -> int | None:
+    """``value`` as an int if it is an integer (as JSON Schema counts them: ``3`` and ``3.0``, not ``true``)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+#: a short repr of a client's value for a message (nesting and length bounded, so a huge or deep value cannot fail)
+_brief = _brief_repr().repr
 
 
 class RequestError(Learn2HashError):
@@ -45,6 +73,15 @@ class Limits:
     max_upload_bytes: int = 5 << 20
     max_image_pixels: int = 25_000_000
     max_k: int = 1000
+    #: memory that uploads being decoded at the same time may take; sets :attr:`decode_slots`
+    max_decode_bytes: int = 256 << 20
+
+    @property
+    def decode_slots(self) -> int:
+        """How many uploads are decoded at once: as many maximum-size images as ``max_decode_bytes`` holds
+        (at :data:`DECODE_BYTES_PER_PIXEL`), at least 1, at most :data:`MAX_DECODE_SLOTS`."""
+        per_image = max(1, self.max_image_pixels) * DECODE_BYTES_PER_PIXEL
+        return max(1, min(MAX_DECODE_SLOTS, self.max_decode_bytes // per_image))
 
 
 class SearchService:
@@ -67,6 +104,8 @@ class SearchService:
         self.kind = self.dataset.database.kind
         # one search at a time: the native kernels use all cores for a single query batch already
         self._lock = threading.Lock()
+        # uploads decoded at once (each may take DECODE_BYTES_PER_PIXEL x max_image_pixels bytes)
+        self._decode_slots = threading.BoundedSemaphore(limits.decode_slots)
         self._png = functools.lru_cache(maxsize=8192)(self._render_png)
 
     def _open_index(self):
@@ -105,6 +144,7 @@ class SearchService:
                 "n_database": self.n_database, "class_names": self.class_names, "accepts": self.accepts,
                 "has_images": self.has_images, "index": self.index_source,
                 "limits": {"max_upload_bytes": self.limits.max_upload_bytes,
+                           "max_image_pixels": self.limits.max_image_pixels,
                            "max_k": min(self.limits.max_k, self.n_database),
                            "image_formats": list(IMAGE_FORMATS)}}
 
@@ -126,9 +166,9 @@ class SearchService:
 
     # ------------------------------------------------------------------ queries -> codes
     def check_k(self, k: Any) -> int:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise RequestError(422, f"k must be an integer, got {k!r}")
-        k = int(k)
+        if _integer(k) is None:
+            raise RequestError(422, f"k must be an integer, got {_brief(k)}")
+        k = _integer(k)
         upper = min(self.limits.max_k, self.n_database)
         if k < 1 or k > upper:
             raise RequestError(422, f"k must be between 1 and {upper} (the database holds {self.n_database} items"
@@ -138,12 +178,13 @@ class SearchService:
     def position(self, i: Any, split: str, missing_status: int = 422) -> int:
         """Check that ``i`` is an item position of ``split``; out of range is ``missing_status``."""
         n = len(self.dataset.query) if split == "query" else self.n_database
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise RequestError(422, f"{split} index must be an integer, got {i!r}")
-        if not 0 <= int(i) < n:
-            raise RequestError(missing_status,
-                               f"{split} index {i} is out of range: the {split} split has {n} items (0..{n - 1})")
-        return int(i)
+        if _integer(i) is None:
+            raise RequestError(422, f"{split} index must be an integer, got {_brief(i)}")
+        i = _integer(i)
+        if not 0 <= i < n:
+            raise RequestError(missing_status, f"{split} index {_brief(i)} is out of range: the {split} split has "
+                                               f"{n} items (0..{n - 1})")
+        return i
 
     def decode_image(self, data: bytes, content_type: str | None = None) -> np.ndarray:
         """An uploaded image file -> ``uint8[1, C, H, W]`` in the run's item shape (centre-cropped, resized)."""
@@ -190,9 +231,12 @@ class SearchService:
             raise RequestError(422, f"features must be a list of {d} numbers")
         if len(features) != d:
             raise RequestError(422, f"features has {len(features)} values, this run expects {d}")
-        arr = np.asarray(features, dtype=np.float64)
+        try:
+            arr = np.asarray(features, dtype=np.float64)
+        except OverflowError:  # an integer beyond float range
+            arr = np.full(d, np.inf)
         if not np.all(np.isfinite(arr)) or np.any(np.abs(arr) > np.finfo(np.float32).max):
-            raise RequestError(422, "features must be finite numbers (no NaN or infinity)")
+            raise RequestError(422, "features must be finite numbers within float32 range (no NaN or infinity)")
         return arr.astype(np.float32)[None]
 
     # ------------------------------------------------------------------ search
@@ -226,7 +270,11 @@ class SearchService:
             with self._lock:
                 dist, ids = self.index.search(codes, k)
         else:
-            x = self.decode_image(image, image_type) if image is not None else self.decode_features(features)
+            if image is not None:
+                with self._decode_slots:
+                    x = self.decode_image(image, image_type)
+            else:
+                x = self.decode_features(features)
             with self._lock:
                 codes = self._encode(x)
                 dist, ids = self.index.search(codes, k)

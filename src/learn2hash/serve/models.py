@@ -1,0 +1,80 @@
+"""The shapes of the HTTP API's answers (pydantic models, documented in ``/openapi.json``).
+
+Imported only by :func:`learn2hash.serve.app.create_app` (pydantic comes with the serve extra).
+Every refused request, whatever its status, is answered with :class:`Error`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+QueryKind = Literal["query_index", "image", "features"]
+
+
+class Error(BaseModel):
+    """Every 4xx answer: what was wrong with the request."""
+
+    detail: str = Field(description="what was wrong, in one sentence", examples=["k must be between 1 and 1000, got 0"])
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    run: str = Field(description="name of the run folder")
+    bits: int = Field(ge=1, description="code length K")
+    n_database: int = Field(ge=0, description="number of database items")
+
+
+class InfoLimits(BaseModel):
+    max_upload_bytes: int = Field(ge=1, description="largest accepted image upload, in bytes")
+    max_image_pixels: int = Field(ge=1, description="most pixels (width x height) an uploaded image may have")
+    max_k: int = Field(ge=1, description="most results one request may ask for")
+    image_formats: list[str] = Field(description="image formats an upload may have")
+
+
+class Info(BaseModel):
+    run: str
+    method: str = Field(description="hashing method, e.g. itq")
+    bits: int = Field(ge=1)
+    dataset: str
+    protocol: str | None = None
+    kind: str = Field(description="what the items are: image, clip, features, ...")
+    item_shape: list[int]
+    n_query: int = Field(ge=0)
+    n_database: int = Field(ge=0)
+    class_names: list[str]
+    accepts: list[QueryKind] = Field(description="the kinds of query POST /search takes for this run")
+    has_images: bool = Field(description="whether GET /items/{item_id}/image and /queries/{i}/image have images")
+    index: str = Field(description="where the Hamming index came from")
+    limits: InfoLimits
+
+
+class QueryItem(BaseModel):
+    index: int = Field(ge=0, description="position in the query split")
+    labels: list[str]
+
+
+class QueryPage(BaseModel):
+    total: int = Field(ge=0, description="number of query-split items")
+    offset: int = Field(ge=0)
+    items: list[QueryItem]
+
+
+class SearchQuery(BaseModel):
+    kind: QueryKind
+    index: int | None = Field(default=None, ge=0, description="the query item's position (query_index queries)")
+    labels: list[str] | None = Field(default=None, description="the query item's labels (query_index queries)")
+
+
+class SearchResult(BaseModel):
+    k: int = Field(ge=1)
+    bits: int = Field(ge=1)
+    query: SearchQuery
+    code: str = Field(pattern="^[01]+$", description="the query's code, one character per bit")
+    ids: list[int] = Field(description="database positions of the k nearest items, nearest first")
+    distances: list[int] = Field(description="their Hamming distances (non-decreasing; ties by database position)")
+    labels: list[list[str]] = Field(description="their labels")
+    relevant: list[bool] | None = Field(default=None, description="whether each shares a label with the query "
+                                                                  "(query_index queries only)")
+    seconds: float = Field(ge=0, description="time spent encoding and searching")
