@@ -9,6 +9,15 @@ counts as an error. Prints latency percentiles per request kind and the throughp
 
     .venv/bin/python benchmarks/bench_serve.py --run runs/itq64 --workers 8 --requests 200
 
+With ``--memory`` it measures instead the server's resident memory under ``--uploads`` concurrent
+maximum-size uploads (``--side`` x ``--side`` PNGs, 25 M pixels by default: the service's pixel
+limit), ``--rounds`` times, sampling the server's RSS from /proc every few milliseconds. It does so
+twice, side by side: with the default decoding budget (``--max-decode-mb 256``: one such image
+decoded at a time) and with a budget that lets all of them decode at once (the behaviour before
+decoding was bounded). Every upload must be answered 200.
+
+    .venv/bin/python benchmarks/bench_serve.py --run runs/itq16 --memory --uploads 12 --rounds 3
+
 Client and server share this machine's cores, so the latencies include client time and the
 interference of whatever else runs; compare runs taken side by side only.
 """
@@ -17,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import json
 import os
 import platform
@@ -27,6 +37,7 @@ import sys
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +51,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: str, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(run: str, port: int, log_path: Path, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
     log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "learn2hash", "serve", "--run", run, "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    proc = subprocess.Popen([sys.executable, "-m", "learn2hash", "serve", "--run", run, "--port", str(port),
+                             *extra_args], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     deadline = time.monotonic() + 180
     while True:
         if proc.poll() is not None:
@@ -121,6 +132,128 @@ def worker(port: int, n_requests: int, k: int, n_query: int, bad_every: int, see
             errors.extend(mine)
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB (VmRSS from /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's RSS every ``interval`` seconds until stopped; keeps the peak."""
+
+    def __init__(self, pid: int, interval: float = 0.005):
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.peak = pid, interval, 0.0
+        self.samples = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self.peak = max(self.peak, rss_mb(self.pid))
+                self.samples += 1
+            except (OSError, RuntimeError):
+                return
+            time.sleep(self.interval)
+
+    def stop(self) -> float:
+        self._stop_event.set()
+        self.join()
+        return self.peak
+
+
+def multipart_png(data: bytes, boundary: str = "l2hbenchboundary") -> tuple[bytes, str]:
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"big.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def upload(port: int, body: bytes, ctype: str) -> tuple[int, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    t0 = time.perf_counter()
+    try:
+        conn.request("POST", "/search", body=body, headers={"Content-Type": ctype})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, time.perf_counter() - t0
+    finally:
+        conn.close()
+
+
+def upload_memory(run: str, uploads: int, rounds: int, side: int, extra_args: tuple[str, ...]) -> dict:
+    """Peak RSS of a server receiving ``uploads`` concurrent ``side`` x ``side`` PNG uploads, ``rounds`` times."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (90, 140, 200)).save(buf, format="PNG")
+    body, ctype = multipart_png(buf.getvalue())
+    small, _ = multipart_png(_small_png())
+    port = free_port()
+    proc = start_server(run, port, Path("/tmp") / f"bench_serve_memory_{port}.log", extra_args)
+    try:
+        status, _ = upload(port, small, ctype)  # load the decoders
+        if status != 200:
+            raise SystemExit(f"a small upload was answered {status}")
+        baseline = rss_mb(proc.pid)
+        sampler = RssSampler(proc.pid)
+        sampler.start()
+        statuses, latencies = [], []
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            with ThreadPoolExecutor(uploads) as pool:
+                for status, seconds in pool.map(lambda _: upload(port, body, ctype), range(uploads)):
+                    statuses.append(status)
+                    latencies.append(seconds)
+        wall = time.perf_counter() - t0
+        peak = sampler.stop()
+        after = rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return {"png_bytes": len(buf.getvalue()), "baseline_mb": baseline, "peak_mb": peak, "after_mb": after,
+            "statuses": statuses, "wall_s": wall, "latencies": latencies, "samples": sampler.samples}
+
+
+def _small_png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (16, 16), 128).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def memory_main(args) -> int:
+    configs = [("bounded: default decoding budget (--max-decode-mb 256)", ()),
+               ("unbounded: every upload decoded at once (--max-decode-mb 8192)", ("--max-decode-mb", "8192"))]
+    print(f"run {args.run}; {args.uploads} concurrent uploads of a {args.side}x{args.side} RGB PNG, "
+          f"{args.rounds} rounds; machine: {platform.machine()}, {os.cpu_count()} cores")
+    ok = True
+    results = {}
+    for label, extra in configs:
+        r = upload_memory(args.run, args.uploads, args.rounds, args.side, extra)
+        results[label] = r
+        bad = [s for s in r["statuses"] if s != 200]
+        ok &= not bad
+        lat = np.asarray(r["latencies"])
+        print(f"  {label}\n    PNG {r['png_bytes']:,} bytes; server RSS before {r['baseline_mb']:.0f} MiB, "
+              f"peak {r['peak_mb']:.0f} MiB ({r['samples']} samples), after {r['after_mb']:.0f} MiB; "
+              f"{len(r['statuses'])} uploads in {r['wall_s']:.1f} s (latency p50 {np.median(lat):.2f} s, "
+              f"max {lat.max():.2f} s); non-200 answers: {len(bad)}")
+    (bounded, rb), (unbounded, ru) = results.items()
+    print(f"peak RSS bounded / unbounded: {rb['peak_mb'] / ru['peak_mb']:.2f}; growth over the baseline "
+          f"{rb['peak_mb'] - rb['baseline_mb']:.0f} MiB vs {ru['peak_mb'] - ru['baseline_mb']:.0f} MiB; "
+          f"wall time bounded / unbounded {rb['wall_s'] / ru['wall_s']:.2f}")
+    under = rb["peak_mb"] < 1024
+    print(f"bounded peak under 1 GiB: {under}")
+    return 0 if ok and under else 1
+
+
 def percentiles(values: list[float]) -> str:
     if not values:
         return "n=0"
@@ -137,7 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--bad-every", type=int, default=20, help="every N-th search asks for k=0 (0: never)")
     p.add_argument("--time-limit", type=float, default=300.0, help="stop sending after this many seconds")
+    p.add_argument("--memory", action="store_true", help="measure the server's RSS under concurrent large uploads")
+    p.add_argument("--uploads", type=int, default=12, help="--memory: concurrent uploads (default 12)")
+    p.add_argument("--rounds", type=int, default=3, help="--memory: rounds of concurrent uploads (default 3)")
+    p.add_argument("--side", type=int, default=5000, help="--memory: image side in pixels (default 5000)")
     args = p.parse_args(argv)
+    if args.memory:
+        if not (1 <= args.uploads <= 64 and 1 <= args.rounds <= 20 and 1 <= args.side <= 5000):
+            raise SystemExit("--uploads must be 1..64, --rounds 1..20 and --side 1..5000")
+        return memory_main(args)
     if not (1 <= args.workers <= 64 and 1 <= args.requests <= 10_000):
         raise SystemExit("--workers must be 1..64 and --requests 1..10000")
 

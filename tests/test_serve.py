@@ -411,7 +411,7 @@ def test_concurrent_image_decoding_is_bounded(image_run, monkeypatch):
     assert Limits(max_image_pixels=pixels, max_decode_bytes=pixels * DECODE_BYTES_PER_PIXEL - 1).decode_slots == 1
     svc = SearchService(image_run.folder, limits)
     lock = threading.Lock()
-    active, peak = 0, 0
+    active, peak, threads = 0, 0, set()
     original = svc.decode_image
 
     def counting_decode(data, content_type=None):
@@ -419,6 +419,7 @@ def test_concurrent_image_decoding_is_bounded(image_run, monkeypatch):
         with lock:
             active += 1
             peak = max(peak, active)
+            threads.add(threading.get_ident())
         try:
             time.sleep(0.03)
             return original(data, content_type)
@@ -431,6 +432,8 @@ def test_concurrent_image_decoding_is_bounded(image_run, monkeypatch):
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: svc.search(4, image=png_bytes(item)), range(16)))
     assert peak == 2
+    # and only two threads ever decode (each thread that decodes a large image keeps its own allocator arena)
+    assert len(threads) == 2
     assert all(r["ids"] == results[0]["ids"] for r in results)
     # a refused upload gives its slot back
     with pytest.raises(Exception, match="not a readable image"):
@@ -553,7 +556,8 @@ def test_cli_server_keeps_connection_refuses_foreign_hosts_and_logs_disconnects(
             conn.request("POST", "/search", body=body.encode(), headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
             assert 400 <= resp.status < 500 and "detail" in json.loads(resp.read())
-            conn.request("POST", "/search", body=b'{"query_index": 2, "k": 4}', headers={"Content-Type": "application/json"})
+            conn.request("POST", "/search", body=b'{"query_index": 2, "k": 4}',
+                         headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
             assert resp.status == 200 and len(json.loads(resp.read())["ids"]) == 4
             assert conn.sock is sock, "the kept-alive connection was closed"
@@ -630,7 +634,8 @@ def _fuzz_requests() -> list[tuple[str, str, str, dict]]:
                         ("multipart/mixed; boundary=zz", b"--zz--"), ("application/json; charset=utf-16",
                                                                        '{"query_index": 1}'.encode("utf-16")),
                         ("application/octet-stream", rng.bytes(100)), ("APPLICATION/JSON", b'{"query_index": 1}'),
-                        ("text/html; charset=utf-8", b"<html>"), ("application/json", b"\xef\xbb\xbf{\"query_index\": 1}"),
+                        ("text/html; charset=utf-8", b"<html>"),
+                        ("application/json", b"\xef\xbb\xbf{\"query_index\": 1}"),
                         ("multipart/form-data; boundary=" + "b" * 5000, b"--" + b"b" * 5000)):
         raw(f"content type {ctype[:30]}", body, ctype=ctype)
         raw(f"content type {ctype[:30]} (features run)", body, ctype=ctype, which="features")
@@ -645,7 +650,8 @@ def _fuzz_requests() -> list[tuple[str, str, str, dict]]:
         for pos in rng.integers(0, len(data), size=20):
             flipped[pos] ^= 0xFF
         cases.append((f"corrupted {fmt}", "image", "POST /search", {"files": {"image": ("x", bytes(flipped), ctype)}}))
-        cases.append((f"{fmt} labelled as text", "image", "POST /search", {"files": {"image": ("x", data, "text/csv")}}))
+        cases.append((f"{fmt} labelled as text", "image", "POST /search",
+                      {"files": {"image": ("x", data, "text/csv")}}))
     for k in ("", " ", "3.5", "1e3", "0x10", "9" * 400, "9" * 5000, "-1", "[3]", "３"):
         cases.append((f"multipart k={k[:8]!r}", "image", "POST /search",
                       {"files": {"image": ("x.png", png, "image/png")}, "data": {"k": k}}))

@@ -96,7 +96,8 @@ class BodyLimitMiddleware:
 
 
 def host_name(header: str) -> str | None:
-    """The name or address of a ``Host`` header (``name``, ``name:port``, ``[v6]:port``), lowercased; None if malformed."""
+    """The name or address in a ``Host`` header (``name``, ``name:port``, ``[v6]:port``), lowercased;
+    None if the header is malformed."""
     m = _HOST_HEADER.fullmatch(header)
     if m is None:
         return None

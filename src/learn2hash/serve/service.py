@@ -17,6 +17,7 @@ import io
 import reprlib
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -104,8 +105,10 @@ class SearchService:
         self.kind = self.dataset.database.kind
         # one search at a time: the native kernels use all cores for a single query batch already
         self._lock = threading.Lock()
-        # uploads decoded at once (each may take DECODE_BYTES_PER_PIXEL x max_image_pixels bytes)
-        self._decode_slots = threading.BoundedSemaphore(limits.decode_slots)
+        # uploads are decoded by decode_slots threads of their own: at most that many at once (each may take
+        # DECODE_BYTES_PER_PIXEL x max_image_pixels bytes), and only these threads hold the memory allocator's
+        # per-thread arenas that large images grow (any request thread decoding would keep its own)
+        self._decoder = ThreadPoolExecutor(max_workers=limits.decode_slots, thread_name_prefix="learn2hash-decode")
         self._png = functools.lru_cache(maxsize=8192)(self._render_png)
 
     def _open_index(self):
@@ -271,8 +274,7 @@ class SearchService:
                 dist, ids = self.index.search(codes, k)
         else:
             if image is not None:
-                with self._decode_slots:
-                    x = self.decode_image(image, image_type)
+                x = self._decoder.submit(self.decode_image, image, image_type).result()
             else:
                 x = self.decode_features(features)
             with self._lock:
