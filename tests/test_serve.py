@@ -572,10 +572,12 @@ def test_cli_server_keeps_connection_refuses_foreign_hosts_and_logs_disconnects(
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                       b"Content-Length: 30000\r\n\r\n" + b'{"query_index": 1, "pad": "' + b"x" * 2000)
-            time.sleep(0.3)
+            time.sleep(0.2)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as resp:
             assert resp.status == 200
-        time.sleep(0.3)
+        deadline = time.monotonic() + 15
+        while "disconnected" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         proc.terminate()
         try:
