@@ -360,6 +360,13 @@ def test_cli_serve_refuses_bad_arguments(image_run, tmp_path, capsys):
     assert main(["serve", "--run", str(image_run.folder), "--port", "70000"]) == 2
     assert "--port" in capsys.readouterr().err
     assert main(["serve", "--run", str(image_run.folder), "--max-k", "0"]) == 2
+    capsys.readouterr()
+    assert main(["serve", "--run", str(image_run.folder), "--max-decode-mb", "0"]) == 2
+    assert "--max-decode-mb" in capsys.readouterr().err
+    for bad in ("bad host!", "example.org:8000", "a*.example.org", ""):
+        assert main(["serve", "--run", str(image_run.folder), "--allowed-host", bad]) == 2
+        err = capsys.readouterr().err
+        assert "allowed hosts must be" in err and len(err.strip().splitlines()) == 1, err
 
 
 # --------------------------------------------------------------------------- parsing limits (issue 18.7)

@@ -108,6 +108,16 @@ _HOST_HEADER = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-
 _HOST_PATTERN = re.compile(r"\*|(?:\*\.)?[a-z0-9._-]+|[0-9a-f:.]+")
 
 
+def check_allowed_hosts(hosts: Sequence[str]) -> list[str]:
+    """``hosts`` lowercased, each a name or address without port, ``*.domain`` or ``*``; else Learn2HashError."""
+    patterns = [str(h).strip().lower() for h in hosts]
+    bad = [h for h in patterns if not _HOST_PATTERN.fullmatch(h)]
+    if bad or not patterns:
+        raise Learn2HashError(f"allowed hosts must be names or addresses without port, '*.domain' or '*', "
+                              f"got {bad or 'none'}")
+    return list(dict.fromkeys(patterns))
+
+
 def default_allowed_hosts(bind_host: str, extra: Sequence[str] = ()) -> list[str]:
     """The ``Host`` names a server bound to ``bind_host`` answers to: the loopback names and addresses, the
     bound address when it is a specific one (not 0.0.0.0 or ::), and ``extra`` (``--allowed-host``)."""
@@ -115,8 +125,7 @@ def default_allowed_hosts(bind_host: str, extra: Sequence[str] = ()) -> list[str
     bind = bind_host.strip("[]").lower()
     if bind and bind not in ("0.0.0.0", "::"):
         hosts.append(bind)
-    hosts += [h.lower() for h in extra]
-    return list(dict.fromkeys(hosts))
+    return check_allowed_hosts(hosts + list(extra))
 
 
 class AllowedHostsMiddleware:
@@ -129,11 +138,7 @@ class AllowedHostsMiddleware:
     """
 
     def __init__(self, app: Any, allowed_hosts: Sequence[str]):
-        patterns = [h.lower() for h in allowed_hosts]
-        bad = [h for h in patterns if not _HOST_PATTERN.fullmatch(h)]
-        if bad or not patterns:
-            raise Learn2HashError(f"allowed hosts must be names or addresses without port, '*.domain' or '*', "
-                                  f"got {bad or 'none'}")
+        patterns = check_allowed_hosts(allowed_hosts)
         self.app = app
         self.allow_any = "*" in patterns
         self.names = {h for h in patterns if not h.startswith("*.")}
@@ -246,7 +251,7 @@ def create_app(service: SearchService | Any, limits: Limits | None = None,
     app.state.service = service
     app.add_middleware(BodyLimitMiddleware, max_bytes=lim.max_upload_bytes + BODY_OVERHEAD)
     if allowed_hosts is not None:
-        app.add_middleware(AllowedHostsMiddleware, allowed_hosts=list(allowed_hosts))
+        app.add_middleware(AllowedHostsMiddleware, allowed_hosts=check_allowed_hosts(allowed_hosts))
 
     def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         return {s: {"model": Error, "description": ERROR_STATUSES[s]} for s in sorted(COMMON_ERRORS + statuses)}
@@ -400,7 +405,7 @@ def serve(run_dir: Any, host: str = "127.0.0.1", port: int = 8000, limits: Limit
 
     if not 0 <= int(port) <= 65535:
         raise Learn2HashError(f"--port must be between 0 and 65535, got {port}")
-    hosts = default_allowed_hosts(host, allowed_hosts)
+    hosts = default_allowed_hosts(host, allowed_hosts)  # checked before the run is opened
     service = SearchService(run_dir, limits or Limits())
     app = create_app(service, allowed_hosts=hosts)
     if not is_loopback(host):

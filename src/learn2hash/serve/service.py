@@ -39,11 +39,14 @@ DECODE_BYTES_PER_PIXEL = 12
 MAX_DECODE_SLOTS = 32
 
 
-
 def _brief_repr() -> reprlib.Repr:
     r = reprlib.Repr()
     r.maxlevel, r.maxlist, r.maxdict, r.maxstring, r.maxlong, r.maxother = 2, 4, 4, 40, 40, 40
     return r
+
+
+#: a short repr of a client's value for a message (nesting and length bounded, so a huge or deep value cannot fail)
+_brief = _brief_repr().repr
 
 
 def _integer(value: Any) -> int | None:
@@ -53,10 +56,6 @@ def _integer(value: Any) -> int | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return None
-
-
-#: a short repr of a client's value for a message (nesting and length bounded, so a huge or deep value cannot fail)
-_brief = _brief_repr().repr
 
 
 class RequestError(Learn2HashError):
@@ -169,9 +168,10 @@ class SearchService:
 
     # ------------------------------------------------------------------ queries -> codes
     def check_k(self, k: Any) -> int:
-        if _integer(k) is None:
+        value = _integer(k)
+        if value is None:
             raise RequestError(422, f"k must be an integer, got {_brief(k)}")
-        k = _integer(k)
+        k = value
         upper = min(self.limits.max_k, self.n_database)
         if k < 1 or k > upper:
             raise RequestError(422, f"k must be between 1 and {upper} (the database holds {self.n_database} items"
@@ -181,13 +181,13 @@ class SearchService:
     def position(self, i: Any, split: str, missing_status: int = 422) -> int:
         """Check that ``i`` is an item position of ``split``; out of range is ``missing_status``."""
         n = len(self.dataset.query) if split == "query" else self.n_database
-        if _integer(i) is None:
+        position = _integer(i)
+        if position is None:
             raise RequestError(422, f"{split} index must be an integer, got {_brief(i)}")
-        i = _integer(i)
-        if not 0 <= i < n:
-            raise RequestError(missing_status, f"{split} index {_brief(i)} is out of range: the {split} split has "
-                                               f"{n} items (0..{n - 1})")
-        return i
+        if not 0 <= position < n:
+            raise RequestError(missing_status, f"{split} index {_brief(position)} is out of range: the {split} split "
+                                               f"has {n} items (0..{n - 1})")
+        return position
 
     def decode_image(self, data: bytes, content_type: str | None = None) -> np.ndarray:
         """An uploaded image file -> ``uint8[1, C, H, W]`` in the run's item shape (centre-cropped, resized)."""
