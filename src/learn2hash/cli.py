@@ -457,17 +457,14 @@ def _add_index(sub) -> None:
 def _cmd_index_build(args) -> int:
     import time
 
-    from learn2hash.index import HammingIndex
+    from learn2hash.index.provenance import build_run_index
     from learn2hash.runs import Run
 
     run = Run.open(args.run)
     t0 = time.perf_counter()
-    codes = run.codes("database")
-    with HammingIndex(codes.bits, backend=args.backend or "native", threads=args.threads,
-                      **_backend_options(args)) as index:
-        index.add(codes)
-        folder = index.save(run.folder / "index")
-    print(f"indexed {len(codes)} database codes of {codes.bits} bits ({args.backend or 'native'} backend) "
+    folder, n, bits = build_run_index(run, backend=args.backend or "native", threads=args.threads,
+                                      **_backend_options(args))
+    print(f"indexed {n} database codes of {bits} bits ({args.backend or 'native'} backend) "
           f"-> {folder} in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -521,7 +518,9 @@ def _add_search(sub) -> None:
     p.add_argument("--run", required=True, help="run folder with an index (learn2hash index build)")
     p.add_argument("--query", required=True,
                    help="a query-split position, a .npy of features (one item or a batch), or an image file")
-    p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    p.add_argument("-k", type=int, default=10, help="number of results (default 10; at most the index size)")
+    p.add_argument("--rebuild-index", action="store_true",
+                   help="rebuild RUN/index first when it is missing or stale (built before the run was retrained)")
     _add_backend_options(p)
     p.set_defaults(func=_cmd_search)
 
@@ -529,26 +528,28 @@ def _add_search(sub) -> None:
 def _cmd_search(args) -> int:
     import numpy as np
 
-    from learn2hash.index import HammingIndex
+    from learn2hash.index.provenance import open_run_index
     from learn2hash.runs import Run
 
+    if args.k < 1:
+        raise Learn2HashError(f"-k must be at least 1, got {args.k}")
     run = Run.open(args.run)
-    folder = run.folder / "index"
-    if not (folder / "manifest.json").exists():
-        raise Learn2HashError(f"run {run.folder} has no index yet: run `learn2hash index build --run {args.run}`")
     x, query_labels, names = _query_items(run, args.query)
     codes = run.hasher().encode(x)
     db_labels = run.dataset().database.labels
     class_names = run.dataset().class_names
-    with HammingIndex.load(folder, backend=args.backend, threads=args.threads, **_backend_options(args)) as index:
-        dist, ids = index.search(codes, args.k)
+    with open_run_index(run, rebuild=args.rebuild_index, backend=args.backend, threads=args.threads,
+                        **_backend_options(args)) as index:
+        n_indexed = len(index)
+        k = min(args.k, max(n_indexed, 1))
+        dist, ids = index.search(codes, k)
 
     def label_text(row) -> str:
         on = np.flatnonzero(row)
         return ",".join(class_names[c] if class_names else str(c) for c in on)
 
     for qi, name in enumerate(names):
-        header = f"{name}: {args.k} nearest of {len(db_labels)} database items"
+        header = f"{name}: {k} nearest of {n_indexed} indexed items"
         if query_labels is not None:
             header += f" (query labels: {label_text(query_labels[qi])})"
         print(header)
@@ -556,12 +557,16 @@ def _cmd_search(args) -> int:
         for rank, (d, i) in enumerate(zip(dist[qi], ids[qi]), 1):
             if i < 0:
                 break
-            row = {"rank": rank, "id": int(i), "distance": int(d), "labels": label_text(db_labels[i])}
+            labelled = i < len(db_labels)  # ids beyond the database were appended to the index: no labels
+            row = {"rank": rank, "id": int(i), "distance": int(d),
+                   "labels": label_text(db_labels[i]) if labelled else "-"}
             if query_labels is not None:
-                row["relevant"] = "yes" if (db_labels[i] & query_labels[qi]).any() else "no"
+                row["relevant"] = ("yes" if (db_labels[i] & query_labels[qi]).any() else "no") if labelled else "-"
             rows.append(row)
         columns = ["rank", "id", "distance", "labels"] + (["relevant"] if query_labels is not None else [])
         _print_table(rows, columns)
+    if (ids >= len(db_labels)).any():
+        print(f"ids from {len(db_labels)} on were appended to the index after it was built: they have no labels")
     return 0
 
 

@@ -13,18 +13,24 @@ item leaves a tombstone, so positions never move. Every backend answers the same
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from learn2hash.codes import Codes, as_codes
 from learn2hash.errors import Learn2HashError
 from learn2hash.index import storage
+from learn2hash.index._rwlock import RWLock
 from learn2hash.index.native import NativeEngine, check_method
 from learn2hash.index.results import MISSING_ID, RangeResult
 
 BACKENDS = ("native", "faiss", "milvus")
+#: A k-NN result padded beyond the stored items may hold at most this many ``(distance, id)`` slots.
+MAX_PADDED_RESULT = 1 << 26
 
 
 def max_threads() -> int:
@@ -48,6 +54,18 @@ class HammingIndex:
     ``faiss_index`` = ``"flat"`` | ``"hash"`` | ``"multihash"``, bits a multiple of 8) or
     ``"milvus"`` (options ``milvus_uri``: a Milvus Lite file or a server URI, default a file in a
     temporary folder; ``milvus_collection``). ``threads``: kernel threads, default all cores.
+
+    Threads: one index may be shared by any number of threads. :meth:`search`,
+    :meth:`range_search`, :meth:`codes`, :attr:`ids` and :meth:`save` take a shared (read) lock and
+    run at the same time; :meth:`add`, :meth:`remove` and :meth:`close` take it exclusively, so a
+    search sees the index before or after a whole ``add`` (or ``remove``), never half of one. The
+    lock is taken once per call, outside the kernels. ``len()`` reads a single counter, without lock.
+
+    Processes: a save takes the folder's writer lock (see :mod:`learn2hash.index.storage`); readers
+    never wait for it. A save refuses (:class:`~learn2hash.index.storage.IndexConflictError`) when
+    another writer changed the folder since this index read it; :meth:`edit` holds the writer lock
+    from load to save so that several processes can change one folder in turn without losing any
+    change. ``built_from`` records what the index was derived from (saved in the manifest).
     """
 
     def __init__(self, bits: int, backend: str = "native", threads: int | None = None, **options):
@@ -67,6 +85,10 @@ class HammingIndex:
         self._next_id = 0
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # alive ids sorted, their positions
         self._folder: Path | None = None
+        self._base: str | None = None  # checksum of the manifest in _folder this state was read or saved as
+        self.built_from: dict | None = None
+        self._lock = RWLock()
+        self._save_lock = threading.Lock()
 
     # ------------------------------------------------------------------------ properties
     @property
@@ -91,7 +113,7 @@ class HammingIndex:
 
     def __len__(self) -> int:
         """Number of items stored and not removed."""
-        return self._n - self._n_removed
+        return self._n - self._n_removed  # each change updates one of the two counters
 
     def __repr__(self) -> str:
         return f"HammingIndex(bits={self._bits}, backend={self._backend!r}, n={len(self)})"
@@ -99,23 +121,29 @@ class HammingIndex:
     @property
     def ids(self) -> np.ndarray:
         """Ids of the stored items, in insertion order."""
-        ids = self._all_ids()
-        return ids[self._removed == 0] if self._n_removed else ids.copy()
+        with self._lock.reading():
+            ids = self._all_ids()
+            return ids[self._removed == 0] if self._n_removed else ids.copy()
 
     def codes(self) -> Codes:
         """Codes of the stored items, in insertion order."""
-        if not self._segments:
-            return Codes.empty(self._bits)
-        packed = np.concatenate([np.asarray(s.codes) for s in self._segments])
-        if self._n_removed:
-            packed = packed[self._removed == 0]
-        return Codes(packed, self._bits)
+        with self._lock.reading():
+            if not self._segments:
+                return Codes.empty(self._bits)
+            packed = np.concatenate([np.asarray(s.codes) for s in self._segments])
+            if self._n_removed:
+                packed = packed[self._removed == 0]
+            return Codes(packed, self._bits)
 
     # ------------------------------------------------------------------------ changes
     def add(self, codes: Codes, ids=None) -> np.ndarray:
         """Append ``codes``; ``ids`` (distinct integers >= 0, not already stored) default to
         consecutive integers after the largest id ever given. Returns the ids."""
         codes = as_codes(codes, "codes to add").check_bits(self._bits, "codes to add")
+        with self._lock.writing():
+            return self._add(codes, ids)
+
+    def _add(self, codes: Codes, ids) -> np.ndarray:
         m = len(codes)
         if ids is None:
             new_ids = np.arange(self._next_id, self._next_id + m, dtype=np.int64)
@@ -156,6 +184,10 @@ class HammingIndex:
     def remove(self, ids) -> int:
         """Remove the items with these ids (all must be stored); returns how many were removed."""
         arr = np.unique(np.asarray(ids, dtype=np.int64).reshape(-1))
+        with self._lock.writing():
+            return self._remove(arr)
+
+    def _remove(self, arr: np.ndarray) -> int:
         sorted_ids, positions = self._id_lookup()
         where = np.searchsorted(sorted_ids, arr)
         where = np.minimum(where, max(0, sorted_ids.size - 1))
@@ -206,10 +238,16 @@ class HammingIndex:
         check_method(method)
         if self._backend != "native" and method != "auto":
             raise Learn2HashError(f"method={method!r} is for the native backend; the {self._backend} backend uses its own")
-        d, p = self._engine.search(queries, k, self._alive_mask(), len(self), self._threads, method)
-        if self._backend != "native":
-            d, p = _order_rows(d, p)
-        return d, self._to_ids(p)
+        with self._lock.reading():
+            n_alive = self._n - self._n_removed
+            if k > n_alive and queries.shape[0] * k > MAX_PADDED_RESULT:
+                raise Learn2HashError(
+                    f"k={k} exceeds the {n_alive} items in the index, and a result padded to {queries.shape[0]} x {k} "
+                    f"would not fit in memory: ask for k <= {max(n_alive, 1)}")
+            d, p = self._engine.search(queries, k, self._alive_mask(), n_alive, self._threads, method)
+            if self._backend != "native":
+                d, p = _order_rows(d, p)
+            return d, self._to_ids(p)
 
     def range_search(self, query_codes: Codes, radius: int, method: str = "auto") -> RangeResult:
         """Every item within Hamming distance ``radius`` (inclusive) of each query.
@@ -223,16 +261,19 @@ class HammingIndex:
         check_method(method)
         if self._backend != "native" and method != "auto":
             raise Learn2HashError(f"method={method!r} is for the native backend; the {self._backend} backend uses its own")
-        lims, d, p = self._engine.range_search(queries, radius, self._alive_mask(), self._threads, method)
-        if self._backend != "native":
-            d, p = _order_csr(lims, d, p)
-        return RangeResult(lims, d.astype(np.int32, copy=False), self._to_ids(p))
+        with self._lock.reading():
+            lims, d, p = self._engine.range_search(queries, radius, self._alive_mask(), self._threads, method)
+            if self._backend != "native":
+                d, p = _order_csr(lims, d, p)
+            return RangeResult(lims, d.astype(np.int32, copy=False), self._to_ids(p))
 
     def build_tables(self, m: int | None = None) -> None:
         """Build multi-index hashing tables now (native backend), with about ``m`` substrings."""
         if self._backend != "native":
             raise Learn2HashError("multi-index tables belong to the native backend")
-        self._engine.build_tables(None if m is None else _check_int(m, "m", 1), self._threads)
+        m = None if m is None else _check_int(m, "m", 1)
+        with self._lock.reading():  # tables are derived data: searches may build them concurrently too
+            self._engine.build_tables(m, self._threads)
 
     def _to_ids(self, positions: np.ndarray) -> np.ndarray:
         ids = self._all_ids()
@@ -246,16 +287,22 @@ class HammingIndex:
         """Write the index to ``folder`` (default: the folder it was loaded from or last saved to).
 
         Segments already in that folder are kept; new codes go to one new segment; removals to a
-        new tombstone file; the manifest is replaced last, atomically.
+        new tombstone file; the manifest is replaced last, atomically, under the folder's writer
+        lock. Saving back to the folder this index was read from or saved to refuses
+        (:class:`~learn2hash.index.storage.IndexConflictError`, nothing written) when another
+        writer has changed that folder meanwhile; saving anywhere else replaces what is there.
         """
         if folder is None:
             if self._folder is None:
                 raise Learn2HashError("save() needs a folder: this index was neither loaded nor saved before")
             folder = self._folder
         folder = Path(folder)
-        removed = np.flatnonzero(self._removed).astype(np.int64) if self._n_removed else np.zeros(0, np.int64)
-        self._segments = storage.write(folder, self._bits, self._segments, removed, self._next_id, self._backend)
-        self._folder = folder
+        with self._save_lock, self._lock.reading():
+            same = self._folder is not None and os.path.realpath(folder) == os.path.realpath(self._folder)
+            removed = np.flatnonzero(self._removed).astype(np.int64) if self._n_removed else np.zeros(0, np.int64)
+            self._segments, self._base = storage.write(folder, self._bits, self._segments, removed, self._next_id,
+                                                       self._backend, self.built_from, self._base if same else None)
+            self._folder = folder
         return folder
 
     @classmethod
@@ -263,7 +310,8 @@ class HammingIndex:
              threads: int | None = None, verify: bool = True, **options) -> "HammingIndex":
         """Open a saved index. ``mmap=True`` maps the segments instead of reading them (a single
         segment of a multiple of 64 bits is then searched in place); ``verify`` checks every file
-        against its sha256. ``backend`` defaults to the one it was saved with."""
+        against its sha256. ``backend`` defaults to the one it was saved with. Never waits for a
+        writer of the folder."""
         stored = storage.read(folder, mmap=mmap, verify=verify)
         index = cls(stored.bits, backend=backend or stored.backend, threads=threads, **options)
         for seg in stored.segments:
@@ -281,11 +329,34 @@ class HammingIndex:
             index._n_removed = int(stored.removed.size)
             index._engine.remove(stored.removed)
         index._folder = Path(folder)
+        index._base = stored.manifest_checksum
+        index.built_from = stored.built_from
         return index
+
+    @classmethod
+    @contextlib.contextmanager
+    def edit(cls, folder: str | os.PathLike, **load_options) -> Iterator["HammingIndex"]:
+        """Change the index saved in ``folder`` holding its writer lock from load to save::
+
+            with HammingIndex.edit(folder) as index:
+                index.add(codes)          # saved when the block ends without an exception
+
+        Writers that all go through ``edit`` take turns, each starting from the previous one's
+        result, so no change is lost (default ids never collide). Readers are not held up. Call
+        ``save`` (if at all) from the thread that entered the block; ``load_options`` go to
+        :meth:`load`."""
+        with storage.writer_lock(folder):
+            index = cls.load(folder, **load_options)
+            try:
+                yield index
+                index.save()
+            finally:
+                index.close()
 
     def close(self) -> None:
         """Release the backend (a Milvus connection); the index is unusable afterwards."""
-        self._engine.close()
+        with self._lock.writing():
+            self._engine.close()
 
     def __enter__(self) -> "HammingIndex":
         return self

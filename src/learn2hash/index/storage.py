@@ -2,10 +2,12 @@
 
 ```
 folder/
-  manifest.json                     format, version, bits, generation, segments, tombstones, checksum
+  manifest.json                     format, version, bits, generation, segments, tombstones,
+                                    built_from (what the index was derived from, or null), checksum
   seg-<generation>-<n>.codes.npy    uint8[n, ceil(bits/8)] packed codes of one segment
   seg-<generation>-<n>.ids.npy      int64[n] ids of the same items
   tomb-<generation>.npy             int64 sorted positions of removed items (when there are any)
+  .writer.lock                      the writers' lock file (never deleted)
 ```
 
 Every array is plain ``.npy`` (never pickled); the manifest lists every file with its sha256 and
@@ -14,18 +16,27 @@ temporary file, fsync, rename), replaces the manifest last, and only then delete
 neither the new nor the previous manifest mentions; so an interrupted save leaves the old index
 (or the new one) loadable, and a reader that loaded the previous generation can still open it.
 Segments are never rewritten: adding codes to a saved index writes one new segment.
+
+Writers take an exclusive lock (:func:`writer_lock`, ``flock`` on ``.writer.lock``) for the whole
+save, from reading the previous manifest to the garbage collection, so generations are numbered
+one after another and a writer never deletes the files of another. The kernel drops the lock of a
+killed writer. Readers never take it: a reader whose manifest was replaced while it opened the
+files (two saves in between may remove them) reads the new manifest and starts again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -36,6 +47,9 @@ from learn2hash.errors import CorruptFileError, Learn2HashError
 FORMAT = "learn2hash-hamming-index"
 VERSION = 1
 MANIFEST = "manifest.json"
+LOCK = ".writer.lock"
+#: How often a reader starts again when the manifest keeps changing under it.
+READ_ATTEMPTS = 50
 _OWN_FILE = re.compile(r"^(seg-\d+-\w+\.(codes|ids)\.npy|tomb-\d+-\w+\.npy)$")
 # Temporary files of an atomic write that was killed before its rename.
 _STALE_TEMP = re.compile(r"^\.(seg-|tomb-|manifest\.json).*\.tmp$")
@@ -64,6 +78,43 @@ class Stored:
     next_id: int
     backend: str
     generation: int
+    built_from: dict | None = None
+    manifest_checksum: str = ""
+
+
+class IndexConflictError(Learn2HashError):
+    """A save on top of an index folder that another writer changed since this index read it."""
+
+
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def writer_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold the exclusive writer lock of index ``folder`` (created if needed); blocks while another
+    writer (a process, or another thread of this one) holds it. Re-entrant within one thread."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(folder)
+    held: dict[str, int] = _held.__dict__.setdefault("counts", {})
+    if held.get(key):
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # one open file description each: threads exclude each other too
+        held[key] = 1
+        try:
+            yield
+        finally:
+            held.pop(key, None)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _checksum(manifest: dict) -> str:
@@ -102,10 +153,13 @@ def _load_array(folder: Path, entry: dict, key: str, verify: bool, mmap: bool) -
     if not isinstance(name, str) or not _OWN_FILE.match(name):
         raise CorruptFileError(f"index manifest in {folder} names an invalid file {name!r}")
     path = folder / name
+    try:
+        if verify and _atomic.sha256_file(path) != entry.get(key + "_sha256"):
+            raise CorruptFileError(f"index file {path} does not match its checksum in the manifest")
+    except FileNotFoundError:
+        raise CorruptFileError(f"index file {path} listed in the manifest is missing") from None
     if not path.exists():
         raise CorruptFileError(f"index file {path} listed in the manifest is missing")
-    if verify and _atomic.sha256_file(path) != entry.get(key + "_sha256"):
-        raise CorruptFileError(f"index file {path} does not match its checksum in the manifest")
     try:
         return _atomic.load_npy(path, mmap=mmap)
     except Exception as exc:  # a damaged .npy header fails in numpy's parser with many exception types
@@ -113,9 +167,24 @@ def _load_array(folder: Path, entry: dict, key: str, verify: bool, mmap: bool) -
 
 
 def read(folder: str | os.PathLike, mmap: bool = True, verify: bool = True) -> Stored:
-    """Load a saved index; any damage (truncation, changed bytes, wrong version) is a clear error."""
+    """Load a saved index; any damage (truncation, changed bytes, wrong version) is a clear error.
+
+    Never waits for a writer: when a file the manifest lists cannot be read and the manifest has
+    been replaced meanwhile, it starts again from the new manifest."""
     folder = Path(folder)
     manifest = _read_manifest(folder)
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return _read(folder, manifest, mmap, verify)
+        except CorruptFileError:
+            latest = _read_manifest(folder)
+            if latest.get("checksum") == manifest.get("checksum") or attempt == READ_ATTEMPTS - 1:
+                raise
+            manifest = latest
+    raise AssertionError("unreachable")
+
+
+def _read(folder: Path, manifest: dict, mmap: bool, verify: bool) -> Stored:
     path = folder / MANIFEST
     bits = _field(manifest, "bits", int, path)
     if bits < 1:
@@ -153,8 +222,12 @@ def read(folder: str | os.PathLike, mmap: bool = True, verify: bool = True) -> S
             raise CorruptFileError(f"tombstone file {folder / tomb['file']} lists positions outside 0..{total - 1}")
     if _field(manifest, "n", int, path) != total:
         raise CorruptFileError(f"index manifest {path} says {manifest['n']} items, its segments hold {total}")
+    built_from = manifest.get("built_from")
+    if built_from is not None and not isinstance(built_from, dict):
+        raise CorruptFileError(f"index manifest {path}: field 'built_from' is not an object")
     return Stored(bits, segments, removed, _field(manifest, "next_id", int, path),
-                  _field(manifest, "backend", str, path), _field(manifest, "generation", int, path))
+                  _field(manifest, "backend", str, path), _field(manifest, "generation", int, path),
+                  built_from, manifest["checksum"])
 
 
 def _previous(folder: Path) -> dict | None:
@@ -165,12 +238,29 @@ def _previous(folder: Path) -> dict | None:
 
 
 def write(folder: str | os.PathLike, bits: int, segments: list[Segment], removed: np.ndarray, next_id: int,
-          backend: str) -> list[Segment]:
-    """Save an index to ``folder``; returns the segment list as now stored (unsaved segments are
-    merged into one new segment). Segments already stored in this folder are not rewritten."""
+          backend: str, built_from: dict | None = None, base: str | None = None) -> tuple[list[Segment], str]:
+    """Save an index to ``folder`` under the writer lock; returns the segment list as now stored
+    (unsaved segments are merged into one new segment) and the new manifest's checksum. Segments
+    already stored in this folder are not rewritten.
+
+    ``base``: the checksum of the manifest the index was read from (or last saved as) in this
+    folder; when the folder's manifest is no longer that one, another writer has changed it and
+    :class:`IndexConflictError` is raised with nothing written. ``None`` replaces whatever the
+    folder holds."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    with writer_lock(folder):
+        return _write(folder, bits, segments, removed, next_id, backend, built_from, base)
+
+
+def _write(folder: Path, bits: int, segments: list[Segment], removed: np.ndarray, next_id: int,
+           backend: str, built_from: dict | None, base: str | None) -> tuple[list[Segment], str]:
     previous = _previous(folder)
+    if base is not None and (previous or {}).get("checksum") != base:
+        now = f"generation {previous.get('generation')}" if previous else "no readable manifest"
+        raise IndexConflictError(
+            f"index {folder} was changed by another writer since this index was read or saved (it now holds "
+            f"{now}); nothing was written: load it again and redo the change, or make the change inside "
+            f"`with HammingIndex.edit({str(folder)!r}) as index:`, which holds the writer lock")
     known = set()
     if previous is not None:
         known = {(s.get("codes"), s.get("codes_sha256")) for s in previous.get("segments", []) if isinstance(s, dict)}
@@ -223,11 +313,12 @@ def write(folder: str | os.PathLike, bits: int, segments: list[Segment], removed
         "backend": backend,
         "segments": [dict(s.files) for s in out],
         "tombstones": tomb,
+        "built_from": built_from,
     }
     manifest["checksum"] = _checksum(manifest)
     _atomic.save_json(folder / MANIFEST, manifest)
     _collect_garbage(folder, manifest, previous)
-    return out
+    return out, manifest["checksum"]
 
 
 def _referenced(manifest: dict | None) -> set[str]:

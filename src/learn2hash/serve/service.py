@@ -115,7 +115,9 @@ class SearchService:
 
         folder = self.run.folder / "index"
         if folder.is_dir():
-            index = HammingIndex.load(folder)
+            from learn2hash.index.provenance import open_run_index
+
+            index = open_run_index(self.run)  # refuses an index that is stale or not of this run's codes
             self.index_source = f"loaded from {folder}"
         else:
             index = HammingIndex(self.run.bits)
