@@ -267,9 +267,15 @@ def _write(folder: Path, bits: int, segments: list[Segment], removed: np.ndarray
     generation = (previous.get("generation", 0) if previous else 0) + 1
     token = secrets.token_hex(4)
 
+    here = folder.resolve()
+    resolved: dict[Path, Path] = {}
+
     def stored_here(seg: Segment) -> bool:
-        return (seg.folder is not None and seg.folder.resolve() == folder.resolve()
-                and (seg.files.get("codes"), seg.files.get("codes_sha256")) in known)
+        if seg.folder is None or (seg.files.get("codes"), seg.files.get("codes_sha256")) not in known:
+            return False
+        if seg.folder not in resolved:
+            resolved[seg.folder] = seg.folder.resolve()
+        return resolved[seg.folder] == here
 
     out: list[Segment] = []
     pending: list[Segment] = []
