@@ -167,6 +167,27 @@ def test_a_save_on_top_of_a_folder_changed_meanwhile_is_refused_not_lost(tmp_pat
     assert HammingIndex.load(tmp_path / "copy").ids[-2:].tolist() == [3000, 3001]
 
 
+def test_a_reader_whose_files_are_collected_meanwhile_starts_again(monkeypatch, tmp_path):
+    """A reader has read the manifest; before it opens the segments two saves replace the index, and
+    the second one's garbage collection deletes them. The reader must not fail: it never waits for
+    writers, so it starts again from the new manifest."""
+    folder = tmp_path / "idx"
+    random_index(1).save(folder)
+    real = storage._load_array
+    calls = []
+
+    def writers_strike_first(*args, **kwargs):
+        if not calls:
+            random_index(2).save(folder)
+            random_index(3).save(folder)
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "_load_array", writers_strike_first)
+    loaded = HammingIndex.load(folder)
+    assert np.array_equal(loaded.codes().packed, random_index(3).codes().packed)
+
+
 @pytest.mark.slow
 def test_concurrent_index_builds_leave_a_loadable_index(run_folder):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
