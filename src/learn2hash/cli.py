@@ -514,7 +514,9 @@ def _query_items(run, spec: str):
 def _add_search(sub) -> None:
     p = sub.add_parser("search", help="search a run's index: nearest database items of a query",
                        description="Encode the query with the run's hasher and print the k nearest database "
-                                   "items: id (database position), Hamming distance, labels.")
+                                   "items: id (database position), Hamming distance, labels. An index built "
+                                   "before the run was retrained, or of other codes, is refused (or rebuilt "
+                                   "with --rebuild-index); ids appended to the index later have no labels.")
     p.add_argument("--run", required=True, help="run folder with an index (learn2hash index build)")
     p.add_argument("--query", required=True,
                    help="a query-split position, a .npy of features (one item or a batch), or an image file")
