@@ -318,7 +318,7 @@ def test_search_shows_appended_ids_without_labels(run_folder, capsys):
     assert [(int(r[1]), int(r[2]), r[3], r[4]) for r in rows[:2]] == [(n, 0, "-", "-"), (n + 1, 0, "-", "-")]
     ids, dist = knn(run.codes("query")[0], run.codes("database"), 2)
     assert [int(r[1]) for r in rows[2:]] == ids and [int(r[2]) for r in rows[2:]] == dist
-    assert "appended" in out
+    assert f"4 nearest of {n + 2} indexed items" in out and "appended" in out
 
 
 # ----------------------------------------------------------------------------- 6. huge or nonsense k
@@ -328,7 +328,7 @@ def test_huge_k_is_clamped_to_the_index_and_nonsense_k_is_one_line(run_folder, c
     capsys.readouterr()
     assert main(["search", "--run", str(run_folder), "--query", "0", "-k", "1000000000000"]) == 0
     out = capsys.readouterr().out
-    assert f"{n} nearest of {n} indexed items" in out and len(result_rows(out)) == n
+    assert f"{n} nearest of {n} database items" in out and len(result_rows(out)) == n
     for k in ("0", "-5"):
         assert main(["search", "--run", str(run_folder), "--query", "0", "-k", k]) == 2
         err = capsys.readouterr().err.strip()

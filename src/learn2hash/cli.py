@@ -551,7 +551,8 @@ def _cmd_search(args) -> int:
         return ",".join(class_names[c] if class_names else str(c) for c in on)
 
     for qi, name in enumerate(names):
-        header = f"{name}: {k} nearest of {n_indexed} indexed items"
+        items = "database items" if n_indexed == len(db_labels) else "indexed items"
+        header = f"{name}: {k} nearest of {n_indexed} {items}"
         if query_labels is not None:
             header += f" (query labels: {label_text(query_labels[qi])})"
         print(header)
