@@ -165,6 +165,10 @@ def test_a_save_on_top_of_a_folder_changed_meanwhile_is_refused_not_lost(tmp_pat
     first.add(Codes.from_bits(np.ones((1, 64), bool)), ids=[3001])
     first.save()
     assert HammingIndex.load(tmp_path / "copy").ids[-2:].tolist() == [3000, 3001]
+    with pytest.raises(Learn2HashError, match="no manifest.json"):
+        with HammingIndex.edit(tmp_path / "nothing-here"):
+            pass
+    assert not (tmp_path / "nothing-here").exists()
 
 
 def test_a_reader_whose_files_are_collected_meanwhile_starts_again(monkeypatch, tmp_path):

@@ -345,6 +345,7 @@ class HammingIndex:
         result, so no change is lost (default ids never collide). Readers are not held up. Call
         ``save`` (if at all) from the thread that entered the block; ``load_options`` go to
         :meth:`load`."""
+        storage.read_manifest(folder)  # a clear error, and no folder created, when there is no index
         with storage.writer_lock(folder):
             index = cls.load(folder, **load_options)
             try:

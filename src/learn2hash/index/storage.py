@@ -122,8 +122,9 @@ def _checksum(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def _read_manifest(folder: Path) -> dict:
-    path = folder / MANIFEST
+def read_manifest(folder: str | os.PathLike) -> dict:
+    """The manifest of the index in ``folder``, checked (format, version, its own checksum)."""
+    path = Path(folder) / MANIFEST
     if not path.exists():
         raise Learn2HashError(f"{folder} is not a saved Hamming index: it has no {MANIFEST}")
     try:
@@ -172,12 +173,12 @@ def read(folder: str | os.PathLike, mmap: bool = True, verify: bool = True) -> S
     Never waits for a writer: when a file the manifest lists cannot be read and the manifest has
     been replaced meanwhile, it starts again from the new manifest."""
     folder = Path(folder)
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder)
     for attempt in range(READ_ATTEMPTS):
         try:
             return _read(folder, manifest, mmap, verify)
         except CorruptFileError:
-            latest = _read_manifest(folder)
+            latest = read_manifest(folder)
             if latest.get("checksum") == manifest.get("checksum") or attempt == READ_ATTEMPTS - 1:
                 raise
             manifest = latest
@@ -232,7 +233,7 @@ def _read(folder: Path, manifest: dict, mmap: bool, verify: bool) -> Stored:
 
 def _previous(folder: Path) -> dict | None:
     try:
-        return _read_manifest(folder)
+        return read_manifest(folder)
     except Learn2HashError:
         return None
 
