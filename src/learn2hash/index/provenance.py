@@ -24,6 +24,7 @@ import numpy as np
 from learn2hash import _atomic
 from learn2hash.codes import Codes
 from learn2hash.errors import Learn2HashError
+from learn2hash.index import storage
 from learn2hash.index.hamming import HammingIndex
 
 #: ``built_from["kind"]`` of an index of a run's database codes.
@@ -112,7 +113,7 @@ def open_run_index(run, rebuild: bool = False, **load_options) -> HammingIndex:
     folder = index_folder(run)
     build_options = {k: v for k, v in load_options.items() if k not in ("mmap", "verify")}
     build_options["backend"] = build_options.get("backend") or "native"
-    if not (folder / "manifest.json").exists():
+    if not (folder / storage.MANIFEST).exists():
         if not rebuild:
             raise Learn2HashError(f"run {run.folder} has no index yet: run `learn2hash index build --run {run.folder}`")
         build_run_index(run, **build_options)
