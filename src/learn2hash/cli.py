@@ -197,11 +197,21 @@ def _cmd_train(args) -> int:
 
 @command
 def _add_encode(sub) -> None:
-    p = sub.add_parser("encode", help="encode a split of a run's dataset (or a .npy of items) into codes")
+    p = sub.add_parser("encode", help="encode a split of a run's dataset, a .npy of items, or your own images",
+                       description="Encode a split of the run's dataset (--split), a .npy of items (--input), or "
+                                   "image files (--images: a folder, searched recursively, or a list file of "
+                                   "paths relative to it). For --images the codes go to --out and their ids "
+                                   "(the images' paths relative to the folder or list) to OUT.ids.json.")
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--split", choices=["train", "query", "database"], default=None)
     p.add_argument("--input", default=None, help=".npy of items to encode instead of a split")
-    p.add_argument("--out", default=None, help="codes file to write (default: RUN/codes/SPLIT.npy)")
+    p.add_argument("--images", default=None, metavar="FOLDER|LIST", help="image files to encode")
+    p.add_argument("--out", default=None, help="codes file to write (default: RUN/codes/SPLIT.npy; "
+                                                "needed with --images)")
+    p.add_argument("--on-bad-image", choices=["error", "skip"], default="error",
+                   help="an unreadable image: stop (default) or leave it out and list it in OUT.ids.json")
+    p.add_argument("--workers", type=int, default=None, help="image decoding processes (default: one per core, <= 8)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_encode)
 
 
@@ -210,8 +220,19 @@ def _cmd_encode(args) -> int:
     from learn2hash.runs import Run
 
     run = Run.open(args.run)
-    if (args.split is None) == (args.input is None):
-        raise Learn2HashError("give exactly one of --split or --input")
+    if sum(v is not None for v in (args.split, args.input, args.images)) != 1:
+        raise Learn2HashError("give exactly one of --split, --input or --images")
+    if args.images is not None:
+        from learn2hash.runs import encode_image_files
+
+        if not args.out:
+            raise Learn2HashError("--images needs --out CODES.npy (the ids go beside it)")
+        result = encode_image_files(run, args.images, args.out, on_bad_image=args.on_bad_image,
+                                    workers=args.workers, progress=not args.no_progress)
+        skipped = f", {result['n_skipped']} unreadable skipped (listed in {result['ids_path']})" \
+            if result["n_skipped"] else ""
+        print(f"{result['n']} codes of {result['bits']} bits -> {args.out}, ids -> {result['ids_path']}{skipped}")
+        return 0
     if args.split:
         codes = run.codes(args.split, recompute=True)
         where = run.codes_path(args.split)
@@ -495,19 +516,13 @@ def _query_items(run, spec: str):
         if x.shape == shape:
             x = x[None]
         return x, None, [f"{path.name}[{i}]" for i in range(len(x))]
-    from PIL import Image, UnidentifiedImageError
+    from learn2hash import images
 
     shape = dataset.database.item_shape
     if len(shape) != 3:
         raise Learn2HashError(f"the run's items are {dataset.database.kind} of shape {shape}, not images: give a .npy")
-    c, h, w = shape
-    try:
-        img = Image.open(path).convert("L" if c == 1 else "RGB").resize((w, h))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise Learn2HashError(f"cannot read image --query {path}: {exc}") from None
-    arr = np.asarray(img, dtype=np.uint8)
-    arr = arr[None, None] if c == 1 else arr.transpose(2, 0, 1)[None]
-    return arr, None, [path.name]
+    arr = images.encode_image(path, images.geometry_for(run.hasher(), shape), what=f"--query image {path}")
+    return np.ascontiguousarray(arr)[None], None, [path.name]
 
 
 @command

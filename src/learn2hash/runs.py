@@ -223,6 +223,10 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
     if history is not None:
         _atomic.save_json(out / "history.json", history)
 
+    skipped = getattr(hasher, "skipped_images_", None)
+    if skipped:
+        _atomic.save_json(out / "skipped_images.json", {"count": len(skipped), "images": skipped})
+        log(f"{len(skipped)} unreadable training image(s) skipped, listed in {out / 'skipped_images.json'}")
     run = Run(out)
     run._dataset, run._hasher = ds, hasher
     t0 = time.perf_counter()
@@ -231,7 +235,7 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
     encode_seconds = time.perf_counter() - t0
     epochs = len(history) if history else None
     run.evaluate(topk=topk, extra={"train_seconds": train_seconds, "encode_seconds": encode_seconds,
-                                   "epochs": epochs,
+                                   "epochs": epochs, **({"skipped_images": len(skipped)} if skipped else {}),
                                    "seconds_per_epoch": (train_seconds / epochs) if epochs else None})
     return run
 
@@ -259,3 +263,47 @@ def summary_row(run: Run) -> dict[str, Any]:
                 "train s": m.get("train_seconds"), "s/epoch": m.get("seconds_per_epoch")})
     return row
 
+
+
+IMAGE_IDS_FORMAT = "learn2hash-image-ids"
+
+
+def image_ids_path(out: str | os.PathLike) -> Path:
+    """Where :func:`encode_image_files` writes the ids of the codes in ``out``: ``CODES.ids.json``."""
+    out = Path(out)
+    return out.with_name((out.name[:-4] if out.name.endswith(".npy") else out.name) + ".ids.json")
+
+
+def encode_image_files(run: Run, source: str | os.PathLike, out: str | os.PathLike, on_bad_image: str = "error",
+                       workers: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Encode image files (a folder, searched recursively, or a list file) with the run's hasher.
+
+    Writes the codes to ``out`` (:meth:`Codes.save`) and then, last, ``CODES.ids.json``: the images'
+    paths relative to the folder or list (row ``i`` of the codes is ``ids[i]``), the root, the
+    checksum of the codes file, and the skipped images with their errors (``on_bad_image="skip"``).
+    Returns a summary (``n``, ``bits``, ``n_skipped``, ``ids_path``).
+    """
+    from learn2hash import images
+
+    hasher = run.hasher()
+    if not hasattr(hasher, "encode_images"):
+        raise Learn2HashError(f"run {run.folder} holds a {run.method} hasher, which does not take image files "
+                              "(encode --images needs a deep hasher trained on images)")
+    root, files = images.list_images(source)
+    out = Path(out)
+    if out.is_dir():
+        raise Learn2HashError(f"--out {out} is a folder; give a codes file name such as {out / 'codes.npy'}")
+    if not out.parent.is_dir():
+        raise Learn2HashError(f"--out: the folder of {out} does not exist")
+    ids = [p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p) for p in files]
+    if workers is not None:
+        hasher.workers = workers  # a runtime parameter: what is learned stays the same
+    codes, kept, skipped = hasher.encode_images(files, on_bad_image=on_bad_image, progress=progress)
+    codes.save(out)
+    ids_path = image_ids_path(out)
+    _atomic.save_json(ids_path, {
+        "format": IMAGE_IDS_FORMAT, "version": 1, "run": str(run.folder.resolve()), "root": str(root.resolve()),
+        "codes": out.name, "codes_sha256": _atomic.sha256_file(out), "bits": codes.bits,
+        "ids": [ids[int(i)] for i in kept],
+        "skipped": [{"id": ids[s["position"]], "error": s["error"]} for s in skipped]})
+    return {"n": len(codes), "bits": codes.bits, "n_skipped": len(skipped), "ids_path": ids_path}

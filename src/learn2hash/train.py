@@ -6,7 +6,14 @@
 
 - mini-batches drawn by a :class:`torch.utils.data.DistributedSampler` (one replica when not
   distributed) seeded by ``seed`` and the epoch, so the batch order does not depend on anything
-  else; optional augmentation (:mod:`learn2hash.nn.augment`); optimizer (adam, adamw, sgd,
+  else, and fed by a :class:`torch.utils.data.DataLoader` over :class:`ItemDataset`: array items
+  by indexing, image files (the image-list / image-folder readers) decoded and transformed by
+  :mod:`learn2hash.images` in ``workers`` processes (random-resized crop and flip for training,
+  the random numbers a function of the seed, the epoch and the item only, so any number of
+  workers gives the same batches), ``uint8`` in channels-last memory, pinned on CUDA; a bad
+  image stops the run naming its path, or with ``on_bad_image="skip"`` is left out and counted;
+- optional augmentation of array batches on the device (:mod:`learn2hash.nn.augment`); mixed
+  precision (``amp``: bf16/fp16 autocast, :func:`amp_dtype`); optimizer (adam, adamw, sgd,
   rmsprop) and a per-step learning-rate schedule (none, cosine with optional linear warm-up, step);
 - a tqdm progress bar with the running loss (shown when stderr is a terminal, or as asked);
 - a checkpoint after every epoch (``checkpoint_dir/checkpoint.pt``, written atomically) holding
@@ -52,6 +59,7 @@ import torch
 from torch import nn
 
 from learn2hash import _atomic
+from learn2hash import images as _images
 from learn2hash.errors import CorruptFileError, Learn2HashError
 from learn2hash.nn import augment as _augment
 from learn2hash.nn.inputs import as_input_tensor
@@ -63,6 +71,10 @@ CHECKPOINT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("none", "cosine", "step")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+BAD_IMAGE_POLICIES = ("error", "skip")
+#: settings that do not change what is learned: left out of the resume fingerprint
+RUNTIME_SETTINGS = ("device", "workers", "amp", "on_bad_image")
 
 
 @dataclass
@@ -87,6 +99,13 @@ class TrainConfig:
     seed: int = 0
     #: "auto" (cuda when available), "cpu", "cuda", "cuda:1" ...
     device: str = "auto"
+    #: DataLoader worker processes (None: 0 for arrays, :func:`default_workers` for image files)
+    workers: int | None = None
+    #: mixed precision: "auto" (bf16, or fp16 where the GPU lacks bf16, on CUDA; off on CPU), "off",
+    #: "bf16" or "fp16"
+    amp: str = "auto"
+    #: a corrupt or unreadable image file: "error" (stop, naming it) or "skip" (leave it out, count it)
+    on_bad_image: str = "error"
 
     def validate(self) -> "TrainConfig":
         def positive_int(name: str) -> None:
@@ -109,6 +128,7 @@ class TrainConfig:
             raise Learn2HashError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
         if self.grad_clip is not None and not (self.grad_clip > 0):
             raise Learn2HashError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
+        check_runtime(self.workers, self.amp, self.on_bad_image)
         _augment.parse(self.augment)
         return self
 
@@ -198,7 +218,8 @@ def fingerprint(config: TrainConfig, identity: dict[str, Any], x: Any, labels: n
     progress settings are not part of it: a run may resume on another device.
     """
     cfg = asdict(config)
-    cfg.pop("device")
+    for key in RUNTIME_SETTINGS:
+        cfg.pop(key)
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(labels).tobytes())
     data: dict[str, Any] = {"n": int(len(x)), "item_shape": list(np.shape(x)[1:]) if hasattr(x, "shape") else None,
@@ -299,16 +320,199 @@ def _progress_enabled(progress: bool | None, info: DistInfo) -> bool:
     return bool(progress)
 
 
+# ----------------------------------------------------------------------------- feeding batches
+def check_runtime(workers: Any, amp: Any, on_bad_image: Any) -> None:
+    """Raise a clear error unless ``workers``, ``amp`` and ``on_bad_image`` are valid settings."""
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
+                                or workers < 0):
+        raise Learn2HashError(f"workers must be an integer >= 0 (or None for the default), got {workers!r}")
+    if amp not in AMP_MODES:
+        raise Learn2HashError(f"unknown amp {amp!r}; known: {', '.join(AMP_MODES)}")
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise Learn2HashError(f"on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {on_bad_image!r}")
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` on ``device`` (``None``: full precision).
+
+    ``"auto"``: bf16 on a CUDA device that supports it, else fp16 (with loss scaling); off on the
+    CPU, where bf16 autocast was no faster for the networks measured (benchmarks/RESULTS.md) and
+    changes the numbers a run gives.
+    """
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    import contextlib
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def default_workers(x: Any) -> int:
+    """Worker processes when none are asked for: 0 for arrays (indexing is cheaper than a process),
+    for image files one per CPU core up to 8."""
+    if _images.image_paths(x) is None:
+        return 0
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+class ItemDataset(torch.utils.data.Dataset):
+    """The items ``x`` of a split as a map-style dataset that a DataLoader fetches a batch at a time.
+
+    Keys are ``(epoch, position)`` pairs. Arrays (numpy, or lazily read array-likes) are indexed;
+    image files (:func:`learn2hash.images.image_paths`) are decoded and transformed to ``geometry``:
+    with ``train=True`` a random-resized crop (and a flip when ``flip``) drawn from
+    :func:`learn2hash.images.item_rng` ``(seed, epoch, position)``, else the encode transform. A batch
+    is a dict: ``index`` (positions kept), ``x`` (items; images ``uint8[n, C, H, W]`` in channels-last
+    memory), ``skipped`` ((position, path, message) of bad images left out under
+    ``on_bad_image="skip"``) and ``error`` (the message that stops the run, raised by the caller: an
+    exception inside a worker would reach the user wrapped in a traceback).
+    """
+
+    def __init__(self, x: Any, geometry: "_images.Geometry | None" = None, train: bool = False, seed: int = 0,
+                 flip: bool = False, on_bad_image: str = "error"):
+        self.paths = _images.image_paths(x)
+        if self.paths is not None and geometry is None:
+            c, h, w = (int(s) for s in np.shape(x)[1:])
+            geometry = _images.Geometry((h, w), c)
+        self.geometry = geometry
+        self.x = x
+        # a writable array is indexed as a tensor (one gather, no copy of the whole array)
+        self.store = torch.from_numpy(x) if isinstance(x, np.ndarray) and x.flags.writeable else None
+        self.train = bool(train)
+        self.seed = int(seed)
+        self.flip = bool(flip)
+        self.on_bad_image = on_bad_image
+
+    def __len__(self) -> int:
+        return len(self.paths) if self.paths is not None else len(self.x)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        return self.__getitems__([key])
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> dict[str, Any]:
+        positions = [int(k[1]) for k in keys]
+        index = torch.as_tensor(positions, dtype=torch.int64)
+        if self.paths is None:
+            if self.store is not None:
+                xb = self.store[index]
+            else:
+                pos = np.asarray(positions, dtype=np.int64)
+                if len(pos) and np.array_equal(pos, np.arange(pos[0], pos[0] + len(pos))):
+                    part = self.x[int(pos[0]):int(pos[0]) + len(pos)]  # a slice: a view of an array
+                else:
+                    part = self.x[pos]
+                xb = torch.from_numpy(np.ascontiguousarray(np.asarray(part)))
+            return {"index": index, "x": xb, "skipped": [], "error": None}
+        c, (h, w) = self.geometry.channels, self.geometry.size
+        out = np.empty((len(keys), h, w, c), dtype=np.uint8)
+        kept: list[int] = []
+        skipped: list[tuple[int, str, str]] = []
+        for epoch, pos in keys:
+            path = self.paths[int(pos)]
+            try:
+                if self.train:
+                    a = _images.train_image(path, self.geometry, _images.item_rng(self.seed, epoch, pos), self.flip)
+                else:
+                    a = _images.encode_image(path, self.geometry)
+            except Learn2HashError as exc:
+                if self.on_bad_image == "skip":
+                    skipped.append((int(pos), str(path), str(exc)))
+                    continue
+                return {"index": index[:0], "x": None, "skipped": skipped, "error": (type(exc).__name__, str(exc))}
+            out[len(kept)] = a.transpose(1, 2, 0)
+            kept.append(int(pos))
+        xb = torch.from_numpy(out[:len(kept)]).permute(0, 3, 1, 2)  # [n, C, H, W], channels-last memory
+        return {"index": torch.as_tensor(kept, dtype=torch.int64), "x": xb, "skipped": skipped, "error": None}
+
+
+class _Batches:
+    """A DataLoader's batch sampler holding the batches of the current pass (set before each pass)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _as_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    return batch
+
+
+def _worker_init(worker_id: int) -> None:
+    # decoding is the work here; one thread per worker keeps the cores for the workers and the model
+    torch.set_num_threads(1)
+    seed = torch.utils.data.get_worker_info().seed % 2 ** 32  # from the loader's seeded generator
+    np.random.seed(seed)
+    import random
+
+    random.seed(seed)
+
+
+def make_loader(dataset: ItemDataset, workers: int, device: torch.device, seed: int, persistent: bool = False
+                ) -> tuple[torch.utils.data.DataLoader, _Batches]:
+    """A DataLoader over ``dataset`` fed by the returned batch holder (set ``.batches`` before each pass)."""
+    from torch.utils.data import DataLoader
+
+    batches = _Batches()
+    workers = int(workers)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=_as_batch,
+                        pin_memory=device.type == "cuda", persistent_workers=persistent and workers > 0,
+                        worker_init_fn=_worker_init if workers else None, prefetch_factor=4 if workers else None,
+                        # the loader's own generator: creating an iterator leaves the global RNG alone
+                        generator=torch.Generator().manual_seed(int(seed)))
+    return loader, batches
+
+
+def unpack_batch(batch: dict[str, Any], device: torch.device, what: str
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, list[tuple[int, str, str]]]:
+    """``(positions, items as float on device or None when all were skipped, skipped)`` of a loader batch;
+    raises the error a worker reported."""
+    if batch["error"] is not None:
+        kind, message = batch["error"]
+        raise (CorruptFileError if kind == "CorruptFileError" else Learn2HashError)(message)
+    if len(batch["index"]) == 0:
+        return batch["index"], None, batch["skipped"]
+    xb = as_input_tensor(batch["x"], device, what)
+    if xb.ndim == 4:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    return batch["index"], xb, batch["skipped"]
+
+
+def _input_geometry(model: nn.Module, x: Any, item_shape: tuple[int, ...] | None) -> "_images.Geometry | None":
+    """The geometry image files are decoded to for ``model`` (None for arrays)."""
+    if _images.image_paths(x) is None:
+        return None
+    spec = getattr(getattr(model, "backbone", model), "input_spec", None)
+    return _images.geometry(spec, tuple(item_shape or np.shape(x)[1:]))
+
+
 # ----------------------------------------------------------------------------- the loop
 def train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config: TrainConfig,
           checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool | None = None,
-          identity: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Train ``model`` in place on items ``x`` (array ``[n, ...]``) with multi-hot ``labels``.
+          identity: dict[str, Any] | None = None, skipped: list | None = None) -> list[dict[str, Any]]:
+    """Train ``model`` in place on items ``x`` (array ``[n, ...]`` or image files) with multi-hot ``labels``.
 
     Returns the history: one dict per epoch with ``epoch`` (1-based), ``loss`` and the task's
     loss parts (means over the epoch's items, over all processes), ``lr`` (at the epoch's end)
-    and ``seconds``. ``identity`` (JSON-able, e.g. the method's hyper-parameters) enters the
-    resume fingerprint. The model ends on the training device, in eval mode.
+    and ``seconds`` (and ``skipped_images`` when bad images were skipped). ``identity`` (JSON-able,
+    e.g. the method's hyper-parameters) enters the resume fingerprint. ``skipped``: a list that
+    receives ``(position, path, message)`` of every image skipped under ``on_bad_image="skip"``
+    (once each). The model ends on the training device, in eval mode.
     """
     config.validate()
     labels = np.asarray(labels, dtype=bool)
@@ -364,8 +568,18 @@ def train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config:
         start_epoch = int(ck["epoch"])
         log.info("resumed from %s after epoch %d", ckpt_path, start_epoch)
 
-    x_store = torch.from_numpy(x) if isinstance(x, np.ndarray) else None
     labels_t = torch.from_numpy(labels)
+    files = _images.image_paths(x) is not None
+    # image files: the crop (and the flip when asked) is their augmentation, done while decoding;
+    # the other ops (erase) still run on the device. No augmentation asked: the encode transform.
+    dataset = ItemDataset(x, _input_geometry(model, x, None), train=bool(ops), seed=int(config.seed),
+                          flip=any(name == "flip" for name, _ in ops), on_bad_image=config.on_bad_image)
+    device_ops = [op for op in ops if op[0] not in ("flip", "shift")] if files else ops
+    workers = config.workers if config.workers is not None else default_workers(x)
+    loader, batches = make_loader(dataset, workers, device, int(config.seed), persistent=True)
+    dtype = amp_dtype(config.amp, device)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    skipped_seen: dict[int, tuple[int, str, str]] = {}
     show = _progress_enabled(progress, info)
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, config.epochs):
@@ -382,21 +596,42 @@ def train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config:
 
             bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                        dynamic_ncols=True, file=sys.stderr)
-        for b in range(steps_per_epoch):
-            idx, _ = torch.sort(order[b * local_batch:(b + 1) * local_batch if b < steps_per_epoch - 1 else None])
-            xb = x_store[idx] if x_store is not None else np.asarray(x[idx.numpy()])
-            xb = _augment.augment(as_input_tensor(xb, device, "training items"), ops)
+        batches.batches = [
+            [(epoch, int(i)) for i in torch.sort(order[b * local_batch:(b + 1) * local_batch
+                                                       if b < steps_per_epoch - 1 else None])[0]]
+            for b in range(steps_per_epoch)]
+        epoch_skipped = 0
+        for loaded in loader:
+            idx, xb, bad = unpack_batch(loaded, device, "training items")
+            epoch_skipped += len(bad)
+            for item in bad:
+                skipped_seen.setdefault(item[0], item)
+            if xb is None:  # every image of the batch was skipped
+                scheduler.step()
+                step += 1
+                continue
+            xb = _augment.augment(xb, device_ops)
             batch = Batch(x=xb, labels=labels_t[idx].to(device), index=idx.to(device), epoch=epoch, step=step)
-            u, batch.logits = train_model(xb, return_logits=True)
+            with _autocast(device, dtype):
+                u, logits = train_model(xb, return_logits=True)
+            u, batch.logits = (u, logits) if dtype is None else (u.float(), logits.float())
             loss, parts = task.loss(u, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}, step {step}; "
                                          "lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
             if config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()
             step += 1
             bs = len(idx)
@@ -417,10 +652,12 @@ def train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config:
             dist.all_reduce(t)
             sums, count = dict(zip(keys, t[:-1].tolist())), int(t[-1].item())
         task.on_epoch_end(epoch, model)
-        record = {"epoch": epoch + 1, **{k: v / count for k, v in sums.items()},
+        record = {"epoch": epoch + 1, **{k: v / max(count, 1) for k, v in sums.items()},
                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+        if epoch_skipped:
+            record["skipped_images"] = epoch_skipped
         history.append(record)
-        log.info("epoch %d/%d  loss %.5f  (%.1f s)", epoch + 1, config.epochs, record["loss"], record["seconds"])
+        log.info("epoch %d/%d  loss %.5f  (%.1f s)", epoch + 1, config.epochs, record.get("loss", math.nan), record["seconds"])
         if ckpt_path is not None and info.is_main:
             save_checkpoint(ckpt_path, {
                 "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "fingerprint": fp,
@@ -439,35 +676,77 @@ def train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config:
         # only broadcast before each forward, so make the last update of rank 0 everyone's
         for buf in model.buffers():
             dist.broadcast(buf, src=0)
+    del loader  # persistent workers end here
+    if skipped is not None:
+        skipped.extend(skipped_seen[k] for k in sorted(skipped_seen))
     model.eval()
     return history
 
 
 @torch.no_grad()
 def encode_batches(model: nn.Module, x: Any, batch_size: int = 1024, device: torch.device | str | None = None,
-                   output: str = "u") -> torch.Tensor:
+                   output: str = "u", *, workers: int | None = None, amp: str = "off",
+                   item_shape: tuple[int, ...] | None = None, progress: bool = False) -> torch.Tensor:
     """Run ``model`` in eval mode over ``x`` in batches; returns ``[n, K]`` float32 on the CPU.
 
     ``output``: ``"u"`` (tanh outputs), ``"logits"``, or ``"features"`` (the backbone's output).
-    The model's train/eval mode is restored afterwards.
+    ``x``: an array, a lazily read array-like, or image files (decoded in ``workers`` processes to
+    the backbone's geometry for items of ``item_shape``, default ``x``'s). ``amp``: see
+    :func:`amp_dtype`. The model's train/eval mode is restored afterwards. A bad image is an error
+    naming it (:func:`encode_items` can skip them instead).
     """
+    return encode_items(model, x, batch_size, device, output, workers=workers, amp=amp, item_shape=item_shape,
+                        progress=progress)[0]
+
+
+@torch.no_grad()
+def encode_items(model: nn.Module, x: Any, batch_size: int = 1024, device: torch.device | str | None = None,
+                 output: str = "u", *, workers: int | None = None, amp: str = "off", on_bad_image: str = "error",
+                 item_shape: tuple[int, ...] | None = None, progress: bool = False
+                 ) -> tuple[torch.Tensor, np.ndarray, list[tuple[int, str, str]]]:
+    """:func:`encode_batches` that may skip bad images: ``(outputs of the kept items, their positions in
+    x, skipped (position, path, message))``."""
+    check_runtime(workers, amp, on_bad_image)
     if device is None:
         device = next(model.parameters()).device
+    device = torch.device(device)
+    dtype = amp_dtype(amp, device)
+    n = len(x)
+    dataset = ItemDataset(x, _input_geometry(model, x, item_shape), on_bad_image=on_bad_image)
+    workers = default_workers(x) if workers is None else int(workers)
+    loader, batches = make_loader(dataset, min(workers, max(1, -(-n // batch_size))) if n else 0, device, 0)
+    batches.batches = [[(0, i) for i in range(s, min(n, s + batch_size))] for s in range(0, n, batch_size)]
     was_training = model.training
     model.eval()
-    outs = []
+    outs, kept, skipped = [], [], []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc="encoding", unit="item", dynamic_ncols=True, file=sys.stderr)
     try:
         with torch.inference_mode():
-            for s in range(0, len(x), batch_size):
-                xb = as_input_tensor(x[s:s + batch_size], device, "input")
-                if output == "features":
-                    out = model.backbone(xb)
-                else:
-                    u, logits = model(xb, return_logits=True)
-                    out = u if output == "u" else logits
+            for loaded in loader:
+                idx, xb, bad = unpack_batch(loaded, device, "input")
+                skipped += bad
+                if bar is not None:
+                    bar.update(len(idx) + len(bad))
+                if xb is None:
+                    continue
+                with _autocast(device, dtype):
+                    if output == "features":
+                        out = model.backbone(xb)
+                    else:
+                        u, logits = model(xb, return_logits=True)
+                        out = u if output == "u" else logits
                 outs.append(out.float().cpu())
+                kept.append(idx.numpy())
     finally:
         model.train(was_training)
+        if bar is not None:
+            bar.close()
+    positions = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
     if not outs:
-        return torch.zeros((0, model.bits), dtype=torch.float32)
-    return torch.cat(outs)
+        width = model.bits if output != "features" else getattr(getattr(model, "backbone", None), "out_dim", 0)
+        return torch.zeros((0, width), dtype=torch.float32), positions, skipped
+    return torch.cat(outs), positions, skipped

@@ -25,9 +25,12 @@ protocol, ``standard``:
     ``query_per_class`` images of each class are the query, the rest the database, and
     ``train_per_class`` of the database the training set.
 
-Images are decoded lazily with Pillow when indexed (:class:`LazyImages`): ``uint8[n, C, H, W]``
-resized to ``size`` (``N``, ``HxW`` or ``[H, W]``; default the first image's size) with
-``channels`` 1 (grayscale) or 3 (RGB; default from the first image).
+Image splits hold the file paths (:class:`LazyImages`); nothing is decoded until the items are
+used. Indexed, they are ``uint8[n, C, H, W]`` made by :func:`learn2hash.images.encode_image`
+(EXIF orientation, any mode to RGB or grey, shorter side resized and centre-cropped to ``size``:
+``N``, ``HxW`` or ``[H, W]``; default the first image's size) with ``channels`` 1 (grayscale) or
+3 (RGB; default from the first image). Training and encoding read the paths instead and decode
+in DataLoader workers to the geometry the network declares (:mod:`learn2hash.train`).
 """
 
 from __future__ import annotations
@@ -38,44 +41,28 @@ from typing import Any
 
 import numpy as np
 
+from learn2hash import images
 from learn2hash.datasets.base import Dataset, LazyArray, as_multihot, split_from_pool
 from learn2hash.datasets.protocols import per_class_sample, random_protocol, rng_for
 from learn2hash.datasets.registry import DatasetInfo, int_param, path_param, register, size_param
 from learn2hash.errors import CorruptFileError, Learn2HashError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
-_GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F", "P;L"})
+IMAGE_EXTENSIONS = images.IMAGE_EXTENSIONS
 
 
 # --------------------------------------------------------------------------- images
 def probe_image(path: Path) -> tuple[tuple[int, int], int]:
-    """``((height, width), channels)`` of an image file from its header (channels: 1 gray, 3 colour)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return (im.height, im.width), (1 if im.mode in _GRAY_MODES else 3)
-    except FileNotFoundError:
-        raise Learn2HashError(f"image {path} does not exist") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise CorruptFileError(f"cannot decode image {path}: {exc}") from None
+    """``((height, width), channels)`` of an image file from its header (as displayed, after its EXIF
+    orientation; channels: 1 gray, 3 colour)."""
+    return images.probe(path)
 
 
 def read_image(path: Path, size: tuple[int, int] | None, channels: int) -> np.ndarray:
-    """``uint8[channels, H, W]`` of an image file, resized (bilinear) to ``size = (H, W)`` when given."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            if size is not None and (im.height, im.width) != tuple(size):
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
-            a = np.asarray(im, dtype=np.uint8)
-    except FileNotFoundError:
-        raise Learn2HashError(f"image {path} does not exist") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise CorruptFileError(f"cannot decode image {path}: {exc}") from None
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    """``uint8[channels, H, W]`` of an image file through :func:`learn2hash.images.encode_image`: the
+    shorter side resized and the centre cropped to ``size = (H, W)`` (default: the image's own size)."""
+    if size is None:
+        size, _ = images.probe(path)
+    return np.ascontiguousarray(images.encode_image(path, images.Geometry(tuple(size), channels)))
 
 
 def channels_param(dataset: str, value: Any) -> int | None:
@@ -88,7 +75,11 @@ def channels_param(dataset: str, value: Any) -> int | None:
 
 
 class LazyImages(LazyArray):
-    """Image files as ``uint8[n, C, H, W]``, decoded (and resized) only when indexed."""
+    """Image files as ``uint8[n, C, H, W]``, decoded (and resized) only when indexed.
+
+    ``paths`` is public: the training loop and encoding decode the files themselves, in worker
+    processes, to the network's geometry (:func:`learn2hash.images.image_paths`).
+    """
 
     def __init__(self, paths: list[Path], size: tuple[int, int], channels: int, what: str):
         super().__init__(len(paths), (channels,) + tuple(size), np.uint8, what)
@@ -98,8 +89,9 @@ class LazyImages(LazyArray):
 
     def _load(self, positions: np.ndarray) -> np.ndarray:
         out = np.empty((len(positions),) + self.item_shape, dtype=np.uint8)
+        geom = images.Geometry(self.size, self.channels)
         for j, i in enumerate(positions):
-            out[j] = read_image(self.paths[i], self.size, self.channels)
+            out[j] = images.encode_image(self.paths[i], geom)
         return out
 
 

@@ -32,8 +32,15 @@ Shared hyper-parameters (all JSON values, saved with the hasher): ``backbone`` (
 :mod:`learn2hash.nn`, ``"auto"`` = smallcnn for images, mlp for feature vectors),
 ``backbone_options`` (dict passed to the backbone), ``hidden`` and ``dropout`` (hash head), the
 training loop's ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``optimizer``, ``momentum``,
-``schedule``, ``warmup_epochs``, ``augment``, ``grad_clip``, and ``device`` / ``encode_batch_size``
-(which do not change what is learned).
+``schedule``, ``warmup_epochs``, ``augment``, ``grad_clip``, and the settings that do not change
+what is learned: ``device``, ``encode_batch_size``, ``workers`` (DataLoader processes decoding
+image files; None: one per core up to 8 for files, 0 for arrays), ``amp`` (mixed precision,
+:func:`learn2hash.train.amp_dtype`) and ``on_bad_image`` ("error" or "skip": a corrupt image
+file in the training set stops the fit naming it, or is left out and listed in
+``skipped_images_``; encoding a split always stops, so codes stay aligned with their items).
+
+Items may be arrays or image files (the image-list / image-folder readers): files are decoded by
+:mod:`learn2hash.images` to the geometry the backbone declares (:meth:`DeepHasher.image_geometry`).
 
 Saved state: ``hasher.json`` (params, item shape, history, weights checksum) and ``weights.pt``
 (``torch.save(model.state_dict())``, loaded with ``weights_only=True``).
@@ -50,18 +57,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from learn2hash import _atomic
+from learn2hash import _atomic, images
 from learn2hash.codes import Codes
 from learn2hash.datasets.base import Split
 from learn2hash.errors import CorruptFileError, Learn2HashError
 from learn2hash.methods.base import Hasher
 from learn2hash.nn import HashHead, HashModel, create_backbone
 from learn2hash.nn.registry import plain_options
-from learn2hash.train import Batch, TrainConfig, encode_batches, resolve_device, train
+from learn2hash.train import Batch, TrainConfig, encode_batches, encode_items, resolve_device, train
 
 WEIGHTS_NAME = "weights.pt"
 # parameters that do not change what is learned: left out of the resume fingerprint
-_RUNTIME_PARAMS = ("device", "encode_batch_size")
+_RUNTIME_PARAMS = ("device", "encode_batch_size", "workers", "amp", "on_bad_image")
 
 
 class DeepHasher(Hasher):
@@ -75,7 +82,8 @@ class DeepHasher(Hasher):
                  dropout: float = 0.0, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
                  weight_decay: float = 0.0, optimizer: str = "adam", momentum: float = 0.9, schedule: str = "cosine",
                  warmup_epochs: float = 0.0, augment: str = "none", grad_clip: float | None = None,
-                 device: str = "auto", encode_batch_size: int = 1024):
+                 device: str = "auto", encode_batch_size: int = 1024, workers: int | None = None,
+                 amp: str = "auto", on_bad_image: str = "error"):
         super().__init__(bits=bits, seed=seed)
         self.backbone = backbone
         self.backbone_options = backbone_options
@@ -93,6 +101,9 @@ class DeepHasher(Hasher):
         self.grad_clip = grad_clip
         self.device = device
         self.encode_batch_size = encode_batch_size
+        self.workers = workers
+        self.amp = amp
+        self.on_bad_image = on_bad_image
 
     # ------------------------------------------------------------------ subclass interface
     def loss(self, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -121,7 +132,8 @@ class DeepHasher(Hasher):
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                            optimizer=self.optimizer, momentum=self.momentum, schedule=self.schedule,
                            warmup_epochs=self.warmup_epochs, augment=self.augment, grad_clip=self.grad_clip,
-                           seed=self.seed, device=self.device).validate()
+                           seed=self.seed, device=self.device, workers=self.workers, amp=self.amp,
+                           on_bad_image=self.on_bad_image).validate()
 
     def build_model(self, input_shape: tuple[int, ...], untrained: bool = False,
                     backbone: dict[str, Any] | None = None) -> HashModel:
@@ -167,20 +179,33 @@ class DeepHasher(Hasher):
         self.model_ = self.build_model(shape)
         self.input_shape_ = shape
         self.train_split_ = split
+        self.skipped_images_: list[dict[str, Any]] = []
         try:
             self._prepare(split)
+            skipped: list[tuple[int, str, str]] = []
             self.history_ = train(self.model_, split.x, split.labels, self, config, identity=self.identity(),
-                                  **self._fit_options)
+                                  skipped=skipped, **self._fit_options)
+            self.skipped_images_ = [{"position": i, "path": p, "error": m} for i, p, m in skipped]
         finally:
             del self.train_split_
 
+    def image_geometry(self) -> "images.Geometry":
+        """The geometry image files and uploads are decoded to for this hasher (its backbone's input)."""
+        self._check_fitted()
+        return images.geometry(self.model_.backbone.input_spec, self.input_shape_)
+
     def _check_items(self, x: Any, what: str = "input") -> Any:
+        if images.image_paths(x) is not None:
+            return x  # image files: decoded to this network's geometry whatever size the reader states
         if hasattr(x, "detach"):
             x = x.detach().cpu().numpy()
         if not hasattr(x, "shape") or not hasattr(x, "__getitem__"):
             x = np.asarray(x)
         shape = tuple(int(s) for s in x.shape)
-        if len(shape) < 1 or shape[1:] != tuple(self.input_shape_):
+        accepted = {tuple(self.input_shape_)}
+        if len(self.input_shape_) == 3:
+            accepted.add(self.image_geometry().item_shape)  # what images.encode_image gives for it
+        if len(shape) < 1 or shape[1:] not in accepted:
             raise Learn2HashError(
                 f"{what} has shape {shape}; this {self.name} hasher was fitted on items of shape "
                 f"{tuple(self.input_shape_)}, so expected [n, {', '.join(map(str, self.input_shape_))}]"
@@ -194,14 +219,39 @@ class DeepHasher(Hasher):
         """Continuous codes ``u = tanh(...)``, ``float32[n, K]`` (the signs are the bits)."""
         self._check_fitted()
         x = self._check_items(x)
-        return encode_batches(self.model_, x, int(self.encode_batch_size), self._model_device()).numpy()
+        return encode_batches(self.model_, x, int(self.encode_batch_size), self._model_device(), workers=self.workers,
+                              amp=self.amp, item_shape=self.input_shape_).numpy()
 
     def features(self, x: Any) -> np.ndarray:
         """The backbone's features of ``x``, ``float32[n, out_dim]``."""
         self._check_fitted()
         x = self._check_items(x)
         return encode_batches(self.model_, x, int(self.encode_batch_size), self._model_device(),
-                              output="features").numpy()
+                              output="features", workers=self.workers, amp=self.amp,
+                              item_shape=self.input_shape_).numpy()
+
+    def encode_images(self, paths: list[Any], on_bad_image: str | None = None, progress: bool = False
+                      ) -> tuple[Codes, np.ndarray, list[dict[str, Any]]]:
+        """Codes of image files (decoded in ``workers`` processes to :meth:`image_geometry`).
+
+        Returns ``(codes of the images kept, their positions in paths, skipped)``; with
+        ``on_bad_image="skip"`` (default: this hasher's setting) an unreadable image is left out and
+        listed in ``skipped`` (``position``, ``path``, ``error``), else it stops with an error naming it.
+        """
+        from learn2hash.datasets.files import LazyImages
+
+        self._check_fitted()
+        if len(self.input_shape_) != 3:
+            raise Learn2HashError(f"this {self.name} hasher was fitted on items of shape {tuple(self.input_shape_)}, "
+                                  "not images [C, H, W]; it cannot encode image files")
+        geom = self.image_geometry()
+        files = LazyImages([Path(p) for p in paths], geom.size, geom.channels, "images")
+        u, kept, skipped = encode_items(self.model_, files, int(self.encode_batch_size), self._model_device(),
+                                        workers=self.workers, amp=self.amp,
+                                        on_bad_image=on_bad_image or self.on_bad_image,
+                                        item_shape=self.input_shape_, progress=progress)
+        codes = Codes.from_signs(u.numpy()) if len(u) else Codes.empty(self.bits)
+        return codes, kept, [{"position": i, "path": p, "error": m} for i, p, m in skipped]
 
     def _encode(self, x: Any) -> Codes:
         u = self.transform(x)

@@ -192,8 +192,9 @@ class SearchService:
         return position
 
     def decode_image(self, data: bytes, content_type: str | None = None) -> np.ndarray:
-        """An uploaded image file -> ``uint8[1, C, H, W]`` in the run's item shape (centre-cropped, resized)."""
-        from PIL import Image, ImageOps, UnidentifiedImageError
+        """An uploaded image file -> ``uint8[1, C, H, W]`` through :func:`learn2hash.images.encode_image`
+        (EXIF orientation, any mode, shorter side resized and centre-cropped to what the hasher takes)."""
+        from learn2hash import images
 
         if "image" not in self.accepts:
             raise RequestError(422, f"this run hashes {self.kind} items of shape {list(self.item_shape)}, not images: "
@@ -205,25 +206,18 @@ class SearchService:
         if len(data) > self.limits.max_upload_bytes:
             raise RequestError(413, f"the uploaded image has {len(data)} bytes, the limit is {self.limits.max_upload_bytes}")
         try:
-            img = Image.open(io.BytesIO(data))
+            img = images.open_image(data, "the upload")
             if img.format not in IMAGE_FORMATS:
                 raise RequestError(415, f"unsupported image format {img.format}: send {', '.join(IMAGE_FORMATS)}")
             if img.width * img.height > self.limits.max_image_pixels:
                 raise RequestError(413, f"the image is {img.width}x{img.height} pixels, the limit is "
                                         f"{self.limits.max_image_pixels} pixels")
-            img = ImageOps.exif_transpose(img)
-            c, h, w = self.item_shape
-            img = img.convert("L" if c == 1 else "RGB")
-            img = ImageOps.fit(img, (w, h), method=Image.Resampling.LANCZOS)
-            arr = np.asarray(img, dtype=np.uint8)
+            arr = images.encode_image(img, images.geometry_for(self.hasher, self.item_shape), what="the upload")
         except RequestError:
             raise
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise RequestError(422, f"the upload is not a readable image ({type(exc).__name__}: {exc})") from None
-        arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
-        if arr.shape[0] != c:
-            raise RequestError(422, f"cannot turn the image into {c} channels")
-        return arr[None]
+        except Learn2HashError as exc:
+            raise RequestError(422, f"the upload is not a readable image ({exc})") from None
+        return np.ascontiguousarray(arr)[None]
 
     def decode_features(self, features: Any) -> np.ndarray:
         """A JSON list of numbers -> ``float32[1, d]``; the length must be the run's feature dimension."""
