@@ -375,8 +375,9 @@ class ItemDataset(torch.utils.data.Dataset):
     :func:`learn2hash.images.item_rng` ``(seed, epoch, position)``, else the encode transform. A batch
     is a dict: ``index`` (positions kept), ``x`` (items; images ``uint8[n, C, H, W]`` in channels-last
     memory), ``skipped`` ((position, path, message) of bad images left out under
-    ``on_bad_image="skip"``) and ``error`` (the message that stops the run, raised by the caller: an
-    exception inside a worker would reach the user wrapped in a traceback).
+    ``on_bad_image="skip"``, or kept as a blank (all-zero) image under ``"blank"``, which keeps an
+    encoded split aligned with its labels) and ``error`` (the message that stops the run, raised by
+    the caller: an exception inside a worker would reach the user wrapped in a traceback).
     """
 
     def __init__(self, x: Any, geometry: "_images.Geometry | None" = None, train: bool = False, seed: int = 0,
@@ -426,10 +427,13 @@ class ItemDataset(torch.utils.data.Dataset):
                 else:
                     a = _images.encode_image(path, self.geometry)
             except Learn2HashError as exc:
-                if self.on_bad_image == "skip":
+                if self.on_bad_image in ("skip", "blank"):
                     skipped.append((int(pos), str(path), str(exc)))
-                    continue
-                return {"index": index[:0], "x": None, "skipped": skipped, "error": (type(exc).__name__, str(exc))}
+                    if self.on_bad_image == "skip":
+                        continue
+                    a = np.zeros((c, h, w), dtype=np.uint8)
+                else:
+                    return {"index": index[:0], "x": None, "skipped": skipped, "error": (type(exc).__name__, str(exc))}
             out[len(kept)] = a.transpose(1, 2, 0)
             kept.append(int(pos))
         xb = torch.from_numpy(out[:len(kept)]).permute(0, 3, 1, 2)  # [n, C, H, W], channels-last memory
@@ -705,8 +709,9 @@ def encode_items(model: nn.Module, x: Any, batch_size: int = 1024, device: torch
                  item_shape: tuple[int, ...] | None = None, progress: bool = False
                  ) -> tuple[torch.Tensor, np.ndarray, list[tuple[int, str, str]]]:
     """:func:`encode_batches` that may skip bad images: ``(outputs of the kept items, their positions in
-    x, skipped (position, path, message))``."""
-    check_runtime(workers, amp, on_bad_image)
+    x, skipped (position, path, message))``. ``on_bad_image``: "error", "skip" (left out) or "blank"
+    (encoded as an all-zero image, so the outputs stay aligned with ``x``; still listed as skipped)."""
+    check_runtime(workers, amp, "skip" if on_bad_image == "blank" else on_bad_image)
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)

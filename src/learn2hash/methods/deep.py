@@ -37,7 +37,8 @@ what is learned: ``device``, ``encode_batch_size``, ``workers`` (DataLoader proc
 image files; None: one per core up to 8 for files, 0 for arrays), ``amp`` (mixed precision,
 :func:`learn2hash.train.amp_dtype`) and ``on_bad_image`` ("error" or "skip": a corrupt image
 file in the training set stops the fit naming it, or is left out and listed in
-``skipped_images_``; encoding a split always stops, so codes stay aligned with their items).
+``skipped_images_``; when encoding, "skip" gives such an item the code of a blank image, so codes
+stay aligned with their items, and logs a warning naming the file).
 
 Items may be arrays or image files (the image-list / image-folder readers): files are decoded by
 :mod:`learn2hash.images` to the geometry the backbone declares (:meth:`DeepHasher.image_geometry`).
@@ -50,6 +51,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -64,8 +66,9 @@ from learn2hash.errors import CorruptFileError, Learn2HashError
 from learn2hash.methods.base import Hasher
 from learn2hash.nn import HashHead, HashModel, create_backbone
 from learn2hash.nn.registry import plain_options
-from learn2hash.train import Batch, TrainConfig, encode_batches, encode_items, resolve_device, train
+from learn2hash.train import Batch, TrainConfig, encode_items, resolve_device, train
 
+log = logging.getLogger("learn2hash.methods")
 WEIGHTS_NAME = "weights.pt"
 # parameters that do not change what is learned: left out of the resume fingerprint
 _RUNTIME_PARAMS = ("device", "encode_batch_size", "workers", "amp", "on_bad_image")
@@ -218,17 +221,22 @@ class DeepHasher(Hasher):
     def transform(self, x: Any) -> np.ndarray:
         """Continuous codes ``u = tanh(...)``, ``float32[n, K]`` (the signs are the bits)."""
         self._check_fitted()
+        return self._encode_outputs(x, "u")
+
+    def _encode_outputs(self, x: Any, output: str) -> np.ndarray:
         x = self._check_items(x)
-        return encode_batches(self.model_, x, int(self.encode_batch_size), self._model_device(), workers=self.workers,
-                              amp=self.amp, item_shape=self.input_shape_).numpy()
+        policy = "blank" if self.on_bad_image == "skip" else self.on_bad_image
+        out, _, skipped = encode_items(self.model_, x, int(self.encode_batch_size), self._model_device(), output,
+                                       workers=self.workers, amp=self.amp, on_bad_image=policy,
+                                       item_shape=self.input_shape_)
+        for _, path, message in skipped:
+            log.warning("%s; encoded as a blank image (on_bad_image='skip')", message)
+        return out.numpy()
 
     def features(self, x: Any) -> np.ndarray:
         """The backbone's features of ``x``, ``float32[n, out_dim]``."""
         self._check_fitted()
-        x = self._check_items(x)
-        return encode_batches(self.model_, x, int(self.encode_batch_size), self._model_device(),
-                              output="features", workers=self.workers, amp=self.amp,
-                              item_shape=self.input_shape_).numpy()
+        return self._encode_outputs(x, "features")
 
     def encode_images(self, paths: list[Any], on_bad_image: str | None = None, progress: bool = False
                       ) -> tuple[Codes, np.ndarray, list[dict[str, Any]]]:
