@@ -217,8 +217,8 @@ def test_bf16_autocast_trains_and_encodes_on_cpu():
     from learn2hash.methods import create
 
     ds = datasets.load("digits", seed=0)
-    small = ds.train.subset(np.arange(128))
-    h = create("csq", bits=16, epochs=1, batch_size=32, backbone_options={"widths": [8, 16]}, augment="none",
+    small = ds.train.subset(np.arange(64))
+    h = create("csq", bits=16, epochs=1, batch_size=32, backbone_options={"widths": [4, 8]}, augment="none",
                amp="bf16").fit(small)
     assert np.isfinite(h.history_[0]["loss"])
     u_bf16 = h.transform(ds.query.x[:64])
