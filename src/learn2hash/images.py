@@ -185,7 +185,8 @@ def _decode(img, scale: float, channels: int):
         w, h = img.size
         img.draft(img.mode, (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
     img.load()
-    img = ImageOps.exif_transpose(img) or img
+    if _orientation(img) != 1:  # exif_transpose copies the image even when there is nothing to do
+        img = ImageOps.exif_transpose(img) or img
     return to_mode(img, channels)
 
 

@@ -661,7 +661,8 @@ def train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config:
         if epoch_skipped:
             record["skipped_images"] = epoch_skipped
         history.append(record)
-        log.info("epoch %d/%d  loss %.5f  (%.1f s)", epoch + 1, config.epochs, record.get("loss", math.nan), record["seconds"])
+        log.info("epoch %d/%d  loss %.5f  (%.1f s)", epoch + 1, config.epochs, record.get("loss", math.nan),
+                 record["seconds"])
         if ckpt_path is not None and info.is_main:
             save_checkpoint(ckpt_path, {
                 "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "fingerprint": fp,
