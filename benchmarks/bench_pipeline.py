@@ -204,14 +204,15 @@ def decode_plain(tv, root, idx, batch, workers) -> float:
     return len(idx) / timed(run)
 
 
-def model_only(batch: int, steps: int, amp: torch.dtype | None) -> tuple[float, float]:
-    """(train images/s, encode images/s) on a batch already in memory."""
+def model_only(batch: int, steps: int, amp: torch.dtype | None, channels_last: bool = True) -> tuple[float, float]:
+    """(train images/s, encode images/s) on a batch already in memory (channels-last, as learn2hash
+    feeds it, or plain contiguous NCHW, as ``ToTensor`` + ``default_collate`` give it)."""
     import contextlib
 
     model = new_model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randint(0, 256, (batch, 3, 224, 224), dtype=torch.uint8).float().div_(255).contiguous(
-        memory_format=torch.channels_last)
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     target = torch.randint(0, 2, (batch, BITS)).float()
     ctx = (lambda: torch.autocast("cpu", dtype=amp)) if amp is not None else contextlib.nullcontext
 
@@ -294,6 +295,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--model-steps", type=int, default=4)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--parts", default="model,loops", help="what to measure: model (model-only rates), "
+                                                          "loops (decode, train, encode side by side)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "bench-pipeline.json")
     args = p.parse_args(argv)
     if args.threads:
@@ -320,12 +323,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.setdefault(mode, {}).setdefault(who, []).append(value)
         print(f"  {mode:<12} {who:<12} {value:8.1f} images/s", file=sys.stderr)
 
-    print(f"model only (batch {b}, {args.model_steps} steps)", file=sys.stderr)
-    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-        tr, en = model_only(b, args.model_steps, dtype)
-        record("model-train", name, tr)
-        record("model-encode", name, en)
-    for r in range(args.repeats):
+    parts = set(args.parts.split(","))
+    if "model" in parts:
+        print(f"model only (batch {b}, {args.model_steps} steps)", file=sys.stderr)
+        for r in range(args.repeats):
+            for name, dtype, cl in (("fp32", None, True), ("fp32-nchw", None, False), ("bf16", torch.bfloat16, True)):
+                tr, en = model_only(b, args.model_steps, dtype, cl)
+                record("model-train", name, tr)
+                record("model-encode", name, en)
+    for r in range(args.repeats if "loops" in parts else 0):
         order = ("learn2hash", "torchvision") if r % 2 == 0 else ("torchvision", "learn2hash")
         print(f"round {r + 1}", file=sys.stderr)
         idx, files, labels = pick(args.decode_images)
@@ -347,13 +353,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _atomic.save_json(args.out, result)
     print("| mode | learn2hash img/s (best; all rounds) | torchvision img/s (best; all rounds) | ratio (best) |")
     print("|---|---|---|---|")
-    for mode in ("decode", "train", "encode"):
+    for mode in ("decode", "train", "encode") if "loops" in parts else ():
         a, t = rows[mode]["learn2hash"], rows[mode]["torchvision"]
         print(f"| {mode} | {max(a):.1f} ({', '.join(f'{v:.1f}' for v in a)}) | {max(t):.1f} "
               f"({', '.join(f'{v:.1f}' for v in t)}) | {max(a) / max(t):.2f}x |")
-    for mode in ("model-train", "model-encode"):
-        print(f"| {mode} | fp32 {rows[mode]['fp32'][0]:.1f} | bf16 autocast {rows[mode]['bf16'][0]:.1f} | "
-              f"bf16/fp32 {rows[mode]['bf16'][0] / rows[mode]['fp32'][0]:.2f}x |")
+    for mode in ("model-train", "model-encode") if "model" in parts else ():
+        cells = "; ".join(f"{name} {max(v):.1f} ({', '.join(f'{x:.1f}' for x in v)})" for name, v in rows[mode].items())
+        print(f"| {mode} | {cells} | bf16/fp32 {max(rows[mode]['bf16']) / max(rows[mode]['fp32']):.2f}x, "
+              f"NCHW/channels-last {max(rows[mode]['fp32-nchw']) / max(rows[mode]['fp32']):.2f}x |")
     print(f"load average after the run: {os.getloadavg()}")
     return result
 

@@ -225,3 +225,17 @@ def test_bf16_autocast_trains_and_encodes_on_cpu():
     h.amp = "off"
     u_fp32 = h.transform(ds.query.x[:64])
     assert u_bf16.dtype == np.float32 and np.abs(u_bf16 - u_fp32).max() < 0.05
+
+
+def test_resume_may_change_runtime_settings_only(run, folder):
+    from learn2hash.runs import train_run
+
+    params = {k: v for k, v in TINY_CSQ.items() if k != "bits"}
+    data = {"path": str(folder), "size": 16, "query_per_class": 2}
+    before = run.codes("database").to_bits()
+    again = train_run("csq", "image-folder", 16, run.folder, params={**params, "workers": 1, "amp": "off"},
+                      data_params=data, resume=True, progress=False)
+    assert np.array_equal(again.codes("database").to_bits(), before)
+    with pytest.raises(Learn2HashError, match="params"):
+        train_run("csq", "image-folder", 16, run.folder, params={**params, "lr": 0.5}, data_params=data,
+                  resume=True, progress=False)

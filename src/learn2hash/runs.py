@@ -195,6 +195,10 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
         existing = _atomic.load_json(cfg_path)
         same = {k: existing.get(k) for k in ("method", "bits", "params", "dataset", "protocol", "seed", "data_params")}
         mine = {k: config[k] for k in same}
+        # settings that do not change what is learned (device, workers, amp ...) may differ on resume
+        runtime = set(getattr(hasher, "runtime_params", ()))
+        same["params"] = {k: v for k, v in (same["params"] or {}).items() if k not in runtime}
+        mine["params"] = {k: v for k, v in mine["params"].items() if k not in runtime}
         if not resume:
             raise Learn2HashError(f"run folder {out} already exists; pass --resume to continue it or choose another --out")
         if _jsonable(same) != _jsonable(mine):

@@ -79,6 +79,8 @@ class DeepHasher(Hasher):
 
     input_kind = "any"
     supervised = True
+    #: parameters that do not change what is learned (a resumed run may change them)
+    runtime_params = _RUNTIME_PARAMS
 
     def __init__(self, bits: int = 64, seed: int = 0, backbone: str = "auto",
                  backbone_options: dict[str, Any] | None = None, hidden: list[int] | tuple[int, ...] = (),
