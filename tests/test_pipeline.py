@@ -94,6 +94,11 @@ def test_array_items_are_fed_as_before():
     idx, xb, _ = unpack_batch(next(iter(loader)), torch.device("cpu"), "items")
     assert idx.tolist() == [3, 5, 11]
     assert torch.equal(xb, torch.from_numpy(x[[3, 5, 11]]).float().mul_(1.0 / 255.0))
+    reversed_view = x[::-1]  # negative strides: indexed with numpy instead of a tensor view
+    loader, batches = make_loader(ItemDataset(reversed_view), 0, torch.device("cpu"), 0)
+    batches.batches = [[(0, 0), (0, 1)]]
+    _, xb, _ = unpack_batch(next(iter(loader)), torch.device("cpu"), "items")
+    assert torch.equal(xb, torch.from_numpy(x[[19, 18]]).float().mul_(1.0 / 255.0))
 
 
 def test_one_jpeg_gives_the_same_tensor_everywhere(run, folder):

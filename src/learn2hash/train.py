@@ -388,8 +388,9 @@ class ItemDataset(torch.utils.data.Dataset):
             geometry = _images.Geometry((h, w), c)
         self.geometry = geometry
         self.x = x
-        # a writable array is indexed as a tensor (one gather, no copy of the whole array)
-        self.store = torch.from_numpy(x) if isinstance(x, np.ndarray) and x.flags.writeable else None
+        # a writable array with non-negative strides is indexed as a tensor (one gather, no copy)
+        self.store = (torch.from_numpy(x) if isinstance(x, np.ndarray) and x.flags.writeable
+                      and all(st >= 0 for st in x.strides) else None)
         self.train = bool(train)
         self.seed = int(seed)
         self.flip = bool(flip)
