@@ -75,6 +75,8 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 BAD_IMAGE_POLICIES = ("error", "skip")
 #: settings that do not change what is learned: left out of the resume fingerprint
 RUNTIME_SETTINGS = ("device", "workers", "amp", "on_bad_image")
+#: most image files per encoding batch (a 224 px batch of 128 is 19 MB of uint8)
+FILE_ENCODE_BATCH = 128
 
 
 @dataclass
@@ -477,7 +479,7 @@ def make_loader(dataset: ItemDataset, workers: int, device: torch.device, seed: 
     workers = int(workers)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=_as_batch,
                         pin_memory=device.type == "cuda", persistent_workers=persistent and workers > 0,
-                        worker_init_fn=_worker_init if workers else None, prefetch_factor=4 if workers else None,
+                        worker_init_fn=_worker_init if workers else None, prefetch_factor=2 if workers else None,
                         # the loader's own generator: creating an iterator leaves the global RNG alone
                         generator=torch.Generator().manual_seed(int(seed)))
     return loader, batches
@@ -721,8 +723,10 @@ def encode_items(model: nn.Module, x: Any, batch_size: int = 1024, device: torch
     n = len(x)
     dataset = ItemDataset(x, _input_geometry(model, x, item_shape), on_bad_image=on_bad_image)
     workers = default_workers(x) if workers is None else int(workers)
-    loader, batches = make_loader(dataset, min(workers, max(1, -(-n // batch_size))) if n else 0, device, 0)
-    batches.batches = [[(0, i) for i in range(s, min(n, s + batch_size))] for s in range(0, n, batch_size)]
+    # image files: batches small enough that the batches in flight (2 per worker) stay in the MBs
+    step = int(batch_size) if dataset.paths is None else min(int(batch_size), FILE_ENCODE_BATCH)
+    loader, batches = make_loader(dataset, min(workers, max(1, -(-n // step))) if n else 0, device, 0)
+    batches.batches = [[(0, i) for i in range(s, min(n, s + step))] for s in range(0, n, step)]
     was_training = model.training
     model.eval()
     outs, kept, skipped = [], [], []
