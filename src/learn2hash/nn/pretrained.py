@@ -1,0 +1,335 @@
+"""Backbones from the libraries people already use: torchvision, timm and OpenCLIP.
+
+- torchvision: ``resnet18/34/50/101/152``, ``alexnet``, ``vgg11/13/16/19``, ``vit_b_16``,
+  ``vit_b_32``, ``vit_l_16``, ``efficientnet_b0`` ... ``_b4``, ``convnext_tiny/small/base``.
+  ``weights``: ``None`` (random init), a torchvision weights name of the architecture
+  (``"IMAGENET1K_V2"``, ``"DEFAULT"`` ...; downloaded and cached by ``torch.hub`` under
+  ``$TORCH_HOME/hub/checkpoints`` when online), or the path of a state-dict file.
+- ``timm:MODEL``: any timm model name (``timm:resnet50.a1_in1k``); ``pretrained=True`` loads timm's
+  weights for it (Hugging Face hub cache), ``weights=PATH`` a local checkpoint.
+- ``openclip:MODEL``: an OpenCLIP image tower (``openclip:ViT-B-32``); ``pretrained=TAG`` (e.g.
+  ``"openai"``, ``"laion2b_s34b_b79k"``) or ``weights=PATH`` (a full CLIP checkpoint or the tower's).
+
+Each declares its :class:`~learn2hash.nn.registry.InputSpec` from the library's own metadata
+(torchvision weights' transforms, timm's resolved data config, OpenCLIP's preprocess config) and
+its ``out_dim`` (penultimate features: the classifier is removed), normalises inside ``forward``
+and declares its stages for :meth:`~learn2hash.nn.registry.Backbone.freeze`. ``image_size``
+overrides the input side where the network allows it.
+
+Weight files are read with ``torch.load(weights_only=True)`` (or safetensors); a file that does not
+fit names its mismatching, missing and unexpected keys. Nothing is downloaded unless a weights
+name / ``pretrained`` asks for it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from learn2hash.errors import Learn2HashError
+from learn2hash.nn._torchvision import import_torchvision
+from learn2hash.nn.backbones import _PretrainedImageNet, image_spec, stages_by_boundaries
+from learn2hash.nn.registry import BackboneInfo, InputSpec, register_backbone
+
+#: torchvision architectures registered under their own names
+TORCHVISION_ARCHS = ("alexnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg11", "vgg13", "vgg16",
+                     "vgg19", "vit_b_16", "vit_b_32", "vit_l_16", "efficientnet_b0", "efficientnet_b1",
+                     "efficientnet_b2", "efficientnet_b3", "efficientnet_b4", "convnext_tiny", "convnext_small",
+                     "convnext_base")
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+
+
+# ----------------------------------------------------------------------------- weight files
+def _closest(word: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def _listed(items: Sequence[str], limit: int = 6) -> str:
+    items = list(items)
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def looks_like_path(value: str) -> bool:
+    return os.sep in value or "/" in value or value.lower().endswith(_WEIGHT_SUFFIXES) or os.path.exists(value)
+
+
+def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file (a state dict, or a checkpoint dict holding one under
+    ``state_dict`` / ``model`` / ``module``; a ``module.`` prefix of DataParallel is removed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise Learn2HashError(f"{what} weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise Learn2HashError(f"cannot read {what} weights file {path}: {type(exc).__name__}: {exc}") from None
+    while isinstance(state, dict):
+        inner = next((state[k] for k in ("state_dict", "model", "module", "state_dict_ema")
+                      if isinstance(state.get(k), dict)), None)
+        if inner is None:
+            break
+        state = inner
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise Learn2HashError(f"{what} weights file {path} does not hold a state dict (name -> tensor)")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike, what: str,
+               ignore: Sequence[str] = ()) -> None:
+    """Load ``state`` into ``module`` exactly (keys under an ``ignore`` prefix, e.g. a removed
+    classifier, are dropped first), or raise naming the keys that do not fit."""
+    state = {k: v for k, v in state.items() if not any(k == p or k.startswith(p + ".") for p in ignore)}
+    expected = module.state_dict()
+    shapes = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} here" for k, v in expected.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if shapes or missing or unexpected:
+        parts = [f"{label}: {_listed(keys)}" for label, keys in
+                 (("mismatching shapes", shapes), ("missing keys", missing), ("unexpected keys", unexpected)) if keys]
+        raise Learn2HashError(f"weights file {path} does not fit {what}: {'; '.join(parts)}")
+    module.load_state_dict(state)
+
+
+def _download_failed(what: str, exc: BaseException, how: str) -> Learn2HashError:
+    reason = " ".join(str(exc).split())[:300]
+    return Learn2HashError(f"cannot download the {what} weights ({type(exc).__name__}: {reason}); "
+                           f"without a network, {how}")
+
+
+# ----------------------------------------------------------------------------- torchvision
+def _torchvision_head(arch: str, net: nn.Module) -> tuple[int, str, list[str]]:
+    """Remove ``net``'s classifier; returns (feature size, the classifier's key prefix, stage boundaries)."""
+    if arch.startswith("resnet"):
+        out_dim = net.fc.in_features
+        net.fc = nn.Identity()
+        return out_dim, "fc", ["bn1", "layer1", "layer2", "layer3", "layer4"]
+    if arch == "alexnet" or arch.startswith("vgg"):
+        last = len(net.classifier) - 1
+        out_dim = net.classifier[last].in_features
+        net.classifier[last] = nn.Identity()  # fc7 features (after ReLU and dropout)
+        pools = [f"features.{i}" for i, m in enumerate(net.features) if isinstance(m, nn.MaxPool2d)]
+        return out_dim, f"classifier.{last}", pools + ["classifier"]
+    if arch.startswith("vit_"):
+        out_dim = net.hidden_dim
+        net.heads = nn.Identity()  # the class token after the final LayerNorm
+        layers = [f"encoder.layers.{name}" for name, _ in net.encoder.layers.named_children()]
+        return out_dim, "heads", ["encoder.pos_embedding", *layers, "encoder.ln"]
+    if arch.startswith("efficientnet_") or arch.startswith("convnext_"):
+        last = len(net.classifier) - 1
+        out_dim = net.classifier[last].in_features
+        net.classifier[last] = nn.Identity()
+        return out_dim, f"classifier.{last}", [f"features.{i}" for i in range(len(net.features))]
+    raise Learn2HashError(f"torchvision architecture {arch!r} is not supported; known: {', '.join(TORCHVISION_ARCHS)}")
+
+
+class TorchvisionNet(_PretrainedImageNet):
+    """A torchvision classification network without its classifier (penultimate features: 512 /
+    2,048 for ResNet-18 / 50, fc7's 4,096 for AlexNet and VGG, the class token for ViT, the pooled
+    features for EfficientNet and ConvNeXt).
+
+    ``weights``: ``None`` (random init), a weights name of ``arch`` (downloaded and cached by
+    ``torch.hub``), or a state-dict file (with or without the classifier). The input spec (size,
+    resize, mean, std) is that of the named weights, or of the architecture's default weights.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], arch: str, weights: str | None = None,
+                 image_size: int | None = None):
+        super().__init__()
+        import_torchvision()
+        from torchvision import models
+
+        if arch not in TORCHVISION_ARCHS:
+            raise Learn2HashError(f"unknown torchvision architecture {arch!r}{_closest(arch, TORCHVISION_ARCHS)}; "
+                                  f"known: {', '.join(TORCHVISION_ARCHS)}")
+        enum = models.get_model_weights(arch)
+        member = None
+        path = None
+        if weights is not None:
+            weights = str(weights)
+            if weights in enum.__members__:
+                member = enum[weights]
+            elif looks_like_path(weights):
+                path = weights
+            else:
+                names = list(enum.__members__)
+                raise Learn2HashError(
+                    f"unknown weights {weights!r} for torchvision {arch}{_closest(weights, names)}; known: "
+                    f"{', '.join(names)}, or the path of a state-dict file")
+        meta_weights = member or enum.DEFAULT
+        t = meta_weights.transforms()
+        crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
+        spec = image_spec(crop, t.mean, t.std, crop_fraction=crop / resize, image_size=image_size)
+        self._set_input(input_shape, spec)
+        kwargs: dict[str, Any] = {"image_size": spec.size} if arch.startswith("vit_") else {}
+        net = getattr(models, arch)(weights=None, **kwargs)
+        self.out_dim, head, bounds = _torchvision_head(arch, net)
+        self._bounds = [f"net.{b}" for b in bounds]
+        what = f"torchvision {arch}"
+        if member is not None:
+            try:
+                state = member.get_state_dict(progress=False, check_hash=True)
+            except Exception as exc:
+                cache = Path(torch.hub.get_dir()) / "checkpoints"
+                raise _download_failed(
+                    f"{what} {weights}", exc,
+                    f"fetch {member.url} elsewhere and pass weights=PATH (or put the file in {cache})") from None
+            load_state(net, state, member.url, what, ignore=[head])
+        elif path is not None:
+            load_state(net, read_state_dict(path, what), path, what, ignore=[head])
+        self.net = net
+
+    def stages(self) -> list[list[str]]:
+        return stages_by_boundaries(self, self._bounds)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.prepare(x))
+
+
+# ----------------------------------------------------------------------------- timm
+def _import(name: str, extra: str = "vision"):
+    import_torchvision()  # timm and open_clip import torchvision
+    try:
+        return __import__(name)
+    except ImportError:
+        raise Learn2HashError(f"this backbone needs the package {name}: pip install 'learn2hash[{extra}]'") from None
+
+
+class TimmNet(_PretrainedImageNet):
+    """Any timm model (``timm:MODEL``, e.g. ``timm:resnet50.a1_in1k``), classifier removed
+    (``num_classes=0``: the pooled pre-logits features).
+
+    ``pretrained=True``: timm's weights for the name (downloaded and cached by timm); ``weights``:
+    a local checkpoint (with or without the classifier). Input spec from
+    ``timm.data.resolve_data_config``; stages from the model's ``feature_info``.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], model: str, pretrained: bool = False,
+                 weights: str | None = None, image_size: int | None = None):
+        super().__init__()
+        timm = _import("timm")
+        arch = model.split(".")[0]
+        if not timm.is_model(arch):
+            raise Learn2HashError(f"unknown timm model {model!r}{_closest(arch, timm.list_models())}; "
+                                  "list them with timm.list_models()")
+        if pretrained and weights is not None:
+            raise Learn2HashError("timm backbone: pass pretrained=True or weights=PATH, not both")
+        what = f"timm {model}"
+        try:
+            net = timm.create_model(model, pretrained=bool(pretrained), num_classes=0)
+        except Exception as exc:
+            if not pretrained:
+                raise Learn2HashError(f"cannot build {what}: {type(exc).__name__}: {exc}") from None
+            raise _download_failed(
+                what, exc, f"pass weights=PATH to a checkpoint of {model} (timm caches downloads in the "
+                "Hugging Face cache, $HF_HOME)") from None
+        if weights is not None:
+            head = net.pretrained_cfg.get("classifier") or ()
+            load_state(net, read_state_dict(weights, what), weights, what,
+                       ignore=[head] if isinstance(head, str) else list(head))
+        cfg = timm.data.resolve_data_config({}, model=net)
+        size = int(cfg["input_size"][-1])
+        if image_size is not None and image_size != size and net.pretrained_cfg.get("fixed_input_size"):
+            raise Learn2HashError(f"{what} takes {size} px images only, got image_size={image_size!r}")
+        self._set_input(input_shape, image_spec(size, cfg["mean"], cfg["std"], crop_fraction=float(cfg["crop_pct"]),
+                                                image_size=image_size))
+        self.out_dim = int(getattr(net, "head_hidden_size", None) or net.num_features)
+        self._bounds = [f"net.{info['module']}" for info in getattr(net, "feature_info", []) or []]
+        self.net = net
+
+    def stages(self) -> list[list[str]]:
+        return stages_by_boundaries(self, self._bounds) if self._bounds else super().stages()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.prepare(x))
+
+
+# ----------------------------------------------------------------------------- OpenCLIP
+class OpenCLIPNet(_PretrainedImageNet):
+    """The image tower of an OpenCLIP model (``openclip:MODEL``, e.g. ``openclip:ViT-B-32``); its
+    output (the projected image embedding) is the feature vector.
+
+    ``pretrained``: an OpenCLIP tag of the model (``"openai"``, ``"laion2b_s34b_b79k"`` ...;
+    downloaded and cached by open_clip); ``weights``: a local checkpoint of the whole CLIP model or
+    of the image tower alone. Input spec from the model's preprocess config.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], model: str, pretrained: str | None = None,
+                 weights: str | None = None, image_size: int | None = None):
+        super().__init__()
+        open_clip = _import("open_clip")
+        known = open_clip.list_models()
+        if model not in known:
+            raise Learn2HashError(f"unknown OpenCLIP model {model!r}{_closest(model, known)}; "
+                                  "list them with open_clip.list_models()")
+        if pretrained is not None and weights is not None:
+            raise Learn2HashError("openclip backbone: pass pretrained=TAG or weights=PATH, not both")
+        what = f"OpenCLIP {model}"
+        if pretrained is not None:
+            tags = open_clip.list_pretrained_tags_by_model(model)
+            if pretrained not in tags:
+                raise Learn2HashError(f"unknown pretrained tag {pretrained!r} for {what}{_closest(pretrained, tags)}; "
+                                      f"known: {', '.join(tags) or 'none'}")
+        try:
+            clip = open_clip.create_model(model, pretrained=pretrained, force_image_size=image_size)
+        except Exception as exc:
+            if pretrained is None:
+                raise Learn2HashError(f"cannot build {what}: {type(exc).__name__}: {exc}") from None
+            raise _download_failed(f"{what} {pretrained}", exc,
+                                   f"pass weights=PATH to a checkpoint of {model}") from None
+        visual = clip.visual
+        if weights is not None:
+            state = read_state_dict(weights, what)
+            if any(k.startswith("visual.") for k in state):
+                state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+            load_state(visual, state, weights, what)
+        cfg = open_clip.get_model_preprocess_cfg(clip)
+        size = cfg.get("size", 224)
+        size = int(size if isinstance(size, int) else size[-1])
+        self._set_input(input_shape, InputSpec(size=size, resize=size, mean=tuple(float(m) for m in cfg["mean"]),
+                                               std=tuple(float(s) for s in cfg["std"]), channels=3))
+        self.out_dim = int(visual.output_dim)
+        if hasattr(visual, "transformer"):
+            bounds = ["ln_pre", *[f"transformer.resblocks.{i}" for i in range(len(visual.transformer.resblocks))]]
+        elif hasattr(visual, "layer1"):
+            bounds = ["bn3", "layer1", "layer2", "layer3", "layer4"]
+        elif hasattr(visual, "trunk"):
+            bounds = [f"trunk.{info['module']}" for info in getattr(visual.trunk, "feature_info", []) or []]
+        else:
+            bounds = []
+        self._bounds = [f"net.{b}" for b in bounds]
+        self.net = visual
+
+    def stages(self) -> list[list[str]]:
+        return stages_by_boundaries(self, self._bounds) if self._bounds else super().stages()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.prepare(x))
+
+
+# ----------------------------------------------------------------------------- registration
+for _arch in TORCHVISION_ARCHS:
+    register_backbone(BackboneInfo(
+        _arch, ("image",), lambda shape, _a=_arch, **o: TorchvisionNet(shape, **{**o, "arch": _a}),
+        f"torchvision {_arch}; weights=NAME (e.g. IMAGENET1K_V1, downloaded by torch.hub) or weights=PATH",
+        untrained_options={"weights": None}))
+register_backbone(BackboneInfo(
+    "timm", ("image",), TimmNet, "any timm model (timm:MODEL); pretrained=True or weights=PATH",
+    untrained_options={"pretrained": False, "weights": None}, family=True))
+register_backbone(BackboneInfo(
+    "openclip", ("image",), OpenCLIPNet, "an OpenCLIP image tower (openclip:MODEL); pretrained=TAG or weights=PATH",
+    untrained_options={"pretrained": None, "weights": None}, family=True))
