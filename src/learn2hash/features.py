@@ -13,9 +13,11 @@ damaged cache never yields wrong features. Files are written atomically (``.npy`
 sidecar last).
 
 Extractors: :class:`PretrainedExtractor` (``efficientnet-lite0`` with ImageNet weights, global
-average-pooled features of the last conv layer; 1,280 per image) and :class:`FlattenExtractor`
+average-pooled features of the last conv layer; 1,280 per image), :class:`FlattenExtractor`
 (the items themselves, flattened; for feature-vector datasets, whose items already are visual
-features, and for quick experiments). :func:`make_extractor` builds one by name.
+features, and for quick experiments) and :class:`BackboneExtractor` (any built backbone, keyed by
+its name, options and a checksum of its weights: the frozen-feature mode of deep hashers).
+:func:`make_extractor` builds one by name.
 """
 
 from __future__ import annotations
@@ -135,6 +137,45 @@ class PretrainedExtractor(FeatureExtractor):
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return self._network()(batch.to(self.device)).float().cpu()
+
+
+def module_sha256(module: torch.nn.Module) -> str:
+    """sha256 of a module's state dict (names, dtypes, shapes and bytes, in order)."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class BackboneExtractor(FeatureExtractor):
+    """The features of a built :class:`~learn2hash.nn.Backbone` (run in eval mode, no gradient).
+
+    The key names the backbone, its options, its input spec and the checksum of its weights, so a
+    cached entry is reused only for the very same network.
+    """
+
+    def __init__(self, backbone: torch.nn.Module, device: str | torch.device = "cpu", batch_size: int = 64):
+        from dataclasses import asdict
+
+        self.backbone = backbone
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        spec = getattr(backbone, "input_spec", None)
+        self.key = json.dumps({"backbone": getattr(backbone, "registered_name", None) or type(backbone).__name__,
+                               "options": backbone.resolved_options() if hasattr(backbone, "resolved_options") else {},
+                               "input_spec": asdict(spec) if spec is not None else None,
+                               "weights_sha256": module_sha256(backbone)}, sort_keys=True, default=str)
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        was_training = self.backbone.training
+        self.backbone.eval()
+        try:
+            return self.backbone(batch.to(self.device)).float().cpu()
+        finally:
+            self.backbone.train(was_training)
 
 
 def make_extractor(visual: str, item_shape: tuple[int, ...], image_size: int | None = None,

@@ -98,6 +98,8 @@ class TrainConfig:
     #: augmentation spec, see :mod:`learn2hash.nn.augment` ("none", "flip,shift", ...)
     augment: str = "none"
     grad_clip: float | None = None
+    #: the backbone's parameters learn at ``lr * backbone_lr_mult`` (0: not updated), the rest at ``lr``
+    backbone_lr_mult: float = 1.0
     seed: int = 0
     #: "auto" (cuda when available), "cpu", "cuda", "cuda:1" ...
     device: str = "auto"
@@ -118,7 +120,7 @@ class TrainConfig:
         positive_int("epochs")
         positive_int("batch_size")
         positive_int("step_epochs")
-        for name in ("lr", "weight_decay", "momentum", "gamma", "warmup_epochs"):
+        for name in ("lr", "weight_decay", "momentum", "gamma", "warmup_epochs", "backbone_lr_mult"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise Learn2HashError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -234,7 +236,25 @@ def fingerprint(config: TrainConfig, identity: dict[str, Any], x: Any, labels: n
     return hashlib.sha256(text.encode()).hexdigest(), json.loads(text)
 
 
-def make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+def param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: ``head`` (everything outside ``model.backbone``) at ``lr``
+    first, then ``backbone`` at ``lr * backbone_lr_mult`` (left out when the multiplier is 0).
+    Frozen parameters (``requires_grad=False``) are in no group."""
+    backbone = getattr(model, "backbone", None)
+    in_backbone = {id(p) for p in backbone.parameters()} if isinstance(backbone, nn.Module) else set()
+    head = [p for p in model.parameters() if p.requires_grad and id(p) not in in_backbone]
+    body = [p for p in backbone.parameters() if p.requires_grad] if in_backbone else []
+    groups = [{"name": "head", "params": head, "lr": config.lr}]
+    if body and config.backbone_lr_mult > 0:
+        groups.append({"name": "backbone", "params": body, "lr": config.lr * config.backbone_lr_mult})
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer of ``config`` over :func:`param_groups` of ``model``."""
+    params = param_groups(model, config)
+    if not params:
+        raise Learn2HashError("nothing to train: every parameter of the network is frozen")
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
@@ -552,7 +572,7 @@ def train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config:
         from torch.nn.parallel import DistributedDataParallel
 
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = make_optimizer(model.parameters(), config)
+    optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
 
     history: list[dict[str, Any]] = []

@@ -43,12 +43,23 @@ stay aligned with their items, and logs a warning naming the file).
 Items may be arrays or image files (the image-list / image-folder readers): files are decoded by
 :mod:`learn2hash.images` to the geometry the backbone declares (:meth:`DeepHasher.image_geometry`).
 
+Fine-tuning a pretrained backbone: ``backbone_lr_mult`` (the backbone's parameters learn at
+``lr * backbone_lr_mult``, the head at ``lr``: two optimizer parameter groups; 0 leaves the
+backbone as it is), ``freeze`` (``"none"``, ``"all"``, or N: the backbone's first N stages, see
+:meth:`learn2hash.nn.Backbone.stages`; frozen parameters get no gradient and frozen parts stay in
+eval mode, so BatchNorm statistics do not move) and ``frozen_features`` (True: the whole backbone is
+frozen, its features of the training items are computed once, cached on disk like EDDH's visual
+features (:mod:`learn2hash.features`, keyed by the items' and the weights' checksums), and only the
+hash head trains on them; minutes on a CPU instead of hours. Augmentation cannot apply to fixed
+features, so it needs ``augment="none"``. Encoding runs backbone + head as usual.
+
 Saved state: ``hasher.json`` (params, item shape, history, weights checksum) and ``weights.pt``
 (``torch.save(model.state_dict())``, loaded with ``weights_only=True``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
@@ -63,6 +74,7 @@ from learn2hash import _atomic, images
 from learn2hash.codes import Codes
 from learn2hash.datasets.base import Split
 from learn2hash.errors import CorruptFileError, Learn2HashError
+from learn2hash.features import BackboneExtractor, visual_features
 from learn2hash.methods.base import Hasher
 from learn2hash.nn import HashHead, HashModel, create_backbone
 from learn2hash.nn.registry import plain_options
@@ -87,6 +99,7 @@ class DeepHasher(Hasher):
                  dropout: float = 0.0, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
                  weight_decay: float = 0.0, optimizer: str = "adam", momentum: float = 0.9, schedule: str = "cosine",
                  warmup_epochs: float = 0.0, augment: str = "none", grad_clip: float | None = None,
+                 backbone_lr_mult: float = 1.0, freeze: str | int = "none", frozen_features: bool = False,
                  device: str = "auto", encode_batch_size: int = 1024, workers: int | None = None,
                  amp: str = "auto", on_bad_image: str = "error"):
         super().__init__(bits=bits, seed=seed)
@@ -104,6 +117,9 @@ class DeepHasher(Hasher):
         self.warmup_epochs = warmup_epochs
         self.augment = augment
         self.grad_clip = grad_clip
+        self.backbone_lr_mult = backbone_lr_mult
+        self.freeze = freeze
+        self.frozen_features = frozen_features
         self.device = device
         self.encode_batch_size = encode_batch_size
         self.workers = workers
@@ -137,8 +153,8 @@ class DeepHasher(Hasher):
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                            optimizer=self.optimizer, momentum=self.momentum, schedule=self.schedule,
                            warmup_epochs=self.warmup_epochs, augment=self.augment, grad_clip=self.grad_clip,
-                           seed=self.seed, device=self.device, workers=self.workers, amp=self.amp,
-                           on_bad_image=self.on_bad_image).validate()
+                           backbone_lr_mult=self.backbone_lr_mult, seed=self.seed, device=self.device,
+                           workers=self.workers, amp=self.amp, on_bad_image=self.on_bad_image).validate()
 
     def build_model(self, input_shape: tuple[int, ...], untrained: bool = False,
                     backbone: dict[str, Any] | None = None) -> HashModel:
@@ -179,20 +195,45 @@ class DeepHasher(Hasher):
 
     def _fit(self, split: Split) -> None:
         config = self.train_config()
+        if not isinstance(self.frozen_features, (bool, np.bool_)):
+            raise Learn2HashError(f"frozen_features must be true or false, got {self.frozen_features!r}")
+        if self.frozen_features and config.augment != "none":
+            raise Learn2HashError(
+                f"frozen_features=True trains the hash head on fixed backbone features, which cannot be "
+                f"augmented: pass augment='none' (augment is {config.augment!r})")
         shape = tuple(int(s) for s in split.item_shape)
         torch.manual_seed(int(self.seed))
-        self.model_ = self.build_model(shape)
+        model = self.build_model(shape)
+        model.backbone.freeze("all" if self.frozen_features else self.freeze)
         self.input_shape_ = shape
-        self.train_split_ = split
+        train_split = split
+        if self.frozen_features:
+            if images.image_paths(split.x) is not None:
+                raise Learn2HashError(
+                    "frozen_features=True computes the backbone's features of an item array; training items given "
+                    "as image files are not supported in this mode yet (fine-tune with freeze='all' instead)")
+            device = resolve_device(self.device)
+            model.to(device)
+            extractor = BackboneExtractor(model.backbone, device, batch_size=min(256, int(self.encode_batch_size)))
+            z = visual_features(split.x, extractor, progress=self._fit_options.get("progress"),
+                                description=f"{model.backbone.registered_name} features")
+            train_split = dataclasses.replace(split, x=z, kind="features", views={})
+            # the head trains on the cached features; it is the same module as model.head
+            self.model_ = HashModel(torch.nn.Identity(), model.head)
+        else:
+            self.model_ = model
+        self.train_split_ = train_split
         self.skipped_images_: list[dict[str, Any]] = []
         try:
             self._prepare(split)
             skipped: list[tuple[int, str, str]] = []
-            self.history_ = train(self.model_, split.x, split.labels, self, config, identity=self.identity(),
-                                  skipped=skipped, **self._fit_options)
+            self.history_ = train(self.model_, train_split.x, train_split.labels, self, config,
+                                  identity=self.identity(), skipped=skipped, **self._fit_options)
             self.skipped_images_ = [{"position": i, "path": p, "error": m} for i, p, m in skipped]
         finally:
             del self.train_split_
+        if self.frozen_features:
+            self.model_ = model.to(next(self.model_.parameters()).device).eval()
 
     def image_geometry(self) -> "images.Geometry":
         """The geometry image files and uploads are decoded to for this hasher (its backbone's input)."""
