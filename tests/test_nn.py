@@ -138,12 +138,20 @@ def test_efficientnet_lite0_loads_pretrained_weights_and_gives_features():
         create_backbone("efficientnet-lite0", (2, 28, 28))
 
 
-@pytest.mark.parametrize("name", ["resnet50", "alexnet"])
-def test_torchvision_backbones_without_torchvision_are_a_clear_error(name):
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        with pytest.raises(Learn2HashError, match="needs torchvision"):
-            create_backbone(name, (3, 32, 32))
-    else:
-        pytest.skip("torchvision is importable here")
+@pytest.mark.parametrize("name, dim", [("resnet50", 2048), ("alexnet", 4096)])
+def test_torchvision_names_of_saved_hashers_still_build(name, dim):
+    # options as hashers saved before the torchvision wrappers recorded them
+    bb = create_backbone(name, (3, 32, 32), arch=name, weights=None, image_size=224)
+    assert bb.out_dim == dim and bb.registered_name == name and bb.input_spec.size == 224
+
+
+def test_missing_torchvision_is_a_clear_error(monkeypatch):
+    import sys
+
+    from learn2hash.nn._torchvision import import_torchvision
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    with pytest.raises(Learn2HashError, match=r"torchvision is not installed .*learn2hash\[vision\]"):
+        import_torchvision()
+    with pytest.raises(Learn2HashError, match="torchvision is not installed"):
+        create_backbone("resnet18", (3, 32, 32))

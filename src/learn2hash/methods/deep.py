@@ -233,6 +233,7 @@ class DeepHasher(Hasher):
         finally:
             del self.train_split_
         if self.frozen_features:
+            model.scale = self.model_.scale
             self.model_ = model.to(next(self.model_.parameters()).device).eval()
 
     def image_geometry(self) -> "images.Geometry":

@@ -23,7 +23,9 @@ name / ``pretrained`` asks for it.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -45,6 +47,24 @@ _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
 
 
 # ----------------------------------------------------------------------------- weight files
+@contextlib.contextmanager
+def _quiet_libraries():
+    """Silence what open_clip logs on the root logger ("no pretrained weights loaded", a failed
+    download, which becomes our own error) and huggingface_hub's retry warnings meanwhile."""
+    quiet = logging.Filter()
+    quiet.filter = lambda record: record.levelno >= logging.CRITICAL  # type: ignore[method-assign]
+    root, hub = logging.getLogger(), logging.getLogger("huggingface_hub")
+    level = hub.level
+    root.addFilter(quiet)
+    hub.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+        hub.setLevel(level)
+
+
+
 def _closest(word: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(known), n=3)
     return f" (did you mean {', '.join(close)}?)" if close else ""
@@ -230,7 +250,8 @@ class TimmNet(_PretrainedImageNet):
             raise Learn2HashError("timm backbone: pass pretrained=True or weights=PATH, not both")
         what = f"timm {model}"
         try:
-            net = timm.create_model(model, pretrained=bool(pretrained), num_classes=0)
+            with _quiet_libraries():
+                net = timm.create_model(model, pretrained=bool(pretrained), num_classes=0)
         except Exception as exc:
             if not pretrained:
                 raise Learn2HashError(f"cannot build {what}: {type(exc).__name__}: {exc}") from None
@@ -285,7 +306,8 @@ class OpenCLIPNet(_PretrainedImageNet):
                 raise Learn2HashError(f"unknown pretrained tag {pretrained!r} for {what}{_closest(pretrained, tags)}; "
                                       f"known: {', '.join(tags) or 'none'}")
         try:
-            clip = open_clip.create_model(model, pretrained=pretrained, force_image_size=image_size)
+            with _quiet_libraries():
+                clip = open_clip.create_model(model, pretrained=pretrained, force_image_size=image_size)
         except Exception as exc:
             if pretrained is None:
                 raise Learn2HashError(f"cannot build {what}: {type(exc).__name__}: {exc}") from None
