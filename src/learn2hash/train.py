@@ -14,7 +14,10 @@
   image stops the run naming its path, or with ``on_bad_image="skip"`` is left out and counted;
 - optional augmentation of array batches on the device (:mod:`learn2hash.nn.augment`); mixed
   precision (``amp``: bf16/fp16 autocast, :func:`amp_dtype`); optimizer (adam, adamw, sgd,
-  rmsprop) and a per-step learning-rate schedule (none, cosine with optional linear warm-up, step);
+  rmsprop) over two parameter groups, the head at ``lr`` and the backbone at ``lr *
+  backbone_lr_mult`` (frozen parameters in neither; a frozen part of a backbone stays in eval mode,
+  see :meth:`learn2hash.nn.Backbone.freeze`), and a per-step learning-rate schedule (none, cosine
+  with optional linear warm-up, step);
 - a tqdm progress bar with the running loss (shown when stderr is a terminal, or as asked);
 - a checkpoint after every epoch (``checkpoint_dir/checkpoint.pt``, written atomically) holding
   the model, optimizer, scheduler, torch RNG states, the epoch, the history, the task's own state

@@ -97,6 +97,8 @@ class _PretrainedImageNet(Backbone):
     size, normalise with the declared mean / std (all inside ``forward``, on the model's device)."""
 
     kind = "image"
+    #: convolutional networks run channels-last (EfficientNet-Lite0 at 96 px: 1.75x less CPU time)
+    channels_last = True
 
     def _set_input(self, input_shape: tuple[int, ...], spec: InputSpec) -> None:
         """Check the item shape and declare ``spec`` (call first in a subclass's ``__init__``)."""
@@ -119,7 +121,13 @@ class _PretrainedImageNet(Backbone):
             x = x.expand(-1, 3, -1, -1)
         if tuple(x.shape[2:]) != (self.image_size, self.image_size):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        return (x - self.mean) / self.std
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _use_channels_last(self) -> None:
+        """Store the weights channels-last when the network runs so (call after building it)."""
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
 
 
 def image_spec(size: int, mean: Sequence[float], std: Sequence[float], crop_fraction: float = 224 / 256,
@@ -169,6 +177,7 @@ class EfficientNetLite(_PretrainedImageNet):
         else:
             self.net = EfficientNet.from_name(name)
         self.out_dim = 1280
+        self._use_channels_last()
 
     def stages(self) -> list[list[str]]:
         bounds = ["net._bn0"]

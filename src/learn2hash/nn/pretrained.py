@@ -212,6 +212,8 @@ class TorchvisionNet(_PretrainedImageNet):
         elif path is not None:
             load_state(net, read_state_dict(path, what), path, what, ignore=[head])
         self.net = net
+        self.channels_last = not arch.startswith("vit_")
+        self._use_channels_last()
 
     def stages(self) -> list[list[str]]:
         return stages_by_boundaries(self, self._bounds)
@@ -237,6 +239,8 @@ class TimmNet(_PretrainedImageNet):
     a local checkpoint (with or without the classifier). Input spec from
     ``timm.data.resolve_data_config``; stages from the model's ``feature_info``.
     """
+
+    channels_last = False  # transformer towers reshape their patch grids
 
     def __init__(self, input_shape: tuple[int, ...], model: str, pretrained: bool = False,
                  weights: str | None = None, image_size: int | None = None):
@@ -288,6 +292,8 @@ class OpenCLIPNet(_PretrainedImageNet):
     downloaded and cached by open_clip); ``weights``: a local checkpoint of the whole CLIP model or
     of the image tower alone. Input spec from the model's preprocess config.
     """
+
+    channels_last = False  # transformer towers reshape their patch grids
 
     def __init__(self, input_shape: tuple[int, ...], model: str, pretrained: str | None = None,
                  weights: str | None = None, image_size: int | None = None):
