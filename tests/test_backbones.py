@@ -258,6 +258,11 @@ def test_efficientnet_lite_1_and_2_load_their_package_weights(variant, size):
                                                          untrained=True).input_spec.size == size
     with torch.no_grad():
         assert bb(torch.rand(2, 3, 32, 32)).shape == (2, 1280)
+    stages = bb.stages()  # stem, one per block width, head convolution, the package's unused classifier
+    assert stages[0] == ["net._conv_stem.weight", "net._bn0.weight", "net._bn0.bias"]
+    assert stages[-2:] == [["net._conv_head.weight", "net._bn1.weight", "net._bn1.bias"],
+                           ["net._fc.weight", "net._fc.bias"]]
+    assert sorted(n for st in stages for n in st) == sorted(n for n, _ in bb.named_parameters())
 
 
 # ----------------------------------------------------------------------------- freeze, param groups
@@ -282,6 +287,8 @@ def test_freeze_first_stages_keeps_their_batchnorm_in_eval_mode(resnet18_file):
         bb.freeze(6)
     with pytest.raises(Learn2HashError, match="freeze must be 'none', 'all'"):
         bb.freeze("some")
+    small = create_backbone("smallcnn", (1, 8, 8), widths=(4,))
+    assert len(small.stages()) == 1 and small.stages()[0] == [n for n, _ in small.named_parameters()]
 
 
 def test_param_groups_give_the_backbone_its_multiplier(resnet18_file):
@@ -421,7 +428,7 @@ def test_cli_fine_tunes_efficientnet_lite0_with_a_backbone_lr_multiplier(tmp_pat
     out = tmp_path / "run"
     rc = cli.main(["train", "--method", "csq", "--dataset", "digits", "--bits", "16", "--out", str(out),
                    "--backbone", "efficientnet-lite0", "--epochs", "1", "--batch-size", "100", "--no-progress",
-                   "--param", 'backbone_options={"image_size": 16}', "--param", "backbone_lr_mult=0.1",
+                   "--param", 'backbone_options={"image_size": 32}', "--param", "backbone_lr_mult=0.1",
                    "--param", "freeze=3", "--param", "augment=none"])
     assert rc == 0, capsys.readouterr().err
     from learn2hash.runs import Run
