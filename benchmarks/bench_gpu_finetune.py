@@ -7,7 +7,8 @@ Two measurements, both on one CUDA device:
    (with a gradient scaler), channels-last, batch 64 (the CSQ reference code's batch; ``--batches``
    adds others). Inputs
    are ``uint8`` batches already on the device, so this is the model-bound rate (the data
-   pipeline's own rate is measured by ``bench_pipeline.py``).
+   pipeline's own rate is measured by ``bench_pipeline.py``). The same through ``CSQ.fit``
+   (learn2hash's loader and ``amp`` setting) on 2,048 in-memory images.
 2. ``accuracy``: CSQ, 64 bits, on Fashion-MNIST (protocol ``standard``) with the pretrained
    EfficientNet-Lite0 fine-tuned end to end at 224 px. The learning rate is chosen on a
    validation split carved from the 5,000 training images (4,000 train / 1,000 validation
@@ -81,6 +82,22 @@ def throughput(arch: str, batch: int, precision: str, steps: int, warmup: int) -
             "encode_images_per_s": round(encode_ips, 1), "max_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
 
 
+def library_throughput(batch: int, amp: str, n: int = 2048) -> dict:
+    """Images per second of ``CSQ.fit`` itself (learn2hash's loader, channels-last uint8 batches,
+    autocast per ``amp``) with a ResNet-50 at 224 px: the second of two epochs over ``n`` images."""
+    from learn2hash import methods
+    from learn2hash.datasets.base import Split
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, 3, 224, 224), dtype=np.uint8)
+    labels = np.eye(10, dtype=bool)[rng.integers(0, 10, n)]
+    h = methods.create("csq", bits=64, backbone="resnet50", epochs=2, batch_size=batch, optimizer="rmsprop",
+                       lr=1e-5, weight_decay=1e-5, lam=1e-4, augment="none", amp=amp)
+    h.fit(Split(x=x, labels=labels, name="synthetic"))
+    seconds = h.history_[-1]["seconds"]
+    return {"arch": "resnet50", "batch": batch, "amp": amp, "train_images_per_s": round(n / seconds, 1)}
+
+
 def accuracy(lrs: list[float], epochs: int, mult: float | None) -> dict:
     import learn2hash as l2h
     from learn2hash import datasets, methods
@@ -146,6 +163,12 @@ def main() -> None:
             r = throughput("resnet50", batch, precision, args.steps, warmup=5)
             print("throughput", r, flush=True)
             result["throughput"].append(r)
+    result["library"] = []
+    for batch in (int(b) for b in args.batches.split(",")):
+        for amp in ("off", "bf16", "fp16"):
+            r = library_throughput(batch, amp)
+            print("library", r, flush=True)
+            result["library"].append(r)
     if not args.skip_accuracy:
         result["accuracy"] = accuracy([float(v) for v in args.lrs.split(",")], args.epochs, args.backbone_lr_mult)
         print("accuracy", result["accuracy"], flush=True)
