@@ -286,10 +286,9 @@ def _cmd_methods(args) -> int:
     from learn2hash.methods import available
 
     rows = []
-    for name, klass in available().items():
-        doc = (klass.__doc__ or "").strip().splitlines()
-        rows.append({"method": name, "input": klass.input_kind, "supervised": "yes" if klass.supervised else "no",
-                     "description": doc[0] if doc else ""})
+    for name, info in available().items():  # lazy: imports no method (the deep ones need torch)
+        rows.append({"method": name, "input": info.input_kind, "supervised": "yes" if info.supervised else "no",
+                     "description": info.summary})
     _print_table(rows, ["method", "input", "supervised", "description"])
     return 0
 

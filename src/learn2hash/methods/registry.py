@@ -1,50 +1,123 @@
-"""The method registry: ``create(name, bits=..., **params)`` returns an unfitted hasher."""
+"""The method registry: ``create(name, bits=..., **params)`` returns an unfitted hasher.
+
+The registry is lazy: each name maps to ``"module:Class"`` and the module is imported only when
+the class is needed (``method_class``, ``create``, ``Hasher.load``). Listing the methods
+(:func:`available`) imports nothing, so shallow methods and ``learn2hash methods`` work without
+torch, which only the deep methods need. What the listing shows (input kind, supervision, one-line
+summary) is declared next to the target; a test checks it against the classes.
+
+A method defined outside the package registers itself with :func:`register` (a class decorator).
+"""
 
 from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from learn2hash.errors import Learn2HashError
-from learn2hash.methods.base import Hasher
 
-_METHODS: dict[str, type[Hasher]] = {}
-# modules whose import registers methods; a missing optional module is skipped
-_MODULES = ("csq", "dhn", "hashnet", "dch", "shallow", "eddh", "lemon", "cca_itq")
+if TYPE_CHECKING:
+    from learn2hash.methods.base import Hasher
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A registered method, described without importing it."""
+
+    name: str
+    target: str  # "module:Class"
+    input_kind: str  # what encode accepts: "features", "image", "clip" or "any"
+    supervised: bool
+    summary: str  # first line of the class docstring
+
+    @property
+    def needs_torch(self) -> bool:
+        return self.input_kind == "any"
+
+
+_P = "learn2hash.methods."
+_BUILTIN = (
+    MethodInfo("cca-itq", _P + "cca_itq:CCAITQ", "features", False,
+               "Multi-view CCA to ``bits`` dimensions, then an ITQ rotation shared by all modalities."),
+    MethodInfo("csq", _P + "csq:CSQ", "any", True, "Central Similarity Quantization; see the module docstring for the loss."),
+    MethodInfo("dch", _P + "dch:DCH", "any", True,
+               "Deep Cauchy Hashing: Cauchy cross-entropy on normalised Hamming distances + Cauchy quantization."),
+    MethodInfo("dhn", _P + "dhn:DHN", "any", True,
+               "Deep Hashing Network: pairwise cross-entropy on ``<u_i, u_j>/2`` + log cosh quantization."),
+    MethodInfo("eddh", _P + "eddh:EDDH", "any", True,
+               "Enhanced Deep Discrete Hashing; see the module docstring for Ŝ, the objective and the steps."),
+    MethodInfo("hashnet", _P + "hashnet:HashNet", "any", True,
+               "HashNet: balanced pairwise likelihood with ``tanh(beta * a)``, beta raised by continuation."),
+    MethodInfo("itq", _P + "shallow:ITQ", "features", False,
+               "Iterative quantization: PCA to K dimensions, then a learned orthogonal rotation."),
+    MethodInfo("lemon", _P + "lemon:LEMON", "features", True,
+               "Online cross-modal hashing: ``partial_fit(views, labels)`` per chunk, ``encode(x, modality=...)``."),
+    MethodInfo("lsh", _P + "shallow:LSH", "features", False,
+               "Locality-sensitive hashing: ``sign((x - mean) W)`` with ``W`` i.i.d. standard normal ``[d, K]``."),
+    MethodInfo("sdh", _P + "shallow:SDH", "features", True, "Supervised discrete hashing (Shen, Shen, Liu & Shen, CVPR 2015)."),
+)
+
+_INFO: dict[str, MethodInfo] = {m.name: m for m in _BUILTIN}
+_CLASSES: dict[str, type[Hasher]] = {}  # imported (or externally registered) classes
+
+
+def _target(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _summary(cls: type) -> str:
+    doc = (cls.__doc__ or "").strip().splitlines()
+    return doc[0] if doc else ""
 
 
 def register(cls: type[Hasher]) -> type[Hasher]:
     """Class decorator: make ``cls`` available under ``cls.name``."""
     if not cls.name:
         raise RuntimeError(f"{cls.__name__} has no name")
-    if cls.name in _METHODS and _METHODS[cls.name] is not cls:
+    known = _INFO.get(cls.name)
+    if known is not None and known.target != _target(cls):
+        raise RuntimeError(f"method {cls.name!r} registered twice ({known.target} and {_target(cls)})")
+    if cls.name in _CLASSES and _CLASSES[cls.name] is not cls:
         raise RuntimeError(f"method {cls.name!r} registered twice")
-    _METHODS[cls.name] = cls
+    if known is None:
+        _INFO[cls.name] = MethodInfo(cls.name, _target(cls), cls.input_kind, bool(cls.supervised), _summary(cls))
+    _CLASSES[cls.name] = cls
     return cls
 
 
-def _ensure_loaded() -> None:
-    for mod in _MODULES:
-        try:
-            importlib.import_module(f"learn2hash.methods.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"learn2hash.methods.{mod}":
-                raise
+def available() -> dict[str, MethodInfo]:
+    """Every registered method by name, sorted; imports no method module."""
+    return dict(sorted(_INFO.items()))
 
 
-def available() -> dict[str, type[Hasher]]:
-    _ensure_loaded()
-    return dict(sorted(_METHODS.items()))
+def _unknown(name: Any) -> Learn2HashError:
+    close = difflib.get_close_matches(str(name), list(_INFO), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return Learn2HashError(f"unknown method {name!r}{hint}; known methods: {', '.join(sorted(_INFO))}")
 
 
 def method_class(name: str) -> type[Hasher]:
-    methods = available()
-    if name not in methods:
-        close = difflib.get_close_matches(str(name), list(methods), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise Learn2HashError(f"unknown method {name!r}{hint}; known methods: {', '.join(methods)}")
-    return methods[name]
+    """The class of method ``name`` (its module is imported now if it was not yet)."""
+    if name in _CLASSES:
+        return _CLASSES[name]
+    info = _INFO.get(name) if isinstance(name, str) else None
+    if info is None:
+        raise _unknown(name)
+    module, _, qualname = info.target.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name in ("torch", "torchvision") or (exc.name or "").startswith("torch."):
+            raise Learn2HashError(f"method {name!r} needs PyTorch, which is not installed: "
+                                  "pip install 'learn2hash[deep]'") from None
+        raise
+    klass = mod
+    for part in qualname.split("."):
+        klass = getattr(klass, part)
+    _CLASSES[name] = klass  # type: ignore[assignment]
+    return klass  # type: ignore[return-value]
 
 
 def create(name: str, bits: int = 64, **params: Any) -> Hasher:
