@@ -46,7 +46,7 @@ def test_unsupervised_codes_shape_and_balance(method):
     # each bit is the sign of a zero-mean symmetric projection of centred data
     assert np.all(np.abs(ones - 0.5) < 0.06), ones
     # codes are the signs of the projections
-    assert codes == Codes.from_signs(h.project(x))
+    assert codes == Codes.from_signs(h.transform(x))
 
 
 def test_lsh_is_seeded():

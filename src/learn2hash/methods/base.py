@@ -24,6 +24,7 @@ from learn2hash import _atomic
 from learn2hash.codes import Codes
 from learn2hash.datasets.base import Split
 from learn2hash.errors import CorruptFileError, Learn2HashError
+from learn2hash.methods.validation import Interval, validate_params
 
 HASHER_FORMAT = "learn2hash-hasher"
 HASHER_VERSION = 1
@@ -80,6 +81,10 @@ class Hasher(abc.ABC):
         self.bits = bits
         self.seed = seed
 
+    #: declared hyper-parameter constraints (see :mod:`learn2hash.methods.validation`), merged
+    #: along the class hierarchy and checked once, at ``fit``
+    _parameter_constraints: ClassVar[dict[str, list]] = {"bits": [Interval("int", 1)], "seed": [Interval("int")]}
+
     # ------------------------------------------------------------------ params
     @classmethod
     def _param_names(cls) -> list[str]:
@@ -92,18 +97,54 @@ class Hasher(abc.ABC):
                     names.append(p.name)
         return names
 
-    def get_params(self) -> dict[str, Any]:
+    @classmethod
+    def parameter_constraints(cls) -> dict[str, list]:
+        """The constraints of every hyper-parameter, a subclass's declaration overriding its parents'."""
+        merged: dict[str, list] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("_parameter_constraints", {}))
+        return merged
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The hyper-parameters, as given to ``__init__`` (scikit-learn's protocol; no hasher nests
+        another estimator, so ``deep`` changes nothing)."""
         return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> "Hasher":
+        """Set hyper-parameters by name (checked at the next ``fit``); returns ``self``."""
+        names = self._param_names()
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise Learn2HashError(f"{self.name}: no parameter {', '.join(map(repr, unknown))}; "
+                                  f"its parameters: {', '.join(sorted(names))}")
+        for key, value in params.items():
+            setattr(self, key, value)
+        return self
+
+    def _validate_params(self) -> None:
+        validate_params(self.name, self.parameter_constraints(), self.get_params(deep=False))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
+    # ------------------------------------------------------------------ scikit-learn protocol
+    def __sklearn_tags__(self) -> Any:
+        """Tags for scikit-learn's meta-estimators (imported only when scikit-learn asks)."""
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=bool(self.supervised)),
+                    transformer_tags=TransformerTags(preserves_dtype=[]), input_tags=InputTags(two_d_array=True),
+                    non_deterministic=False)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return bool(getattr(self, "fitted_", False))
+
     # ------------------------------------------------------------------ API
     def fit(self, data: Any, labels: Any = None) -> "Hasher":
         """Learn the hash function from a training :class:`Split` (or ``x`` and ``labels``)."""
+        self._validate_params()
         split = as_split(data, labels)
-        check_bits(self.bits)
         if self.supervised and split.labels.shape[1] == 0:
             raise Learn2HashError(f"{self.name} is supervised: fit needs labels")
         if self.supervised:
@@ -116,6 +157,10 @@ class Hasher(abc.ABC):
         self._fit(split)
         self.fitted_ = True
         return self
+
+    def transform(self, x: Any) -> np.ndarray:
+        """The real-valued outputs ``[n, K]`` whose signs are the codes (bit 1 for ``>= 0``)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no transform")
 
     def encode(self, x: Any) -> Codes:
         """Items -> :class:`Codes` of ``self.bits`` bits."""

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from learn2hash.codes import Codes
 from learn2hash.datasets.base import Split
 from learn2hash.errors import Learn2HashError
 from learn2hash.methods.base import Hasher
 from learn2hash.methods.multiview import MultiViewEncoder, check_views, split_views
 from learn2hash.methods.registry import register
+from learn2hash.methods.validation import Interval
 from learn2hash.methods.shallow import _procrustes, _sign
 
 
@@ -49,6 +49,8 @@ class CCAITQ(MultiViewEncoder, Hasher):
     name = "cca-itq"
     input_kind = "features"
     supervised = False
+    _parameter_constraints = {"reg": [Interval("real", 0, closed="neither")], "power": [Interval("real")],
+                              "iterations": [Interval("int", 0)]}
 
     def __init__(self, bits: int = 64, reg: float = 1.0, power: float = 4.0, iterations: int = 50, seed: int = 0):
         super().__init__(bits=bits, seed=seed)
@@ -60,8 +62,6 @@ class CCAITQ(MultiViewEncoder, Hasher):
         x = check_views(split_views(split), what="training split")
         if len(x) < 2:
             raise Learn2HashError(f"cca-itq needs at least two modalities (split.views), got {', '.join(x)}")
-        if not (isinstance(self.reg, (int, float)) and self.reg > 0):
-            raise Learn2HashError(f"cca-itq: reg must be a number > 0, got {self.reg!r}")
         names = list(x)
         dims = [x[k].shape[1] for k in names]
         k = self.bits
@@ -97,8 +97,8 @@ class CCAITQ(MultiViewEncoder, Hasher):
         self.projections_ = {name: projections[name] @ rotation for name in names}
         self.eigenvalues_ = values
 
-    def _encode_view(self, x: np.ndarray, modality: str) -> Codes:
-        return Codes.from_signs((x - self.means_[modality]) @ self.projections_[modality])
+    def _transform_view(self, x: np.ndarray, modality: str) -> np.ndarray:
+        return (x - self.means_[modality]) @ self.projections_[modality]
 
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays: dict[str, np.ndarray] = {"eigenvalues": self.eigenvalues_}

@@ -24,7 +24,6 @@ saved with the hasher (``centers.npy``, packed bits).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from learn2hash.methods.deep import DeepHasher
 from learn2hash.methods.dhn import dhn_loss
 from learn2hash.methods.pairwise import label_similarity, log_cosh, off_diagonal
 from learn2hash.methods.registry import register
+from learn2hash.methods.validation import Interval, Options
 from learn2hash.train import Batch
 
 QUANTIZATIONS = ("logcosh", "squared")
@@ -63,6 +63,8 @@ class CSQ(DeepHasher):
 
     name = "csq"
     supervised = True
+    _parameter_constraints = {"lam": [Interval("real", 0)], "pairwise_weight": [Interval("real", 0)],
+                              "quantization": [Options(QUANTIZATIONS)], "multilabel": [Options(MULTILABEL)]}
 
     def __init__(self, bits: int = 64, lam: float = 1e-2, quantization: str = "logcosh",
                  pairwise_weight: float = 0.0, center_method: str = "auto", multilabel: str = "centroid", **deep: Any):
@@ -74,16 +76,6 @@ class CSQ(DeepHasher):
         self.multilabel = multilabel
 
     # ------------------------------------------------------------------ training
-    def _check_params(self) -> None:
-        if self.quantization not in QUANTIZATIONS:
-            raise Learn2HashError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
-        if self.multilabel not in MULTILABEL:
-            raise Learn2HashError(f"multilabel must be one of {', '.join(MULTILABEL)}, got {self.multilabel!r}")
-        for name in ("lam", "pairwise_weight"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise Learn2HashError(f"{name} must be a finite number >= 0, got {v!r}")
-
     def item_centers(self, labels: np.ndarray) -> Codes:
         """The target center of each item with multi-hot ``labels`` (needs ``centers_``)."""
         labels = np.asarray(labels, dtype=bool)
@@ -95,7 +87,6 @@ class CSQ(DeepHasher):
         return centroid_centers(labels, self.centers_, seed=self.seed)
 
     def _prepare(self, split: Split) -> None:
-        self._check_params()
         self.centers_ = hash_centers(split.n_classes, self.bits, method=self.center_method, seed=self.seed)
         device = next(self.model_.parameters()).device
         targets = self.item_centers(split.labels).to_bits().astype(np.float32)

@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
-from learn2hash.datasets.base import Split
 from learn2hash.methods.deep import DeepHasher
-from learn2hash.methods.pairwise import balanced_weights, check_number, label_similarity, off_diagonal
+from learn2hash.methods.pairwise import balanced_weights, label_similarity, off_diagonal
 from learn2hash.methods.registry import register
+from learn2hash.methods.validation import Interval
 from learn2hash.train import Batch
 
 MAX_COS = 0.99
@@ -60,15 +60,12 @@ class DCH(DeepHasher):
 
     name = "dch"
     supervised = True
+    _parameter_constraints = {"gamma": [Interval("real", 0, closed="neither")], "lam": [Interval("real", 0)]}
 
     def __init__(self, bits: int = 64, gamma: float = 20.0, lam: float = 0.1, **deep: Any):
         super().__init__(bits=bits, **deep)
         self.gamma = gamma
         self.lam = lam
-
-    def _prepare(self, split: Split) -> None:
-        check_number("dch", "gamma", self.gamma, positive=True)
-        check_number("dch", "lam", self.lam)
 
     def loss(self, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         s = label_similarity(batch.labels, batch.labels)

@@ -76,6 +76,7 @@ from learn2hash.datasets.base import Split
 from learn2hash.errors import CorruptFileError, Learn2HashError
 from learn2hash.features import BackboneExtractor, visual_features
 from learn2hash.methods.base import Hasher
+from learn2hash.methods.validation import Dict, Interval, ListOf, String
 from learn2hash.nn import HashHead, HashModel, create_backbone
 from learn2hash.nn.registry import plain_options
 from learn2hash.train import Batch, TrainConfig, encode_items, resolve_device, train
@@ -93,6 +94,11 @@ class DeepHasher(Hasher):
     supervised = True
     #: parameters that do not change what is learned (a resumed run may change them)
     runtime_params = _RUNTIME_PARAMS
+    _parameter_constraints = {
+        "backbone": [String()], "backbone_options": [None, Dict()],
+        "hidden": [ListOf(Interval("int", 1))], "dropout": [Interval("real", 0, 1, closed="left")],
+        "encode_batch_size": [Interval("int", 1)], "device": [String()],
+    }
 
     def __init__(self, bits: int = 64, seed: int = 0, backbone: str = "auto",
                  backbone_options: dict[str, Any] | None = None, hidden: list[int] | tuple[int, ...] = (),
@@ -105,7 +111,7 @@ class DeepHasher(Hasher):
         super().__init__(bits=bits, seed=seed)
         self.backbone = backbone
         self.backbone_options = backbone_options
-        self.hidden = list(hidden) if isinstance(hidden, (list, tuple)) else hidden
+        self.hidden = hidden
         self.dropout = dropout
         self.epochs = epochs
         self.batch_size = batch_size
@@ -163,11 +169,7 @@ class DeepHasher(Hasher):
         ``backbone``: ``{"name", "options"}`` as recorded in a saved hasher (the backbone that was
         resolved at training time, every default spelled out); default: this hasher's parameters.
         """
-        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise Learn2HashError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        hidden = list(self.hidden or [])
-        if any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
-            raise Learn2HashError(f"hidden must be a list of positive layer widths, got {self.hidden!r}")
+        hidden = [int(h) for h in self.hidden or []]
         name, options = ((backbone["name"], backbone["options"]) if backbone is not None
                          else (self.backbone, self.backbone_options or {}))
         bb = create_backbone(name, tuple(input_shape), untrained=untrained, **options)

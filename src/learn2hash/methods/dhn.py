@@ -23,8 +23,9 @@ from torch.nn import functional as F
 from learn2hash.datasets.base import Split
 from learn2hash.errors import Learn2HashError
 from learn2hash.methods.deep import DeepHasher
-from learn2hash.methods.pairwise import check_number, label_similarity, log_cosh, masked_mean, off_diagonal
+from learn2hash.methods.pairwise import label_similarity, log_cosh, masked_mean, off_diagonal
 from learn2hash.methods.registry import register
+from learn2hash.methods.validation import Boolean, Interval
 from learn2hash.train import Batch
 
 
@@ -79,6 +80,7 @@ class DHN(DeepHasher):
 
     name = "dhn"
     supervised = True
+    _parameter_constraints = {"lam": [Interval("real", 0)], "memory_bank": [Boolean()]}
 
     def __init__(self, bits: int = 64, lam: float = 0.1, memory_bank: bool = False, **deep: Any):
         super().__init__(bits=bits, **deep)
@@ -86,9 +88,6 @@ class DHN(DeepHasher):
         self.memory_bank = memory_bank
 
     def _prepare(self, split: Split) -> None:
-        check_number("dhn", "lam", self.lam)
-        if not isinstance(self.memory_bank, bool):
-            raise Learn2HashError(f"dhn: memory_bank must be true or false, got {self.memory_bank!r}")
         self.bank_ = (MemoryBank(len(split), self.bits, split.n_classes, self._model_device())
                       if self.memory_bank else None)
 

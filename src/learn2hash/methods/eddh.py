@@ -79,8 +79,8 @@ from learn2hash.datasets.protocols import rng_for
 from learn2hash.errors import Learn2HashError
 from learn2hash.features import make_extractor, visual_features
 from learn2hash.methods.deep import DeepHasher
-from learn2hash.methods.pairwise import check_number
 from learn2hash.methods.registry import register
+from learn2hash.methods.validation import Interval
 from learn2hash.train import Batch, encode_batches, is_main_process, resolve_device
 
 log = logging.getLogger("learn2hash.eddh")
@@ -244,6 +244,8 @@ class EDDH(DeepHasher):
 
     name = "eddh"
     supervised = True
+    _parameter_constraints = {"lam": [Interval("real", 0)], "gamma": [Interval("real", 0)], "rho": [Interval("real", 0)],
+                              "visual_image_size": [None, Interval("int", 1)]}
 
     def __init__(self, bits: int = 64, lam: float = 1.0, gamma: float = 1.0, rho: float = 0.01, visual: str = "auto",
                  visual_image_size: int | None = None, **deep: Any):
@@ -275,8 +277,6 @@ class EDDH(DeepHasher):
         return self.lam * scale, self.gamma * scale, self.rho * scale
 
     def _prepare(self, split: Split) -> None:
-        for name in ("lam", "gamma", "rho"):
-            check_number("eddh", name, getattr(self, name))
         n, k = len(split), int(self.bits)
         device = resolve_device(self.device)
         self.model_.to(device)

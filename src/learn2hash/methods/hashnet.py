@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from learn2hash.datasets.base import Split
 from learn2hash.methods.deep import DeepHasher
-from learn2hash.methods.pairwise import balanced_weights, check_number, label_similarity, off_diagonal
+from learn2hash.methods.pairwise import balanced_weights, label_similarity, off_diagonal
 from learn2hash.methods.registry import register
+from learn2hash.methods.validation import Interval
 from learn2hash.train import Batch
 
 
@@ -48,6 +48,8 @@ class HashNet(DeepHasher):
 
     name = "hashnet"
     supervised = True
+    _parameter_constraints = {"alpha": [None, Interval("real", 0, closed="neither")],
+                              "gamma": [Interval("real", 0)], "power": [Interval("real", 0)]}
 
     def __init__(self, bits: int = 64, alpha: float | None = None, gamma: float = 0.005, power: float = 0.5,
                  **deep: Any):
@@ -58,12 +60,6 @@ class HashNet(DeepHasher):
 
     def sigmoid_scale(self) -> float:
         return 10.0 / self.bits if self.alpha is None else float(self.alpha)
-
-    def _prepare(self, split: Split) -> None:
-        if self.alpha is not None:
-            check_number("hashnet", "alpha", self.alpha, positive=True)
-        check_number("hashnet", "gamma", self.gamma)
-        check_number("hashnet", "power", self.power)
 
     def loss(self, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         beta = continuation_beta(batch.step, float(self.gamma), float(self.power))

@@ -65,9 +65,10 @@ import scipy.linalg
 from learn2hash.codes import Codes
 from learn2hash.datasets.base import Split, as_multihot
 from learn2hash.errors import Learn2HashError
-from learn2hash.methods.base import OnlineHasher, as_split, check_bits
+from learn2hash.methods.base import OnlineHasher, as_split
 from learn2hash.methods.multiview import MultiViewEncoder, check_views, split_views
 from learn2hash.methods.registry import register
+from learn2hash.methods.validation import Boolean, Interval
 
 _STATS = ("C1", "C2", "C3", "C5", "C6")
 
@@ -127,6 +128,12 @@ class LEMON(MultiViewEncoder, OnlineHasher):
     name = "lemon"
     input_kind = "features"
     supervised = True
+    _parameter_constraints = {
+        **{k: [Interval("real", 0)] for k in ("alpha", "beta", "xi")},
+        "gamma": [Interval("real", 0, closed="neither")],
+        "iterations": [Interval("int", 1)],
+        "intercept": [Boolean()],
+    }
 
     def __init__(self, bits: int = 64, alpha: float = 1e4, beta: float = 1e4, gamma: float = 0.1, xi: float = 1.0,
                  iterations: int = 5, intercept: bool = True, seed: int = 0):
@@ -143,7 +150,7 @@ class LEMON(MultiViewEncoder, OnlineHasher):
         """Offline use: forget everything, then learn from the whole split as a single round."""
         self.__dict__.pop("rounds_", None)
         self.fitted_ = False
-        self.partial_fit(split_views(split), split.labels)
+        self._learn_chunk(split_views(split), split.labels)
 
     def partial_fit(self, views: Any, labels: Any = None) -> "LEMON":
         """Learn from one more chunk: ``views`` maps modality names to ``[n, d_m]`` arrays (or a Split).
@@ -151,10 +158,13 @@ class LEMON(MultiViewEncoder, OnlineHasher):
         Appends the chunk's codes to ``codes_`` (earlier codes are untouched) and updates the
         hash functions. On bad input nothing changes.
         """
+        self._validate_params()
+        return self._learn_chunk(views, labels)
+
+    def _learn_chunk(self, views: Any, labels: Any) -> "LEMON":
         if isinstance(views, Split):
             split = as_split(views, labels)
             views, labels = split_views(split), split.labels
-        self._check_params()
         x = check_views(views, what="chunk")
         n = next(iter(x.values())).shape[0]
         first = self.rounds_ == 0
@@ -197,21 +207,10 @@ class LEMON(MultiViewEncoder, OnlineHasher):
     def rounds_(self, value: int) -> None:
         self.__dict__["rounds_"] = int(value)
 
-    def _encode_view(self, x: np.ndarray, modality: str) -> Codes:
-        return Codes.from_signs(self._design(x) @ self.W_[modality].T)
+    def _transform_view(self, x: np.ndarray, modality: str) -> np.ndarray:
+        return self._design(x) @ self.W_[modality].T
 
     # ------------------------------------------------------------------ checks
-    def _check_params(self) -> None:
-        check_bits(self.bits)
-        for name in ("alpha", "beta", "xi"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v) or v < 0:
-                raise Learn2HashError(f"lemon: {name} must be a finite number >= 0, got {v!r}")
-        if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float, np.number)) or not self.gamma > 0:
-            raise Learn2HashError(f"lemon: gamma must be a number > 0, got {self.gamma!r}")
-        if isinstance(self.iterations, bool) or not isinstance(self.iterations, (int, np.integer)) or self.iterations < 1:
-            raise Learn2HashError(f"lemon: iterations must be an integer >= 1, got {self.iterations!r}")
-
     def _check_chunk_modalities(self, x: dict[str, np.ndarray], first: bool) -> None:
         if first:
             return

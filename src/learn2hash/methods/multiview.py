@@ -46,7 +46,7 @@ class MultiViewEncoder:
     """Mixin for a :class:`~learn2hash.methods.Hasher` with one hash function per modality.
 
     The fitted hasher has ``modalities_`` (names in training order) and ``dims_`` (features per
-    modality) and implements ``_encode_view(features, modality) -> Codes``.
+    modality) and implements ``_transform_view(features, modality) -> float[n, K]``.
     """
 
     modalities_: list[str]
@@ -57,9 +57,15 @@ class MultiViewEncoder:
         self._check_fitted()
         name = self.check_modality(modality)
         feats = as_features(x, what=f"modality {name!r}", dim=self.dims_[name])
-        codes = self._encode_view(feats, name)
+        codes = Codes.from_signs(self._transform_view(feats, name))
         assert codes.bits == self.bits
         return codes
+
+    def transform(self, x: Any, modality: str | None = None) -> np.ndarray:
+        """Real values ``float64[n, K]`` of items ``x`` described by ``modality``; their signs are the codes."""
+        self._check_fitted()
+        name = self.check_modality(modality)
+        return self._transform_view(as_features(x, what=f"modality {name!r}", dim=self.dims_[name]), name)
 
     def _encode(self, x: Any) -> Codes:
         return self.encode(x)
@@ -73,6 +79,7 @@ class MultiViewEncoder:
                                   f"knows {', '.join(map(repr, self.modalities_))}")
         return modality
 
-    def _encode_view(self, x: np.ndarray, modality: str) -> Codes:
-        """Codes of checked features ``x`` of one modality; each multi-view method defines it."""
+    def _transform_view(self, x: np.ndarray, modality: str) -> np.ndarray:
+        """Real values ``[n, K]`` of checked features ``x`` of one modality (their signs are the codes);
+        each multi-view method defines it."""
         raise NotImplementedError

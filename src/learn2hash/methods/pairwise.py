@@ -12,7 +12,6 @@ import math
 
 import torch
 
-from learn2hash.errors import Learn2HashError
 
 
 def label_similarity(labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.Tensor:
@@ -51,11 +50,3 @@ def log_cosh(x: torch.Tensor) -> torch.Tensor:
     """``log(cosh(x))`` without overflow: ``|x| + softplus(-2|x|) - log 2``."""
     a = x.abs()
     return a + torch.nn.functional.softplus(-2.0 * a) - math.log(2.0)
-
-
-def check_number(method: str, name: str, value: object, positive: bool = False) -> float:
-    """``value`` as a float, or a clear error unless it is a finite number ``>= 0`` (``> 0`` if ``positive``)."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):
-        raise Learn2HashError(f"{method}: {name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
-    return float(value)

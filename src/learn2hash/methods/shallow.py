@@ -3,7 +3,8 @@
 Each takes feature vectors ``[n, d]`` (or images, flattened and scaled to [0, 1] by
 :func:`~learn2hash.methods.base.as_features`) and hashes a vector ``x`` to
 ``sign(f(x))`` with bit 1 for ``f(x) >= 0``. A fitted hasher remembers ``d`` and refuses inputs
-with another number of features.
+with another number of features. ``transform(x)`` gives the real values ``f(x)`` (so a hasher
+can end a scikit-learn ``Pipeline``, e.g. after a ``StandardScaler`` or ``PCA``).
 
 - :class:`LSH` — sign of random Gaussian projections of the centred data (Charikar 2002).
 - :class:`ITQ` — PCA to K dimensions, then the orthogonal rotation R that minimises the
@@ -26,6 +27,7 @@ from learn2hash.datasets.base import Split
 from learn2hash.errors import Learn2HashError
 from learn2hash.methods.base import Hasher, as_features
 from learn2hash.methods.registry import register
+from learn2hash.methods.validation import Interval
 
 #: rows per block when encoding, so that large databases are never expanded at once
 ENCODE_BLOCK = 8192
@@ -58,7 +60,7 @@ class _ProjectionHasher(Hasher):
         """Real-valued projections ``[n, K]`` of feature vectors ``[n, d]``; their signs are the codes."""
         raise NotImplementedError
 
-    def project(self, x: Any) -> np.ndarray:
+    def transform(self, x: Any) -> np.ndarray:
         """The real values whose signs are the codes, ``float64[n, K]``."""
         self._check_fitted()
         return np.concatenate([self._project(b) for b in _blocks(x, "items to encode", self.dim_)], axis=0)
@@ -115,14 +117,13 @@ class ITQ(_ProjectionHasher):
 
     name = "itq"
     supervised = False
+    _parameter_constraints = {"n_iter": [Interval("int", 0)]}
 
     def __init__(self, bits: int = 64, seed: int = 0, n_iter: int = 50):
         super().__init__(bits=bits, seed=seed)
         self.n_iter = n_iter
 
     def _fit(self, split: Split) -> None:
-        if isinstance(self.n_iter, bool) or not isinstance(self.n_iter, (int, np.integer)) or self.n_iter < 0:
-            raise Learn2HashError(f"itq: n_iter must be an integer >= 0, got {self.n_iter!r}")
         x = self._features_for_fit(split)
         if self.bits > self.dim_:
             raise Learn2HashError(
@@ -193,6 +194,10 @@ class SDH(_ProjectionHasher):
 
     name = "sdh"
     supervised = True
+    _parameter_constraints = {
+        **{k: [Interval("int", 1)] for k in ("n_anchors", "n_iter", "dcc_sweeps")},
+        **{k: [Interval("real", 0, closed="neither")] for k in ("lam", "nu", "delta")},
+    }
 
     def __init__(self, bits: int = 64, seed: int = 0, n_anchors: int = 1000, lam: float = 1.0,
                  nu: float = 1e-5, delta: float = 1e-2, n_iter: int = 5, dcc_sweeps: int = 10):
@@ -203,16 +208,6 @@ class SDH(_ProjectionHasher):
         self.delta = delta
         self.n_iter = n_iter
         self.dcc_sweeps = dcc_sweeps
-
-    def _check_params(self) -> None:
-        for name in ("n_anchors", "n_iter", "dcc_sweeps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise Learn2HashError(f"sdh: {name} must be an integer >= 1, got {v!r}")
-        for name in ("lam", "nu", "delta"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v) or v <= 0:
-                raise Learn2HashError(f"sdh: {name} must be a positive number, got {v!r}")
 
     def _phi(self, x: np.ndarray) -> np.ndarray:
         k = np.exp(-_sq_distances(x, self.anchors_) / (2.0 * self.sigma_ ** 2))
@@ -241,7 +236,6 @@ class SDH(_ProjectionHasher):
         return changed
 
     def _fit(self, split: Split) -> None:
-        self._check_params()
         x = self._features_for_fit(split)
         y = split.labels.astype(np.float64)
         n = x.shape[0]
