@@ -136,10 +136,26 @@ class HammingIndex:
             return Codes(packed, self._bits)
 
     # ------------------------------------------------------------------------ changes
-    def add(self, codes: Codes, ids=None) -> np.ndarray:
-        """Append ``codes``; ``ids`` (distinct integers >= 0, not already stored) default to
-        consecutive integers after the largest id ever given. Returns the ids."""
-        codes = as_codes(codes, "codes to add").check_bits(self._bits, "codes to add")
+    def _codes_in(self, codes, what: str) -> Codes:
+        """:class:`Codes`, or a plain ``uint8[n, ceil(K/8)]`` array of packed codes as Faiss users
+        hold them (converted here, once; not copied). Hamming distances do not depend on the bit
+        order inside a byte; for K not a multiple of 8 the unused bits are the low bits of the last
+        byte (numpy's big bit order), and must be 0."""
+        if isinstance(codes, np.ndarray) and not isinstance(codes, Codes):
+            if codes.dtype != np.uint8 or codes.ndim != 2:
+                raise Learn2HashError(f"{what}: a plain array must hold packed codes, uint8[n, {(self._bits + 7) // 8}] "
+                                      f"for {self._bits} bits; got {codes.dtype}{list(codes.shape)}")
+            try:
+                return Codes.from_packed(np.ascontiguousarray(codes), self._bits)
+            except Learn2HashError as exc:
+                raise Learn2HashError(f"{what}: {exc}") from None
+        return as_codes(codes, what).check_bits(self._bits, what)
+
+    def add(self, codes: Codes | np.ndarray, ids=None) -> np.ndarray:
+        """Append ``codes`` (:class:`Codes` or packed ``uint8[n, ceil(K/8)]``); ``ids`` (distinct
+        integers >= 0, not already stored) default to consecutive integers after the largest id
+        ever given. Returns the ids."""
+        codes = self._codes_in(codes, "codes to add")
         with self._lock.writing():
             return self._add(codes, ids)
 
@@ -223,11 +239,11 @@ class HammingIndex:
 
     # ------------------------------------------------------------------------ queries
     def _queries(self, query_codes) -> np.ndarray:
-        q = as_codes(query_codes, "query codes").check_bits(self._bits, "query codes")
-        return q.packed
+        return self._codes_in(query_codes, "query codes").packed
 
-    def search(self, query_codes: Codes, k: int, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query_codes: Codes | np.ndarray, k: int, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
         """Exact k nearest items of each query: ``(distances int32[q, k], ids int64[q, k])``.
+        ``query_codes``: :class:`Codes` or packed ``uint8[q, ceil(K/8)]``, as for :meth:`add`.
 
         ``method`` (native backend): ``"scan"`` (linear scan), ``"mih"`` (multi-index hashing,
         building its tables if needed), or ``"auto"`` (multi-index hashing for ``k <= 64`` when

@@ -49,6 +49,42 @@ def as_split(data: Any, labels: Any = None, name: str = "train") -> Split:
     return Split(x=x, labels=labels, name=name, kind="features" if np.ndim(x) == 2 else "image")
 
 
+#: channel counts recognised when telling ``[n, H, W, C]`` from ``[n, C, H, W]``
+_CHANNELS = (1, 3)
+
+
+def as_items(x: Any, item_shape: tuple[int, ...] | None = None) -> Any:
+    """Images as users hold them -> the ``[n, C, H, W]`` layout the networks take (one conversion,
+    at the boundary); anything else is returned unchanged.
+
+    ``[n, H, W]`` (grey) gains a channel axis; ``[n, H, W, C]`` with ``C`` in (1, 3) is moved to
+    channels-first (a copy). When both readings are possible (``[n, 3, 3, 3]``), channels-first is
+    kept. ``item_shape``: the per-item shape a fitted hasher expects; a layout that matches it
+    after conversion wins over the guess. Lazy arrays and ``Split`` objects pass through untouched.
+    """
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    if not isinstance(x, np.ndarray):
+        if isinstance(x, (list, tuple)):
+            x = np.asarray(x)
+        else:
+            return x
+    if item_shape is not None:
+        item_shape = tuple(int(s) for s in item_shape)
+        if x.shape[1:] == item_shape:
+            return x
+        if len(item_shape) == 3 and x.ndim == 3 and item_shape == (1, *x.shape[1:]):
+            return x[:, None]
+        if len(item_shape) == 3 and x.ndim == 4 and x.shape[1:] == (*item_shape[1:], item_shape[0]):
+            return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        return x
+    if x.ndim == 3 and np.issubdtype(x.dtype, np.number):
+        return x[:, None]
+    if x.ndim == 4 and x.shape[3] in _CHANNELS and x.shape[1] not in _CHANNELS:
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x
+
+
 def as_features(x: Any, what: str = "input", dim: int | None = None) -> np.ndarray:
     """Items -> ``float64[n, d]`` feature vectors; images are flattened and scaled to [0, 1]."""
     if hasattr(x, "detach"):

@@ -75,7 +75,7 @@ from learn2hash.codes import Codes
 from learn2hash.datasets.base import Split
 from learn2hash.errors import CorruptFileError, Learn2HashError
 from learn2hash.features import BackboneExtractor, visual_features
-from learn2hash.methods.base import Hasher
+from learn2hash.methods.base import Hasher, as_items
 from learn2hash.methods.validation import Dict, Interval, ListOf, String
 from learn2hash.nn import HashHead, HashModel, create_backbone
 from learn2hash.nn.registry import plain_options
@@ -185,13 +185,17 @@ class DeepHasher(Hasher):
             resume: bool = False, progress: bool | None = None) -> "DeepHasher":
         """Train on a :class:`Split` (or ``x`` and ``labels``).
 
+        ``x``: images ``[n, H, W]`` (grey), ``[n, H, W, C]`` or ``[n, C, H, W]`` (``uint8`` 0..255 or
+        floats), clips ``[n, T, C, H, W]`` or feature vectors ``[n, d]``; ``labels``: class ids
+        ``int[n]`` or multi-hot ``[n, c]``. ``transform`` / ``encode`` take the same layouts.
+
         ``checkpoint_dir``: where a checkpoint is written after every epoch; ``resume=True``
         continues from the checkpoint there (a checkpoint of another configuration is an error).
         ``progress``: show a progress bar (default: when stderr is a terminal).
         """
         self._fit_options = {"checkpoint_dir": checkpoint_dir, "resume": resume, "progress": progress}
         try:
-            return super().fit(data, labels)
+            return super().fit(as_items(data), labels)
         finally:
             del self._fit_options
 
@@ -250,6 +254,7 @@ class DeepHasher(Hasher):
             x = x.detach().cpu().numpy()
         if not hasattr(x, "shape") or not hasattr(x, "__getitem__"):
             x = np.asarray(x)
+        x = as_items(x, self.input_shape_)
         shape = tuple(int(s) for s in x.shape)
         accepted = {tuple(self.input_shape_)}
         if len(self.input_shape_) == 3:
