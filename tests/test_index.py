@@ -281,7 +281,7 @@ def test_bad_input_is_refused_with_clear_errors():
     with pytest.raises(Learn2HashError, match="codes to add have 8 bits, expected 16"):
         index.add(Codes.from_bits(np.zeros((3, 8), bool)))
     with pytest.raises(Learn2HashError, match="must be learn2hash.Codes"):
-        index.add(np.zeros((3, 2), np.uint8))
+        index.add([[0, 0]] * 3)  # a plain uint8 array is taken (tests/test_inputs.py), a list is not
     with pytest.raises(Learn2HashError, match="duplicates"):
         index.add(codes, ids=[1, 2, 1])
     with pytest.raises(Learn2HashError, match="one id per code"):

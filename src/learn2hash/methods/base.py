@@ -177,10 +177,11 @@ class Hasher(abc.ABC):
         return bool(getattr(self, "fitted_", False))
 
     # ------------------------------------------------------------------ API
-    def fit(self, data: Any, labels: Any = None) -> "Hasher":
-        """Learn the hash function from a training :class:`Split` (or ``x`` and ``labels``)."""
+    def fit(self, X: Any, y: Any = None) -> "Hasher":
+        """Learn the hash function from items ``X`` and labels ``y`` (class ids ``int[n]`` or multi-hot
+        ``[n, c]``; unsupervised methods ignore them), or from a training :class:`Split` as ``X``."""
         self._validate_params()
-        split = as_split(data, labels)
+        split = as_split(X, y)
         if self.supervised and split.labels.shape[1] == 0:
             raise Learn2HashError(f"{self.name} is supervised: fit needs labels")
         if self.supervised:
@@ -278,5 +279,6 @@ class OnlineHasher(Hasher):
     """A hasher learned from a stream of chunks: ``partial_fit`` per chunk, old codes frozen."""
 
     @abc.abstractmethod
-    def partial_fit(self, views: dict[str, Any], labels: Any) -> "OnlineHasher":
-        """Learn from one more chunk: ``views`` maps modality names to ``[n, d_m]`` arrays."""
+    def partial_fit(self, X: Any, y: Any = None) -> "OnlineHasher":
+        """Learn from one more chunk: ``X`` as for ``fit`` (for several modalities a mapping of
+        modality names to ``[n, d_m]`` arrays), ``y`` its labels."""

@@ -181,12 +181,12 @@ class DeepHasher(Hasher):
         return {"method": self.name, "params": params}
 
     # ------------------------------------------------------------------ fit / encode
-    def fit(self, data: Any, labels: Any = None, *, checkpoint_dir: str | os.PathLike | None = None,
+    def fit(self, X: Any, y: Any = None, *, checkpoint_dir: str | os.PathLike | None = None,
             resume: bool = False, progress: bool | None = None) -> "DeepHasher":
-        """Train on a :class:`Split` (or ``x`` and ``labels``).
+        """Train on items ``X`` with labels ``y`` (or a :class:`Split` as ``X``).
 
-        ``x``: images ``[n, H, W]`` (grey), ``[n, H, W, C]`` or ``[n, C, H, W]`` (``uint8`` 0..255 or
-        floats), clips ``[n, T, C, H, W]`` or feature vectors ``[n, d]``; ``labels``: class ids
+        ``X``: images ``[n, H, W]`` (grey), ``[n, H, W, C]`` or ``[n, C, H, W]`` (``uint8`` 0..255 or
+        floats), clips ``[n, T, C, H, W]`` or feature vectors ``[n, d]``; ``y``: class ids
         ``int[n]`` or multi-hot ``[n, c]``. ``transform`` / ``encode`` take the same layouts.
 
         ``checkpoint_dir``: where a checkpoint is written after every epoch; ``resume=True``
@@ -195,7 +195,7 @@ class DeepHasher(Hasher):
         """
         self._fit_options = {"checkpoint_dir": checkpoint_dir, "resume": resume, "progress": progress}
         try:
-            return super().fit(as_items(data), labels)
+            return super().fit(as_items(X), y)
         finally:
             del self._fit_options
 

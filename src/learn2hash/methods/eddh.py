@@ -257,7 +257,7 @@ class EDDH(DeepHasher):
         self.visual_image_size = visual_image_size
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data: Any, labels: Any = None, *, checkpoint_dir: str | os.PathLike | None = None,
+    def fit(self, X: Any, y: Any = None, *, checkpoint_dir: str | os.PathLike | None = None,
             resume: bool = False, progress: bool | None = None,
             report_dir: str | os.PathLike | None = None) -> "EDDH":
         """As :meth:`DeepHasher.fit`; the plot of the distance fit goes to ``report_dir`` (default: the
@@ -267,7 +267,7 @@ class EDDH(DeepHasher):
             report_dir = Path(checkpoint_dir).parent
         self._report_dir = Path(report_dir) if report_dir is not None else None
         try:
-            return super().fit(data, labels, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+            return super().fit(X, y, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
         finally:
             del self._report_dir
 

@@ -152,14 +152,15 @@ class LEMON(MultiViewEncoder, OnlineHasher):
         self.fitted_ = False
         self._learn_chunk(split_views(split), split.labels)
 
-    def partial_fit(self, views: Any, labels: Any = None) -> "LEMON":
-        """Learn from one more chunk: ``views`` maps modality names to ``[n, d_m]`` arrays (or a Split).
+    def partial_fit(self, X: Any, y: Any = None) -> "LEMON":
+        """Learn from one more chunk: ``X`` maps modality names to ``[n, d_m]`` arrays (or is a Split),
+        ``y`` holds its labels (class ids or multi-hot).
 
         Appends the chunk's codes to ``codes_`` (earlier codes are untouched) and updates the
         hash functions. On bad input nothing changes.
         """
         self._validate_params()
-        return self._learn_chunk(views, labels)
+        return self._learn_chunk(X, y)
 
     def _learn_chunk(self, views: Any, labels: Any) -> "LEMON":
         if isinstance(views, Split):

@@ -1,0 +1,173 @@
+"""The method contract, checked over every registered method (a new method is covered without a
+new test): fit / transform / encode / save / load, clone and parameters, repeated encode, a bad
+parameter found at fit; and scikit-learn's estimator checks that apply to a hasher, for the
+single-view shallow methods.
+
+Data are tiny (200 digits); deep methods train one epoch of a 4-channel CNN (marked slow).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from learn2hash.codes import Codes
+from learn2hash.datasets import Split, load
+from learn2hash.errors import Learn2HashError
+from learn2hash.methods import Hasher, available, create, method_class
+from learn2hash.methods.multiview import MultiViewEncoder
+
+BITS = 8
+#: shared settings of every deep hasher that make one epoch take about a second
+TINY_DEEP = dict(epochs=1, batch_size=50, backbone_options={"widths": [4], "convs_per_stage": 1})
+#: per-method settings for speed only (no method needs one to be covered)
+FAST = {"sdh": {"n_anchors": 50}, "eddh": {"visual": "flatten"}}
+
+
+def family(name: str) -> str:
+    if issubclass(method_class(name), MultiViewEncoder):
+        return "multiview"
+    return "deep" if available()[name].input_kind == "any" else "features"
+
+
+def params_for(name: str) -> dict:
+    return {**(TINY_DEEP if family(name) == "deep" else {}), **FAST.get(name, {})}
+
+
+def method_params(names=None):
+    """Every registered method as a pytest param; deep ones are marked slow."""
+    out = []
+    for name in names or available():
+        marks = [pytest.mark.slow] if available()[name].needs_torch else []
+        out.append(pytest.param(name, marks=marks, id=name))
+    return out
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = load("digits", protocol="standard")
+    train, query = ds.train.subset(np.arange(200)), ds.query.subset(np.arange(40))
+    flat = np.asarray(train.x).reshape(200, -1).astype(np.float64) / 255.0
+    views = {"left": flat[:, :32], "right": flat[:, 32:]}
+    qflat = np.asarray(query.x).reshape(40, -1).astype(np.float64) / 255.0
+    return {
+        "deep": (train, np.asarray(query.x)),
+        "features": (train, np.asarray(query.x)),
+        "multiview": (Split(x=views["left"], labels=train.labels, kind="multiview", views=views), qflat[:, :32]),
+    }
+
+
+_FITTED: dict[str, Hasher] = {}
+
+
+def fitted(name: str, data) -> Hasher:
+    if name not in _FITTED:
+        train, _ = data[family(name)]
+        h = create(name, bits=BITS, **params_for(name))
+        _FITTED[name] = h.fit(train, progress=False) if family(name) == "deep" else h.fit(train)
+    return _FITTED[name]
+
+
+def test_every_method_is_covered():
+    """Each registered method falls in one family the data fixture provides for."""
+    assert {family(n) for n in available()} <= {"deep", "features", "multiview"}
+    assert len(method_params()) == len(available()) >= 10
+
+
+@pytest.mark.parametrize("name", method_params())
+def test_fit_transform_encode_save_load_round_trip(name, data, tmp_path):
+    h = fitted(name, data)
+    _, x = data[family(name)]
+    assert h.fitted_ and h.bits == BITS
+    u = h.transform(x)
+    assert u.shape == (len(x), BITS) and np.issubdtype(u.dtype, np.floating) and np.isfinite(u).all()
+    codes = h.encode(x)
+    assert isinstance(codes, Codes) and codes.bits == BITS and len(codes) == len(x)
+    assert codes == Codes.from_signs(u)  # the codes are the signs of transform
+
+    # encode never changes state, and gives the same codes every time
+    before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(h).items()}
+    assert h.encode(x) == codes and h.encode(x) == codes
+    assert set(vars(h)) == set(before)
+    for k, v in before.items():
+        if isinstance(v, np.ndarray):
+            np.testing.assert_array_equal(vars(h)[k], v)
+
+    h.save(tmp_path / "h")
+    loaded = Hasher.load(tmp_path / "h")
+    assert type(loaded) is type(h)
+    assert loaded.get_params() == json.loads(json.dumps(h.get_params()))
+    assert loaded.encode(x) == codes
+    np.testing.assert_allclose(loaded.transform(x), u, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", method_params())
+def test_clone_get_params_set_params(name, data):
+    from sklearn.base import clone
+
+    h = create(name, bits=BITS, **params_for(name))
+    c = clone(h)
+    assert type(c) is type(h) and c is not h and c.get_params() == h.get_params()
+    assert c.get_params(deep=True) == c.get_params(deep=False)
+    if name in _FITTED:  # a clone of a fitted hasher is unfitted, with the same parameters
+        c2 = clone(_FITTED[name])
+        assert not hasattr(c2, "fitted_") and c2.get_params() == _FITTED[name].get_params()
+    assert c.set_params(seed=7, bits=12) is c
+    p = c.get_params()
+    assert p["seed"] == 7 and p["bits"] == 12
+    assert {k: v for k, v in p.items() if k not in ("seed", "bits")} == \
+        {k: v for k, v in h.get_params().items() if k not in ("seed", "bits")}
+    with pytest.raises(Learn2HashError, match=f"{name}: no parameter 'not_a_param'"):
+        c.set_params(not_a_param=1)
+
+
+class _Bad:
+    """A value no declared constraint accepts."""
+
+    def __repr__(self) -> str:
+        return "<bad value>"
+
+
+@pytest.mark.parametrize("name", method_params())
+def test_bad_parameter_is_one_clear_error_at_fit(name, data):
+    train, _ = data[family(name)]
+    constraints = method_class(name).parameter_constraints()
+    assert {"bits", "seed"} <= set(constraints) and set(constraints) <= set(method_class(name)._param_names())
+    for param in constraints:
+        h = create(name, bits=BITS, **params_for(name))
+        h.set_params(**{param: _Bad()})  # accepted until fit (no work in __init__ / set_params)
+        with pytest.raises(Learn2HashError, match=rf"^{name}: parameter {param} must be .*, got <bad value>$"):
+            h.fit(train)
+        assert not hasattr(h, "fitted_")
+
+
+# --------------------------------------------------------------------------- scikit-learn's checks
+SKLEARN_CHECKS = [
+    "check_estimator_cloneable", "check_estimator_repr", "check_do_not_raise_errors_in_init_or_set_params",
+    "check_no_attributes_set_in_init", "check_parameters_default_constructible", "check_get_params_invariance",
+    "check_set_params", "check_dont_overwrite_parameters", "check_estimators_fit_returns_self",
+    "check_estimators_overwrite_params", "check_fit_idempotent", "check_dict_unchanged", "check_estimators_nan_inf",
+    "check_estimators_unfitted", "check_fit_check_is_fitted", "check_methods_sample_order_invariance",
+    "check_methods_subset_invariance", "check_pipeline_consistency", "check_readonly_memmap_input",
+    "check_f_contiguous_array_estimator", "check_estimators_dtypes", "check_transformers_unfitted",
+    "check_estimators_pickle",
+]
+
+
+def _single_view_shallow() -> list[str]:
+    return [n for n in available() if not available()[n].needs_torch and family(n) == "features"]
+
+
+@pytest.mark.parametrize("check", SKLEARN_CHECKS)
+@pytest.mark.parametrize("name", _single_view_shallow())
+def test_sklearn_estimator_checks(name, check):
+    estimator_checks = pytest.importorskip("sklearn.utils.estimator_checks")
+    import warnings
+
+    # scikit-learn's toy data have as few as 2 features: 2 bits fit every method
+    est = create(name, bits=2, **FAST.get(name, {}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        getattr(estimator_checks, check)(name, est)
