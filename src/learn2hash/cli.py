@@ -2,12 +2,16 @@
 
 Every sub-command is a pair ``_add_<name>(subparsers)`` / ``_cmd_<name>(args)``. A user mistake
 (a :class:`~learn2hash.errors.Learn2HashError`) becomes one line on stderr and exit status 2,
-never a traceback.
+never a traceback. ``--json`` (train, encode, search, evaluate) prints one JSON document on stdout
+instead of the tables; ``--log-level`` sets what the ``learn2hash`` loggers print on stderr
+(``info`` shows e.g. one line per training epoch).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,6 +27,17 @@ def command(add: Callable) -> Callable:
     """Decorator for ``_add_<name>(subparsers)``: registers a sub-command (in definition order)."""
     _COMMANDS.append(add)
     return add
+
+
+def _print_json(doc) -> None:
+    """One JSON document on stdout (numpy values and paths as JSON, as in every file we write)."""
+    from learn2hash._atomic import _json_default
+
+    print(json.dumps(doc, indent=2, default=_json_default))
+
+
+def _add_json_flag(p) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of the tables")
 
 
 def _print_table(rows: list[dict], columns: Sequence[str], file=None) -> None:
@@ -119,8 +134,6 @@ def _list_datasets(root: str | None) -> None:
 # --------------------------------------------------------------------------- train / encode / compare
 def _parse_assignments(items: Sequence[str] | None, what: str) -> dict:
     """``key=value`` pairs; values are read as JSON when they parse (numbers, true/false, lists)."""
-    import json
-
     out = {}
     for item in items or []:
         if "=" not in item:
@@ -171,6 +184,7 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder's configuration")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_json_flag(p)
     p.set_defaults(func=_cmd_train)
 
 
@@ -189,6 +203,10 @@ def _cmd_train(args) -> int:
                     resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
                     log=lambda msg: print(msg, file=sys.stderr))
     if run is None:  # a non-zero rank under torchrun
+        return 0
+    if args.json:
+        _print_json({"run": str(run.folder), "method": run.method, "bits": run.bits, "dataset": run.config["dataset"],
+                     "protocol": run.config["protocol"], "seed": run.config.get("seed"), "metrics": run.metrics()})
         return 0
     print(f"{run.method}, {run.bits} bits, {run.config['dataset']} [{run.config['protocol']}] -> {run.folder}")
     _print_metrics(run.metrics())
@@ -212,6 +230,7 @@ def _add_encode(sub) -> None:
                    help="an unreadable image: stop (default) or leave it out and list it in OUT.ids.json")
     p.add_argument("--workers", type=int, default=None, help="image decoding processes (default: one per core, <= 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_json_flag(p)
     p.set_defaults(func=_cmd_encode)
 
 
@@ -229,6 +248,9 @@ def _cmd_encode(args) -> int:
             raise Learn2HashError("--images needs --out CODES.npy (the ids go beside it)")
         result = encode_image_files(run, args.images, args.out, on_bad_image=args.on_bad_image,
                                     workers=args.workers, progress=not args.no_progress)
+        if args.json:
+            _print_json({**result, "out": str(args.out)})
+            return 0
         skipped = f", {result['n_skipped']} unreadable skipped (listed in {result['ids_path']})" \
             if result["n_skipped"] else ""
         print(f"{result['n']} codes of {result['bits']} bits -> {args.out}, ids -> {result['ids_path']}{skipped}")
@@ -247,7 +269,10 @@ def _cmd_encode(args) -> int:
         codes = run.hasher().encode(x)
         where = args.out or (str(Path(args.input).with_suffix("")) + ".codes.npy")
         codes.save(where)
-    print(f"{len(codes)} codes of {codes.bits} bits -> {where}")
+    if args.json:
+        _print_json({"n": len(codes), "bits": codes.bits, "out": str(where)})
+    else:
+        print(f"{len(codes)} codes of {codes.bits} bits -> {where}")
     return 0
 
 
@@ -353,7 +378,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--precision-at", default=None, metavar="N,N,...",
                    help="the N of precision@N (default 1,10,100,1000 up to the database size)")
     p.add_argument("--threads", default=None, metavar="T", help="threads (default: all cores)")
-    p.add_argument("--json", default=None, metavar="OUT.json", help="also write the full result (PR curve, per-query AP) as JSON")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT.json",
+                   help="the full result (PR curve, per-query AP) as JSON: alone, one document on stdout instead "
+                        "of the table; with a file name, also written to that file")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -418,7 +445,7 @@ def _cmd_evaluate(args) -> int:
     from learn2hash import _atomic
     from learn2hash.metrics import evaluate
 
-    if args.json and not Path(args.json).resolve().parent.is_dir():
+    if args.json not in (None, "-") and not Path(args.json).resolve().parent.is_dir():
         raise Learn2HashError(f"--json: the folder of {args.json} does not exist")
     if args.run:
         from learn2hash.runs import Run
@@ -432,6 +459,9 @@ def _cmd_evaluate(args) -> int:
     else:
         inputs = _evaluate_inputs_from_files(args)
     result = evaluate(*inputs, **_evaluate_options(args))
+    if args.json == "-":
+        _print_json(result)
+        return 0
     _print_evaluation(result)
     if args.json:
         try:
@@ -538,6 +568,7 @@ def _add_search(sub) -> None:
     p.add_argument("--rebuild-index", action="store_true",
                    help="rebuild RUN/index first when it is missing or stale (built before the run was retrained)")
     _add_backend_options(p)
+    _add_json_flag(p)
     p.set_defaults(func=_cmd_search)
 
 
@@ -563,6 +594,26 @@ def _cmd_search(args) -> int:
     def label_text(row) -> str:
         on = np.flatnonzero(row)
         return ",".join(class_names[c] if class_names else str(c) for c in on)
+
+    def label_list(row) -> list:
+        return [class_names[c] if class_names else int(c) for c in np.flatnonzero(row)]
+
+    if args.json:
+        queries = []
+        for qi, name in enumerate(names):
+            results = []
+            for rank, (d, i) in enumerate(zip(dist[qi], ids[qi]), 1):
+                if i < 0:
+                    break
+                labelled = i < len(db_labels)
+                results.append({"rank": rank, "id": int(i), "distance": int(d),
+                                 "labels": label_list(db_labels[i]) if labelled else None,
+                                 "relevant": (bool((db_labels[i] & query_labels[qi]).any())
+                                              if labelled and query_labels is not None else None)})
+            queries.append({"query": name, "labels": None if query_labels is None else label_list(query_labels[qi]),
+                            "results": results})
+        _print_json({"k": int(k), "n_indexed": int(n_indexed), "n_database": len(db_labels), "queries": queries})
+        return 0
 
     for qi, name in enumerate(names):
         items = "database items" if n_indexed == len(db_labels) else "indexed items"
@@ -747,16 +798,38 @@ def build_parser() -> argparse.ArgumentParser:
         description="Learning to hash: train hashers, index codes, evaluate retrieval.",
     )
     parser.add_argument("--version", action="version", version=f"learn2hash {__version__}")
+    log_help = "what the learn2hash loggers print on stderr (default warning; info: e.g. one line per epoch)"
+    parser.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default="warning", help=log_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in _COMMANDS:
         add(sub)
+    for p in sub.choices.values():  # also accepted after the command's name
+        p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default=argparse.SUPPRESS, help=log_help)
     return parser
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_log_handler: logging.Handler | None = None
+
+
+def configure_logging(level: str) -> None:
+    """Send the ``learn2hash`` loggers' records of ``level`` and above to the current stderr (once:
+    calling it again replaces the handler it installed)."""
+    global _log_handler
+    logger = logging.getLogger("learn2hash")
+    if _log_handler is not None:
+        logger.removeHandler(_log_handler)
+    _log_handler = logging.StreamHandler(sys.stderr)
+    _log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    logger.addHandler(_log_handler)
+    logger.setLevel(level.upper())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(args.log_level)
     try:
         return int(args.func(args) or 0)
     except Learn2HashError as exc:
