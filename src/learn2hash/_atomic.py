@@ -1,7 +1,18 @@
-"""Atomic writes: write to a temporary file in the same folder, fsync, rename over the target.
+"""Atomic writes, the one JSON reader, and the pieces of a versioned multi-file save.
 
-A reader sees either the old file or the new one, never a half-written one, and a failure leaves
-the target untouched.
+- :func:`atomic_open` / :func:`save_npy` / :func:`save_json`: write to a temporary file in the
+  same folder, fsync, rename over the target. A reader sees either the old file or the new one,
+  never a half-written one, and a failure leaves the target untouched.
+- :func:`load_json`: every JSON file learn2hash reads goes through it. It checks the format
+  name, the version and the type of each declared field, and raises
+  :class:`~learn2hash.errors.CorruptFileError` naming the file and what was expected (a
+  missing file is a :class:`~learn2hash.errors.MissingFileError`).
+- An artifact of several files (codes + metadata, a saved hasher) is saved as a *version*: new
+  data files under fresh names (:func:`version_token`), then the small JSON file that names them
+  is replaced last (the switch), then :func:`collect_garbage` removes what neither the new nor
+  the previous JSON file names. One writer at a time per artifact (:func:`file_lock`); readers
+  take no lock: they read the JSON file, then the files it names, and retry when a concurrent
+  save collected them in between.
 """
 
 from __future__ import annotations
@@ -10,11 +21,20 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import secrets
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
+
+from learn2hash.errors import CorruptFileError, MissingFileError
+
+try:  # POSIX advisory locks; elsewhere a save is not protected against a concurrent save
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -80,9 +100,150 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
         fh.write(text)
 
 
-def load_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+# ----------------------------------------------------------------------------- the JSON reader
+_TYPE_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
+               bool: "true or false", type(None): "null"}
+
+
+def json_type(value: Any) -> str:
+    """How a JSON value is described in messages: ``"a list"``, ``"a string"``, ``"null"`` ..."""
+    for t in (bool, int, float, str, list, dict, type(None)):
+        if isinstance(value, t):
+            return _TYPE_NAMES[t]
+    return type(value).__name__
+
+
+def _as_tuple(types: Any) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def describe_types(types: Any) -> str:
+    return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in _as_tuple(types))
+
+
+def type_ok(value: Any, types: Any) -> bool:
+    """JSON typing: ``int`` excludes booleans, ``float`` accepts integers (not booleans)."""
+    for t in _as_tuple(types):
+        if t is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return True
+        elif t is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return True
+        elif isinstance(value, t):
+            return True
+    return False
+
+
+def check_fields(obj: Mapping[str, Any], where: str, required: Mapping[str, Any] | None = None,
+                 optional: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    """Check that ``obj`` has every ``required`` key and that each declared key has its JSON type.
+
+    ``where`` names the file (and the place in it) for the message, e.g. ``"hasher file X: 'arrays'"``.
+    """
+    for key, types in (required or {}).items():
+        if key not in obj:
+            raise CorruptFileError(f"{where} has no {key!r} (expected {describe_types(types)})")
+    for key, types in {**(optional or {}), **(required or {})}.items():
+        if key in obj and not type_ok(obj[key], types):
+            raise CorruptFileError(f"{where}: {key!r} is {json_type(obj[key])}, expected {describe_types(types)}")
+    return obj
+
+
+def load_json(path: str | os.PathLike, what: str = "JSON file", *, format: str | None = None,
+              versions: Iterable[int] | None = None, kind: type | None = None,
+              required: Mapping[str, Any] | None = None, optional: Mapping[str, Any] | None = None) -> Any:
+    """Read a JSON file and check what it holds; the one JSON reader of learn2hash.
+
+    ``what`` names the file in messages ("run configuration", "codes metadata" ...). ``format``:
+    the value its ``"format"`` key must have; ``versions``: the ``"version"`` values this code
+    reads; ``kind``: ``dict`` or ``list`` (implied ``dict`` by any of the other checks);
+    ``required`` / ``optional``: ``{key: type or (types...)}`` (see :func:`type_ok`).
+    Damage of any kind (truncated, not UTF-8, not JSON, too deeply nested, wrong types, missing
+    keys) raises :class:`CorruptFileError`; a missing file :class:`MissingFileError`.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise MissingFileError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise CorruptFileError(f"{what} {path} is a folder, expected a JSON file") from None
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CorruptFileError(f"{what} {path} is not valid JSON (truncated or damaged? {detail})") from None
+    if kind is None and (format is not None or versions is not None or required or optional):
+        kind = dict
+    if kind is not None and not isinstance(obj, kind):
+        raise CorruptFileError(f"{what} {path} holds {json_type(obj)}, expected {_TYPE_NAMES.get(kind, kind)}")
+    if format is not None and obj.get("format") != format:
+        raise CorruptFileError(f"{path} is not a learn2hash {what}: its \"format\" is {obj.get('format')!r}, "
+                               f"expected {format!r}")
+    if versions is not None:
+        versions = tuple(versions)
+        version = obj.get("version")
+        if not type_ok(version, int) or version not in versions:
+            known = ", ".join(map(str, versions))
+            raise CorruptFileError(f"{what} {path} has format version {version!r}; this learn2hash reads "
+                                   f"version{'s' if len(versions) > 1 else ''} {known}")
+    if required or optional:
+        check_fields(obj, f"{what} {path}", required, optional)
+    return obj
+
+
+# ----------------------------------------------------------------------------- versioned saves
+def version_token() -> str:
+    """A fresh name part for the files of one saved version (12 hex digits)."""
+    return secrets.token_hex(6)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if needed, never deleted) while inside.
+
+    Blocks until the lock is free. Readers never take it. The lock goes with the process: a
+    writer killed while holding it releases it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def collect_garbage(folder: str | os.PathLike, candidates: re.Pattern[str], keep: Iterable[str]) -> list[str]:
+    """Delete the files in ``folder`` whose names match ``candidates`` and are not in ``keep``.
+
+    Call it with the artifact's lock held, after the switch, with ``keep`` = the files the new and
+    the previous version name (a reader that has just read the previous JSON file still finds its
+    files). Returns the names deleted.
+    """
+    folder = Path(folder)
+    keep = set(keep)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if entry.name in keep or not candidates.match(entry.name):
+            continue
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+            os.unlink(entry.path)
+            removed.append(entry.name)
+    return removed
+
+
+def stale_temps(name: str) -> re.Pattern[str]:
+    """Names of the temporary files :func:`atomic_open` makes for target ``name`` (left by a kill)."""
+    return re.compile(r"^\." + re.escape(name) + r"\.[^/]*\.tmp$")
 
 
 def _json_default(obj: Any) -> Any:

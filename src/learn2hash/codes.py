@@ -8,17 +8,20 @@ K is any positive integer, not only a power of two.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
 from learn2hash import _atomic
-from learn2hash.errors import CorruptFileError, Learn2HashError
+from learn2hash.errors import CorruptFileError, Learn2HashError, MissingFileError
 
 CODES_FORMAT = "learn2hash-codes"
-CODES_VERSION = 1
+CODES_VERSION = 2
 
 
 def n_bytes(bits: int) -> int:
@@ -192,48 +195,133 @@ class Codes:
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> None:
-        """Write packed codes to ``path`` (``.npy``) and the bit length to ``path + '.json'``, atomically."""
+        """Write the codes to ``path`` (a ``.npy`` of the packed bytes) and ``path + '.json'``, atomically as a pair.
+
+        The packed array is written first under a fresh name, ``.NAME.<token>.npy`` beside
+        ``path``; the metadata file ``path + '.json'`` (bits, count, checksum, and the name of
+        that file) is replaced last, which switches readers to the new version; ``path`` itself
+        becomes another name of the new array (a hard link, or a copy), for tools that read
+        ``.npy`` files. A save killed at any point leaves the old codes or the new ones readable.
+        Versions older than the previous one are deleted. Concurrent saves to one path take turns.
+        """
         path = Path(path)
-        _atomic.save_npy(path, self._packed)
-        _atomic.save_json(
-            _meta_path(path),
-            {"format": CODES_FORMAT, "version": CODES_VERSION, "bits": self._bits, "n": len(self),
-             "sha256": _atomic.sha256_file(path)},
-        )
+        if path.is_dir():
+            raise Learn2HashError(f"cannot write codes to {path}: it is a folder (give a file name such as codes.npy)")
+        if _meta_path(path).is_dir():
+            raise Learn2HashError(f"cannot write codes to {path}: {_meta_path(path)} is a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _atomic.file_lock(path.parent / f".{path.name}.lock"):
+            previous = _previous_version(path)
+            data = path.with_name(f".{path.name}.{_atomic.version_token()}.npy")
+            _atomic.save_npy(data, self._packed)
+            _atomic.save_json(_meta_path(path), {
+                "format": CODES_FORMAT, "version": CODES_VERSION, "bits": self._bits, "n": len(self),
+                "file": data.name, "sha256": _atomic.sha256_file(data)})
+            _link_or_copy(data, path)
+            keep = {data.name} | ({previous} if previous else set())
+            _atomic.collect_garbage(path.parent, _version_files(path.name), keep)
+            _atomic.collect_garbage(path.parent, _temp_files(path.name), ())
+
+    @staticmethod
+    def exists(path: str | os.PathLike) -> bool:
+        """Whether codes were saved at ``path`` (its metadata file or the ``.npy`` is there)."""
+        path = Path(path)
+        return _meta_path(path).exists() or path.exists()
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = False) -> "Codes":
-        """Read codes written by :meth:`save`; a missing, corrupt or mismatched file is a clear error."""
+        """Read codes written by :meth:`save`; a missing, corrupt or mismatched file is a clear error.
+
+        Reads both layouts: metadata version 2 names the data file; version 1 (before saves were
+        versioned) describes ``path`` itself.
+        """
         path = Path(path)
-        if not path.exists():
-            raise Learn2HashError(f"codes file {path} does not exist")
         meta_path = _meta_path(path)
         if not meta_path.exists():
+            if not path.exists():
+                raise MissingFileError(f"codes file {path} does not exist")
             raise CorruptFileError(f"codes file {path} has no metadata file {meta_path} (it records the bit length)")
+        for attempt in range(5):
+            meta = _read_meta(meta_path)
+            data = path.parent / meta["file"] if "file" in meta else path
+            try:
+                return cls._load_version(data, meta, meta_path, mmap)
+            except MissingFileError:
+                # a concurrent save collected the version this metadata named: read the new metadata
+                if attempt < 4 and _read_meta(meta_path) != meta:
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @classmethod
+    def _load_version(cls, data: Path, meta: dict, meta_path: Path, mmap: bool) -> "Codes":
+        if not data.exists():
+            raise MissingFileError(f"codes file {data} named by {meta_path} does not exist")
+        if "sha256" in meta and _atomic.sha256_file(data) != meta["sha256"]:
+            raise CorruptFileError(f"codes file {data} does not match the checksum in {meta_path}")
         try:
-            meta = _atomic.load_json(meta_path)
+            packed = _atomic.load_npy(data, mmap=mmap)
         except (ValueError, OSError) as exc:
-            raise CorruptFileError(f"codes metadata {meta_path} is not valid JSON: {exc}") from None
-        if not isinstance(meta, dict) or meta.get("format") != CODES_FORMAT:
-            raise CorruptFileError(f"{meta_path} is not a learn2hash codes metadata file")
-        if meta.get("version") != CODES_VERSION:
-            raise CorruptFileError(
-                f"{meta_path} has format version {meta.get('version')!r}, this learn2hash reads version {CODES_VERSION}"
-            )
-        if "sha256" in meta and _atomic.sha256_file(path) != meta["sha256"]:
-            raise CorruptFileError(f"codes file {path} does not match the checksum in {meta_path}")
+            raise CorruptFileError(f"codes file {data} cannot be read as .npy: {exc}") from None
         try:
-            packed = _atomic.load_npy(path, mmap=mmap)
-        except (ValueError, OSError) as exc:
-            raise CorruptFileError(f"codes file {path} cannot be read as .npy: {exc}") from None
-        codes = cls(packed, meta["bits"])
-        if len(codes) != meta.get("n", len(codes)):
-            raise CorruptFileError(f"codes file {path} holds {len(codes)} codes, its metadata says {meta['n']}")
+            codes = cls(packed, meta["bits"])
+        except Learn2HashError as exc:
+            raise CorruptFileError(f"codes file {data} does not agree with {meta_path}: {exc}") from None
+        if len(codes) != meta["n"]:
+            raise CorruptFileError(f"codes file {data} holds {len(codes)} codes, {meta_path} says {meta['n']}")
         return codes
 
 
 def _meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
+
+
+def _version_files(name: str) -> re.Pattern[str]:
+    return re.compile(r"^\." + re.escape(name) + r"\.[0-9a-f]{12}\.npy$")
+
+
+def _temp_files(name: str) -> re.Pattern[str]:
+    """Temporary files of killed saves to ``name``: of the data versions, the metadata and the link."""
+    return re.compile(r"^\.(\.)?" + re.escape(name) + r"\..*\.tmp$")
+
+
+def _read_meta(meta_path: Path) -> dict:
+    meta = _atomic.load_json(meta_path, "codes metadata", format=CODES_FORMAT, versions=(1, CODES_VERSION),
+                             required={"bits": int, "n": int}, optional={"sha256": str, "file": str})
+    if meta["bits"] < 1 or meta["n"] < 0:
+        raise CorruptFileError(f"codes metadata {meta_path}: bits must be >= 1 and n >= 0, got {meta['bits']}, {meta['n']}")
+    name = meta.get("file")
+    if meta["version"] >= 2 and name is None:
+        raise CorruptFileError(f"codes metadata {meta_path} has no 'file' (expected the name of the data file)")
+    if name is not None and not _version_files(meta_path.name[:-len(".json")]).match(name):
+        raise CorruptFileError(f"codes metadata {meta_path} names {name!r}, expected a data file of these codes")
+    return meta
+
+
+def _previous_version(path: Path) -> str | None:
+    """The data file the current metadata names (kept by the next save for readers that read it)."""
+    try:
+        return _read_meta(_meta_path(path)).get("file")
+    except Learn2HashError:
+        return None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Make ``dst`` name the content of ``src`` atomically (a hard link where the file system allows)."""
+    tmp = dst.with_name(f".{dst.name}.{_atomic.version_token()}.link.tmp")
+    try:
+        os.link(src, tmp)
+    except OSError:
+        with open(src, "rb") as fin, _atomic.atomic_open(dst, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        return
+    try:
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _atomic.fsync_dir(dst.parent)
 
 
 # Population count of every byte value, for the portable distance kernels.

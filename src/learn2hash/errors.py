@@ -18,3 +18,7 @@ class DatasetNotFoundError(Learn2HashError, FileNotFoundError):
 
 class CorruptFileError(Learn2HashError):
     """A file that exists but cannot be trusted: truncated, wrong checksum, wrong format version."""
+
+
+class MissingFileError(Learn2HashError, FileNotFoundError):
+    """A file that a reader needs and that does not exist."""

@@ -5,9 +5,16 @@ work), ``fit`` returns ``self``, learned state ends with ``_``, ``encode`` never
 
 A saved hasher is a folder::
 
-    hasher.json     {"format", "version", "method", "params", "state"}  (state: small JSON values)
-    <name>.npy      one file per learned array (never pickled)
-    weights.pt      torch state_dict of deep methods (loaded with weights_only=True)
+    hasher.json             {"format", "version", "method", "params", "state", "arrays", "files"}
+                            (state: small JSON values; arrays / files: name -> {"file", "sha256"})
+    <name>.<token>.npy      one file per learned array (never pickled)
+    weights.<token>.pt      torch state_dict of deep methods (loaded with weights_only=True)
+
+A save is atomic as a whole: the data files of the new version are written under fresh names
+(``<token>``), ``hasher.json`` is replaced last (the switch), then files that neither the new nor
+the previous ``hasher.json`` names are deleted. A reader that finds a file gone (a second save
+collected it while it was reading) reads ``hasher.json`` again. Folders of format version 1
+(``<name>.npy`` and ``weights.pt``, arrays as ``name -> sha256``) still load.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import abc
 import inspect
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,11 +31,15 @@ import numpy as np
 from learn2hash import _atomic
 from learn2hash.codes import Codes
 from learn2hash.datasets.base import Split
-from learn2hash.errors import CorruptFileError, Learn2HashError
+from learn2hash.errors import CorruptFileError, Learn2HashError, MissingFileError
 from learn2hash.methods.validation import Interval, validate_params
 
 HASHER_FORMAT = "learn2hash-hasher"
-HASHER_VERSION = 1
+HASHER_VERSION = 2
+#: the data files a save writes (and the next save may delete): name.<token>.npy / .pt, and temporaries
+_VERSION_FILE = re.compile(r"^[A-Za-z0-9_][\w.-]*\.[0-9a-f]{12}\.(npy|pt)$")
+_TEMP_FILE = re.compile(r"^\.(hasher\.json|[A-Za-z0-9_][\w.-]*\.[0-9a-f]{12}\.(npy|pt))\..*\.tmp$")
+_V1_FILE = re.compile(r"^[A-Za-z0-9_][\w.-]*\.(npy|pt)$")
 
 
 def check_bits(bits: Any) -> int:
@@ -203,7 +215,9 @@ class Hasher(abc.ABC):
         """Items -> :class:`Codes` of ``self.bits`` bits."""
         self._check_fitted()
         codes = self._encode(x)
-        assert codes.bits == self.bits
+        if codes.bits != self.bits:  # only a damaged saved hasher gets here (load checks what it can)
+            raise CorruptFileError(f"this {self.name} hasher has bits={self.bits} but its learned state gives "
+                                   f"{codes.bits}-bit codes (a damaged or edited hasher.json?)")
         return codes
 
     @abc.abstractmethod
@@ -226,53 +240,181 @@ class Hasher(abc.ABC):
     def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path) -> None:
         pass
 
+    def _extra_files(self) -> dict[str, bytes]:
+        """Named binary files saved with the hasher (deep methods: their weights); ``name.ext`` -> bytes."""
+        return {}
+
+    def _probe_input(self) -> Any:
+        """A tiny input that ``encode`` accepts, used by :meth:`load` to check the restored state (or None)."""
+        dim = getattr(self, "dim_", None)
+        return np.zeros((1, dim)) if isinstance(dim, int) and dim > 0 else None
+
     def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted hasher to folder ``path`` (atomically per file; JSON last)."""
+        """Write the fitted hasher to folder ``path``, atomically as a whole (see the module docstring)."""
         self._check_fitted()
         folder = Path(path)
+        if folder.exists() and not folder.is_dir():
+            raise Learn2HashError(f"cannot save the hasher to {folder}: it is a file, expected a folder")
         folder.mkdir(parents=True, exist_ok=True)
         state, arrays = self._get_state()
-        checksums = {}
-        for key, arr in arrays.items():
-            _atomic.save_npy(folder / f"{key}.npy", arr)
-            checksums[key] = _atomic.sha256_file(folder / f"{key}.npy")
-        self._save_extra(folder)
-        _atomic.save_json(folder / "hasher.json", {
-            "format": HASHER_FORMAT, "version": HASHER_VERSION, "method": self.name,
-            "params": self.get_params(), "state": state, "arrays": checksums,
-        })
-
-    def _save_extra(self, folder: Path) -> None:
-        """Deep methods write their weights here."""
+        extra = self._extra_files()
+        with _atomic.file_lock(folder / ".lock"):
+            previous = _files_named(folder / "hasher.json")
+            token = _atomic.version_token()
+            array_entries, file_entries = {}, {}
+            for key, arr in arrays.items():
+                name = f"{key}.{token}.npy"
+                _atomic.save_npy(folder / name, arr)
+                array_entries[key] = {"file": name, "sha256": _atomic.sha256_file(folder / name)}
+            for logical, data in extra.items():
+                stem, dot, ext = logical.rpartition(".")
+                name = f"{stem}.{token}.{ext}" if dot else f"{logical}.{token}"
+                with _atomic.atomic_open(folder / name, "wb") as fh:
+                    fh.write(data)
+                file_entries[logical] = {"file": name, "sha256": _atomic.sha256_file(folder / name)}
+            _atomic.save_json(folder / "hasher.json", {
+                "format": HASHER_FORMAT, "version": HASHER_VERSION, "method": self.name,
+                "params": self.get_params(), "state": state, "arrays": array_entries, "files": file_entries,
+            })
+            keep = {e["file"] for e in (*array_entries.values(), *file_entries.values())} | previous
+            _atomic.collect_garbage(folder, _VERSION_FILE, keep)
+            # the files of a version-1 save, once no hasher.json names them
+            v1 = {f"{key}.npy" for key in arrays} | set(extra)
+            _atomic.collect_garbage(folder, re.compile("^(" + "|".join(map(re.escape, v1)) + ")$") if v1 else
+                                    re.compile("(?!)"), keep)
+            _atomic.collect_garbage(folder, _TEMP_FILE, ())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Hasher":
-        """Load a hasher saved by :meth:`save` (any method when called as ``Hasher.load``)."""
-        from learn2hash.methods.registry import method_class
+        """Load a hasher saved by :meth:`save` (any method when called as ``Hasher.load``).
 
+        Anything damaged (hasher.json truncated or edited, a file missing or changed, parameters
+        that contradict the learned state) raises :class:`CorruptFileError` naming the file.
+        """
         folder = Path(path)
         meta_path = folder / "hasher.json"
         if not meta_path.exists():
             raise Learn2HashError(f"{folder} holds no saved hasher (expected {meta_path})")
+        for attempt in range(5):
+            meta = _read_hasher_json(meta_path)
+            try:
+                return cls._load_version(folder, meta_path, meta)
+            except MissingFileError:
+                # a concurrent save collected the version this hasher.json named: read the new one
+                if attempt < 4 and _read_hasher_json(meta_path) != meta:
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @classmethod
+    def _load_version(cls, folder: Path, meta_path: Path, meta: dict[str, Any]) -> "Hasher":
+        from learn2hash.methods.registry import method_class
+
         try:
-            meta = _atomic.load_json(meta_path)
-        except ValueError as exc:
-            raise CorruptFileError(f"{meta_path} is not valid JSON: {exc}") from None
-        if meta.get("format") != HASHER_FORMAT or meta.get("version") != HASHER_VERSION:
-            raise CorruptFileError(f"{meta_path} is not a learn2hash hasher of format version {HASHER_VERSION}")
-        klass = method_class(meta["method"])
+            klass = method_class(meta["method"])
+        except Learn2HashError as exc:
+            raise CorruptFileError(f"hasher file {meta_path}: {exc}") from None
         if cls is not Hasher and not issubclass(klass, cls):
             raise Learn2HashError(f"{folder} holds a {meta['method']} hasher, not a {cls.__name__}")
-        obj = klass(**meta["params"])
-        arrays = {}
-        for key, digest in meta.get("arrays", {}).items():
-            p = folder / f"{key}.npy"
-            if not p.exists() or _atomic.sha256_file(p) != digest:
-                raise CorruptFileError(f"saved hasher file {p} is missing or does not match its checksum")
-            arrays[key] = _atomic.load_npy(p)
-        obj._set_state(meta.get("state", {}), arrays, folder)
+        params = meta["params"]
+        allowed = set(klass._param_names())
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise CorruptFileError(f"hasher file {meta_path}: method {meta['method']!r} has no parameter "
+                                   f"{', '.join(map(repr, unknown))}; its parameters: {', '.join(sorted(allowed))}")
+        if "bits" in params:
+            try:
+                check_bits(params["bits"])
+            except Learn2HashError as exc:
+                raise CorruptFileError(f"hasher file {meta_path}: {exc}") from None
+        obj = klass(**params)
+        arrays = _Entries(meta_path, "array")
+        files = _Entries(meta_path, "file")
+        for key, entry in meta["arrays"].items():
+            p = _checked_file(folder, meta_path, key, entry, v1_name=f"{key}.npy")
+            try:
+                arrays[key] = _atomic.load_npy(p)
+            except (ValueError, OSError) as exc:
+                raise CorruptFileError(f"saved hasher file {p} cannot be read: {exc}") from None
+        for logical, entry in meta.get("files", {}).items():
+            files[logical] = _checked_file(folder, meta_path, logical, entry, v1_name=logical)
+        state = _Entries(meta_path, "state value")
+        state.update(meta.get("state", {}))
+        obj._files = files
+        try:
+            obj._set_state(state, arrays, folder)
+        except (Learn2HashError, FileNotFoundError):
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise CorruptFileError(f"hasher file {meta_path}: its state cannot be restored "
+                                   f"({type(exc).__name__}: {exc})") from None
+        finally:
+            del obj._files
         obj.fitted_ = True
+        probe = obj._probe_input()
+        if probe is not None:
+            try:
+                bits = obj._encode(probe).bits
+            except Learn2HashError as exc:
+                raise CorruptFileError(f"hasher file {meta_path}: the restored hasher cannot encode: {exc}") from None
+            except (TypeError, ValueError, IndexError) as exc:  # e.g. arrays of shapes that do not fit together
+                raise CorruptFileError(f"hasher file {meta_path}: the saved arrays do not fit together "
+                                       f"({type(exc).__name__}: {exc})") from None
+            if bits != obj.bits:
+                raise CorruptFileError(f"hasher file {meta_path}: its parameters say {obj.bits} bits but the saved "
+                                       f"arrays give {bits}-bit codes")
         return obj
+
+
+class _Entries(dict):
+    """What a saved hasher's state, arrays and files hold; a name that is not there is a CorruptFileError."""
+
+    def __init__(self, meta_path: Path, what: str):
+        super().__init__()
+        self.meta_path, self.what = meta_path, what
+
+    def __missing__(self, key: str) -> Any:
+        raise CorruptFileError(f"hasher file {self.meta_path} lists no {self.what} {key!r}, which its method needs")
+
+
+def _read_hasher_json(meta_path: Path) -> dict[str, Any]:
+    meta = _atomic.load_json(meta_path, "hasher file", format=HASHER_FORMAT, versions=(1, HASHER_VERSION),
+                             required={"method": str, "params": dict, "arrays": dict},
+                             optional={"state": dict, "files": dict})
+    entry_type = str if meta["version"] == 1 else dict
+    for key, entry in (*meta["arrays"].items(), *meta.get("files", {}).items()):
+        if not _atomic.type_ok(entry, entry_type):
+            raise CorruptFileError(f"hasher file {meta_path}: the entry of {key!r} is {_atomic.json_type(entry)}, "
+                                   f"expected {_atomic.describe_types(entry_type)}")
+        if entry_type is dict:
+            _atomic.check_fields(entry, f"hasher file {meta_path}: entry {key!r}", required={"file": str, "sha256": str})
+    return meta
+
+
+def _checked_file(folder: Path, meta_path: Path, key: str, entry: Any, v1_name: str) -> Path:
+    """The path of a file a hasher.json entry names, after checking its name and checksum."""
+    name, digest = (v1_name, entry) if isinstance(entry, str) else (entry["file"], entry["sha256"])
+    if not (_VERSION_FILE.match(name) or _V1_FILE.match(name)) or name in ("hasher.json",):
+        raise CorruptFileError(f"hasher file {meta_path}: entry {key!r} names {name!r}, expected a data file of the hasher")
+    p = folder / name
+    if not p.exists():
+        raise MissingFileError(f"saved hasher file {p} (listed in {meta_path}) is missing")
+    if _atomic.sha256_file(p) != digest:
+        raise CorruptFileError(f"saved hasher file {p} does not match its checksum in {meta_path}")
+    return p
+
+
+def _files_named(meta_path: Path) -> set[str]:
+    """The data files the current hasher.json names (``set()`` when there is none or it is unreadable)."""
+    if not meta_path.exists():
+        return set()
+    try:
+        meta = _read_hasher_json(meta_path)
+    except Learn2HashError:
+        return set()
+    if meta["version"] == 1:
+        return {f"{k}.npy" for k in meta["arrays"]} | {"weights.pt"}
+    return {entry["file"] for entry in (*meta["arrays"].values(), *meta.get("files", {}).values())}
 
 
 class OnlineHasher(Hasher):

@@ -53,14 +53,14 @@ features (:mod:`learn2hash.features`, keyed by the items' and the weights' check
 hash head trains on them; minutes on a CPU instead of hours. Augmentation cannot apply to fixed
 features, so it needs ``augment="none"``. Encoding runs backbone + head as usual.
 
-Saved state: ``hasher.json`` (params, item shape, history, weights checksum) and ``weights.pt``
-(``torch.save(model.state_dict())``, loaded with ``weights_only=True``).
+Saved state: ``hasher.json`` (params, item shape, history, the resolved backbone) and the
+weights file it names, ``weights.<token>.pt`` (``torch.save(model.state_dict())``, loaded with
+``weights_only=True``); see :meth:`learn2hash.methods.base.Hasher.save`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import logging
 import os
@@ -325,20 +325,19 @@ class DeepHasher(Hasher):
         return buf.getvalue()
 
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        self._pending_weights = self._weights_bytes()
         backbone = self.model_.backbone
         return ({"input_shape": list(self.input_shape_), "history": getattr(self, "history_", []),
-                 "backbone": {"name": backbone.registered_name, "options": backbone.resolved_options()},
-                 "weights_sha256": hashlib.sha256(self._pending_weights).hexdigest()}, {})
+                 "backbone": {"name": backbone.registered_name, "options": backbone.resolved_options()}}, {})
 
-    def _save_extra(self, folder: Path) -> None:
-        data = getattr(self, "_pending_weights", None) or self._weights_bytes()
-        with _atomic.atomic_open(folder / WEIGHTS_NAME, "wb") as fh:
-            fh.write(data)
-        self._pending_weights = None
+    def _extra_files(self) -> dict[str, bytes]:
+        return {WEIGHTS_NAME: self._weights_bytes()}
+
+    def _probe_input(self) -> Any:
+        return None  # the weights are checked against a network of ``bits`` outputs when loaded
 
     def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path) -> None:
-        path = folder / WEIGHTS_NAME
+        # version 2 folders name the weights file (checksum checked by Hasher.load); version 1: weights.pt
+        path = getattr(self, "_files", {}).get(WEIGHTS_NAME, folder / WEIGHTS_NAME)
         if not path.exists():
             raise CorruptFileError(f"saved {self.name} hasher in {folder} has no {WEIGHTS_NAME}")
         if "weights_sha256" in state and _atomic.sha256_file(path) != state["weights_sha256"]:
