@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.distributed
 import torch.nn.functional as F
 
 from learn2hash import datasets
@@ -53,6 +54,8 @@ def main(out: Path) -> None:
     info = dist_info()
     (out / f"rank{info.rank}.json").write_text(json.dumps({
         "world_size": info.world_size, "digest": h.hexdigest(), "history": history,
+        # train() leaves the process group it joined (one left to the interpreter's exit aborts it)
+        "group_left": not torch.distributed.is_initialized(),
         "seen": {str(k): v for k, v in task.seen.items()},
     }))
 

@@ -176,6 +176,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     assert r0["world_size"] == r1["world_size"] == 2
+    assert r0["group_left"] and r1["group_left"]  # no process group left to the interpreter's exit
     assert r0["digest"] == r1["digest"]  # every process ends with the same weights
     assert [h["loss"] for h in r0["history"]] == [h["loss"] for h in r1["history"]] and len(r0["history"]) == 2
     assert (tmp_path / "checkpoints" / "checkpoint.pt").exists()

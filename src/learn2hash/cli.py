@@ -140,6 +140,8 @@ def _parse_assignments(items: Sequence[str] | None, what: str) -> dict:
             raise Learn2HashError(f"{what} must look like key=value, got {item!r}")
         key, value = item.split("=", 1)
         key = key.strip().replace("-", "_")
+        if key in out:
+            raise Learn2HashError(f"{what} {key}=... is given twice")
         try:
             out[key] = json.loads(value)
         except ValueError:
@@ -194,6 +196,8 @@ def _cmd_train(args) -> int:
     params = _parse_assignments(args.param, "--param")
     for key in ("backbone", "epochs", "lr", "batch_size"):
         if getattr(args, key) is not None:
+            if key in params:
+                raise Learn2HashError(f"{key} is given twice: as --{key.replace('_', '-')} and as --param {key}=...")
             params[key] = getattr(args, key)
     data_params = _parse_assignments(args.data_param, "--data-param")
     if args.data_path:

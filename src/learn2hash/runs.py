@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +27,7 @@ from typing import Any, Callable
 
 from learn2hash import _atomic
 from learn2hash.codes import Codes
-from learn2hash.errors import Learn2HashError
+from learn2hash.errors import CorruptFileError, Learn2HashError
 
 RUN_FORMAT = "learn2hash-run"
 RUN_VERSION = 1
@@ -53,6 +54,58 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+#: what config.json must hold (train and stream write it; read by :func:`read_config`)
+CONFIG_FIELDS = {"method": str, "bits": int, "params": dict, "dataset": str, "protocol": str, "seed": int,
+                 "data_params": dict}
+CONFIG_OPTIONAL = {"sizes": dict, "versions": dict, "stream": dict}
+#: what metrics.json must hold (Run.evaluate writes it)
+METRICS_FIELDS = {"map@all": float, "precision_at_radius2": float, "recall_at_radius2": float, "n_query": int,
+                  "n_database": int, "ties": str}
+METRICS_OPTIONAL = {"topk": (int, type(None)), "pr_curve": dict, "precision_at_n": dict,
+                    "n_queries_without_relevant": int, "evaluate_seconds": float, "train_seconds": (float, type(None)),
+                    "encode_seconds": (float, type(None)), "epochs": (int, type(None)),
+                    "seconds_per_epoch": (float, type(None))}
+#: metrics.json keys that come from training, kept when a run is evaluated again
+TRAINING_METRICS = ("train_seconds", "encode_seconds", "epochs", "seconds_per_epoch")
+#: everything in a run folder that is derived from its configuration, most derived first: an
+#: overwrite deletes them in this order, so that whatever an interrupted overwrite leaves behind
+#: still agrees with what it was derived from
+DERIVED = ("index", "report", "metrics.json", "stream.png", "stream.json", "codes", "history.json", "hasher",
+           "hasher.new", "hasher.old", "checkpoints")
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """A run folder's ``config.json``, checked (a damaged one raises CorruptFileError naming it)."""
+    path = Path(path)
+    config = _atomic.load_json(path, "run configuration", format=RUN_FORMAT, versions=(RUN_VERSION,),
+                               required=CONFIG_FIELDS, optional=CONFIG_OPTIONAL)
+    if config["bits"] < 1:
+        raise CorruptFileError(f"run configuration {path}: 'bits' must be a positive integer, got {config['bits']}")
+    return config
+
+
+def clear_derived(folder: str | os.PathLike) -> list[str]:
+    """Delete every derived artifact of run folder ``folder`` (see :data:`DERIVED`); returns the names deleted.
+
+    Each one is first renamed out of the way (atomically), so a reader sees it whole or not at all.
+    """
+    folder = Path(folder)
+    removed = []
+    for name in DERIVED:
+        path = folder / name
+        if not path.exists() and not path.is_symlink():
+            continue
+        trash = folder / f".deleted-{name}-{_atomic.version_token()}"
+        os.replace(path, trash)
+        _atomic.fsync_dir(folder)
+        if trash.is_dir() and not trash.is_symlink():
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            trash.unlink(missing_ok=True)
+        removed.append(name)
+    return removed
+
+
 class Run:
     """An existing run folder."""
 
@@ -61,12 +114,7 @@ class Run:
         path = self.folder / "config.json"
         if not path.exists():
             raise Learn2HashError(f"{self.folder} is not a run folder (no config.json); create one with `learn2hash train`")
-        try:
-            self.config: dict[str, Any] = _atomic.load_json(path)
-        except ValueError as exc:
-            raise Learn2HashError(f"{path} is not valid JSON: {exc}") from None
-        if self.config.get("format") != RUN_FORMAT:
-            raise Learn2HashError(f"{path} is not a learn2hash run configuration")
+        self.config: dict[str, Any] = read_config(path)
         self._dataset = None
         self._hasher = None
 
@@ -112,7 +160,7 @@ class Run:
         if split not in ("train", "query", "database"):
             raise Learn2HashError(f"split must be train, query or database, got {split!r}")
         path = self.codes_path(split)
-        if path.exists() and not recompute:
+        if Codes.exists(path) and not recompute:
             codes = Codes.load(path)
             if codes.bits != self.bits:
                 raise Learn2HashError(f"cached codes {path} have {codes.bits} bits, the run has {self.bits}")
@@ -126,11 +174,22 @@ class Run:
         path = self.folder / "metrics.json"
         if not path.exists():
             raise Learn2HashError(f"run {self.folder} has not been evaluated yet (no metrics.json)")
-        return _atomic.load_json(path)
+        metrics = _atomic.load_json(path, "run metrics", required=METRICS_FIELDS, optional=METRICS_OPTIONAL)
+        topk = metrics.get("topk")
+        if topk is not None:
+            _atomic.check_fields(metrics, f"run metrics {path}", required={f"map@{topk}": float})
+        return metrics
 
     def history(self) -> list[dict[str, Any]]:
         path = self.folder / "history.json"
-        return _atomic.load_json(path) if path.exists() else []
+        if not path.exists():
+            return []
+        history = _atomic.load_json(path, "training history", kind=list)
+        for i, record in enumerate(history):
+            if not isinstance(record, dict):
+                raise CorruptFileError(f"training history {path}: entry {i} is {_atomic.json_type(record)}, "
+                                       "expected an object")
+        return history
 
     def evaluate(self, topk: int | None | str = "default", ties: str = "expected", save: bool = True,
                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -153,9 +212,10 @@ class Run:
             result["topk"] = topk
         result["evaluate_seconds"] = time.perf_counter() - t0
         if save:
-            previous = {}
-            if (self.folder / "metrics.json").exists():
-                previous = self.metrics()
+            # keep only what training recorded: results of an earlier evaluation (another topk) go
+            previous: dict[str, Any] = {}
+            if extra is None and (self.folder / "metrics.json").exists():
+                previous = {k: v for k, v in self.metrics().items() if k in TRAINING_METRICS}
             _atomic.save_json(self.folder / "metrics.json", {**previous, **(extra or {}), **result})
         return result
 
@@ -180,8 +240,14 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
 
     log = log or (lambda msg: None)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise Learn2HashError(f"--out {out} is a file; a run folder is a folder: choose another --out")
     params = dict(params or {})
     data_params = dict(data_params or {})
+    for key in ("bits", "seed"):
+        if key in params:
+            raise Learn2HashError(f"{key} is given as a method parameter (--param {key}=...) besides its own "
+                                  f"argument (--{key}); give it once, as --{key}")
     hasher = create(method, bits=bits, **({"seed": seed} if "seed" in _param_names(method) else {}), **params)
     ds = datasets.load(dataset, protocol=protocol, seed=seed, **data_params)
     config = {
@@ -192,7 +258,7 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
     }
     cfg_path = out / "config.json"
     if cfg_path.exists() and not overwrite:
-        existing = _atomic.load_json(cfg_path)
+        existing = read_config(cfg_path)
         same = {k: existing.get(k) for k in ("method", "bits", "params", "dataset", "protocol", "seed", "data_params")}
         mine = {k: config[k] for k in same}
         # settings that do not change what is learned (device, workers, amp ...) may differ on resume
@@ -205,6 +271,11 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
             diff = [k for k in same if _jsonable(same[k]) != _jsonable(mine[k])]
             raise Learn2HashError(f"cannot resume {out}: it was trained with a different configuration ({', '.join(diff)})")
     if _is_main_process():
+        if overwrite and out.is_dir():
+            # nothing of the old run may stay beside the new one: metrics, codes, index ...
+            removed = clear_derived(out)
+            if removed:
+                log(f"{out}: removed the previous run's {', '.join(removed)}")
         _atomic.save_json(cfg_path, config)
         ds.save_splits(out)
     log(ds.summary())

@@ -90,12 +90,16 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
     path = folder / "manifest.json"
     if not path.exists():
         return None
-    try:
-        manifest = _atomic.load_json(path)
-    except ValueError as exc:
-        raise CorruptFileError(f"{path} is not valid JSON: {exc}") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise CorruptFileError(f"{path} is not a learn2hash chunked-codes manifest")
+    manifest = _atomic.load_json(path, "chunked-codes manifest", format=MANIFEST_FORMAT,
+                                 required={"bits": int, "chunks": list})
+    for i, entry in enumerate(manifest["chunks"]):
+        if not isinstance(entry, dict):
+            raise CorruptFileError(f"chunked-codes manifest {path}: chunk {i} is {_atomic.json_type(entry)}, "
+                                   "expected an object")
+        _atomic.check_fields(entry, f"chunked-codes manifest {path}: chunk {i}", required={"file": str, "sha256": str})
+        if Path(entry["file"]).name != entry["file"]:
+            raise CorruptFileError(f"chunked-codes manifest {path}: chunk {i} names {entry['file']!r}, "
+                                   "expected a file name in its folder")
     return manifest
 
 
@@ -188,7 +192,7 @@ def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: 
     """
     from learn2hash import datasets
     from learn2hash.methods import OnlineHasher, create, method_class
-    from learn2hash.runs import RUN_FORMAT, RUN_VERSION, package_versions
+    from learn2hash.runs import RUN_FORMAT, RUN_VERSION, package_versions, read_config
 
     log = log or (lambda msg: None)
     out = Path(out)
@@ -230,7 +234,7 @@ def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: 
         "versions": package_versions(),
     }
     if resuming:
-        existing = _atomic.load_json(cfg_path)
+        existing = read_config(cfg_path)
         diff = [k for k in _CONFIG_KEYS if _jsonable(existing.get(k)) != _jsonable(config[k])]
         if diff:
             raise Learn2HashError(f"{out} holds a stream with a different configuration ({', '.join(diff)}); "
@@ -304,12 +308,12 @@ def _load_stream(out: Path) -> dict[str, Any] | None:
     path = out / "stream.json"
     if not path.exists():
         return None
-    try:
-        data = _atomic.load_json(path)
-    except ValueError as exc:
-        raise CorruptFileError(f"{path} is not valid JSON: {exc}") from None
-    if data.get("format") != STREAM_FORMAT or data.get("version") != STREAM_VERSION:
-        raise CorruptFileError(f"{path} is not a learn2hash stream record of version {STREAM_VERSION}")
+    data = _atomic.load_json(path, "stream record", format=STREAM_FORMAT, versions=(STREAM_VERSION,),
+                             required={"rounds": list})
+    for i, record in enumerate(data["rounds"]):
+        if not isinstance(record, dict):
+            raise CorruptFileError(f"stream record {path}: round {i + 1} is {_atomic.json_type(record)}, "
+                                   "expected an object")
     return data
 
 

@@ -207,13 +207,35 @@ def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
     return dev
 
 
-def _init_distributed(info: DistInfo, device: torch.device) -> None:
+def _init_distributed(info: DistInfo, device: torch.device) -> bool:
+    """Join the process group ``torchrun`` describes; True when this call created it (and must destroy it)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def _destroy_distributed(ok: bool) -> None:
+    """Leave the process group :func:`_init_distributed` created.
+
+    A group left to the interpreter's exit is torn down while its worker threads still run, which
+    aborts the process ("terminate called without an active exception"). After a successful
+    training every process first waits for the others (so none tears down while another still
+    talks to it); after an error it leaves at once (the others may be gone).
+    """
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        return
+    try:
+        if ok:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -310,9 +332,15 @@ def _cpu(obj: Any) -> Any:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (temporary file, fsync, rename)."""
+    """Write a checkpoint atomically (temporary file, fsync, rename).
+
+    Then delete the temporary files that a training killed during an earlier save left beside it
+    (only one process trains in a checkpoint folder at a time: rank 0 of one run).
+    """
+    path = Path(path)
     with _atomic.atomic_open(path, "wb") as fh:
         torch.save(_cpu(payload), fh)
+    _atomic.collect_garbage(path.parent, _atomic.stale_temps(path.name), ())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -553,13 +581,29 @@ def train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config:
         raise Learn2HashError("training set is empty")
     info = dist_info()
     device = resolve_device(config.device, info)
-    if info.distributed:
-        _init_distributed(info, device)
+    owns_group = _init_distributed(info, device) if info.distributed else False
+    ok = False
+    try:
+        history = _train(model, x, labels, task, config, checkpoint_dir, resume, progress, identity, info, device)
+        ok = True
+    finally:
+        if owns_group:
+            _destroy_distributed(ok)
+    return history
+
+
+def _train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config: TrainConfig,
+           checkpoint_dir: str | os.PathLike | None, resume: bool, progress: bool | None,
+           identity: dict[str, Any] | None, info: DistInfo, device: torch.device) -> list[dict[str, Any]]:
+    """The loop of :func:`train`, inside the process group (when distributed)."""
+    n = len(x)
     ops = _augment.parse(config.augment)
     model.to(device)
 
     fp, fp_desc = fingerprint(config, identity or {}, x, labels, info.world_size)
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    if ckpt_path is not None and info.is_main:  # what a training killed while saving left behind
+        _atomic.collect_garbage(ckpt_path.parent, _atomic.stale_temps(ckpt_path.name), ())
 
     from torch.utils.data import DistributedSampler
 
