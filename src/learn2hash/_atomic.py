@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from learn2hash.errors import CorruptFileError, MissingFileError
+from learn2hash.errors import CorruptFileError, Learn2HashError, MissingFileError
 
 try:  # POSIX advisory locks; elsewhere a save is not protected against a concurrent save
     import fcntl
@@ -201,18 +201,22 @@ def version_token() -> str:
 
 
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[None]:
+def file_lock(path: str | os.PathLike, wait: bool = True, busy: str | None = None) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``path`` (created if needed, never deleted) while inside.
 
-    Blocks until the lock is free. Readers never take it. The lock goes with the process: a
-    writer killed while holding it releases it.
+    ``wait``: block until the lock is free; otherwise raise :class:`Learn2HashError` with message
+    ``busy`` when another process holds it. Readers never take it. The lock goes with the
+    process: a writer killed while holding it releases it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise Learn2HashError(busy or f"{path.parent} is being written by another process") from None
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

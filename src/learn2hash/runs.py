@@ -16,9 +16,11 @@ A run folder holds everything needed to reproduce and reuse one experiment::
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import platform
+import re
 import shutil
 import time
 from pathlib import Path
@@ -66,12 +68,30 @@ METRICS_OPTIONAL = {"topk": (int, type(None)), "pr_curve": dict, "precision_at_n
                     "encode_seconds": (float, type(None)), "epochs": (int, type(None)),
                     "seconds_per_epoch": (float, type(None))}
 #: metrics.json keys that come from training, kept when a run is evaluated again
-TRAINING_METRICS = ("train_seconds", "encode_seconds", "epochs", "seconds_per_epoch")
+TRAINING_METRICS = ("train_seconds", "encode_seconds", "epochs", "seconds_per_epoch", "skipped_images")
 #: everything in a run folder that is derived from its configuration, most derived first: an
 #: overwrite deletes them in this order, so that whatever an interrupted overwrite leaves behind
 #: still agrees with what it was derived from
-DERIVED = ("index", "report", "metrics.json", "stream.png", "stream.json", "codes", "history.json", "hasher",
-           "hasher.new", "hasher.old", "checkpoints")
+DERIVED = ("index", "report", "metrics.json", "stream.png", "stream.json", "codes", "history.json",
+           "skipped_images.json", "hasher", "hasher.new", "hasher.old", "checkpoints")
+
+
+#: what an interrupted write of the run folder's own files leaves: temporaries and renamed-away artifacts
+_LEFTOVERS = re.compile(r"^(\.(config\.json|metrics\.json|history\.json|splits\.json|split_\w+\.npy)\..*\.tmp"
+                        r"|\.deleted-.*)$")
+
+
+def remove_leftovers(folder: str | os.PathLike) -> None:
+    """Delete what an interrupted writer of run folder ``folder`` left (call with the folder's lock held)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for entry in os.scandir(folder):
+        if _LEFTOVERS.match(entry.name):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                Path(entry.path).unlink(missing_ok=True)
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -256,63 +276,78 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
         "data_params": {k: (str(v) if isinstance(v, Path) else v) for k, v in data_params.items()},
         "sizes": {k: len(s) for k, s in ds.splits.items()}, "versions": package_versions(),
     }
-    cfg_path = out / "config.json"
-    if cfg_path.exists() and not overwrite:
-        existing = read_config(cfg_path)
-        same = {k: existing.get(k) for k in ("method", "bits", "params", "dataset", "protocol", "seed", "data_params")}
-        mine = {k: config[k] for k in same}
-        # settings that do not change what is learned (device, workers, amp ...) may differ on resume
-        runtime = set(getattr(hasher, "runtime_params", ()))
-        same["params"] = {k: v for k, v in (same["params"] or {}).items() if k not in runtime}
-        mine["params"] = {k: v for k, v in mine["params"].items() if k not in runtime}
-        if not resume:
-            raise Learn2HashError(f"run folder {out} already exists; pass --resume to continue it or choose another --out")
-        if _jsonable(same) != _jsonable(mine):
-            diff = [k for k in same if _jsonable(same[k]) != _jsonable(mine[k])]
-            raise Learn2HashError(f"cannot resume {out}: it was trained with a different configuration ({', '.join(diff)})")
-    if _is_main_process():
-        if overwrite and out.is_dir():
-            # nothing of the old run may stay beside the new one: metrics, codes, index ...
-            removed = clear_derived(out)
-            if removed:
-                log(f"{out}: removed the previous run's {', '.join(removed)}")
-        _atomic.save_json(cfg_path, config)
-        ds.save_splits(out)
-    log(ds.summary())
+    with _writer_lock(out):
+        cfg_path = out / "config.json"
+        if cfg_path.exists() and not overwrite:
+            existing = read_config(cfg_path)
+            same = {k: existing.get(k) for k in ("method", "bits", "params", "dataset", "protocol", "seed", "data_params")}
+            mine = {k: config[k] for k in same}
+            # settings that do not change what is learned (device, workers, amp ...) may differ on resume
+            runtime = set(getattr(hasher, "runtime_params", ()))
+            same["params"] = {k: v for k, v in (same["params"] or {}).items() if k not in runtime}
+            mine["params"] = {k: v for k, v in mine["params"].items() if k not in runtime}
+            if not resume:
+                raise Learn2HashError(f"run folder {out} already exists; pass --resume to continue it or choose another --out")
+            if _jsonable(same) != _jsonable(mine):
+                diff = [k for k in same if _jsonable(same[k]) != _jsonable(mine[k])]
+                raise Learn2HashError(f"cannot resume {out}: it was trained with a different configuration ({', '.join(diff)})")
+        if _is_main_process():
+            remove_leftovers(out)
+            if overwrite and out.is_dir():
+                # nothing of the old run may stay beside the new one: metrics, codes, index ...
+                removed = clear_derived(out)
+                if removed:
+                    log(f"{out}: removed the previous run's {', '.join(removed)}")
+            _atomic.save_json(cfg_path, config)
+            ds.save_splits(out)
+        log(ds.summary())
 
-    fit_kwargs: dict[str, Any] = {}
-    options = _fit_options(hasher)
-    if "checkpoint_dir" in options:
-        fit_kwargs["checkpoint_dir"] = out / "checkpoints"
-    if "resume" in options:
-        fit_kwargs["resume"] = resume
-    if "progress" in options:
-        fit_kwargs["progress"] = progress
-    t0 = time.perf_counter()
-    hasher.fit(ds.train, **fit_kwargs)
-    train_seconds = time.perf_counter() - t0
+        fit_kwargs: dict[str, Any] = {}
+        options = _fit_options(hasher)
+        if "checkpoint_dir" in options:
+            fit_kwargs["checkpoint_dir"] = out / "checkpoints"
+        if "resume" in options:
+            fit_kwargs["resume"] = resume
+        if "progress" in options:
+            fit_kwargs["progress"] = progress
+        t0 = time.perf_counter()
+        hasher.fit(ds.train, **fit_kwargs)
+        train_seconds = time.perf_counter() - t0
+        if not _is_main_process():
+            return None
+        hasher.save(out / "hasher")
+        history = getattr(hasher, "history_", None)
+        if history is not None:
+            _atomic.save_json(out / "history.json", history)
+
+        skipped = getattr(hasher, "skipped_images_", None)
+        if skipped:
+            _atomic.save_json(out / "skipped_images.json", {"count": len(skipped), "images": skipped})
+            log(f"{len(skipped)} unreadable training image(s) skipped, listed in {out / 'skipped_images.json'}")
+        run = Run(out)
+        run._dataset, run._hasher = ds, hasher
+        t0 = time.perf_counter()
+        run.codes("query", recompute=True)
+        run.codes("database", recompute=True)
+        encode_seconds = time.perf_counter() - t0
+        epochs = len(history) if history else None
+        run.evaluate(topk=topk, extra={"train_seconds": train_seconds, "encode_seconds": encode_seconds,
+                                       "epochs": epochs, **({"skipped_images": len(skipped)} if skipped else {}),
+                                       "seconds_per_epoch": (train_seconds / epochs) if epochs else None})
+        return run
+
+
+@contextlib.contextmanager
+def _writer_lock(out: Path):
+    """Make the main process the only writer of run folder ``out`` while inside (other ranks: no-op)."""
     if not _is_main_process():
-        return None
-    hasher.save(out / "hasher")
-    history = getattr(hasher, "history_", None)
-    if history is not None:
-        _atomic.save_json(out / "history.json", history)
-
-    skipped = getattr(hasher, "skipped_images_", None)
-    if skipped:
-        _atomic.save_json(out / "skipped_images.json", {"count": len(skipped), "images": skipped})
-        log(f"{len(skipped)} unreadable training image(s) skipped, listed in {out / 'skipped_images.json'}")
-    run = Run(out)
-    run._dataset, run._hasher = ds, hasher
-    t0 = time.perf_counter()
-    run.codes("query", recompute=True)
-    run.codes("database", recompute=True)
-    encode_seconds = time.perf_counter() - t0
-    epochs = len(history) if history else None
-    run.evaluate(topk=topk, extra={"train_seconds": train_seconds, "encode_seconds": encode_seconds,
-                                   "epochs": epochs, **({"skipped_images": len(skipped)} if skipped else {}),
-                                   "seconds_per_epoch": (train_seconds / epochs) if epochs else None})
-    return run
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with _atomic.file_lock(out / ".lock", wait=False,
+                           busy=f"run folder {out} is being written by another process; wait for it or choose "
+                                "another --out"):
+        yield
 
 
 def _param_names(method: str) -> list[str]:
