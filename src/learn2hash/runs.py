@@ -11,7 +11,11 @@ A run folder holds everything needed to reproduce and reuse one experiment::
     metrics.json      evaluation results plus training and encoding seconds
     index/            the Hamming index of the database codes (``learn2hash index build``)
 
-:func:`train_run` writes one; :class:`Run` opens one.
+:func:`train_run` writes one; :class:`Run` opens one. One process writes a run folder at a time
+(``.lock``, taken by :func:`train_run`; a second writer gets a one-line error, readers never wait);
+``overwrite`` deletes every derived artifact of the old run (:data:`DERIVED`) before the new
+configuration is written. Every JSON file is read through :func:`learn2hash._atomic.load_json`,
+so a damaged one is a :class:`~learn2hash.errors.CorruptFileError` that names it.
 """
 
 from __future__ import annotations
