@@ -83,6 +83,7 @@ def zygote(tmp_path):
             z.proc.wait()
 
 
+@pytest.mark.slow
 def test_kill_during_codes_save(tmp_path, zygote):
     from learn2hash.codes import Codes
 
@@ -104,6 +105,7 @@ def test_kill_during_codes_save(tmp_path, zygote):
     assert not leftovers and len(list(tmp_path.glob(".c.npy.*.npy"))) <= 2
 
 
+@pytest.mark.slow
 def test_kill_during_hasher_save(tmp_path, zygote):
     from learn2hash.methods import Hasher
 
@@ -166,7 +168,7 @@ def test_kill_during_training(tmp_path, zygote):
     rng = random.Random(2)
     found: dict[str, int] = {}
     for _ in range(KILLS):
-        z.kill_child(rng, max_saves=1, first=1.0)
+        z.kill_child(rng, max_saves=1, first=0.8)
         for name in _check_run_folder(tmp_path / "R"):
             found[name] = found.get(name, 0) + 1
     z.close()
