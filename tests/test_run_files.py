@@ -93,6 +93,9 @@ def test_codes_saves_keep_current_and_previous_version_only(tmp_path):
     previous = next(n for n in data if n != meta["file"])
     assert Codes(np.load(tmp_path / previous), 9) == versions[-2]
     assert Codes.load(path) == versions[-1] and Codes(np.load(path), 9) == versions[-1]
+    before = (tmp_path / "c.npy.json").read_bytes()
+    versions[-1].save(path)  # saved again unchanged: the same version, named by its content
+    assert (tmp_path / "c.npy.json").read_bytes() == before and Codes.load(path) == versions[-1]
 
 
 def test_codes_of_format_version_1_still_load(tmp_path):
@@ -121,6 +124,7 @@ def test_hasher_save_interrupted_leaves_the_old_hasher(tmp_path, monkeypatch, ca
     (old, x), (new, _) = _itq(seed=0), _itq(seed=1)
     assert old.encode(x) != new.encode(x)
     old.save(tmp_path / "h")
+    old_files = {e["file"] for e in json.loads((tmp_path / "h" / "hasher.json").read_text())["arrays"].values()}
     _fail_on_call(monkeypatch, _atomic, "atomic_open", call)  # 3 arrays, then hasher.json
     with pytest.raises(Killed):
         new.save(tmp_path / "h")
@@ -130,7 +134,8 @@ def test_hasher_save_interrupted_leaves_the_old_hasher(tmp_path, monkeypatch, ca
     assert Hasher.load(tmp_path / "h").encode(x) == new.encode(x)
     names = {p.name for p in (tmp_path / "h").iterdir()}
     assert not [n for n in names if n.endswith(".tmp")]
-    assert len([n for n in names if n.endswith(".npy")]) == 6  # this version's 3 arrays and the previous 3
+    new_files = {e["file"] for e in json.loads((tmp_path / "h" / "hasher.json").read_text())["arrays"].values()}
+    assert {n for n in names if n.endswith(".npy")} == old_files | new_files  # this version's and the previous
 
 
 def test_hasher_of_format_version_1_still_loads(tmp_path):

@@ -8,7 +8,7 @@
   :class:`~learn2hash.errors.CorruptFileError` naming the file and what was expected (a
   missing file is a :class:`~learn2hash.errors.MissingFileError`).
 - An artifact of several files (codes + metadata, a saved hasher) is saved as a *version*: new
-  data files under fresh names (:func:`version_token`), then the small JSON file that names them
+  data files under names of their own (:func:`content_name`), then the small JSON file that names them
   is replaced last (the switch), then :func:`collect_garbage` removes what neither the new nor
   the previous JSON file names. One writer at a time per artifact (:func:`file_lock`); readers
   take no lock: they read the JSON file, then the files it names, and retry when a concurrent
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -72,11 +73,33 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write ``array`` as ``.npy`` (never pickled), atomically."""
+    save_bytes(path, npy_bytes(array, path))
+
+
+def npy_bytes(array: np.ndarray, what: object = "an array") -> bytes:
+    """The ``.npy`` file content of ``array`` (never pickled)."""
     array = np.asarray(array)
     if array.dtype.hasobject:
-        raise TypeError(f"refusing to save an object array to {path}: only plain dtypes are stored")
+        raise TypeError(f"refusing to save an object array to {what}: only plain dtypes are stored")
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def save_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path``, atomically."""
     with atomic_open(path, "wb") as fh:
-        np.save(fh, array, allow_pickle=False)
+        fh.write(data)
+
+
+def content_name(stem: str, data: bytes, suffix: str) -> tuple[str, str]:
+    """``(stem.<first 12 hex digits of sha256>suffix, sha256 hex)``: the file name of one saved version.
+
+    Named by content, a version saved again unchanged keeps its name and the JSON file naming it
+    stays byte for byte the same.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    return f"{stem}.{digest[:12]}{suffix}", digest
 
 
 def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
@@ -196,7 +219,7 @@ def load_json(path: str | os.PathLike, what: str = "JSON file", *, format: str |
 
 # ----------------------------------------------------------------------------- versioned saves
 def version_token() -> str:
-    """A fresh name part for the files of one saved version (12 hex digits)."""
+    """A fresh random name part (12 hex digits), for temporary names."""
     return secrets.token_hex(6)
 
 

@@ -197,7 +197,7 @@ class Codes:
     def save(self, path: str | os.PathLike) -> None:
         """Write the codes to ``path`` (a ``.npy`` of the packed bytes) and ``path + '.json'``, atomically as a pair.
 
-        The packed array is written first under a fresh name, ``.NAME.<token>.npy`` beside
+        The packed array is written first under a name of its own, ``.NAME.<sha256 prefix>.npy`` beside
         ``path``; the metadata file ``path + '.json'`` (bits, count, checksum, and the name of
         that file) is replaced last, which switches readers to the new version; ``path`` itself
         becomes another name of the new array (a hard link, or a copy), for tools that read
@@ -212,11 +212,13 @@ class Codes:
         path.parent.mkdir(parents=True, exist_ok=True)
         with _atomic.file_lock(path.parent / f".{path.name}.lock"):
             previous = _previous_version(path)
-            data = path.with_name(f".{path.name}.{_atomic.version_token()}.npy")
-            _atomic.save_npy(data, self._packed)
+            raw = _atomic.npy_bytes(self._packed, path)
+            name, digest = _atomic.content_name(f".{path.name}", raw, ".npy")
+            data = path.with_name(name)
+            _atomic.save_bytes(data, raw)
             _atomic.save_json(_meta_path(path), {
                 "format": CODES_FORMAT, "version": CODES_VERSION, "bits": self._bits, "n": len(self),
-                "file": data.name, "sha256": _atomic.sha256_file(data)})
+                "file": data.name, "sha256": digest})
             _link_or_copy(data, path)
             keep = {data.name} | ({previous} if previous else set())
             _atomic.collect_garbage(path.parent, _version_files(path.name), keep)

@@ -7,11 +7,11 @@ A saved hasher is a folder::
 
     hasher.json             {"format", "version", "method", "params", "state", "arrays", "files"}
                             (state: small JSON values; arrays / files: name -> {"file", "sha256"})
-    <name>.<token>.npy      one file per learned array (never pickled)
-    weights.<token>.pt      torch state_dict of deep methods (loaded with weights_only=True)
+    <name>.<hash>.npy       one file per learned array (never pickled)
+    weights.<hash>.pt       torch state_dict of deep methods (loaded with weights_only=True)
 
-A save is atomic as a whole: the data files of the new version are written under fresh names
-(``<token>``), ``hasher.json`` is replaced last (the switch), then files that neither the new nor
+A save is atomic as a whole: the data files of the new version are written under names of their
+own (``<hash>``: the first 12 hex digits of the file's sha256), ``hasher.json`` is replaced last (the switch), then files that neither the new nor
 the previous ``hasher.json`` names are deleted. A reader that finds a file gone (a second save
 collected it while it was reading) reads ``hasher.json`` again. Folders of format version 1
 (``<name>.npy`` and ``weights.pt``, arrays as ``name -> sha256``) still load.
@@ -260,18 +260,17 @@ class Hasher(abc.ABC):
         extra = self._extra_files()
         with _atomic.file_lock(folder / ".lock"):
             previous = _files_named(folder / "hasher.json")
-            token = _atomic.version_token()
             array_entries, file_entries = {}, {}
             for key, arr in arrays.items():
-                name = f"{key}.{token}.npy"
-                _atomic.save_npy(folder / name, arr)
-                array_entries[key] = {"file": name, "sha256": _atomic.sha256_file(folder / name)}
+                raw = _atomic.npy_bytes(arr, folder / f"{key}.npy")
+                name, digest = _atomic.content_name(key, raw, ".npy")
+                _atomic.save_bytes(folder / name, raw)
+                array_entries[key] = {"file": name, "sha256": digest}
             for logical, data in extra.items():
                 stem, dot, ext = logical.rpartition(".")
-                name = f"{stem}.{token}.{ext}" if dot else f"{logical}.{token}"
-                with _atomic.atomic_open(folder / name, "wb") as fh:
-                    fh.write(data)
-                file_entries[logical] = {"file": name, "sha256": _atomic.sha256_file(folder / name)}
+                name, digest = _atomic.content_name(stem if dot else logical, data, f".{ext}" if dot else "")
+                _atomic.save_bytes(folder / name, data)
+                file_entries[logical] = {"file": name, "sha256": digest}
             _atomic.save_json(folder / "hasher.json", {
                 "format": HASHER_FORMAT, "version": HASHER_VERSION, "method": self.name,
                 "params": self.get_params(), "state": state, "arrays": array_entries, "files": file_entries,

@@ -54,7 +54,7 @@ hash head trains on them; minutes on a CPU instead of hours. Augmentation cannot
 features, so it needs ``augment="none"``. Encoding runs backbone + head as usual.
 
 Saved state: ``hasher.json`` (params, item shape, history, the resolved backbone) and the
-weights file it names, ``weights.<token>.pt`` (``torch.save(model.state_dict())``, loaded with
+weights file it names, ``weights.<hash>.pt`` (``torch.save(model.state_dict())``, loaded with
 ``weights_only=True``); see :meth:`learn2hash.methods.base.Hasher.save`.
 """
 
