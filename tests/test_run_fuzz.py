@@ -144,7 +144,8 @@ def _cases(folder: Path, tmp: Path) -> list:
 def test_damaged_run_folder_files_are_one_line_errors(run_folder, tmp_path, capsys):
     cases = _cases(run_folder, tmp_path)
     assert len(cases) >= 200
-    print(f"{len(cases)} damaged files")
+    with capsys.disabled():
+        print(f"\n{len(cases)} damaged files")
     originals = {p: p.read_bytes() for p in run_folder.rglob("*") if p.is_file()}
     bad = []
     for label, rel, data, argv in cases:
