@@ -51,9 +51,19 @@ def run_folder(trained, tmp_path):
 
 
 # ----------------------------------------------------------------------------- 1. stale / foreign index
+def _retrain_keeping_the_index(run_folder):
+    """Retrain the run (--overwrite) with its old index put back: `train --overwrite` deletes RUN/index
+    (issue 18, 9), so a stale index now comes from a copy or an older learn2hash that kept it."""
+    kept = run_folder.parent / "kept-index"
+    shutil.copytree(run_folder / "index", kept)
+    train_run("itq", "digits", 16, run_folder, seed=1, overwrite=True, progress=False)
+    assert not (run_folder / "index").exists()
+    shutil.copytree(kept, run_folder / "index")
+
+
 def test_search_refuses_an_index_kept_from_before_a_retrain_and_rebuilds_when_asked(run_folder, capsys):
     assert main(["index", "build", "--run", str(run_folder)]) == 0
-    train_run("itq", "digits", 16, run_folder, seed=1, overwrite=True, progress=False)  # keeps RUN/index
+    _retrain_keeping_the_index(run_folder)
     capsys.readouterr()
     assert main(["search", "--run", str(run_folder), "--query", "0", "-k", "5"]) == 2
     err = capsys.readouterr().err.strip()
@@ -86,7 +96,7 @@ def test_service_refuses_a_stale_index(run_folder):
     from learn2hash.serve.service import SearchService
 
     assert main(["index", "build", "--run", str(run_folder)]) == 0
-    train_run("itq", "digits", 16, run_folder, seed=1, overwrite=True, progress=False)
+    _retrain_keeping_the_index(run_folder)
     with pytest.raises(Learn2HashError, match="stale.*index build --run"):
         SearchService(run_folder)
 
