@@ -223,34 +223,50 @@ def _destroy_distributed() -> None:
     """Leave the process group :func:`_init_distributed` created (also after an error)."""
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def _collective(op: Callable[[torch.Tensor], Any], tensor: torch.Tensor, timeout: float = 10.0) -> None:
-    """Run a synchronous collective on ``tensor``, then wait until the backend has let go of it.
-
-    Gloo's worker thread drops its reference to a finished operation (and the tensors in it) a
-    moment after the caller has seen it finish. Should that happen while the interpreter exits,
-    releasing a tensor that Python had held needs the GIL, the thread is killed inside a C++
-    destructor and the process aborts ("terminate called without an active exception", SIGABRT;
-    2 of 10 two-process runs here). DistributedDataParallel keeps the process group
-    alive past ``destroy_process_group``, so its threads are not joined before that exit either.
-    Waiting here until the tensor's reference count is back where it was makes every collective
-    of the loop fully released before :func:`train` returns. (Gloo only: NCCL releases finished
-    work from its own watchdog, on its own schedule.)
-    """
-    import torch.distributed as dist
-
-    use_count = getattr(tensor, "_use_count", None)
-    if use_count is None or dist.get_backend() != "gloo":
-        op(tensor)
+    if not dist.is_initialized():
         return
-    before = use_count()
-    op(tensor)
+    gloo = dist.get_backend() == "gloo"
+    dist.destroy_process_group()
+    if gloo:
+        _wait_for_idle_gloo_workers()
+
+
+def _wait_for_idle_gloo_workers(timeout: float = 10.0, settle: float = 0.02) -> None:
+    """Return once gloo's worker threads have been asleep (idle) for ``settle`` seconds (Linux).
+
+    A gloo worker thread drops its reference to a finished operation (and to the tensors in it)
+    a moment after the caller has seen the operation finish. If that happens while the
+    interpreter exits, releasing a tensor that Python had held needs the GIL, the thread is
+    killed inside a C++ destructor and the process aborts ("terminate called without an active
+    exception", SIGABRT: 2 of 10 two-process runs here). ``destroy_process_group`` does not join
+    those threads: DistributedDataParallel keeps the process group alive. So wait here, with the
+    GIL released (``time.sleep``), until every ``pt_gloo_runloop`` thread sleeps in its queue.
+    """
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return
     deadline = time.monotonic() + timeout
-    while use_count() > before and time.monotonic() < deadline:
-        time.sleep(0.0002)
+    quiet_since = None
+    while time.monotonic() < deadline:
+        busy = False
+        for task in tasks.iterdir():
+            try:
+                if (task / "comm").read_text().strip() != "pt_gloo_runloop":
+                    continue
+                state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state != "S":
+                busy = True
+                break
+        now = time.monotonic()
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= settle:
+            return
+        time.sleep(0.002)
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -735,7 +751,7 @@ def _train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config
 
             keys = sorted(sums)
             t = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=device)
-            _collective(dist.all_reduce, t)
+            dist.all_reduce(t)
             sums, count = dict(zip(keys, t[:-1].tolist())), int(t[-1].item())
         task.on_epoch_end(epoch, model)
         record = {"epoch": epoch + 1, **{k: v / max(count, 1) for k, v in sums.items()},
@@ -762,7 +778,7 @@ def _train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config
         # gradients keep parameters equal across processes; buffers (BatchNorm statistics) are
         # only broadcast before each forward, so make the last update of rank 0 everyone's
         for buf in model.buffers():
-            _collective(lambda b: dist.broadcast(b, src=0), buf)
+            dist.broadcast(buf, src=0)
     del loader  # persistent workers end here
     if skipped is not None:
         skipped.extend(skipped_seen[k] for k in sorted(skipped_seen))
