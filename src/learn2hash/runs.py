@@ -81,7 +81,7 @@ DERIVED = ("index", "report", "metrics.json", "stream.png", "stream.json", "code
 
 
 #: what an interrupted write of the run folder's own files leaves: temporaries and renamed-away artifacts
-_LEFTOVERS = re.compile(r"^(\.(config\.json|metrics\.json|history\.json|splits\.json|split_\w+\.npy)\..*\.tmp"
+_LEFTOVERS = re.compile(r"^(\.(config\.json|metrics\.json|history\.json|skipped_images\.json|splits\.json|split_\w+\.npy)\..*\.tmp"
                         r"|\.deleted-.*)$")
 
 

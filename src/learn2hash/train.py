@@ -614,7 +614,8 @@ def train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config:
     device = resolve_device(config.device, info)
     owns_group = _init_distributed(info, device) if info.distributed else False
     try:
-        return _train(model, x, labels, task, config, checkpoint_dir, resume, progress, identity, info, device)
+        return _train(model, x, labels, task, config, checkpoint_dir, resume, progress, identity, skipped, info,
+                      device)
     finally:
         if owns_group:
             _destroy_distributed()
@@ -622,7 +623,8 @@ def train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config:
 
 def _train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config: TrainConfig,
            checkpoint_dir: str | os.PathLike | None, resume: bool, progress: bool | None,
-           identity: dict[str, Any] | None, info: DistInfo, device: torch.device) -> list[dict[str, Any]]:
+           identity: dict[str, Any] | None, skipped: list | None, info: DistInfo,
+           device: torch.device) -> list[dict[str, Any]]:
     """The loop of :func:`train`, inside the process group (when distributed)."""
     n = len(x)
     ops = _augment.parse(config.augment)
