@@ -147,6 +147,24 @@ def test_named_weights_without_network_say_how_to_pass_a_file(tmp_path, monkeypa
         create_backbone("resnet18", (3, 32, 32), weights="IMAGENET1K_V1")
 
 
+def test_a_saved_hashers_network_keeps_its_weights_preprocessing(tmp_path, monkeypatch):
+    """untrained=True (a saved hasher's network, loaded next) reads no weights but keeps the named weights'
+    input spec: ResNet-50's IMAGENET1K_V1 resizes to 256 before its 224 crop, the default V2 to 232."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*a, **k):
+        raise AssertionError("nothing may be downloaded")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    v1 = create_backbone("resnet50", (3, 32, 32), untrained=True, weights="IMAGENET1K_V1").input_spec
+    v2 = create_backbone("resnet50", (3, 32, 32), untrained=True, weights="IMAGENET1K_V2").input_spec
+    assert (v1.size, v1.resize, v2.size, v2.resize) == (224, 256, 224, 232)
+    # a state-dict file under the name a weights is published by has that weights' spec (it need not exist here)
+    named = create_backbone("resnet50", (3, 32, 32), untrained=True, weights=str(tmp_path / "resnet50-0676ba61.pth"))
+    other = create_backbone("resnet50", (3, 32, 32), untrained=True, weights=str(tmp_path / "mine.pt"))
+    assert (named.input_spec.resize, other.input_spec.resize) == (256, 232)
+
+
 def test_bad_names_and_files(resnet18_file, tmp_path):
     with pytest.raises(Learn2HashError, match=r"unknown backbone 'resnet5' \(did you mean resnet50.*known backbones: "
                                               r".*openclip:MODEL.*timm:MODEL"):

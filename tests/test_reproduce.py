@@ -93,3 +93,115 @@ def test_reproduce_lemon_stream_on_a_lemon_mat(tmp_path, capsys):
     for l in lines:
         parts = l.split()
         assert "(all, round 2)" in l and parts[-2:] == ["n/a", "n/a"] and 0.5 < float(parts[-3]) <= 1.0
+
+
+def _photo_lists(folder, n_labels, counts):
+    """Published-style lists whose images are 40x64 (HxW) noise: not square, so that a crop from the
+    original and a resize of the whole image differ."""
+    from PIL import Image
+
+    expected = write_lists(folder, n_labels, counts)
+    rng = np.random.default_rng(3)
+    for f in sorted((folder / "images").iterdir()):
+        Image.fromarray(rng.integers(0, 256, (40, 64, 3), dtype=np.uint8)).save(f)
+    return expected
+
+
+def _offline(monkeypatch, tmp_path):
+    import urllib.error
+
+    import torch
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+
+
+def test_full_csq_recipe_resolves_resnet50_and_offline_says_how_to_pass_weights(tmp_path, monkeypatch, capsys):
+    r = recipes.recipe("csq", "imagenet-100")
+    p, dp = recipes.resolved(r)
+    # the pipeline crops and flips image files; no pre-resize of the list images, no device shift on top
+    assert p["backbone"] == "resnet50" and p["backbone_options"] == {"weights": "IMAGENET1K_V1"}
+    assert p["augment"] == "flip" and "size" not in dp
+    p2, _ = recipes.resolved(r, params={"backbone_options": {"image_size": 32}}, weights="/w/r50.pt")
+    assert p2["backbone_options"] == {"image_size": 32, "weights": "/w/r50.pt"}
+    with pytest.raises(Exception, match="runs no pretrained backbone with --quick"):
+        recipes.resolved(r, quick=True, weights="/w/r50.pt")
+    _offline(monkeypatch, tmp_path)
+    _photo_lists(tmp_path / "in100", 100, {"train": 4, "query": 2, "database": 4})
+    code = cli.main(["reproduce", "csq", "--dataset", "imagenet-100", "--no-progress", "--data-path",
+                     str(tmp_path / "in100"), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "Traceback" not in "\n".join(err)
+    last = err[-1]
+    assert last.startswith("learn2hash reproduce: error: cannot download the torchvision resnet50 IMAGENET1K_V1 "
+                           "weights of the csq recipe (URLError")
+    assert "download https://download.pytorch.org/models/resnet50-" in last and "--weights PATH" in last
+    assert "resnet50" in err[0] and "augment=flip" in err[0]  # the recipe line, before the error
+
+
+@pytest.mark.slow
+def test_csq_recipe_with_local_weights_trains_on_the_pipelines_crops(tmp_path, monkeypatch, capsys):
+    """The real recipe (ResNet-50 from a local state dict) scaled down by overrides: 1 epoch at 32 px. The
+    batches the network sees are exactly the pipeline's: training a random-resized crop + flip of each
+    original image, encoding the resize of the shorter side + centre crop, nothing added on top."""
+    import torch
+
+    from learn2hash import images
+    from learn2hash.nn._torchvision import import_torchvision
+    from learn2hash.nn.head import HashModel
+    from learn2hash.runs import Run
+
+    _offline(monkeypatch, tmp_path)
+    models = import_torchvision().models
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet50-0676ba61.pth"  # the name IMAGENET1K_V1 is published under: its resize 256
+    torch.save(models.resnet50(weights=None).state_dict(), weights)
+    folder = tmp_path / "in100"
+    _photo_lists(folder, 100, {"train": 6, "query": 3, "database": 5})
+    seen: list[tuple[bool, torch.Tensor]] = []
+    forward = HashModel.forward
+
+    def recording(self, x, return_logits=False):
+        seen.append((self.training, torch.round(x.detach().float() * 255).to(torch.uint8).cpu()))
+        return forward(self, x, return_logits)
+
+    monkeypatch.setattr(HashModel, "forward", recording)
+    code = cli.main(["reproduce", "csq", "--dataset", "imagenet-100", "--bits", "16", "--no-progress",
+                     "--data-path", str(folder), "--out", str(tmp_path / "run"), "--weights", str(weights),
+                     "--param", 'backbone_options={"image_size": 32}', "--param", "epochs=1",
+                     "--param", "workers=0"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert _table(out)["mAP@1000"][2:] == ["0.851", "n/a"]  # 16 bits: the paper's figure, none from the code
+    run = Run.open(tmp_path / "run")
+    hasher = run.hasher()
+    assert hasher.backbone == "resnet50" and hasher.backbone_options == {"image_size": 32, "weights": str(weights)}
+    geom = hasher.image_geometry()
+    assert geom == images.Geometry((32, 32), 3, resize=37)  # 32 / (224 / 256): the recipe's resize:crop ratio
+    ds = run.dataset()
+    train_paths, query_paths = images.image_paths(ds.train.x), images.image_paths(ds.query.x)
+    trained = [x for training, x in seen if training]
+    assert len(trained) == 1 and trained[0].shape == (6, 3, 32, 32)  # one batch of all 6 (batch 64), in order
+    expect = np.stack([images.train_image(p, geom, images.item_rng(hasher.seed, 0, i), flip=True)
+                       for i, p in enumerate(train_paths)])
+    np.testing.assert_array_equal(trained[0].numpy(), expect)
+    centre = np.stack([images.encode_image(p, geom) for p in train_paths])
+    assert not np.array_equal(expect, centre)  # the training crops are random, not the encode crop
+    encoded = [x for training, x in seen if not training]
+    expect_q = np.stack([images.encode_image(p, geom) for p in query_paths])
+    assert any(x.shape == expect_q.shape and np.array_equal(x.numpy(), expect_q) for x in encoded)
+    # the encode crop keeps the aspect ratio: the 40x64 original scaled by 37/40 (shorter side 37), its
+    # centre 32x32, i.e. the centre 34.59 px square of the original; not a squeeze of the whole image
+    from PIL import Image
+
+    side = 32 / (37 / 40)
+    box = ((64 - side) / 2, (40 - side) / 2, (64 + side) / 2, (40 + side) / 2)
+    with Image.open(query_paths[0]) as im:
+        squeezed = np.asarray(im.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)).transpose(2, 0, 1)
+        cropped = np.asarray(im.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR, box=box))
+    assert not np.array_equal(expect_q[0], squeezed)
+    np.testing.assert_array_equal(expect_q[0], cropped.transpose(2, 0, 1))

@@ -755,6 +755,9 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--data-path", default=None, help="the dataset's folder (default $LEARN2HASH_DATA/DATASET)")
     p.add_argument("--data-param", action="append", metavar="KEY=VALUE", help="dataset loader parameter")
     p.add_argument("--chunk", type=int, default=None, help="items per round of a streaming recipe (lemon)")
+    p.add_argument("--weights", default=None, metavar="PATH",
+                   help="a local state-dict file for the recipe's backbone instead of its named weights "
+                        "(downloaded when online)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_reproduce)
 
@@ -777,7 +780,8 @@ def _cmd_reproduce(args) -> int:
     data_params = _parse_assignments(args.data_param, "--data-param")
     if args.data_path:
         data_params["path"] = args.data_path
-    params, dparams = recipes.resolved(r, args.quick, _parse_assignments(args.param, "--param"), data_params)
+    params, dparams = recipes.resolved(r, args.quick, _parse_assignments(args.param, "--param"), data_params,
+                                       args.weights)
     shown = {k: v for k, v in params.items() if k not in ("backbone_options",)}
     print(f"recipe {r.method} on {r.dataset} [{r.protocol}], {args.bits} bits"
           + (f", resize {r.resize_crop[0]} / crop {r.resize_crop[1]}" if r.resize_crop else "")
@@ -785,7 +789,7 @@ def _cmd_reproduce(args) -> int:
           + ", ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr)
     result = recipes.reproduce(args.method, args.dataset, args.bits, args.out, seed=args.seed, quick=args.quick,
                                params=_parse_assignments(args.param, "--param"), data_params=data_params,
-                               chunk=args.chunk, progress=not args.no_progress,
+                               chunk=args.chunk, progress=not args.no_progress, weights=args.weights,
                                log=lambda msg: print(msg, file=sys.stderr))
     print(f"{r.method}, {args.bits} bits, {r.dataset} [{r.protocol}] -> {result['run']}"
           + ("  (quick run: not comparable with the published figures)" if args.quick else ""))

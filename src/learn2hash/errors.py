@@ -22,3 +22,14 @@ class CorruptFileError(Learn2HashError):
 
 class MissingFileError(Learn2HashError, FileNotFoundError):
     """A file that a reader needs and that does not exist."""
+
+
+class WeightsDownloadError(Learn2HashError):
+    """Pretrained weights named by a library's name that could not be downloaded (no network).
+
+    ``what`` names the weights, ``source`` where they are published (a URL, or None), ``reason``
+    the download's failure; the message says how to pass a local file instead."""
+
+    def __init__(self, message: str, what: str = "", source: str | None = None, reason: str = ""):
+        super().__init__(message)
+        self.what, self.source, self.reason = what, source, reason

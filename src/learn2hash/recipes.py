@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from learn2hash.errors import Learn2HashError
+from learn2hash.errors import Learn2HashError, WeightsDownloadError
 
 NA = "n/a"
 _DHP = "DeepHash-pytorch"
@@ -49,9 +49,12 @@ class Recipe:
     protocol: str
     #: method hyper-parameters (backbone, optimiser, lr, batch, epochs, lambda, ...)
     params: dict[str, Any]
-    #: dataset loader parameters (image size: resize; the backbone crops/resizes to its input)
+    #: dataset loader parameters
     data_params: dict[str, Any] = field(default_factory=dict)
-    #: images: (resize, crop) of the reference code
+    #: images: (resize, crop) of the reference code. Image files are decoded from the originals by
+    #: :mod:`learn2hash.images` to the backbone's input spec (torchvision's ImageNet weights: resize
+    #: 256, crop 224): for training a random-resized crop and a flip (``augment="flip"``), for encoding
+    #: the resize of the shorter side and the centre crop
     resize_crop: tuple[int, int] | None = None
     #: the cutoff of the reported mAP (None: the whole database)
     topk: int | None = None
@@ -77,8 +80,8 @@ def _csq(dataset: str, epochs: int, topk: int, paper: dict, reference: dict, est
         params=dict(backbone="resnet50", backbone_options={"weights": "IMAGENET1K_V1"}, backbone_lr_mult=1.0,
                     freeze="none", frozen_features=False, hidden=[], optimizer="rmsprop", lr=1e-5, weight_decay=1e-5,
                     batch_size=64, epochs=epochs, schedule="none", warmup_epochs=0.0, lam=1e-4,
-                    quantization="squared", augment="flip,shift:16"),
-        data_params={"size": 256}, resize_crop=(256, 224), topk=topk, paper=paper, reference=reference,
+                    quantization="squared", augment="flip"),
+        resize_crop=(256, 224), topk=topk, paper=paper, reference=reference,
         estimate=estimate, notes=notes)
 
 
@@ -89,7 +92,7 @@ def _dhn(dataset: str, protocol: str, data_params: dict, topk: int | None, paper
         params=dict(backbone="alexnet", backbone_options={"weights": "IMAGENET1K_V1"}, backbone_lr_mult=1.0,
                     freeze="none", frozen_features=False, hidden=[], optimizer="rmsprop", lr=1e-5, weight_decay=1e-5,
                     batch_size=128, epochs=90, schedule="none", warmup_epochs=0.0, lam=0.1, memory_bank=True,
-                    augment="flip,shift:16" if dataset != "cifar10" else "none"),
+                    augment="flip" if dataset != "cifar10" else "none"),
         data_params=data_params, resize_crop=(256, 224) if dataset != "cifar10" else (224, 224), topk=topk,
         paper=paper, reference=reference, estimate=estimate, notes=notes)
 
@@ -120,7 +123,7 @@ RECIPES: dict[tuple[str, str], Recipe] = {r.key: r for r in [
          "AlexNet throughput not measured here)",
          "figures: DeepHash-pytorch README, 48 bits (the paper's figure as it quotes it); CIFAR's 32x32 images "
          "are resized to 224 as the reference code does"),
-    _dhn("nus-wide-21", "standard", {"size": 256}, 5000, {48: 0.758}, {48: 0.841},
+    _dhn("nus-wide-21", "standard", {}, 5000, {48: 0.758}, {48: 0.841},
          "about 10-20 min on an H100 (10,500 x 90 = 945,000 training images, about 195,000 encoded; AlexNet "
          "throughput not measured here; decoding the JPEGs likely dominates)",
          "figures: DeepHash-pytorch README, 48 bits (the paper's figure as it quotes it)"),
@@ -131,6 +134,8 @@ RECIPES: dict[tuple[str, str], Recipe] = {r.key: r for r in [
 #: parameters a quick run drops (fine-tuning a pretrained backbone) and what it sets instead
 FINE_TUNING = ("backbone_options", "backbone_lr_mult", "freeze", "frozen_features")
 QUICK = dict(backbone="smallcnn", epochs=1, batch_size=16, lr=1e-3, optimizer="adam", augment="none")
+#: image side of a quick run on image files (smallcnn declares no input size: it takes the loader's)
+QUICK_SIZE = 32
 
 
 def recipe(method: str, dataset: str) -> Recipe:
@@ -146,33 +151,46 @@ def figure(table: dict[int, float], bits: int) -> str:
 
 
 def resolved(r: Recipe, quick: bool = False, params: dict[str, Any] | None = None,
-             data_params: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The method and loader parameters a run of ``r`` uses: the recipe's, made quick, then overrides."""
+             data_params: dict[str, Any] | None = None,
+             weights: str | os.PathLike | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The method and loader parameters a run of ``r`` uses: the recipe's, made quick, then overrides.
+
+    ``weights``: a local state-dict file for the recipe's backbone instead of its named weights
+    (``backbone_options["weights"]``, the other backbone options kept)."""
     p = dict(r.params)
     dp = dict(r.data_params)
     if quick and r.chunk is None:
         for k in FINE_TUNING:
             p.pop(k, None)
         p.update(QUICK)
-        if "size" in dp:
-            dp["size"] = 32
+        from learn2hash.datasets.benchmarks import BENCHMARKS
+
+        if r.dataset in {b.name for b in BENCHMARKS}:  # image files: smallcnn at the loader's size
+            dp["size"] = QUICK_SIZE
     p.update(params or {})
     dp.update(data_params or {})
+    if weights is not None:
+        if quick or "backbone" not in p:
+            raise Learn2HashError(f"weights {weights}: the {r.method} recipe on {r.dataset} runs no pretrained "
+                                  "backbone" + (" with --quick" if quick else ""))
+        p["backbone_options"] = {**(p.get("backbone_options") or {}), "weights": str(weights)}
     return p, dp
 
 
 def reproduce(method: str, dataset: str, bits: int, out: str | os.PathLike | None = None, *, seed: int = 0,
               quick: bool = False, params: dict[str, Any] | None = None, data_params: dict[str, Any] | None = None,
-              chunk: int | None = None, progress: bool = True,
+              chunk: int | None = None, progress: bool = True, weights: str | os.PathLike | None = None,
               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the recipe of ``method`` on ``dataset`` at ``bits`` bits in run folder ``out``.
 
     Returns ``{"recipe", "run", "rows": [{"metric", "this run", "paper", "reference code"}]}``.
     ``quick``: a smoke run (smallcnn, 1 epoch, no pretrained backbone) whose figure is not comparable.
+    ``weights``: a local state-dict file for the backbone instead of its named weights (which are
+    downloaded when the machine is online; offline, the error says to pass this).
     """
     r = recipe(method, dataset)
     out = Path(out) if out is not None else Path("runs") / f"reproduce-{method}-{dataset}-{bits}"
-    p, dp = resolved(r, quick, params, data_params)
+    p, dp = resolved(r, quick, params, data_params, weights)
     paper, reference = figure(r.paper, bits), figure(r.reference, bits)
     if r.chunk is None:
         from learn2hash.methods import method_class
@@ -193,8 +211,14 @@ def reproduce(method: str, dataset: str, bits: int, out: str | os.PathLike | Non
         return {"recipe": r, "run": str(out), "rows": rows, "params": p, "data_params": dp}
     from learn2hash.runs import train_run
 
-    run = train_run(method, dataset, bits, out, protocol=r.protocol, seed=seed, params=p, data_params=dp,
-                    topk=r.topk, progress=progress, log=log)
+    try:
+        run = train_run(method, dataset, bits, out, protocol=r.protocol, seed=seed, params=p, data_params=dp,
+                        topk=r.topk, progress=progress, log=log)
+    except WeightsDownloadError as exc:
+        where = f"download {exc.source} elsewhere and" if exc.source else "fetch the file elsewhere and"
+        raise Learn2HashError(
+            f"cannot download the {exc.what} weights of the {method} recipe ({exc.reason}); without a network, "
+            f"{where} pass it with --weights PATH (Python: reproduce(..., weights=PATH))") from None
     if run is None:  # a non-zero rank under torchrun
         return {"recipe": r, "run": str(out), "rows": [], "params": p, "data_params": dp}
     m = run.metrics()

@@ -6,8 +6,14 @@ relative to the image root and its 0/1 label vector (``images/0484_1544502940.jp
 Each named set below reads them from its folder (``--data-path``, else
 ``$LEARN2HASH_DATA/<name>``); image paths are relative to that folder unless ``root=`` names
 another. Lists and images are read by the ``image-list`` loader
-(:func:`learn2hash.datasets.files.build_image_list`); images are decoded lazily, resized to
-``size`` (default 256x256, the reference code's resize before its 224 crop).
+(:func:`learn2hash.datasets.files.build_image_list`); images are decoded lazily. A deep hasher
+decodes the original files itself (:mod:`learn2hash.images`, in DataLoader workers) to its
+backbone's input spec: a random-resized crop and a flip for training, the resize of the shorter
+side and the centre crop for encoding (ResNet-50 with ImageNet weights: resize 256, crop 224, as
+the reference code), so ``size`` does not touch what it sees. ``size`` (default 256x256) is the
+item shape a split declares: what array consumers get (shallow hashers over pixels, a backbone
+that declares no input size such as ``smallcnn``), each image scaled to cover it and centre-cropped,
+its aspect ratio kept.
 
 Protocol ``standard``: the published lists as they are. Default mAP cutoffs are those of the
 reference code (DeepHash-pytorch ``utils/tools.py``) and the CSQ paper: 5,000 for NUS-WIDE and
@@ -114,7 +120,8 @@ for _b in BENCHMARKS:
         layout=layout(_b),
         params={"path": f"the folder with the lists and images (default $LEARN2HASH_DATA/{_b.name})",
                 "root": "the folder the image paths are relative to (default: path)",
-                "size": f"images are resized to N, HxW or [H,W] (default {DEFAULT_SIZE})",
+                "size": f"the items' declared size N, HxW or [H,W] (default {DEFAULT_SIZE}; a backbone with an input "
+                        f"size decodes the files to that instead)",
                 "channels": "3 (RGB, default) or 1",
                 "train": "another train list", "query": "another query (test) list",
                 "database": "another database list"},

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from learn2hash.errors import Learn2HashError
+from learn2hash.errors import Learn2HashError, WeightsDownloadError
 from learn2hash.nn._torchvision import import_torchvision
 from learn2hash.nn.backbones import _PretrainedImageNet, image_spec, stages_by_boundaries
 from learn2hash.nn.registry import BackboneInfo, InputSpec, register_backbone
@@ -125,10 +125,10 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], path: str | os
     module.load_state_dict(state)
 
 
-def _download_failed(what: str, exc: BaseException, how: str) -> Learn2HashError:
-    reason = " ".join(str(exc).split())[:300]
-    return Learn2HashError(f"cannot download the {what} weights ({type(exc).__name__}: {reason}); "
-                           f"without a network, {how}")
+def _download_failed(what: str, exc: BaseException, how: str, source: str | None = None) -> WeightsDownloadError:
+    reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    return WeightsDownloadError(f"cannot download the {what} weights ({reason}); without a network, {how}",
+                                what=what, source=source, reason=reason)
 
 
 # ----------------------------------------------------------------------------- torchvision
@@ -164,11 +164,13 @@ class TorchvisionNet(_PretrainedImageNet):
 
     ``weights``: ``None`` (random init), a weights name of ``arch`` (downloaded and cached by
     ``torch.hub``), or a state-dict file (with or without the classifier). The input spec (size,
-    resize, mean, std) is that of the named weights, or of the architecture's default weights.
+    resize, mean, std) is that of the named weights (also with ``untrained=True``, which reads no
+    weights: a saved hasher's network, whose own weights are loaded next); for a file, that of the weights published under
+    the file's name (``resnet50-0676ba61.pth``: IMAGENET1K_V1), else of the architecture's default weights.
     """
 
     def __init__(self, input_shape: tuple[int, ...], arch: str, weights: str | None = None,
-                 image_size: int | None = None):
+                 image_size: int | None = None, untrained: bool = False):
         super().__init__()
         import_torchvision()
         from torchvision import models
@@ -190,7 +192,10 @@ class TorchvisionNet(_PretrainedImageNet):
                 raise Learn2HashError(
                     f"unknown weights {weights!r} for torchvision {arch}{_closest(weights, names)}; known: "
                     f"{', '.join(names)}, or the path of a state-dict file")
-        meta_weights = member or enum.DEFAULT
+        # a file saved under the name torchvision publishes it by (the weights URL's last part, as
+        # torch.hub caches it) has that weights' preprocessing; any other file the default weights'
+        by_file = [m for m in enum if path is not None and Path(m.url).name == Path(path).name]
+        meta_weights = member or (by_file[0] if by_file else enum.DEFAULT)
         t = meta_weights.transforms()
         crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
         spec = image_spec(crop, t.mean, t.std, crop_fraction=crop / resize, image_size=image_size)
@@ -200,14 +205,17 @@ class TorchvisionNet(_PretrainedImageNet):
         self.out_dim, head, bounds = _torchvision_head(arch, net)
         self._bounds = [f"net.{b}" for b in bounds]
         what = f"torchvision {arch}"
-        if member is not None:
+        if untrained:  # a saved hasher's network: its own weights come next; the input spec stays the weights'
+            pass
+        elif member is not None:
             try:
                 state = member.get_state_dict(progress=False, check_hash=True)
             except Exception as exc:
                 cache = Path(torch.hub.get_dir()) / "checkpoints"
                 raise _download_failed(
                     f"{what} {weights}", exc,
-                    f"fetch {member.url} elsewhere and pass weights=PATH (or put the file in {cache})") from None
+                    f"fetch {member.url} elsewhere and pass weights=PATH (or put the file in {cache})",
+                    member.url) from None
             load_state(net, state, member.url, what, ignore=[head])
         elif path is not None:
             load_state(net, read_state_dict(path, what), path, what, ignore=[head])
@@ -354,7 +362,7 @@ for _arch in TORCHVISION_ARCHS:
     register_backbone(BackboneInfo(
         _arch, ("image",), lambda shape, _a=_arch, **o: TorchvisionNet(shape, **{**o, "arch": _a}),
         f"torchvision {_arch}; weights=NAME (e.g. IMAGENET1K_V1, downloaded by torch.hub) or weights=PATH",
-        untrained_options={"weights": None}))
+        untrained_options={"untrained": True}))
 register_backbone(BackboneInfo(
     "timm", ("image",), TimmNet, "any timm model (timm:MODEL); pretrained=True or weights=PATH",
     untrained_options={"pretrained": False, "weights": None}, family=True))
