@@ -121,3 +121,28 @@ def test_cli_evaluate_a_run_folder(capsys, itq_run):
     assert float(line.split()[1]) == pytest.approx(itq_run.metrics()["map@100"], abs=5e-5)
     assert main(["evaluate", "--run", str(itq_run.folder), "--query-codes", "q.npy"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_cli_evaluate_a_run_uses_the_datasets_registered_top_k(capsys, itq_run, tmp_path):
+    from learn2hash.datasets.registry import default_topk
+    from learn2hash.metrics import evaluate
+
+    assert default_topk("digits", itq_run.config["protocol"]) == 100  # digits registers mAP@100
+    assert main(["evaluate", "--run", str(itq_run.folder), "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"mAP cutoff: 100, the top-k registered for digits [{itq_run.config['protocol']}]" in out
+    metrics = {l.split()[0]: float(l.split()[1]) for l in out.splitlines() if l.startswith(("map", "precision@1 "))}
+    ds = itq_run.dataset()
+    q, db = itq_run.codes("query"), itq_run.codes("database")
+    assert "map" not in metrics  # no mAP@all in place of the registered cutoff
+    assert metrics["map@100"] == pytest.approx(evaluate(q, ds.query.labels, db, ds.database.labels, topk=100)["map"],
+                                               abs=5e-5)
+    assert json.loads((tmp_path / "r.json").read_text())["settings"]["topk"] == 100
+    assert main(["evaluate", "--run", str(itq_run.folder), "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["settings"]["topk"] == 100 and "mAP cutoff: 100" in captured.err
+    assert main(["evaluate", "--run", str(itq_run.folder), "--topk", "all"]) == 0
+    out = capsys.readouterr().out
+    assert "mAP cutoff" not in out
+    line = next(l for l in out.splitlines() if l.split() and l.split()[0] == "map")
+    assert float(line.split()[1]) == pytest.approx(itq_run.metrics()["map@all"], abs=5e-5)

@@ -372,7 +372,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--query-labels", metavar="QL.npy", help="query labels")
     p.add_argument("--db-codes", metavar="D.npy", help="database codes")
     p.add_argument("--db-labels", metavar="DL.npy", help="database labels")
-    p.add_argument("--topk", default="all", metavar="N|all", help="cutoff of mAP@k (default: all, the whole database)")
+    p.add_argument("--topk", default=None, metavar="N|all",
+                   help="cutoff of mAP@k (default: with --run, the top-k registered for the run's dataset and "
+                        "protocol, as the literature reports it; with files, all: the whole database)")
     p.add_argument("--ties", default="expected", metavar="expected|index",
                    help="order of items at equal distance: the exact expected value over all orderings "
                         "(default) or database position")
@@ -425,7 +427,7 @@ def _evaluate_inputs_from_files(args) -> tuple:
 def _evaluate_options(args) -> dict:
     """Keyword arguments of :func:`learn2hash.metrics.evaluate` from the command-line options."""
     options = {"ties": args.ties, "zero_hits": args.zero_hits, "radius": _int_option(args.radius, "--radius", 0),
-               "topk": None if args.topk == "all" else _int_option(args.topk, "--topk", 1)}
+               "topk": None if args.topk in (None, "all") else _int_option(args.topk, "--topk", 1)}
     if args.precision_at is not None:
         options["precision_at"] = [_int_option(n.strip(), "--precision-at", 1) for n in args.precision_at.split(",")]
     if args.threads is not None:
@@ -457,12 +459,21 @@ def _cmd_evaluate(args) -> int:
         given = [flag for attr, flag in _EVALUATE_FILES if getattr(args, attr)]
         if given:
             raise Learn2HashError(f"give either --run or the codes and labels files, not both ({', '.join(given)})")
+        from learn2hash.runs import default_topk
+
         run = Run.open(args.run)
         ds = run.dataset()
         inputs = (run.codes("query"), ds.query.labels, run.codes("database"), ds.database.labels)
     else:
         inputs = _evaluate_inputs_from_files(args)
-    result = evaluate(*inputs, **_evaluate_options(args))
+    options = _evaluate_options(args)
+    if args.run and args.topk is None:
+        name, protocol = run.config["dataset"], run.config.get("protocol")
+        options["topk"] = default_topk(name, protocol)
+        print(f"mAP cutoff: {'the whole database' if options['topk'] is None else options['topk']}, the top-k "
+              f"registered for {name} [{protocol}] (--topk N|all for another)",
+              file=sys.stderr if args.json == "-" else sys.stdout)
+    result = evaluate(*inputs, **options)
     if args.json == "-":
         _print_json(result)
         return 0
