@@ -395,6 +395,67 @@ def test_frozen_features_train_the_head_on_cached_features(resnet18_file, tiny_i
         create("csq", **{**params, "augment": "flip"}).fit(x, labels, progress=False)
 
 
+def test_frozen_features_of_image_files_go_through_the_pipeline_and_cache_on_the_files(
+        resnet18_file, tmp_path, monkeypatch):
+    """Training items given as image files: features of the pipeline's encode transform (resize of the
+    shorter side + centre crop of the original), cached under the files' paths, sizes and mtimes and the
+    backbone; a second fit reads them, touching one file recomputes."""
+    import os
+
+    from PIL import Image
+
+    from learn2hash import images
+    from learn2hash.datasets.files import LazyImages
+    from learn2hash.methods import deep
+
+    monkeypatch.setenv("LEARN2HASH_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(5)
+    paths = []
+    for i in range(10):
+        paths.append(tmp_path / "imgs" / f"{i}.png")
+        paths[-1].parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 64, 3), dtype=np.uint8)).save(paths[-1])
+    x = LazyImages(paths, (24, 24), 3, "images")  # the reader's declared size; the backbone's geometry wins
+    labels = np.arange(10) % 2
+    calls = []
+    encode = deep.encode_items
+
+    def counting(model, items, batch_size, device, output="u", **options):
+        calls.append(output)
+        return encode(model, items, batch_size, device, output, **options)
+
+    monkeypatch.setattr(deep, "encode_items", counting)
+    path, ref = resnet18_file
+    params = dict(bits=8, backbone="resnet18", backbone_options={"weights": str(path), "image_size": 32},
+                  frozen_features=True, epochs=2, batch_size=10, lr=0.01, augment="none", workers=0)
+    first = create("csq", **params).fit(x, labels, progress=False)
+    assert calls == ["features"]
+    entries = sorted((tmp_path / "cache" / "features").glob("*.npy"))
+    assert len(entries) == 1
+    geom = first.image_geometry()
+    assert geom == images.Geometry((32, 32), 3, 37)
+    pixels = np.stack([images.encode_image(p, geom) for p in paths])
+    trunk = torch.nn.Sequential(*list(ref.children())[:-1]).eval()
+    with torch.no_grad():
+        expected = trunk(_normalised(torch.from_numpy(pixels).float() / 255, first.model_.backbone.input_spec))
+    np.testing.assert_allclose(np.load(entries[0]), expected.flatten(1).numpy(), atol=1e-4)
+
+    calls.clear()
+    second = create("csq", **params).fit(x, labels, progress=False)
+    assert calls == []  # read from the cache
+    assert np.array_equal(second.encode(x).packed, first.encode(x).packed)
+
+    st = os.stat(paths[3])
+    os.utime(paths[3], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # touched: same bytes, new mtime
+    calls.clear()
+    create("csq", **params).fit(x, labels, progress=False)
+    assert calls == ["features"] and len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 2
+    calls.clear()
+    create("csq", **{**params, "backbone_options": {"weights": str(path), "image_size": 48}}).fit(
+        x, labels, progress=False)  # another geometry of the same files: another entry
+    assert calls == ["features"] and len(list((tmp_path / "cache" / "features").glob("*.npy"))) == 3
+
+
 # ----------------------------------------------------------------------------- saved hashers, CLI
 @pytest.mark.slow
 def test_saved_hasher_with_a_timm_backbone_loads(tiny_images, tmp_path):

@@ -6,6 +6,9 @@
 (dtype, shape and bytes) together with the extractor's :attr:`~FeatureExtractor.key` (model,
 weights checksum, input size). A second call with the same array and extractor reads the file
 and computes nothing; another array (or model) gets another entry. Each entry is
+Image files (a lazily read split of an image-list or image-folder reader) are keyed instead by
+their paths, sizes and modification times with the decoding geometry (:func:`files_sha256`), and
+decoded by the image pipeline's encode transform, so touching a file recomputes. Each entry is
 ``<key>.npy`` plus ``<key>.json`` recording the key, the shape and the sha256 of the ``.npy``; an
 entry whose sidecar is unreadable, whose checksum or shape does not match, or whose array cannot
 be read is recomputed (with a warning on the ``learn2hash.features`` logger) and replaced, so a
@@ -30,7 +33,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -202,12 +205,27 @@ def array_sha256(x: Any, chunk_items: int = 4096) -> str:
     return h.hexdigest()
 
 
-def cache_key(x: Any, extractor: FeatureExtractor) -> str:
-    """The cache entry name of ``extractor``'s features of ``x``."""
+def files_sha256(paths: Any, transform: Any = None) -> str:
+    """sha256 identifying image files as they are now: each file's resolved path, size and modification
+    time (ns), in order, with ``transform`` (JSON-able: how they are decoded, e.g. the pipeline's
+    geometry). Rewriting or touching a file changes it; reading the pixels is not needed."""
+    h = hashlib.sha256(json.dumps({"files": len(paths), "transform": transform}, sort_keys=True, default=str).encode())
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError as exc:
+            raise Learn2HashError(f"image {p} cannot be read: {exc.strerror or exc}") from None
+        h.update(json.dumps([str(Path(p).resolve()), st.st_size, st.st_mtime_ns]).encode())
+    return h.hexdigest()
+
+
+def cache_key(x: Any, extractor: FeatureExtractor, data_sha256: str | None = None) -> str:
+    """The cache entry name of ``extractor``'s features of ``x`` (``data_sha256``: the items' identity
+    when it is not the checksum of the array ``x``, e.g. :func:`files_sha256` of image files)."""
     if not extractor.key:
         raise Learn2HashError(f"feature extractor {type(extractor).__name__} has no key (needed for the cache)")
-    text = json.dumps({"format": CACHE_FORMAT, "version": CACHE_VERSION, "data_sha256": array_sha256(x),
-                       "model": extractor.key}, sort_keys=True)
+    text = json.dumps({"format": CACHE_FORMAT, "version": CACHE_VERSION,
+                       "data_sha256": data_sha256 or array_sha256(x), "model": extractor.key}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -234,25 +252,33 @@ def _read_entry(npy: Path, meta_path: Path, key: str, n: int) -> np.ndarray | No
 
 
 def visual_features(x: Any, extractor: FeatureExtractor, cache: bool = True, cache_dir: str | os.PathLike | None = None,
-                    progress: bool | None = None, description: str = "visual features") -> np.ndarray:
+                    progress: bool | None = None, description: str = "visual features", *,
+                    data_sha256: str | None = None, compute: Callable[[], np.ndarray] | None = None) -> np.ndarray:
     """``extractor``'s features of items ``x``, ``float32[n, d]``, from the cache when present.
 
     ``cache=False`` neither reads nor writes the cache. ``cache_dir`` overrides :func:`cache_root`.
-    ``progress``: a tqdm bar while computing (default: when stderr is a terminal).
+    ``progress``: a tqdm bar while computing (default: when stderr is a terminal). Items that are not
+    an array to checksum (image files, decoded by the image pipeline) come with ``data_sha256`` (their
+    identity, :func:`files_sha256`) and ``compute`` (returns the features of all of them).
     """
     n = len(x)
     if n == 0:
         raise Learn2HashError("visual features of an empty array were asked for")
     npy = meta_path = None
     if cache:
-        key = cache_key(x, extractor)
+        key = cache_key(x, extractor, data_sha256)
         folder = (Path(cache_dir) if cache_dir is not None else cache_root()) / "features"
         npy, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
         z = _read_entry(npy, meta_path, key, n)
         if z is not None:
             log.info("visual features of %d items read from %s", n, npy)
             return z
-    z = _compute(x, extractor, progress, description)
+    if compute is not None:
+        z = np.ascontiguousarray(compute(), dtype=np.float32)
+        if z.ndim != 2 or len(z) != n or not np.all(np.isfinite(z)):
+            raise Learn2HashError(f"the features of {n} items came out with shape {z.shape} or non-finite values")
+    else:
+        z = _compute(x, extractor, progress, description)
     if cache:
         _atomic.save_npy(npy, z)
         _atomic.save_json(meta_path, {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key,

@@ -49,7 +49,8 @@ backbone as it is), ``freeze`` (``"none"``, ``"all"``, or N: the backbone's firs
 :meth:`learn2hash.nn.Backbone.stages`; frozen parameters get no gradient and frozen parts stay in
 eval mode, so BatchNorm statistics do not move) and ``frozen_features`` (True: the whole backbone is
 frozen, its features of the training items are computed once, cached on disk like EDDH's visual
-features (:mod:`learn2hash.features`, keyed by the items' and the weights' checksums), and only the
+features (:mod:`learn2hash.features`, keyed by the items' and the weights' checksums; image files by
+their paths, sizes and modification times, decoded by the pipeline's encode transform), and only the
 hash head trains on them; minutes on a CPU instead of hours. Augmentation cannot apply to fixed
 features, so it needs ``augment="none"``. Encoding runs backbone + head as usual.
 
@@ -74,7 +75,7 @@ from learn2hash import _atomic, images
 from learn2hash.codes import Codes
 from learn2hash.datasets.base import Split
 from learn2hash.errors import CorruptFileError, Learn2HashError
-from learn2hash.features import BackboneExtractor, visual_features
+from learn2hash.features import BackboneExtractor, files_sha256, visual_features
 from learn2hash.methods.base import Hasher, as_items
 from learn2hash.methods.validation import Dict, Interval, ListOf, String
 from learn2hash.nn import HashHead, HashModel, create_backbone
@@ -214,15 +215,26 @@ class DeepHasher(Hasher):
         self.input_shape_ = shape
         train_split = split
         if self.frozen_features:
-            if images.image_paths(split.x) is not None:
-                raise Learn2HashError(
-                    "frozen_features=True computes the backbone's features of an item array; training items given "
-                    "as image files are not supported in this mode yet (fine-tune with freeze='all' instead)")
             device = resolve_device(self.device)
             model.to(device)
             extractor = BackboneExtractor(model.backbone, device, batch_size=min(256, int(self.encode_batch_size)))
+            files = {}
+            paths = images.image_paths(split.x)
+            if paths is not None:  # decoded by the pipeline's encode transform, keyed by the files as they are
+                geom = images.geometry(model.backbone.input_spec, shape)
+                policy = "blank" if self.on_bad_image == "skip" else self.on_bad_image
+
+                def compute() -> np.ndarray:
+                    out, _, skipped = encode_items(
+                        model, split.x, int(self.encode_batch_size), device, "features", workers=self.workers,
+                        on_bad_image=policy, item_shape=shape, progress=bool(self._fit_options.get("progress")))
+                    for _, path, message in skipped:
+                        log.warning("%s; its features are a blank image's (on_bad_image='skip')", message)
+                    return out.numpy()
+
+                files = {"data_sha256": files_sha256(paths, dataclasses.asdict(geom)), "compute": compute}
             z = visual_features(split.x, extractor, progress=self._fit_options.get("progress"),
-                                description=f"{model.backbone.registered_name} features")
+                                description=f"{model.backbone.registered_name} features", **files)
             train_split = dataclasses.replace(split, x=z, kind="features", views={})
             # the head trains on the cached features; it is the same module as model.head
             self.model_ = HashModel(torch.nn.Identity(), model.head)
