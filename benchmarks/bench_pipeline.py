@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from learn2hash import _atomic, datasets, images
 from learn2hash.datasets.files import LazyImages
 from learn2hash.nn import HashHead, HashModel, create_backbone
+from learn2hash.nn._torchvision import import_torchvision
 from learn2hash.train import ItemDataset, TrainConfig, encode_items, make_loader, train, unpack_batch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,40 +97,6 @@ def make_photos(root: Path, n: int = N_IMAGES, processes: int = 2) -> Path:
     _atomic.save_json(manifest, {"n": n, "size": [WIDTH, HEIGHT], "source": "fashion-mnist standard database+query",
                                  "jpeg_quality": 90})
     return root
-
-
-# ----------------------------------------------------------------------------- torchvision
-def import_torchvision():
-    try:
-        from learn2hash.nn._torchvision import import_torchvision as imp  # on the backbones branch
-
-        return imp()
-    except ImportError:
-        pass
-    try:
-        import torchvision
-
-        return torchvision
-    except RuntimeError as exc:  # CUDA torchvision beside CPU torch: skip its fake-kernel registrations
-        if "torchvision::" not in str(exc):
-            raise
-    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-        del sys.modules[name]
-    import torch.library
-
-    original = torch.library.register_fake
-
-    def register_fake(op, func=None, /, *args, **kwargs):
-        if isinstance(op, str) and op.startswith("torchvision::"):
-            return func if func is not None else (lambda fn: fn)
-        return original(op, func, *args, **kwargs)
-
-    torch.library.register_fake = register_fake
-    try:
-        import torchvision
-    finally:
-        torch.library.register_fake = original
-    return torchvision
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -302,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     root = make_photos(args.data, args.images)
-    tv = import_torchvision()
+    tv = import_torchvision()  # the CUDA torchvision build beside a CPU torch needs this
     folder = tv.datasets.ImageFolder(str(root))
     all_files = [Path(s[0]) for s in folder.samples]
     all_labels = np.asarray(folder.targets)

@@ -27,7 +27,6 @@ files (two saves in between may remove them) reads the new manifest and starts a
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -104,17 +103,13 @@ def writer_lock(folder: str | os.PathLike) -> Iterator[None]:
         finally:
             held[key] -= 1
         return
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # one open file description each: threads exclude each other too
+    # one open file description per holder (file_lock opens the file anew): threads exclude each other too
+    with _atomic.file_lock(folder / LOCK):
         held[key] = 1
         try:
             yield
         finally:
             held.pop(key, None)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 def _checksum(manifest: dict) -> str:
@@ -127,16 +122,7 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     path = Path(folder) / MANIFEST
     if not path.exists():
         raise Learn2HashError(f"{folder} is not a saved Hamming index: it has no {MANIFEST}")
-    try:
-        manifest = _atomic.load_json(path)
-    except (ValueError, OSError) as exc:
-        raise CorruptFileError(f"index manifest {path} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CorruptFileError(f"{path} is not a learn2hash Hamming index manifest")
-    if manifest.get("version") != VERSION:
-        raise CorruptFileError(
-            f"{path} has format version {manifest.get('version')!r}; this learn2hash reads version {VERSION}"
-        )
+    manifest = _atomic.load_json(path, "Hamming index manifest", format=FORMAT, versions=(VERSION,))
     if manifest.get("checksum") != _checksum(manifest):
         raise CorruptFileError(f"index manifest {path} does not match its own checksum (edited or damaged)")
     return manifest
