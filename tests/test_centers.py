@@ -35,7 +35,51 @@ def test_hadamard_centers_are_exactly_k_over_2_apart(m, k):
     d = _pairwise(c.codes)
     assert np.all(d == k // 2)
     assert c.min_distance == k // 2 and c.mean_distance == k / 2
-    assert np.array_equal(c.signs(), sylvester_hadamard(k)[:m])
+    # Alg. 1's rows, the ones listed in `negated` negated as whole centers
+    signs = sylvester_hadamard(k)[:m].copy()
+    signs[list(c.negated)] *= -1
+    assert np.array_equal(c.signs(), signs)
+    assert np.array_equal(hash_centers(m, k, balance=False).signs(), sylvester_hadamard(k)[:m])
+
+
+@pytest.mark.parametrize("m,k", [(10, 64), (10, 16), (10, 32), (4, 4), (5, 8), (16, 16), (20, 32), (64, 64),
+                                 (100, 128)])
+@pytest.mark.parametrize("seed", [0, 7])
+def test_balanced_hadamard_centers_have_no_constant_bit_and_the_same_distances(m, k, seed):
+    plain = hash_centers(m, k, balance=False)
+    c = hash_centers(m, k, seed=seed)
+    bits = c.codes.to_bits()
+    ones = bits.sum(axis=0)
+    assert np.all((ones > 0) & (ones < m))  # every bit differs between some two centers
+    assert c.constant_bits == 0 and np.allclose(c.bit_balance, ones / m)
+    if (m, k) == (10, 64):  # Alg. 1's first 10 rows of H_64 agree on columns 0, 16, 32, 48
+        assert plain.constant_bits == 4
+        assert sorted(np.flatnonzero(plain.bit_balance == 1.0)) == [0, 16, 32, 48]
+    # the whole distance matrix is unchanged, pair by pair (brute force)
+    assert np.array_equal(hamming_distances(c.codes, c.codes), hamming_distances(plain.codes, plain.codes))
+    assert (c.min_distance, c.mean_distance) == (plain.min_distance, plain.mean_distance)
+    # deterministic for the seed; another seed negates other centers
+    again = hash_centers(m, k, seed=seed)
+    assert again.codes == c.codes and again.negated == c.negated
+    assert hash_centers(m, k, seed=seed + 1).negated != c.negated
+
+
+def test_two_or_three_hadamard_centers_cannot_lose_their_constant_bits():
+    # two centers K/2 apart agree on K/2 bits and three on K/4, whatever their signs: left as Alg. 1 gives them
+    for m, k, constant in [(2, 8, 4), (3, 8, 2), (3, 64, 16)]:
+        c = hash_centers(m, k, seed=5)
+        assert c.negated == () and c.constant_bits == constant
+        assert np.array_equal(c.signs(), sylvester_hadamard(k)[:m])
+
+
+def test_bit_balance_by_hand():
+    codes = Codes.from_bits(np.array([[1, 0, 1, 1], [1, 1, 0, 1], [1, 0, 0, 0]], bool))
+    c = HashCenters(codes, "hadamard", 2, 8 / 3)
+    assert c.bit_balance.tolist() == pytest.approx([1.0, 1 / 3, 1 / 3, 2 / 3])
+    assert c.constant_bits == 1
+    # hadamard2 rows hold a row and its negation: no constant bit, nothing negated
+    h2 = hash_centers(100, 64)
+    assert h2.method == "hadamard2" and h2.negated == () and h2.constant_bits == 0
 
 
 @pytest.mark.parametrize("m,k", [(17, 16), (32, 16), (100, 64)])

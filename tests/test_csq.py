@@ -129,6 +129,31 @@ def test_save_load_round_trip_gives_identical_codes(digits, fitted, tmp_path):
     assert np.array_equal(loaded.transform(digits.query.x[:5]), fitted.transform(digits.query.x[:5]))
 
 
+def test_fitted_centers_are_balanced_and_loading_keeps_the_saved_ones(digits, fitted, tmp_path):
+    c = fitted.centers_
+    assert c.constant_bits == 0 and c.negated  # 10 rows of H_16 agree on column 0 unless some are negated
+    assert c.codes == hash_centers(10, 16, seed=fitted.seed).codes
+    # a hasher saved with other centers (Alg. 1's rows as they are, as saved before balancing existed,
+    # without the `negated` entry) loads those centers, not freshly generated ones
+    old = hash_centers(10, 16, balance=False)
+    fitted.save(tmp_path / "h")
+    meta = json.loads((tmp_path / "h" / "hasher.json").read_text())
+    del meta["state"]["centers"]["negated"]
+    (tmp_path / "h" / "hasher.json").write_text(json.dumps(meta))
+    original = fitted.centers_
+    try:
+        fitted.centers_ = old
+        fitted.save(tmp_path / "old")
+    finally:
+        fitted.centers_ = original
+    meta_old = json.loads((tmp_path / "old" / "hasher.json").read_text())
+    del meta_old["state"]["centers"]["negated"]
+    (tmp_path / "old" / "hasher.json").write_text(json.dumps(meta_old))
+    loaded = Hasher.load(tmp_path / "old")
+    assert loaded.centers_.codes == old.codes and loaded.centers_.constant_bits == 1 and loaded.centers_.negated == ()
+    assert Hasher.load(tmp_path / "h").centers_.codes == c.codes
+
+
 def test_a_saved_hasher_of_another_bit_length_is_refused(fitted, tmp_path):
     fitted.save(tmp_path / "h")
     meta = json.loads((tmp_path / "h" / "hasher.json").read_text())

@@ -13,6 +13,19 @@ them as the paper's Alg. 1 does:
   than d in expectation: C(m, 2) * P[Binomial(K, 1/2) < d] <= 1. A bound that cannot be met is
   a clear error.
 
+Balanced Hadamard centers (``balance=True``, the default). The first m Sylvester rows agree on some
+bit positions: with 10 rows of H_64, on 4 of them (columns 0, 16, 32, 48), bits that then say
+nothing about the class. Negating bit positions across all centers cannot help (a constant column
+stays constant), but negating whole centers can: when every pairwise distance is K/2 (the
+``"hadamard"`` branch), center -c_i is at distance K - K/2 = K/2 from every other center, so any
+seeded choice of centers to negate keeps every pairwise distance exactly. A column whose pattern over
+the centers is p becomes constant after negating by signs s exactly when p = +-s, so the seeded
+draw of s avoids the +-patterns of all columns; this is possible unless m is 2 or 3 (two centers
+K/2 apart agree on K/2 bits, three on K/4, whatever their signs), where the rows stay as they are.
+The ``"hadamard2"`` rows hold a row and its negation, so no bit is constant there; they and the
+Bernoulli centers are left as drawn. ``HashCenters.bit_balance`` (the fraction of ones per bit) and
+``constant_bits`` report the result.
+
 Centers are returned as :class:`HashCenters`: the codes as :class:`~learn2hash.codes.Codes`
 (bit 1 <=> +1, the paper's {0, 1} centers map the same way), ``signs()`` as +-1, and the exact
 minimum and mean pairwise Hamming distance. The minimum is found without an m x m matrix:
@@ -57,10 +70,24 @@ class HashCenters:
     min_distance: int | None
     mean_distance: float | None
     bound: int | None = None
+    #: the centers negated (as whole codes) after Alg. 1 to leave no bit constant (see the module docstring)
+    negated: tuple[int, ...] = ()
 
     @property
     def n(self) -> int:
         return len(self.codes)
+
+    @property
+    def bit_balance(self) -> np.ndarray:
+        """``float64[K]``: the fraction of the centers whose bit k is 1."""
+        return self.codes.to_bits().mean(axis=0, dtype=np.float64)
+
+    @property
+    def constant_bits(self) -> int:
+        """How many bit positions have the same value in every center (0 or 1 of the balance);
+        such a bit does not tell classes apart."""
+        b = self.bit_balance
+        return int(np.count_nonzero((b == 0.0) | (b == 1.0))) if self.n > 1 else self.bits
 
     @property
     def bits(self) -> int:
@@ -74,7 +101,7 @@ class HashCenters:
         bound = f", bound {self.bound}" if self.bound is not None else ""
         mean = "n/a" if self.mean_distance is None else f"{self.mean_distance:.3f}"
         return (f"{self.n} hash centers of {self.bits} bits ({self.method}{bound}): "
-                f"min pairwise distance {self.min_distance}, mean {mean}")
+                f"min pairwise distance {self.min_distance}, mean {mean}; {self.constant_bits} constant bits")
 
 
 def sylvester_hadamard(k: int) -> np.ndarray:
@@ -102,11 +129,13 @@ def default_bound(m: int, bits: int) -> int:
 
 
 def hash_centers(n_classes: int, bits: int, method: str = "auto", seed: int = 0,
-                 min_distance: int | None = None) -> HashCenters:
+                 min_distance: int | None = None, balance: bool = True) -> HashCenters:
     """``n_classes`` hash centers of ``bits`` bits by Alg. 1 (see the module docstring).
 
     ``method``: ``"auto"`` (Alg. 1's choice), ``"hadamard"``, ``"hadamard2"`` or ``"bernoulli"``.
     ``min_distance``: the Bernoulli branch's bound (default :func:`default_bound`).
+    ``balance``: negate a seeded choice of the ``"hadamard"`` centers so that no bit is constant
+    across them (every pairwise distance unchanged); ``False`` gives Alg. 1's rows as they are.
     """
     m, k = _check_count(n_classes, "n_classes"), _check_count(bits, "bits")
     if method not in METHODS:
@@ -123,14 +152,34 @@ def hash_centers(n_classes: int, bits: int, method: str = "auto", seed: int = 0,
         if min_distance is not None:
             raise Learn2HashError("min_distance applies to the 'bernoulli' method only")
         h = sylvester_hadamard(k)
-        rows = h if method == "hadamard" else np.concatenate([h, -h])
-        codes = Codes.from_signs(rows[:m])
+        rows = (h if method == "hadamard" else np.concatenate([h, -h]))[:m]
+        negated: tuple[int, ...] = ()
+        if balance and method == "hadamard":
+            rows, negated = _balance_rows(rows, np.random.default_rng([int(seed), 2]))
+        codes = Codes.from_signs(rows)
         bound = None
     else:
         bound = default_bound(m, k) if min_distance is None else _check_bound(min_distance, k)
         codes = _bernoulli_centers(m, k, bound, np.random.default_rng(seed))
+        negated = ()
     mn, mean = distance_stats(codes, known_min=bound)
-    return HashCenters(codes, method, mn, mean, bound)
+    return HashCenters(codes, method, mn, mean, bound, negated)
+
+
+def _balance_rows(rows: np.ndarray, rng: np.random.Generator, tries: int = 256) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Negate a seeded choice of the +-1 ``rows`` (all pairwise K/2 apart) so that no column is
+    constant: signs ``s`` drawn at random until no column pattern equals ``+-s``. Returns the rows
+    unchanged when no draw of ``tries`` succeeds (2 or 3 rows: impossible, see the module docstring)."""
+    m = rows.shape[0]
+    if m < 4:
+        return rows, ()
+    # column j's pattern over the rows, up to sign (its first entry made +1)
+    cols = rows.T.astype(np.int64) * rows[0].astype(np.int64)[:, None]
+    for _ in range(tries):
+        s = rng.choice(np.array([-1, 1], dtype=np.int64), size=m)
+        if not (cols == (s * s[0])[None, :]).all(axis=1).any():
+            return rows * s[:, None].astype(rows.dtype), tuple(int(i) for i in np.flatnonzero(s < 0))
+    return rows, ()
 
 
 def centroid_centers(labels: Any, centers: HashCenters | Codes, seed: int = 0) -> Codes:

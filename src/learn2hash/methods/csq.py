@@ -123,7 +123,8 @@ class CSQ(DeepHasher):
         state, arrays = super()._get_state()
         c = self.centers_
         state["centers"] = {"method": c.method, "bits": c.bits, "min_distance": c.min_distance,
-                            "mean_distance": c.mean_distance, "bound": c.bound}
+                            "mean_distance": c.mean_distance, "bound": c.bound,
+                            "negated": list(c.negated)}
         arrays["centers"] = c.codes.packed
         return state, arrays
 
@@ -135,7 +136,8 @@ class CSQ(DeepHasher):
             raise Learn2HashError(f"saved csq hasher in {folder}: centers have {meta['bits']} bits, "
                                   f"the hasher {self.bits}")
         self.centers_ = HashCenters(Codes.from_packed(arrays["centers"], int(meta["bits"])), meta["method"],
-                                    meta["min_distance"], meta["mean_distance"], meta["bound"])
+                                    meta["min_distance"], meta["mean_distance"], meta["bound"],
+                                    tuple(int(i) for i in meta.get("negated", ())))
         super()._set_state(state, arrays, folder)
 
 
