@@ -154,6 +154,30 @@ def test_fitted_centers_are_balanced_and_loading_keeps_the_saved_ones(digits, fi
     assert Hasher.load(tmp_path / "h").centers_.codes == c.codes
 
 
+def test_defaults_train_digits_without_flips_and_record_what_ran(digits, tmp_path, monkeypatch):
+    from learn2hash import train as train_module
+    from learn2hash.runs import train_run
+
+    seen = []
+    real = train_module._augment.augment
+    monkeypatch.setattr(train_module._augment, "augment", lambda x, ops: seen.append(list(ops)) or real(x, ops))
+    params = {k: v for k, v in SMALL.items() if k != "augment"} | {"epochs": 1}
+    h = create("csq", bits=16, **params)
+    assert h.augment == "auto" and h.resolved_params(digits.train) == {"augment": "shift:2"}
+    assert h.train_config(digits.train).augment == "shift:2"
+    run = train_run("csq", "digits", 16, tmp_path / "run", params=params, progress=False)
+    # the batches were shifted, never flipped
+    assert seen and all(ops == [("shift", 2)] for ops in seen)
+    config = json.loads((run.folder / "config.json").read_text())
+    assert config["params"]["augment"] == "auto" and config["resolved"] == {"augment": "shift:2"}
+    saved = json.loads((run.folder / "hasher" / "hasher.json").read_text())
+    assert saved["state"]["augment"] == "shift:2"
+    assert Hasher.load(run.folder / "hasher").augment_ == "shift:2"
+    # an explicit value is what runs, and frozen features are never augmented under "auto"
+    assert create("csq", augment="flip").resolved_params(digits.train) == {"augment": "flip"}
+    assert create("csq", frozen_features=True).resolved_params(digits.train) == {"augment": "none"}
+
+
 def test_a_saved_hasher_of_another_bit_length_is_refused(fitted, tmp_path):
     fitted.save(tmp_path / "h")
     meta = json.loads((tmp_path / "h" / "hasher.json").read_text())

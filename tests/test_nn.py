@@ -116,6 +116,33 @@ def test_erase_zeroes_one_square_or_nothing():
     assert torch.all((y == 0) | (y == 1))
 
 
+def test_auto_augment_follows_the_datasets_registration():
+    from learn2hash.datasets import registry
+    from learn2hash.datasets.base import Split
+
+    labels = np.arange(4) % 2
+
+    def split(dataset="", kind="image", shape=(4, 1, 8, 8)):
+        return Split(x=np.zeros(shape, np.uint8), labels=labels, kind=kind, dataset=dataset)
+
+    # clothes and photographs: flips keep the label; digits: a flipped digit is another symbol
+    assert augment.resolve("auto", split("fashion-mnist")) == "flip,shift:2"
+    assert augment.resolve("auto", split("cifar10")) == "flip,shift:2"
+    assert augment.resolve("auto", split("fashion-mnist-multilabel")) == "flip,shift:2"
+    assert augment.resolve("auto", split("digits")) == "shift:2"
+    for name in ("coco", "nus-wide-21", "imagenet-100", "voc2012", "mirflickr-25k"):
+        assert registry.info(name).label_preserving == ("flip",), name
+    for name in ("digits", "moving-fashion", "npz", "image-folder", "image-list", "ucf101"):
+        assert "flip" not in registry.info(name).label_preserving, name
+    # arrays of unknown origin: only what keeps any label; clips and vectors are never augmented
+    assert augment.resolve("auto", split()) == "shift:2" and augment.resolve("auto") == "shift:2"
+    assert augment.resolve("auto", split("fashion-mnist", kind="clip", shape=(4, 3, 1, 8, 8))) == "none"
+    assert augment.resolve("auto", split(kind="features", shape=(4, 16))) == "none"
+    # anything else is taken as given
+    assert augment.resolve("flip", split("digits")) == "flip" and augment.resolve("none", split("cifar10")) == "none"
+    assert [op for op, _ in augment.parse(augment.resolve("auto", split("fashion-mnist")))] == ["flip", "shift"]
+
+
 def test_augment_leaves_non_image_batches_alone():
     x = torch.rand(4, 10)
     assert augment.augment(x, augment.parse("flip,shift")) is x

@@ -63,7 +63,7 @@ def _is_main_process() -> bool:
 #: what config.json must hold (train and stream write it; read by :func:`read_config`)
 CONFIG_FIELDS = {"method": str, "bits": int, "params": dict, "dataset": str, "protocol": str, "seed": int,
                  "data_params": dict}
-CONFIG_OPTIONAL = {"sizes": dict, "versions": dict, "stream": dict}
+CONFIG_OPTIONAL = {"sizes": dict, "versions": dict, "stream": dict, "resolved": dict}
 #: what metrics.json must hold (Run.evaluate writes it)
 METRICS_FIELDS = {"map@all": float, "precision_at_radius2": float, "recall_at_radius2": float, "n_query": int,
                   "n_database": int, "ties": str}
@@ -280,6 +280,9 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
         "data_params": {k: (str(v) if isinstance(v, Path) else v) for k, v in data_params.items()},
         "sizes": {k: len(s) for k, s in ds.splits.items()}, "versions": package_versions(),
     }
+    resolved = hasher.resolved_params(ds.train)  # what "auto" parameters stand for on this data
+    if resolved:
+        config["resolved"] = resolved
     with _writer_lock(out):
         cfg_path = out / "config.json"
         if cfg_path.exists() and not overwrite:

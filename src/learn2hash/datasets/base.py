@@ -69,6 +69,9 @@ class Split:
     source: str = ""
     indices: np.ndarray | None = None
     views: dict[str, Any] = field(default_factory=dict)
+    #: the registered dataset the split was loaded from (set by ``datasets.load``); "" for arrays of
+    #: unknown origin. ``augment="auto"`` reads its registration (see :func:`learn2hash.nn.augment.resolve`)
+    dataset: str = ""
 
     def __post_init__(self) -> None:
         self.labels = as_multihot(self.labels, what=f"{self.name or 'split'} labels")
@@ -104,6 +107,7 @@ class Split:
             source=self.source,
             indices=None if self.indices is None else self.indices[idx],
             views={k: v[idx] for k, v in self.views.items()},
+            dataset=self.dataset,
         )
 
     def __repr__(self) -> str:

@@ -109,6 +109,7 @@ for _b in BENCHMARKS:
     register(DatasetInfo(
         name=_b.name,
         description=_b.description,
+    label_preserving=("flip",),  # photographs and clothes stay what they are when mirrored
         protocols=("standard",),
         builder=_builder(_b),
         present=(lambda b=_b: _lists_present(dataset_folder(b.name))),

@@ -232,6 +232,7 @@ def build(protocol: str, seed: int, indices=None, path: Any = None, query_per_cl
 
 register(DatasetInfo(
     name=NAME,
+    label_preserving=("flip",),  # photographs and clothes stay what they are when mirrored
     description="CIFAR-10, 60,000 colour 32x32 images in 10 classes (binary or python batches)",
     protocols=tuple(PROTOCOLS),
     builder=build,

@@ -167,6 +167,7 @@ def build(protocol: str, seed: int, indices=None) -> Dataset:
 
 register(DatasetInfo(
     name="fashion-mnist",
+    label_preserving=("flip",),  # photographs and clothes stay what they are when mirrored
     description="Fashion-MNIST, 70,000 grayscale 28x28 clothing images in 10 classes",
     protocols=("standard", "full"),
     builder=build,

@@ -85,6 +85,7 @@ def build(protocol: str, seed: int, indices=None, query_size: Any = None, train_
 
 register(DatasetInfo(
     name=NAME,
+    label_preserving=("flip",),  # photographs and clothes stay what they are when mirrored
     description="56x56 canvases of 2x2 cells holding 1-3 Fashion-MNIST items; multi-hot labels (mAP@5000)",
     protocols=("standard",),
     builder=build,

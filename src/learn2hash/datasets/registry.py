@@ -35,6 +35,11 @@ class DatasetInfo:
     published: str = ""
     #: the file layout the loader expects in its folder, for ``learn2hash datasets`` and errors
     layout: str = ""
+    #: augmentations (:mod:`learn2hash.nn.augment` ops) that keep this dataset's labels besides the
+    #: small shifts that keep any image's: ``("flip",)`` for clothes and photographs; ``()`` for
+    #: digits, text, clips and users' own files (a flipped digit or letter is another symbol).
+    #: ``augment="auto"`` of the deep methods trains with these plus ``shift:2``
+    label_preserving: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, DatasetInfo] = {}
@@ -148,6 +153,8 @@ def load(name: str, protocol: str | None = None, seed: int = 0, splits: str | os
     ds = d.builder(protocol=protocol, seed=int(seed), indices=indices, **params)
     # What the builder recorded (resolved paths, effective sizes) wins over the values as given.
     ds.params = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}, **ds.params}
+    for split in ds.splits.values():
+        split.dataset = name
     return ds
 
 

@@ -220,6 +220,11 @@ class Hasher(abc.ABC):
                                    f"{codes.bits}-bit codes (a damaged or edited hasher.json?)")
         return codes
 
+    def resolved_params(self, split: Split | None = None) -> dict[str, Any]:
+        """Parameters given as ``"auto"`` whose value depends on the training data, as they resolve
+        for ``split`` (recorded in a run's ``config.json``); none by default."""
+        return {}
+
     @abc.abstractmethod
     def _fit(self, split: Split) -> None:
         """Learn from ``split`` (labels already checked)."""

@@ -47,13 +47,14 @@ MULTILABEL = ("centroid", "random")
 
 #: defaults of the shared deep-hashing parameters for CSQ (tuned on Fashion-MNIST, see RESULTS.md).
 #: Without augmentation the small network fits the 5,000 training images almost exactly (center
-#: loss 0.005 after 30 epochs) and retrieval suffers; flips and 2-pixel shifts are label-preserving
-#: for photos and clothes. For digits or text pass ``augment="shift:2"`` (or ``"none"``): a flipped
-#: digit is another symbol. Augmentation applies to image batches only (clips and feature vectors
-#: are left as they are).
+#: loss 0.005 after 30 epochs) and retrieval suffers. ``augment="auto"`` follows the data
+#: (:func:`learn2hash.nn.augment.resolve`): flips and 2-pixel shifts for the datasets registered as
+#: clothes or photographs (Fashion-MNIST trains with ``"flip,shift:2"``, as tuned), shifts alone for
+#: digits (a flipped digit is another symbol) and for arrays of unknown origin, nothing for clips
+#: and feature vectors. What it resolved to is saved with the hasher (``augment_``).
 DEFAULTS: dict[str, Any] = dict(
     epochs=30, batch_size=64, lr=2e-3, weight_decay=5e-4, optimizer="adamw", schedule="cosine", warmup_epochs=1.0,
-    augment="flip,shift:2",
+    augment="auto",
 )
 
 

@@ -79,6 +79,7 @@ from learn2hash.features import BackboneExtractor, files_sha256, visual_features
 from learn2hash.methods.base import Hasher, as_items
 from learn2hash.methods.validation import Dict, Interval, ListOf, String
 from learn2hash.nn import HashHead, HashModel, create_backbone
+from learn2hash.nn import augment as _augment
 from learn2hash.nn.registry import plain_options
 from learn2hash.train import Batch, TrainConfig, encode_items, resolve_device, train
 
@@ -155,11 +156,24 @@ class DeepHasher(Hasher):
         """Restore what :meth:`extra_state` returned, when resuming."""
 
     # ------------------------------------------------------------------ building blocks
-    def train_config(self) -> TrainConfig:
-        """The training-loop settings these hyper-parameters stand for (validated)."""
+    def resolved_augment(self, split: Split | None = None) -> str:
+        """The augmentation ``augment`` stands for when training on ``split`` (``"auto"`` resolved by
+        :func:`learn2hash.nn.augment.resolve`; ``"none"`` with ``frozen_features``, whose fixed
+        features cannot be augmented)."""
+        if self.frozen_features is True and str(self.augment).strip().lower() == _augment.AUTO:
+            return "none"
+        return _augment.resolve(self.augment, split)
+
+    def resolved_params(self, split: Split | None = None) -> dict[str, Any]:
+        """The parameters whose value depends on the training data, as they resolve for ``split``."""
+        return {"augment": self.resolved_augment(split)}
+
+    def train_config(self, split: Split | None = None) -> TrainConfig:
+        """The training-loop settings these hyper-parameters stand for on ``split`` (validated)."""
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                            optimizer=self.optimizer, momentum=self.momentum, schedule=self.schedule,
-                           warmup_epochs=self.warmup_epochs, augment=self.augment, grad_clip=self.grad_clip,
+                           warmup_epochs=self.warmup_epochs, augment=self.resolved_augment(split),
+                           grad_clip=self.grad_clip,
                            backbone_lr_mult=self.backbone_lr_mult, seed=self.seed, device=self.device,
                            workers=self.workers, amp=self.amp, on_bad_image=self.on_bad_image).validate()
 
@@ -201,7 +215,8 @@ class DeepHasher(Hasher):
             del self._fit_options
 
     def _fit(self, split: Split) -> None:
-        config = self.train_config()
+        config = self.train_config(split)
+        self.augment_ = config.augment  # what ran, saved with the hasher
         if not isinstance(self.frozen_features, (bool, np.bool_)):
             raise Learn2HashError(f"frozen_features must be true or false, got {self.frozen_features!r}")
         if self.frozen_features and config.augment != "none":
@@ -339,6 +354,7 @@ class DeepHasher(Hasher):
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         backbone = self.model_.backbone
         return ({"input_shape": list(self.input_shape_), "history": getattr(self, "history_", []),
+                 "augment": getattr(self, "augment_", self.augment),
                  "backbone": {"name": backbone.registered_name, "options": backbone.resolved_options()}}, {})
 
     def _extra_files(self) -> dict[str, bytes]:
@@ -356,6 +372,7 @@ class DeepHasher(Hasher):
             raise CorruptFileError(f"{path} does not match the checksum recorded in {folder / 'hasher.json'}")
         self.input_shape_ = tuple(int(s) for s in state["input_shape"])
         self.history_ = state.get("history", [])
+        self.augment_ = str(state.get("augment", self.augment))
         recorded = state.get("backbone")
         if recorded is not None:
             given = self.backbone_options or {}

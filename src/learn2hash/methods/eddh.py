@@ -94,10 +94,11 @@ BLOCK_ENTRIES = 1 << 22
 #: Ŝ is kept in memory (float32) when it has at most this many entries, else recomputed per batch
 DENSE_ENTRIES = 1 << 25
 
-#: defaults of the shared deep-hashing parameters (the training setup CSQ uses on Fashion-MNIST)
+#: defaults of the shared deep-hashing parameters (the training setup CSQ uses on Fashion-MNIST;
+#: ``augment="auto"`` as CSQ's: flips only where the dataset's registration says they keep labels)
 DEFAULTS: dict[str, Any] = dict(
     epochs=30, batch_size=64, lr=2e-3, weight_decay=5e-4, optimizer="adamw", schedule="cosine", warmup_epochs=1.0,
-    augment="flip,shift:2",
+    augment="auto",
 )
 
 
@@ -239,7 +240,7 @@ class EDDH(DeepHasher):
     (``"auto"``: EfficientNet-Lite0 for images, the items themselves for feature vectors;
     ``"efficientnet-lite0"``, ``"flatten"``). ``visual_image_size``: input side for the pretrained
     network (default 224, or 96 for images under 112 pixels). Other parameters: :class:`DeepHasher`
-    (defaults as CSQ's: 30 epochs of AdamW, lr 2e-3, cosine schedule, flip + shift augmentation).
+    (defaults as CSQ's: 30 epochs of AdamW, lr 2e-3, cosine schedule, ``augment="auto"``: flip + shift on clothes and photographs, shift alone on digits).
     """
 
     name = "eddh"

@@ -8,17 +8,42 @@ A spec is a comma-separated list of:
 - ``erase`` or ``erase:S``: zero one random square of side S (default a quarter of the image side)
   with probability 1/2 (cutout).
 
-``"none"`` (or an empty string) is no augmentation. Randomness comes from the global torch
+``"none"`` (or an empty string) is no augmentation. ``"auto"`` is resolved from what the training data
+is before training (:func:`resolve`): the augmentations its dataset's registration declares
+label-preserving (``DatasetInfo.label_preserving``: flips for clothes and photographs, nothing for
+digits or text) plus ``shift:2``, which keeps the label of any image; arrays of unknown origin get
+``shift:2`` alone; clips and feature vectors, which are never augmented, ``"none"``. Randomness comes from the global torch
 generator, whose state the training checkpoints carry, so resumed runs draw the same numbers.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
 from learn2hash.errors import Learn2HashError
 
 OPS = ("flip", "shift", "erase")
+AUTO = "auto"
+#: what ``"auto"`` gives any image: shifts of two pixels keep every label
+ANY_IMAGE = "shift:2"
+
+
+def resolve(spec: str | None, split: Any = None) -> str:
+    """The augmentation ``spec`` stands for when training on ``split`` (a :class:`~learn2hash.datasets.base.Split`):
+    ``spec`` itself unless it is ``"auto"`` (see the module docstring)."""
+    if spec is None or str(spec).strip().lower() != AUTO:
+        return "none" if spec is None else str(spec)
+    if split is not None and getattr(split, "kind", "image") in ("clip", "features"):
+        return "none"
+    declared: tuple[str, ...] = ()
+    name = getattr(split, "dataset", "") if split is not None else ""
+    if name:
+        from learn2hash.datasets import registry
+
+        declared = tuple(registry.info(name).label_preserving)
+    return ",".join([*declared, ANY_IMAGE])
 
 
 def parse(spec: str | None) -> list[tuple[str, int | None]]:
