@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -111,59 +110,12 @@ def _load_chunk(folder: Path, entry: dict[str, Any]) -> Codes:
 
 
 # --------------------------------------------------------------------------- the stream
-class _Folder:
-    """The files of one stream run folder."""
-
-    def __init__(self, out: Path):
-        self.out = out
-        self.db = out / "codes" / "database"
-
-    def chunk_file(self, round_: int) -> str:
-        return f"chunk-{round_:05d}.npy"
-
-    def save_hasher(self, hasher: Any) -> None:
-        """Replace ``hasher/`` so that a crash at any point leaves a complete copy behind."""
-        new, cur, old = self.out / "hasher.new", self.out / "hasher", self.out / "hasher.old"
-        shutil.rmtree(new, ignore_errors=True)
-        hasher.save(new)
-        shutil.rmtree(old, ignore_errors=True)
-        if cur.exists():
-            os.replace(cur, old)
-        os.replace(new, cur)
-        _atomic.fsync_dir(self.out)
-
-    def drop_old_hasher(self) -> None:
-        shutil.rmtree(self.out / "hasher.old", ignore_errors=True)
-
-    def load_hasher(self, rounds: int) -> Any:
-        """The saved hasher that has learned exactly ``rounds`` rounds (after a crash: whichever copy has)."""
-        from learn2hash.methods import Hasher
-
-        for name in ("hasher", "hasher.old", "hasher.new"):
-            folder = self.out / name
-            if not (folder / "hasher.json").exists():
-                continue
-            try:
-                hasher = Hasher.load(folder)
-            except Learn2HashError:
-                continue
-            if getattr(hasher, "rounds_", None) == rounds:
-                if name != "hasher":
-                    shutil.rmtree(self.out / "hasher", ignore_errors=True)
-                    os.replace(folder, self.out / "hasher")
-                for other in ("hasher.old", "hasher.new"):
-                    shutil.rmtree(self.out / other, ignore_errors=True)
-                return hasher
-        raise CorruptFileError(f"{self.out}: no saved hasher has learned the {rounds} completed rounds of stream.json")
-
-    def write_manifest(self, bits: int, chunks: list[dict[str, Any]]) -> None:
-        _atomic.save_json(self.db / "manifest.json", {"format": MANIFEST_FORMAT, "bits": bits, "chunks": chunks})
+def _chunk_file(round_: int) -> str:
+    return f"chunk-{round_:05d}.npy"
 
 
-def _jsonable(obj: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+def _write_manifest(db_folder: Path, bits: int, chunks: list[dict[str, Any]]) -> None:
+    _atomic.save_json(db_folder / "manifest.json", {"format": MANIFEST_FORMAT, "bits": bits, "chunks": chunks})
 
 
 def _rows(x: Any, start: int, stop: int) -> np.ndarray:
@@ -192,7 +144,7 @@ def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: 
     """
     from learn2hash import datasets
     from learn2hash.methods import OnlineHasher, create, method_class
-    from learn2hash.runs import RUN_FORMAT, RUN_VERSION, package_versions, read_config
+    from learn2hash.runs.folder import RunFolder, make_config
 
     log = log or (lambda msg: None)
     out = Path(out)
@@ -210,8 +162,7 @@ def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: 
 
     template = create(method, bits=bits, **params)  # parameter errors before anything is written
 
-    cfg_path = out / "config.json"
-    resuming = cfg_path.exists()
+    resuming = (out / "config.json").exists()
     if isinstance(dataset, Dataset):
         ds = dataset
     elif resuming:
@@ -224,22 +175,18 @@ def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: 
         raise Learn2HashError(f"dataset {ds.name!r} has {len(modalities)} modality; a cross-modal stream needs at "
                               "least two (split.views)")
     bounds = chunk_bounds(len(db), int(chunk))
-    config = {
-        "format": RUN_FORMAT, "version": RUN_VERSION, "method": method, "bits": int(bits),
-        "params": template.get_params(), "dataset": ds.name, "protocol": ds.protocol, "seed": int(ds.seed),
-        "data_params": {k: (str(v) if isinstance(v, Path) else v) for k, v in ds.params.items()},
-        "sizes": {k: len(s) for k, s in ds.splits.items()},
-        "stream": {"chunk": int(chunk), "rounds": len(bounds), "mode": "online" if online else "retrain",
-                   "modalities": modalities},
-        "versions": package_versions(),
-    }
+    config = make_config(method=method, bits=bits, params=template.get_params(), dataset=ds.name,
+                         protocol=ds.protocol, seed=ds.seed, data_params=ds.params,
+                         sizes={k: len(s) for k, s in ds.splits.items()},
+                         stream={"chunk": int(chunk), "rounds": len(bounds), "mode": "online" if online else "retrain",
+                                 "modalities": modalities})
+    folder = RunFolder(out)
+    db_folder = out / "codes" / "database"
     if resuming:
-        existing = read_config(cfg_path)
-        diff = [k for k in _CONFIG_KEYS if _jsonable(existing.get(k)) != _jsonable(config[k])]
+        diff = folder.config_differences(config, _CONFIG_KEYS)
         if diff:
             raise Learn2HashError(f"{out} holds a stream with a different configuration ({', '.join(diff)}); "
                                   "choose another --out or repeat the original settings to continue it")
-    folder = _Folder(out)
     state = _load_stream(out) if resuming else None
     records: list[dict[str, Any]] = state["rounds"] if state else []
     done = len(records)
@@ -247,20 +194,21 @@ def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: 
     manifest: list[dict[str, Any]] = []
     if online:
         if done:
-            hasher = folder.load_hasher(done)
-            found = _read_manifest(folder.db)
+            hasher = folder.recover_hasher(lambda h: isinstance(h, OnlineHasher) and h.rounds_ == done,
+                                           f"has learned the {done} completed rounds of stream.json")
+            found = _read_manifest(db_folder)
             manifest = (found or {"chunks": []})["chunks"][:done]
             if len(manifest) != done:
-                raise CorruptFileError(f"{folder.db}: the manifest lists fewer chunks than the {done} completed rounds")
-            on_disk = Codes.concatenate([_load_chunk(folder.db, e) for e in manifest])
+                raise CorruptFileError(f"{db_folder}: the manifest lists fewer chunks than the {done} completed rounds")
+            on_disk = Codes.concatenate([_load_chunk(db_folder, e) for e in manifest])
             if on_disk != hasher.codes_:
                 raise CorruptFileError(f"{out}: the database chunks on disk differ from the saved hasher's codes")
         else:
             hasher = template
     if not resuming:
         out.mkdir(parents=True, exist_ok=True)
-        ds.save_splits(out)
-        _atomic.save_json(cfg_path, config)
+        folder.save_splits(ds)
+        folder.write_config(config)
     stream_info = {"format": STREAM_FORMAT, "version": STREAM_VERSION, "method": method, "bits": int(bits),
                    "mode": config["stream"]["mode"], "chunk": int(chunk), "total_rounds": len(bounds),
                    "directions": [direction_name(a, b) for a, b in directions(modalities)]}
@@ -278,10 +226,10 @@ def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: 
             hasher.partial_fit(chunk_views, db.labels[start:stop])
             train_seconds = time.perf_counter() - t0
             new = hasher.codes_[start:stop]
-            entry_file = folder.chunk_file(t)
-            new.save(folder.db / entry_file)
+            entry_file = _chunk_file(t)
+            new.save(db_folder / entry_file)
             manifest.append({"file": entry_file, "start": start, "n": stop - start,
-                             "sha256": _atomic.sha256_file(folder.db / entry_file)})
+                             "sha256": _atomic.sha256_file(db_folder / entry_file)})
         else:
             seen = _split_rows(db, stop)
             hasher = create(method, bits=bits, **params)
@@ -292,12 +240,12 @@ def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: 
                                   "train_seconds": train_seconds}
         if t + 1 == len(bounds) or (evaluate_every and (t + 1) % evaluate_every == 0):
             record.update(_evaluate_round(hasher, query_views, query.labels, db, stop, modalities, out))
-        folder.save_hasher(hasher)
+        folder.stage_hasher(hasher)
         if online:
-            folder.write_manifest(int(bits), manifest)
+            _write_manifest(db_folder, int(bits), manifest)
         records.append(record)
         _atomic.save_json(out / "stream.json", {**stream_info, "rounds": records})
-        folder.drop_old_hasher()
+        folder.commit_hasher()
         maps = ", ".join(f"{k} {v:.4f}" for k, v in record.get("map", {}).items())
         log(f"round {t + 1}/{len(bounds)}: {stop:,} items, train {train_seconds:.3f} s" + (f", mAP {maps}" if maps else ""))
     plot_stream(records, out / "stream.png", title=f"{method}, {bits} bits, {ds.name} ({config['stream']['mode']})")

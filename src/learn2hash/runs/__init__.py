@@ -14,39 +14,23 @@ A run folder holds everything needed to reproduce and reuse one experiment::
 :func:`train_run` writes one; :class:`Run` opens one. One process writes a run folder at a time
 (``.lock``, taken by :func:`train_run`; a second writer gets a one-line error, readers never wait);
 ``overwrite`` deletes every derived artifact of the old run (:data:`DERIVED`) before the new
-configuration is written. Every JSON file is read through :func:`learn2hash._atomic.load_json`,
+configuration is written. Everything is written through :class:`~learn2hash.runs.folder.RunFolder`
+(also by :func:`learn2hash.stream.run_stream`). Every JSON file is read through :func:`learn2hash._atomic.load_json`,
 so a damaged one is a :class:`~learn2hash.errors.CorruptFileError` that names it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.metadata
 import os
-import platform
-import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-
 from learn2hash import _atomic
 from learn2hash.codes import Codes
 from learn2hash.errors import CorruptFileError, Learn2HashError
-
-RUN_FORMAT = "learn2hash-run"
-RUN_VERSION = 1
-
-
-def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("learn2hash", "numpy", "scipy", "scikit-learn", "torch", "numba"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
+from learn2hash.runs.folder import (CONFIG_FIELDS, CONFIG_OPTIONAL, DERIVED, RUN_FORMAT, RUN_VERSION,  # noqa: F401
+                                    RunFolder, is_main_process, make_config, package_versions, read_config)
 
 
 def default_topk(dataset: str, protocol: str | None = None) -> int | None:
@@ -56,14 +40,6 @@ def default_topk(dataset: str, protocol: str | None = None) -> int | None:
     return registered_topk(dataset, protocol)
 
 
-def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-#: what config.json must hold (train and stream write it; read by :func:`read_config`)
-CONFIG_FIELDS = {"method": str, "bits": int, "params": dict, "dataset": str, "protocol": str, "seed": int,
-                 "data_params": dict}
-CONFIG_OPTIONAL = {"sizes": dict, "versions": dict, "stream": dict, "resolved": dict}
 #: what metrics.json must hold (Run.evaluate writes it)
 METRICS_FIELDS = {"map@all": float, "precision_at_radius2": float, "recall_at_radius2": float, "n_query": int,
                   "n_database": int, "ties": str}
@@ -73,61 +49,14 @@ METRICS_OPTIONAL = {"topk": (int, type(None)), "pr_curve": dict, "precision_at_n
                     "seconds_per_epoch": (float, type(None))}
 #: metrics.json keys that come from training, kept when a run is evaluated again
 TRAINING_METRICS = ("train_seconds", "encode_seconds", "epochs", "seconds_per_epoch", "skipped_images")
-#: everything in a run folder that is derived from its configuration, most derived first: an
-#: overwrite deletes them in this order, so that whatever an interrupted overwrite leaves behind
-#: still agrees with what it was derived from
-DERIVED = ("index", "report", "metrics.json", "stream.png", "stream.json", "codes", "history.json",
-           "skipped_images.json", "hasher", "hasher.new", "hasher.old", "checkpoints")
-
-
-#: what an interrupted write of the run folder's own files leaves: temporaries and renamed-away artifacts
-_LEFTOVERS = re.compile(r"^(\.(config\.json|metrics\.json|history\.json|skipped_images\.json|splits\.json|split_\w+\.npy)\..*\.tmp"
-                        r"|\.deleted-.*)$")
-
-
 def remove_leftovers(folder: str | os.PathLike) -> None:
-    """Delete what an interrupted writer of run folder ``folder`` left (call with the folder's lock held)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return
-    for entry in os.scandir(folder):
-        if _LEFTOVERS.match(entry.name):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                Path(entry.path).unlink(missing_ok=True)
-
-
-def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """A run folder's ``config.json``, checked (a damaged one raises CorruptFileError naming it)."""
-    path = Path(path)
-    config = _atomic.load_json(path, "run configuration", format=RUN_FORMAT, versions=(RUN_VERSION,),
-                               required=CONFIG_FIELDS, optional=CONFIG_OPTIONAL)
-    if config["bits"] < 1:
-        raise CorruptFileError(f"run configuration {path}: 'bits' must be a positive integer, got {config['bits']}")
-    return config
+    """Delete what an interrupted writer of run folder ``folder`` left (see :meth:`RunFolder.remove_leftovers`)."""
+    RunFolder(folder).remove_leftovers()
 
 
 def clear_derived(folder: str | os.PathLike) -> list[str]:
-    """Delete every derived artifact of run folder ``folder`` (see :data:`DERIVED`); returns the names deleted.
-
-    Each one is first renamed out of the way (atomically), so a reader sees it whole or not at all.
-    """
-    folder = Path(folder)
-    removed = []
-    for name in DERIVED:
-        path = folder / name
-        if not path.exists() and not path.is_symlink():
-            continue
-        trash = folder / f".deleted-{name}-{_atomic.version_token()}"
-        os.replace(path, trash)
-        _atomic.fsync_dir(folder)
-        if trash.is_dir() and not trash.is_symlink():
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            trash.unlink(missing_ok=True)
-        removed.append(name)
-    return removed
+    """Delete every derived artifact of run folder ``folder`` (see :meth:`RunFolder.clear_derived`)."""
+    return RunFolder(folder).clear_derived()
 
 
 class Run:
@@ -240,7 +169,7 @@ class Run:
             previous: dict[str, Any] = {}
             if extra is None and (self.folder / "metrics.json").exists():
                 previous = {k: v for k, v in self.metrics().items() if k in TRAINING_METRICS}
-            _atomic.save_json(self.folder / "metrics.json", {**previous, **(extra or {}), **result})
+            RunFolder(self.folder).save_metrics({**previous, **(extra or {}), **result})
         return result
 
 
@@ -248,6 +177,10 @@ def _fit_options(hasher: Any) -> set[str]:
     import inspect
 
     return {p.name for p in inspect.signature(hasher.fit).parameters.values() if p.kind == p.KEYWORD_ONLY}
+
+
+#: what must match for ``train --resume`` to continue a run folder
+_RESUME_KEYS = ("method", "bits", "params", "dataset", "protocol", "seed", "data_params")
 
 
 def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, protocol: str | None = None,
@@ -274,39 +207,30 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
                                   f"argument (--{key}); give it once, as --{key}")
     hasher = create(method, bits=bits, **({"seed": seed} if "seed" in _param_names(method) else {}), **params)
     ds = datasets.load(dataset, protocol=protocol, seed=seed, **data_params)
-    config = {
-        "format": RUN_FORMAT, "version": RUN_VERSION, "method": method, "bits": int(bits),
-        "params": hasher.get_params(), "dataset": dataset, "protocol": ds.protocol, "seed": int(seed),
-        "data_params": {k: (str(v) if isinstance(v, Path) else v) for k, v in data_params.items()},
-        "sizes": {k: len(s) for k, s in ds.splits.items()}, "versions": package_versions(),
-    }
+    config = make_config(method=method, bits=bits, params=hasher.get_params(), dataset=dataset,
+                         protocol=ds.protocol, seed=seed, data_params=data_params,
+                         sizes={k: len(s) for k, s in ds.splits.items()})
     resolved = hasher.resolved_params(ds.train)  # what "auto" parameters stand for on this data
     if resolved:
         config["resolved"] = resolved
-    with _writer_lock(out):
-        cfg_path = out / "config.json"
-        if cfg_path.exists() and not overwrite:
-            existing = read_config(cfg_path)
-            same = {k: existing.get(k) for k in ("method", "bits", "params", "dataset", "protocol", "seed", "data_params")}
-            mine = {k: config[k] for k in same}
+    folder = RunFolder(out)
+    with folder.writer():
+        if folder.has_config() and not overwrite:
             # settings that do not change what is learned (device, workers, amp ...) may differ on resume
-            runtime = set(getattr(hasher, "runtime_params", ()))
-            same["params"] = {k: v for k, v in (same["params"] or {}).items() if k not in runtime}
-            mine["params"] = {k: v for k, v in mine["params"].items() if k not in runtime}
+            diff = folder.config_differences(config, _RESUME_KEYS, getattr(hasher, "runtime_params", ()))
             if not resume:
                 raise Learn2HashError(f"run folder {out} already exists; pass --resume to continue it or choose another --out")
-            if _jsonable(same) != _jsonable(mine):
-                diff = [k for k in same if _jsonable(same[k]) != _jsonable(mine[k])]
+            if diff:
                 raise Learn2HashError(f"cannot resume {out}: it was trained with a different configuration ({', '.join(diff)})")
-        if _is_main_process():
-            remove_leftovers(out)
+        if is_main_process():
+            folder.remove_leftovers()
             if overwrite and out.is_dir():
                 # nothing of the old run may stay beside the new one: metrics, codes, index ...
-                removed = clear_derived(out)
+                removed = folder.clear_derived()
                 if removed:
                     log(f"{out}: removed the previous run's {', '.join(removed)}")
-            _atomic.save_json(cfg_path, config)
-            ds.save_splits(out)
+            folder.write_config(config)
+            folder.save_splits(ds)
         log(ds.summary())
 
         fit_kwargs: dict[str, Any] = {}
@@ -320,17 +244,17 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
         t0 = time.perf_counter()
         hasher.fit(ds.train, **fit_kwargs)
         train_seconds = time.perf_counter() - t0
-        if not _is_main_process():
+        if not is_main_process():
             return None
-        hasher.save(out / "hasher")
+        folder.save_hasher(hasher)
         history = getattr(hasher, "history_", None)
         if history is not None:
-            _atomic.save_json(out / "history.json", history)
+            folder.save_history(history)
 
         skipped = getattr(hasher, "skipped_images_", None)
         if skipped:
-            _atomic.save_json(out / "skipped_images.json", {"count": len(skipped), "images": skipped})
-            log(f"{len(skipped)} unreadable training image(s) skipped, listed in {out / 'skipped_images.json'}")
+            listed = folder.save_skipped_images(skipped)
+            log(f"{len(skipped)} unreadable training image(s) skipped, listed in {listed}")
         run = Run(out)
         run._dataset, run._hasher = ds, hasher
         t0 = time.perf_counter()
@@ -344,29 +268,10 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
         return run
 
 
-@contextlib.contextmanager
-def _writer_lock(out: Path):
-    """Make the main process the only writer of run folder ``out`` while inside (other ranks: no-op)."""
-    if not _is_main_process():
-        yield
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    with _atomic.file_lock(out / ".lock", wait=False,
-                           busy=f"run folder {out} is being written by another process; wait for it or choose "
-                                "another --out"):
-        yield
-
-
 def _param_names(method: str) -> list[str]:
     from learn2hash.methods import method_class
 
     return method_class(method)._param_names()
-
-
-def _jsonable(obj: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
 def summary_row(run: Run) -> dict[str, Any]:
