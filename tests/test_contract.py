@@ -16,7 +16,7 @@ import pytest
 from learn2hash.codes import Codes
 from learn2hash.datasets import Split, load
 from learn2hash.errors import Learn2HashError
-from learn2hash.methods import Hasher, available, create, method_class
+from learn2hash.methods import FitContext, Hasher, available, create, method_class
 from learn2hash.methods.multiview import MultiViewEncoder
 
 BITS = 8
@@ -66,7 +66,7 @@ def fitted(name: str, data) -> Hasher:
     if name not in _FITTED:
         train, _ = data[family(name)]
         h = create(name, bits=BITS, **params_for(name))
-        _FITTED[name] = h.fit(train, progress=False) if family(name) == "deep" else h.fit(train)
+        _FITTED[name] = h.fit(train, context=FitContext(progress=False))  # every method takes a context
     return _FITTED[name]
 
 
@@ -101,6 +101,23 @@ def test_fit_transform_encode_save_load_round_trip(name, data, tmp_path):
     assert loaded.get_params() == json.loads(json.dumps(h.get_params()))
     assert loaded.encode(x) == codes
     np.testing.assert_allclose(loaded.transform(x), u, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", method_params())
+def test_history_exists_after_every_fit(name, data):
+    """history_ (one record per epoch; none for methods without epochs) and skipped_images_ are
+    there after every fit, so no caller needs to probe for them."""
+    h = fitted(name, data)
+    assert isinstance(h.history_, list) and all(isinstance(r, dict) for r in h.history_)
+    assert len(h.history_) == (h.epochs if family(name) == "deep" else 0)
+    assert h.skipped_images_ == []
+
+
+def test_fit_context_and_its_shorthand_are_not_mixed(data, tmp_path):
+    train, _ = data["deep"]
+    h = create("csq", bits=BITS, **TINY_DEEP)
+    with pytest.raises(Learn2HashError, match="not both"):
+        h.fit(train, context=FitContext(progress=False), checkpoint_dir=tmp_path)
 
 
 @pytest.mark.parametrize("name", method_params())
@@ -171,3 +188,15 @@ def test_sklearn_estimator_checks(name, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         getattr(estimator_checks, check)(name, est)
+
+
+def test_a_context_folder_receives_the_checkpoints(data, tmp_path):
+    """FitContext(folder=...) is what `learn2hash train` passes: checkpoints go to folder/checkpoints."""
+    from learn2hash.train import CHECKPOINT_NAME
+
+    train, _ = data["deep"]
+    assert FitContext(folder=tmp_path).checkpoints() == tmp_path / "checkpoints"
+    assert FitContext(folder=tmp_path, checkpoint_dir=tmp_path / "c").checkpoints() == tmp_path / "c"
+    assert FitContext().checkpoints() is None
+    create("csq", bits=BITS, **TINY_DEEP).fit(train, context=FitContext(folder=tmp_path, progress=False))
+    assert (tmp_path / "checkpoints" / CHECKPOINT_NAME).is_file()

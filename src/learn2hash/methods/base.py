@@ -20,11 +20,12 @@ collected it while it was reading) reads ``hasher.json`` again. Folders of forma
 from __future__ import annotations
 
 import abc
+import dataclasses
 import inspect
 import os
 import re
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -40,6 +41,30 @@ HASHER_VERSION = 2
 _VERSION_FILE = re.compile(r"^[A-Za-z0-9_][\w.-]*\.[0-9a-f]{12}\.(npy|pt)$")
 _TEMP_FILE = re.compile(r"^\.(hasher\.json|[A-Za-z0-9_][\w.-]*\.[0-9a-f]{12}\.(npy|pt))\..*\.tmp$")
 _V1_FILE = re.compile(r"^[A-Za-z0-9_][\w.-]*\.(npy|pt)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class FitContext:
+    """What a run gives ``fit`` besides the data: ``fit(X, y, context=FitContext(...))``.
+
+    ``folder``: the run folder (deep methods write their per-epoch checkpoints to
+    ``folder/checkpoints`` and EDDH its distance plot to ``folder``); ``checkpoint_dir``: another
+    place for the checkpoints; ``resume``: continue from the checkpoint there; ``progress``: show
+    progress bars (None: when stderr is a terminal); ``log``: where the run's messages go.
+    Methods that need none of it (the shallow ones) ignore it.
+    """
+
+    folder: Path | None = None
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+    progress: bool | None = None
+    log: Callable[[str], None] | None = None
+
+    def checkpoints(self) -> Path | None:
+        """Where checkpoints go: ``checkpoint_dir``, else ``folder/checkpoints``, else nowhere."""
+        if self.checkpoint_dir is not None:
+            return Path(self.checkpoint_dir)
+        return None if self.folder is None else Path(self.folder) / "checkpoints"
 
 
 def check_bits(bits: Any) -> int:
@@ -189,9 +214,15 @@ class Hasher(abc.ABC):
         return bool(getattr(self, "fitted_", False))
 
     # ------------------------------------------------------------------ API
-    def fit(self, X: Any, y: Any = None) -> "Hasher":
+    def fit(self, X: Any, y: Any = None, *, context: FitContext | None = None) -> "Hasher":
         """Learn the hash function from items ``X`` and labels ``y`` (class ids ``int[n]`` or multi-hot
-        ``[n, c]``; unsupervised methods ignore them), or from a training :class:`Split` as ``X``."""
+        ``[n, c]``; unsupervised methods ignore them), or from a training :class:`Split` as ``X``.
+
+        ``context``: what a run gives the fit (:class:`FitContext`); methods without epochs,
+        checkpoints or progress bars ignore it. After every fit ``history_`` holds one record
+        per epoch (an empty list for methods without epochs) and ``skipped_images_`` the training
+        images that could not be read (empty unless a deep method was told to skip them).
+        """
         self._validate_params()
         split = as_split(X, y)
         if self.supervised and split.labels.shape[1] == 0:
@@ -203,6 +234,8 @@ class Hasher(abc.ABC):
                     f"{int(empty.sum())} training items have no positive label (first at row {int(np.argmax(empty))}); "
                     "every item needs at least one class"
                 )
+        self.history_: list[dict[str, Any]] = []
+        self.skipped_images_: list[dict[str, Any]] = []
         self._fit(split)
         self.fitted_ = True
         return self

@@ -76,7 +76,7 @@ from learn2hash.codes import Codes
 from learn2hash.datasets.base import Split
 from learn2hash.errors import CorruptFileError, Learn2HashError
 from learn2hash.features import BackboneExtractor, files_sha256, visual_features
-from learn2hash.methods.base import Hasher, as_items
+from learn2hash.methods.base import FitContext, Hasher, as_items
 from learn2hash.methods.validation import Dict, Interval, ListOf, String
 from learn2hash.nn import HashHead, HashModel, create_backbone
 from learn2hash.nn import augment as _augment
@@ -87,6 +87,18 @@ log = logging.getLogger("learn2hash.methods")
 WEIGHTS_NAME = "weights.pt"
 # parameters that do not change what is learned: left out of the resume fingerprint
 _RUNTIME_PARAMS = ("device", "encode_batch_size", "workers", "amp", "on_bad_image")
+
+
+def _context(context: FitContext | None, checkpoint_dir: str | os.PathLike | None, resume: bool,
+             progress: bool | None) -> FitContext:
+    """``context``, or the one that ``fit``'s shorthand keywords describe (not both)."""
+    shorthand = checkpoint_dir is not None or resume or progress is not None
+    if context is not None and shorthand:
+        raise Learn2HashError("fit: give checkpoint_dir / resume / progress or context, not both")
+    if context is None:
+        return FitContext(checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir), resume=bool(resume),
+                          progress=progress)
+    return context
 
 
 class DeepHasher(Hasher):
@@ -196,8 +208,9 @@ class DeepHasher(Hasher):
         return {"method": self.name, "params": params}
 
     # ------------------------------------------------------------------ fit / encode
-    def fit(self, X: Any, y: Any = None, *, checkpoint_dir: str | os.PathLike | None = None,
-            resume: bool = False, progress: bool | None = None) -> "DeepHasher":
+    def fit(self, X: Any, y: Any = None, *, context: FitContext | None = None,
+            checkpoint_dir: str | os.PathLike | None = None, resume: bool = False,
+            progress: bool | None = None) -> "DeepHasher":
         """Train on items ``X`` with labels ``y`` (or a :class:`Split` as ``X``).
 
         ``X``: images ``[n, H, W]`` (grey), ``[n, H, W, C]`` or ``[n, C, H, W]`` (``uint8`` 0..255 or
@@ -206,11 +219,16 @@ class DeepHasher(Hasher):
 
         ``checkpoint_dir``: where a checkpoint is written after every epoch; ``resume=True``
         continues from the checkpoint there (a checkpoint of another configuration is an error).
-        ``progress``: show a progress bar (default: when stderr is a terminal).
+        ``progress``: show a progress bar (default: when stderr is a terminal). These three are
+        shorthand for ``context=FitContext(checkpoint_dir=..., resume=..., progress=...)``
+        (:class:`~learn2hash.methods.base.FitContext`, which ``learn2hash train`` passes); give
+        one or the other.
         """
-        self._fit_options = {"checkpoint_dir": checkpoint_dir, "resume": resume, "progress": progress}
+        context = _context(context, checkpoint_dir, resume, progress)
+        self._fit_options = {"checkpoint_dir": context.checkpoints(), "resume": context.resume,
+                             "progress": context.progress}
         try:
-            return super().fit(as_items(X), y)
+            return super().fit(as_items(X), y, context=context)
         finally:
             del self._fit_options
 
@@ -353,7 +371,7 @@ class DeepHasher(Hasher):
 
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         backbone = self.model_.backbone
-        return ({"input_shape": list(self.input_shape_), "history": getattr(self, "history_", []),
+        return ({"input_shape": list(self.input_shape_), "history": self.history_,
                  "augment": getattr(self, "augment_", self.augment),
                  "backbone": {"name": backbone.registered_name, "options": backbone.resolved_options()}}, {})
 

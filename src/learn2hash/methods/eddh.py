@@ -78,7 +78,8 @@ from learn2hash.datasets.base import Split
 from learn2hash.datasets.protocols import rng_for
 from learn2hash.errors import Learn2HashError
 from learn2hash.features import make_extractor, visual_features
-from learn2hash.methods.deep import DeepHasher
+from learn2hash.methods.base import FitContext
+from learn2hash.methods.deep import DeepHasher, _context
 from learn2hash.methods.registry import register
 from learn2hash.methods.validation import Interval
 from learn2hash.train import Batch, encode_batches, is_main_process, resolve_device
@@ -258,17 +259,20 @@ class EDDH(DeepHasher):
         self.visual_image_size = visual_image_size
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X: Any, y: Any = None, *, checkpoint_dir: str | os.PathLike | None = None,
-            resume: bool = False, progress: bool | None = None,
+    def fit(self, X: Any, y: Any = None, *, context: FitContext | None = None,
+            checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool | None = None,
             report_dir: str | os.PathLike | None = None) -> "EDDH":
         """As :meth:`DeepHasher.fit`; the plot of the distance fit goes to ``report_dir`` (default: the
-        folder holding ``checkpoint_dir``, i.e. the run folder under ``learn2hash train``; no plot
-        when neither is given)."""
-        if report_dir is None and checkpoint_dir is not None:
-            report_dir = Path(checkpoint_dir).parent
+        context's run folder, i.e. the run folder under ``learn2hash train``, else the folder holding
+        the checkpoints; no plot when none is given)."""
+        context = _context(context, checkpoint_dir, resume, progress)
+        if report_dir is None:
+            report_dir = context.folder
+        if report_dir is None and context.checkpoints() is not None:
+            report_dir = context.checkpoints().parent
         self._report_dir = Path(report_dir) if report_dir is not None else None
         try:
-            return super().fit(X, y, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+            return super().fit(X, y, context=context)
         finally:
             del self._report_dir
 

@@ -173,12 +173,6 @@ class Run:
         return result
 
 
-def _fit_options(hasher: Any) -> set[str]:
-    import inspect
-
-    return {p.name for p in inspect.signature(hasher.fit).parameters.values() if p.kind == p.KEYWORD_ONLY}
-
-
 #: what must match for ``train --resume`` to continue a run folder
 _RESUME_KEYS = ("method", "bits", "params", "dataset", "protocol", "seed", "data_params")
 
@@ -194,6 +188,7 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
     """
     from learn2hash import datasets
     from learn2hash.methods import create
+    from learn2hash.methods.base import FitContext
 
     log = log or (lambda msg: None)
     out = Path(out)
@@ -233,25 +228,17 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
             folder.save_splits(ds)
         log(ds.summary())
 
-        fit_kwargs: dict[str, Any] = {}
-        options = _fit_options(hasher)
-        if "checkpoint_dir" in options:
-            fit_kwargs["checkpoint_dir"] = out / "checkpoints"
-        if "resume" in options:
-            fit_kwargs["resume"] = resume
-        if "progress" in options:
-            fit_kwargs["progress"] = progress
         t0 = time.perf_counter()
-        hasher.fit(ds.train, **fit_kwargs)
+        hasher.fit(ds.train, context=FitContext(folder=out, resume=resume, progress=progress, log=log))
         train_seconds = time.perf_counter() - t0
         if not is_main_process():
             return None
         folder.save_hasher(hasher)
-        history = getattr(hasher, "history_", None)
-        if history is not None:
+        history = hasher.history_
+        if history:  # methods without epochs have none
             folder.save_history(history)
 
-        skipped = getattr(hasher, "skipped_images_", None)
+        skipped = hasher.skipped_images_
         if skipped:
             listed = folder.save_skipped_images(skipped)
             log(f"{len(skipped)} unreadable training image(s) skipped, listed in {listed}")
