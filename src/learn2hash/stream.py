@@ -268,11 +268,12 @@ def _load_stream(out: Path) -> dict[str, Any] | None:
 def _evaluate_round(hasher: Any, query_views: dict[str, np.ndarray], query_labels: np.ndarray, db: Split,
                     stop: int, modalities: list[str], out: Path) -> dict[str, Any]:
     """mAP of every direction over the first ``stop`` database items; writes the query codes."""
+    from learn2hash.methods import OnlineHasher
     from learn2hash.metrics import evaluate
 
     t0 = time.perf_counter()
     q_codes = {m: hasher.encode(query_views[m], modality=m) for m in modalities}
-    unified = getattr(hasher, "codes_", None)
+    unified = hasher.codes_ if isinstance(hasher, OnlineHasher) else None  # online hashers declare codes_
     db_codes = {m: unified if unified is not None else hasher.encode(_rows(db.views[m], 0, stop), modality=m)
                 for m in modalities}
     encode_seconds = time.perf_counter() - t0
