@@ -49,14 +49,6 @@ METRICS_OPTIONAL = {"topk": (int, type(None)), "pr_curve": dict, "precision_at_n
                     "seconds_per_epoch": (float, type(None))}
 #: metrics.json keys that come from training, kept when a run is evaluated again
 TRAINING_METRICS = ("train_seconds", "encode_seconds", "epochs", "seconds_per_epoch", "skipped_images")
-def remove_leftovers(folder: str | os.PathLike) -> None:
-    """Delete what an interrupted writer of run folder ``folder`` left (see :meth:`RunFolder.remove_leftovers`)."""
-    RunFolder(folder).remove_leftovers()
-
-
-def clear_derived(folder: str | os.PathLike) -> list[str]:
-    """Delete every derived artifact of run folder ``folder`` (see :meth:`RunFolder.clear_derived`)."""
-    return RunFolder(folder).clear_derived()
 
 
 class Run:
