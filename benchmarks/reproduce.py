@@ -282,10 +282,11 @@ def render(rows: list[dict[str, Any]], dataset: str, protocol: str) -> str:
     return "\n".join(out)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace the ``## Comparison`` section of ``path`` (up to the next ``## `` heading), or append it."""
+def write_section(path: Path, text: str, section: str = SECTION) -> None:
+    """Replace the ``section`` (default ``## Comparison``) of ``path`` (up to the next ``## `` heading), or
+    append it."""
     old = path.read_text() if path.exists() else "# Results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\s*$.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^{re.escape(section)}\s*$.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(old):
         new = pattern.sub(lambda _: text.rstrip() + "\n\n", old, count=1)
     else:
