@@ -197,7 +197,8 @@ def test_dch_loss_finite_for_identical_dissimilar_codes():
 
 # --------------------------------------------------------------------------- methods end to end
 # long enough for the bits to lose the bias of the initial network (all-positive pooled features)
-FAST = {"epochs": 8, "batch_size": 50, "lr": 1e-3, "backbone_options": {"widths": [16, 32]}, "device": "cpu"}
+FAST = {"epochs": 8, "batch_size": 50, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0, "warmup_epochs": 0.0,
+        "augment": "none", "backbone_options": {"widths": [16, 32]}, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")

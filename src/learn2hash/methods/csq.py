@@ -45,19 +45,6 @@ from learn2hash.train import Batch
 QUANTIZATIONS = ("logcosh", "squared")
 MULTILABEL = ("centroid", "random")
 
-#: defaults of the shared deep-hashing parameters for CSQ (tuned on Fashion-MNIST, see RESULTS.md).
-#: Without augmentation the small network fits the 5,000 training images almost exactly (center
-#: loss 0.005 after 30 epochs) and retrieval suffers. ``augment="auto"`` follows the data
-#: (:func:`learn2hash.nn.augment.resolve`): flips and 2-pixel shifts for the datasets registered as
-#: clothes or photographs (Fashion-MNIST trains with ``"flip,shift:2"``, as tuned), shifts alone for
-#: digits (a flipped digit is another symbol) and for arrays of unknown origin, nothing for clips
-#: and feature vectors. What it resolved to is saved with the hasher (``augment_``).
-DEFAULTS: dict[str, Any] = dict(
-    epochs=30, batch_size=64, lr=2e-3, weight_decay=5e-4, optimizer="adamw", schedule="cosine", warmup_epochs=1.0,
-    augment="auto",
-)
-
-
 @register
 class CSQ(DeepHasher):
     """Central Similarity Quantization; see the module docstring for the loss."""
@@ -69,7 +56,7 @@ class CSQ(DeepHasher):
 
     def __init__(self, bits: int = 64, lam: float = 1e-2, quantization: str = "logcosh",
                  pairwise_weight: float = 0.0, center_method: str = "auto", multilabel: str = "centroid", **deep: Any):
-        super().__init__(bits=bits, **{**DEFAULTS, **deep})
+        super().__init__(bits=bits, **deep)  # the shared recipe's defaults (deep.py)
         self.lam = lam
         self.quantization = quantization
         self.pairwise_weight = pairwise_weight

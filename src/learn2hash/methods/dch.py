@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from learn2hash.methods.deep import DeepHasher
-from learn2hash.methods.pairwise import balanced_weights, label_similarity, off_diagonal
+from learn2hash.methods.pairwise import PAIRWISE_EPOCHS, balanced_weights, label_similarity, off_diagonal
 from learn2hash.methods.registry import register
 from learn2hash.methods.validation import Interval
 from learn2hash.train import Batch
@@ -63,6 +63,7 @@ class DCH(DeepHasher):
     _parameter_constraints = {"gamma": [Interval("real", 0, closed="neither")], "lam": [Interval("real", 0)]}
 
     def __init__(self, bits: int = 64, gamma: float = 20.0, lam: float = 0.1, **deep: Any):
+        deep.setdefault("epochs", PAIRWISE_EPOCHS)
         super().__init__(bits=bits, **deep)
         self.gamma = gamma
         self.lam = lam

@@ -28,6 +28,19 @@ Optional hooks (defaults do nothing): ``on_epoch_start(epoch, model)`` (e.g. Has
 ``_get_state`` / ``_set_state`` (call ``super()``) for learned arrays saved with the hasher.
 ``self.train_split_`` is the training split during ``fit``.
 
+Default recipe. The training-loop defaults are the recipe chosen for the default backbone on a CPU
+by a sweep on validation data carved from the training split (``benchmarks/sweep_defaults.py``;
+the sweep's table is in ``benchmarks/RESULTS.md``, "Default recipes"): 30 epochs of batch 64,
+AdamW at lr 2e-3 with weight decay 5e-4, a cosine schedule after one warm-up epoch, and
+``augment="auto"``, which follows the data (:func:`learn2hash.nn.augment.resolve`: flips and
+2-pixel shifts for datasets registered as clothes or photographs, shifts alone for digits and for
+arrays of unknown origin, nothing for clips, feature vectors and frozen features; what it resolved
+to is saved with the hasher). Without augmentation the small network memorises the 5,000 training
+images of Fashion-MNIST's standard protocol and retrieval of unseen items suffers. The pairwise
+methods (DHN, HashNet, DCH) learn from the rare similar pairs of a batch and train for 60 epochs
+(``deep.setdefault("epochs", 60)`` in their ``__init__``); CSQ and EDDH, which compare every item
+with a target of its own, converge in 30.
+
 Shared hyper-parameters (all JSON values, saved with the hasher): ``backbone`` (a name from
 :mod:`learn2hash.nn`, ``"auto"`` = smallcnn for images, mlp for feature vectors),
 ``backbone_options`` (dict passed to the backbone), ``hidden`` and ``dropout`` (hash head), the
@@ -116,9 +129,9 @@ class DeepHasher(Hasher):
 
     def __init__(self, bits: int = 64, seed: int = 0, backbone: str = "auto",
                  backbone_options: dict[str, Any] | None = None, hidden: list[int] | tuple[int, ...] = (),
-                 dropout: float = 0.0, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
-                 weight_decay: float = 0.0, optimizer: str = "adam", momentum: float = 0.9, schedule: str = "cosine",
-                 warmup_epochs: float = 0.0, augment: str = "none", grad_clip: float | None = None,
+                 dropout: float = 0.0, epochs: int = 30, batch_size: int = 64, lr: float = 2e-3,
+                 weight_decay: float = 5e-4, optimizer: str = "adamw", momentum: float = 0.9, schedule: str = "cosine",
+                 warmup_epochs: float = 1.0, augment: str = "auto", grad_clip: float | None = None,
                  backbone_lr_mult: float = 1.0, freeze: str | int = "none", frozen_features: bool = False,
                  device: str = "auto", encode_batch_size: int = 1024, workers: int | None = None,
                  amp: str = "auto", on_bad_image: str = "error"):

@@ -95,14 +95,6 @@ BLOCK_ENTRIES = 1 << 22
 #: Ŝ is kept in memory (float32) when it has at most this many entries, else recomputed per batch
 DENSE_ENTRIES = 1 << 25
 
-#: defaults of the shared deep-hashing parameters (the training setup CSQ uses on Fashion-MNIST;
-#: ``augment="auto"`` as CSQ's: flips only where the dataset's registration says they keep labels)
-DEFAULTS: dict[str, Any] = dict(
-    epochs=30, batch_size=64, lr=2e-3, weight_decay=5e-4, optimizer="adamw", schedule="cosine", warmup_epochs=1.0,
-    augment="auto",
-)
-
-
 # ----------------------------------------------------------------------------- Ŝ
 def semantic_visual_similarity(distance: torch.Tensor, similar: torch.Tensor, alpha: float, beta: float,
                                n: int) -> torch.Tensor:
@@ -251,7 +243,7 @@ class EDDH(DeepHasher):
 
     def __init__(self, bits: int = 64, lam: float = 1.0, gamma: float = 1.0, rho: float = 0.01, visual: str = "auto",
                  visual_image_size: int | None = None, **deep: Any):
-        super().__init__(bits=bits, **{**DEFAULTS, **deep})
+        super().__init__(bits=bits, **deep)  # the shared recipe's defaults (deep.py)
         self.lam = lam
         self.gamma = gamma
         self.rho = rho

@@ -21,7 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from learn2hash.methods.deep import DeepHasher
-from learn2hash.methods.pairwise import balanced_weights, label_similarity, off_diagonal
+from learn2hash.methods.pairwise import PAIRWISE_EPOCHS, balanced_weights, label_similarity, off_diagonal
 from learn2hash.methods.registry import register
 from learn2hash.methods.validation import Interval
 from learn2hash.train import Batch
@@ -53,6 +53,7 @@ class HashNet(DeepHasher):
 
     def __init__(self, bits: int = 64, alpha: float | None = None, gamma: float = 0.005, power: float = 0.5,
                  **deep: Any):
+        deep.setdefault("epochs", PAIRWISE_EPOCHS)
         super().__init__(bits=bits, **deep)
         self.alpha = alpha
         self.gamma = gamma

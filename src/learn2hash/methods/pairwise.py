@@ -12,6 +12,10 @@ import math
 
 import torch
 
+#: default epochs of the pairwise methods: twice the shared recipe's 30, because a batch of 64 from
+#: 10 classes holds about 400 similar pairs of its 4,032, and these methods learn mostly from those
+#: (chosen on validation data carved from train: benchmarks/RESULTS.md, "Default recipes")
+PAIRWISE_EPOCHS = 60
 
 
 def label_similarity(labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.Tensor:
