@@ -113,6 +113,27 @@ def test_history_exists_after_every_fit(name, data):
     assert h.skipped_images_ == []
 
 
+#: per-fit state that once lived on the estimator (now in the fit's TrainingTask)
+PER_FIT = {"train_split_", "_fit_options", "_report_dir", "bank_", "_targets", "z_", "y_", "t_", "s2_", "s_dense_",
+           "y64_", "b_", "v_t_", "b_t_"}
+
+
+@pytest.mark.parametrize("name", method_params())
+def test_fit_leaves_parameters_and_learned_state_only(name, data, tmp_path):
+    """Per-fit state lives in a per-fit object, never on the estimator: after fit, ``vars(h)`` holds the
+    parameters and public learned attributes (``name_``), and a deep hasher exactly what loading its
+    saved folder restores, plus ``skipped_images_`` (the fit's report on its training images)."""
+    h = fitted(name, data)
+    params = set(h.get_params())
+    learned = set(vars(h)) - params
+    assert not learned & PER_FIT
+    assert all(k.endswith("_") and not k.startswith("_") for k in learned), sorted(learned)
+    if family(name) == "deep":
+        h.save(tmp_path / "h")
+        loaded = Hasher.load(tmp_path / "h")
+        assert learned == set(vars(loaded)) - params | {"skipped_images_"}
+
+
 def test_fit_context_and_its_shorthand_are_not_mixed(data, tmp_path):
     train, _ = data["deep"]
     h = create("csq", bits=BITS, **TINY_DEEP)

@@ -2,6 +2,7 @@
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,9 +11,12 @@ import torch
 from learn2hash import datasets
 from learn2hash.centers import hash_centers
 from learn2hash.codes import Codes
+from learn2hash.datasets import Split
 from learn2hash.errors import CorruptFileError, Learn2HashError
 from learn2hash.methods import Hasher, create
+from learn2hash.methods.base import FitContext
 from learn2hash.methods.csq import CSQ, pairwise_loss
+from learn2hash.methods.deep import TrainingTask
 from learn2hash.methods.pairwise import log_cosh
 from learn2hash.metrics import evaluate
 from learn2hash.train import Batch
@@ -29,6 +33,13 @@ def digits():
 @pytest.fixture(scope="module")
 def fitted(digits):
     return create("csq", bits=16, **SMALL).fit(digits.train, progress=False)
+
+
+def _task(hasher, targets):
+    """A training task whose only per-fit state is the items' target centers (what CSQ's loss reads)."""
+    split = Split(x=np.zeros((len(targets), 1)), labels=np.ones((len(targets), 1), bool))
+    return TrainingTask(hasher, split, FitContext(), model=None, train_split=split,
+                        scratch=SimpleNamespace(targets=torch.as_tensor(targets)))
 
 
 def _batch(labels, logits):
@@ -49,11 +60,11 @@ def _hand_loss(u, centers01, lam, quantization):
 def test_loss_matches_a_hand_computation(quantization):
     hasher = CSQ(bits=4, lam=0.5, quantization=quantization)
     targets = np.array([[1, 0, 1, 1], [0, 0, 1, 0], [1, 1, 0, 0]], np.float32)
-    hasher._targets = torch.from_numpy(targets)
+    task = _task(hasher, targets)
     logits = torch.tensor([[0.3, -1.2, 2.0, 0.1], [-0.5, -0.2, 0.7, 1.5], [1.1, 0.4, -2.5, -0.3]],
                           dtype=torch.float64)
     u = torch.tanh(logits)
-    loss, parts = hasher.loss(u, _batch(np.eye(3), logits))
+    loss, parts = hasher.loss(task, u, _batch(np.eye(3), logits))
     bce, q, total = _hand_loss(u.numpy(), targets, 0.5, quantization)
     assert float(parts["center"]) == pytest.approx(bce, rel=1e-9)
     assert float(parts["quantization"]) == pytest.approx(q, rel=1e-9)
@@ -61,7 +72,7 @@ def test_loss_matches_a_hand_computation(quantization):
     # the items are looked up by their index in the training set
     batch = _batch(np.eye(3)[[2, 0]], logits[[2, 0]])
     batch.index = torch.tensor([2, 0])
-    loss2, _ = hasher.loss(u[[2, 0]], batch)
+    loss2, _ = hasher.loss(task, u[[2, 0]], batch)
     assert float(loss2) == pytest.approx(_hand_loss(u.numpy()[[2, 0]], targets[[2, 0]], 0.5, quantization)[2])
 
 
@@ -79,8 +90,7 @@ def test_pairwise_term_by_brute_force():
                 count += 1
     assert float(pairwise_loss(u, labels)) == pytest.approx(total / count, rel=1e-9)
     hasher = CSQ(bits=6, lam=0.0, pairwise_weight=2.0)
-    hasher._targets = torch.zeros(5, 6, dtype=torch.float64)
-    loss, parts = hasher.loss(u, _batch(labels, torch.atanh(u)))
+    loss, parts = hasher.loss(_task(hasher, torch.zeros(5, 6, dtype=torch.float64)), u, _batch(labels, torch.atanh(u)))
     assert float(loss) == pytest.approx(float(parts["center"]) + 2.0 * total / count, rel=1e-9)
 
 

@@ -299,8 +299,8 @@ def test_resume_ends_like_an_uninterrupted_run(digits, trained, tmp_path, monkey
     h_full, _ = trained
     original = E.EDDH.on_epoch_end
 
-    def crash_after_two(self, epoch, model):
-        original(self, epoch, model)
+    def crash_after_two(self, task, epoch):
+        original(self, task, epoch)
         if epoch == 1:
             raise KeyboardInterrupt
 
@@ -322,6 +322,25 @@ def test_batch_rows_on_the_fly_train_like_the_stored_matrix(digits, monkeypatch)
     on_the_fly = create("eddh", bits=8, **params).fit(small)
     np.testing.assert_allclose([r["objective"] for r in on_the_fly.objective_log_],
                                [r["objective"] for r in stored.objective_log_], rtol=1e-4)
+
+
+def test_frozen_features_trains_the_head_and_keeps_its_objective_bookkeeping(digits, tmp_path, monkeypatch):
+    """With frozen_features the head trains on cached backbone features (the θ-step's F, A and B are
+    the head's outputs on them); the last outer iteration's objective, recomputed from the fitted
+    hasher (backbone + head) and its A, is what was logged."""
+    monkeypatch.setenv("LEARN2HASH_CACHE", str(tmp_path / "cache"))
+    small = digits.train.subset(np.arange(0, 500, 3))
+    h = create("eddh", bits=8, **{**FAST, "epochs": 2, "frozen_features": True}).fit(small, progress=False)
+    assert [r["epoch"] for r in h.objective_log_] == [0, 1, 2]
+    n, k = len(small), 8
+    f = h.transform(small.x).astype(np.float64)
+    y = small.labels.astype(np.float64)
+    z = E.normalize_rows(np.asarray(small.x, np.float32).reshape(n, -1))  # visual="flatten"
+    t, s2, _ = E.similarity_statistics(z, torch.from_numpy(small.labels), h.alpha_, h.beta_)
+    lam, gamma, rho = h.lam * n * k, h.gamma * n * k, h.rho * n * k
+    b = E.b_step(f, h.a_, y, lam, gamma)
+    want = E.objective(f, h.a_, b, y, t, s2, k, lam, gamma, rho)["total"] / (n * n * k)
+    assert h.objective_log_[-1]["after_b"] == pytest.approx(want, rel=1e-4)
 
 
 def test_bad_weights_are_rejected(digits):

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from learn2hash.datasets import load  # noqa: E402
+from learn2hash.datasets import Split, load  # noqa: E402
 from learn2hash.errors import Learn2HashError  # noqa: E402
-from learn2hash.methods import Hasher, create  # noqa: E402
+from learn2hash.methods import FitContext, Hasher, create  # noqa: E402
+from learn2hash.methods.deep import TrainingTask  # noqa: E402
 from learn2hash.methods.dch import dch_loss, normalized_hamming  # noqa: E402
 from learn2hash.methods.dhn import DHN, MemoryBank, dhn_loss  # noqa: E402
 from learn2hash.methods.hashnet import HashNet, continuation_beta, hashnet_loss  # noqa: E402
@@ -88,14 +90,16 @@ def test_dhn_memory_bank_pairs_match_hand_computation():
     h = DHN(bits=3, lam=0.5, memory_bank=True)
     bank_codes = [[0.1, 0.2, -0.3], [-0.5, 0.5, 0.5], [0.9, -0.9, 0.1], [0.3, 0.3, 0.3], [0.0, 0.0, 0.0]]
     bank_labels = [[1, 0], [1, 1], [0, 1], [0, 1], [1, 0]]
-    h.bank_ = MemoryBank(5, 3, 2, torch.device("cpu"))
-    h.bank_.update(torch.arange(4), torch.tensor(bank_codes[:4]), torch.tensor(bank_labels[:4], dtype=torch.bool))
+    bank = MemoryBank(5, 3, 2, torch.device("cpu"))
+    bank.update(torch.arange(4), torch.tensor(bank_codes[:4]), torch.tensor(bank_labels[:4], dtype=torch.bool))
     u_batch = [[0.4, -0.1, 0.2], [-0.6, 0.7, 0.3]]
     batch_labels = [[1, 0], [0, 1]]
     index = [0, 2]
     batch = Batch(x=torch.zeros(2, 1), labels=torch.tensor(batch_labels, dtype=torch.bool),
                   index=torch.tensor(index), epoch=0, step=0)
-    total, parts = h.loss(torch.tensor(u_batch, dtype=torch.float32), batch)
+    split = Split(x=np.zeros((5, 1)), labels=np.array(bank_labels, bool))
+    task = TrainingTask(h, split, FitContext(), model=None, train_split=split, scratch=SimpleNamespace(bank=bank))
+    total, parts = h.loss(task, torch.tensor(u_batch, dtype=torch.float32), batch)
     # by hand: the bank now holds the batch's codes at rows 0 and 2
     codes = [list(r) for r in bank_codes]
     codes[0], codes[2] = u_batch[0], u_batch[1]
@@ -111,8 +115,8 @@ def test_dhn_memory_bank_pairs_match_hand_computation():
     quant = sum(math.log(math.cosh(abs(v) - 1)) for row in u_batch for v in row) / 6
     assert parts["pairwise"] == pytest.approx(pair, rel=1e-5)
     assert total.item() == pytest.approx(pair + 0.5 * quant, rel=1e-5)
-    assert h.bank_.seen.tolist() == [True, True, True, True, False]
-    np.testing.assert_allclose(h.bank_.codes[2].numpy(), u_batch[1], rtol=1e-6)
+    assert bank.seen.tolist() == [True, True, True, True, False]
+    np.testing.assert_allclose(bank.codes[2].numpy(), u_batch[1], rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- HashNet
@@ -137,7 +141,9 @@ def test_hashnet_continuation_in_loss():
     step = 600
     batch = Batch(x=torch.zeros(3, 1), labels=torch.tensor(LABELS, dtype=torch.bool), index=torch.arange(3),
                   epoch=0, step=step, logits=logits)
-    loss, parts = h.loss(torch.tanh(logits), batch)
+    split = Split(x=np.zeros((3, 1)), labels=np.array(LABELS, bool))
+    task = TrainingTask(h, split, FitContext(), model=None, train_split=split)  # HashNet keeps no per-fit state
+    loss, parts = h.loss(task, torch.tanh(logits), batch)
     beta = math.sqrt(1 + 0.005 * step)
     ub = [[math.tanh(beta * 2 * v) for v in row] for row in U]
     n_sim, n_all, want = 2, 6, 0.0
@@ -275,10 +281,12 @@ def test_dhn_memory_bank_survives_resume(digits, tmp_path, monkeypatch):
     params = {**FAST, "epochs": 3, "memory_bank": True}
     straight = create("dhn", bits=8, **params).fit(digits.train)
 
-    def stop(self, epoch, model):
+    original = DHN.on_epoch_start
+
+    def stop(self, task, epoch):
         if epoch == 1:
             raise KeyboardInterrupt
-        self.bank_.to(next(model.parameters()).device)
+        original(self, task, epoch)
 
     monkeypatch.setattr(DHN, "on_epoch_start", stop)
     with pytest.raises(KeyboardInterrupt):

@@ -85,7 +85,7 @@ def test_an_external_method_registers_itself():
 
         name = "echo-test"
 
-        def _fit(self, split):
+        def _fit(self, split, context):
             pass
 
         def _encode(self, x):

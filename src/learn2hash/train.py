@@ -1,8 +1,9 @@
 """The one training loop every deep hashing method uses.
 
 :func:`train` optimises a network (normally a :class:`learn2hash.nn.HashModel`) on a training set
-``(x, labels)`` with a loss supplied by a :class:`TrainTask` — in practice a
-:class:`learn2hash.methods.deep.DeepHasher` subclass. It provides:
+``(x, labels)`` with a loss supplied by a :class:`TrainTask` — in practice the
+:class:`learn2hash.methods.deep.TrainingTask` a :class:`~learn2hash.methods.deep.DeepHasher` makes
+for each fit, which calls the hasher's hooks. It provides:
 
 - mini-batches drawn by a :class:`torch.utils.data.DistributedSampler` (one replica when not
   distributed) seeded by ``seed`` and the epoch, so the batch order does not depend on anything

@@ -50,7 +50,8 @@ class FitContext:
     ``folder``: the run folder (deep methods write their per-epoch checkpoints to
     ``folder/checkpoints`` and EDDH its distance plot to ``folder``); ``checkpoint_dir``: another
     place for the checkpoints; ``resume``: continue from the checkpoint there; ``progress``: show
-    progress bars (None: when stderr is a terminal); ``log``: where the run's messages go.
+    progress bars (None: when stderr is a terminal); ``log``: where the run's messages go;
+    ``report_dir``: another place for the plots a fit draws (see :meth:`reports`).
     Methods that need none of it (the shallow ones) ignore it.
     """
 
@@ -59,12 +60,23 @@ class FitContext:
     resume: bool = False
     progress: bool | None = None
     log: Callable[[str], None] | None = None
+    report_dir: Path | None = None
 
     def checkpoints(self) -> Path | None:
         """Where checkpoints go: ``checkpoint_dir``, else ``folder/checkpoints``, else nowhere."""
         if self.checkpoint_dir is not None:
             return Path(self.checkpoint_dir)
         return None if self.folder is None else Path(self.folder) / "checkpoints"
+
+    def reports(self) -> Path | None:
+        """Where plots of the fit go: ``report_dir``, else ``folder``, else the folder holding the
+        checkpoints, else nowhere."""
+        if self.report_dir is not None:
+            return Path(self.report_dir)
+        if self.folder is not None:
+            return Path(self.folder)
+        checkpoints = self.checkpoints()
+        return None if checkpoints is None else checkpoints.parent
 
 
 def check_bits(bits: Any) -> int:
@@ -236,7 +248,7 @@ class Hasher(abc.ABC):
                 )
         self.history_: list[dict[str, Any]] = []
         self.skipped_images_: list[dict[str, Any]] = []
-        self._fit(split)
+        self._fit(split, context if context is not None else FitContext())
         self.fitted_ = True
         return self
 
@@ -259,8 +271,11 @@ class Hasher(abc.ABC):
         return {}
 
     @abc.abstractmethod
-    def _fit(self, split: Split) -> None:
-        """Learn from ``split`` (labels already checked)."""
+    def _fit(self, split: Split, context: FitContext) -> None:
+        """Learn from ``split`` (labels already checked); ``context``: what the run gives the fit
+        (an empty :class:`FitContext` when ``fit`` got none). State that lives only during the fit
+        stays in local variables or a per-fit object (deep methods: :class:`~learn2hash.methods.deep.TrainingTask`),
+        never on ``self``: after ``fit`` the hasher holds its parameters and learned state only."""
 
     @abc.abstractmethod
     def _encode(self, x: Any) -> Codes:

@@ -26,7 +26,7 @@ import scipy.linalg
 
 from learn2hash.datasets.base import Split
 from learn2hash.errors import Learn2HashError
-from learn2hash.methods.base import Hasher
+from learn2hash.methods.base import FitContext, Hasher
 from learn2hash.methods.multiview import MultiViewEncoder, check_views, split_views
 from learn2hash.methods.registry import register
 from learn2hash.methods.validation import Interval
@@ -58,7 +58,7 @@ class CCAITQ(MultiViewEncoder, Hasher):
         self.power = power
         self.iterations = iterations
 
-    def _fit(self, split: Split) -> None:
+    def _fit(self, split: Split, context: FitContext) -> None:
         x = check_views(split_views(split), what="training split")
         if len(x) < 2:
             raise Learn2HashError(f"cca-itq needs at least two modalities (split.views), got {', '.join(x)}")

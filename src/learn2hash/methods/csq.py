@@ -33,9 +33,8 @@ import torch.nn.functional as F
 
 from learn2hash.centers import HashCenters, centroid_centers, hash_centers
 from learn2hash.codes import Codes
-from learn2hash.datasets.base import Split
 from learn2hash.errors import Learn2HashError
-from learn2hash.methods.deep import DeepHasher
+from learn2hash.methods.deep import DeepHasher, TrainingTask
 from learn2hash.methods.dhn import dhn_loss
 from learn2hash.methods.pairwise import label_similarity, log_cosh, off_diagonal
 from learn2hash.methods.registry import register
@@ -74,27 +73,21 @@ class CSQ(DeepHasher):
             labels = np.eye(labels.shape[1], dtype=bool)[np.argmax(scores, axis=1)]
         return centroid_centers(labels, self.centers_, seed=self.seed)
 
-    def _prepare(self, split: Split) -> None:
-        self.centers_ = hash_centers(split.n_classes, self.bits, method=self.center_method, seed=self.seed)
-        device = next(self.model_.parameters()).device
-        targets = self.item_centers(split.labels).to_bits().astype(np.float32)
-        self._targets = torch.from_numpy(targets).to(device)
+    def _prepare(self, task: TrainingTask) -> None:
+        self.centers_ = hash_centers(task.split.n_classes, self.bits, method=self.center_method, seed=self.seed)
+        targets = self.item_centers(task.split.labels).to_bits().astype(np.float32)
+        task.scratch.targets = torch.from_numpy(targets).to(task.device())
 
-    def _fit(self, split: Split) -> None:
-        try:
-            super()._fit(split)
-        finally:
-            self.__dict__.pop("_targets", None)
+    def on_epoch_start(self, task: TrainingTask, epoch: int) -> None:
+        device = task.device()
+        if task.scratch.targets.device != device:
+            task.scratch.targets = task.scratch.targets.to(device)
 
-    def on_epoch_start(self, epoch: int, model) -> None:
-        device = next(model.parameters()).device
-        if self._targets.device != device:
-            self._targets = self._targets.to(device)
-
-    def loss(self, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Central similarity + lam * quantization (+ pairwise_weight * pairwise), batch means."""
+    def loss(self, task: TrainingTask, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Central similarity + lam * quantization (+ pairwise_weight * pairwise), batch means;
+        ``task.scratch.targets``: the items' centers in {0, 1}, ``[n, K]``."""
         logits = batch.logits if batch.logits is not None else torch.atanh(u.clamp(-1 + 1e-7, 1 - 1e-7))
-        targets = self._targets[batch.index].to(logits.dtype)
+        targets = task.scratch.targets[batch.index].to(logits.dtype)
         center = F.binary_cross_entropy_with_logits(2.0 * logits, targets)
         dev = u.abs() - 1.0
         quant = log_cosh(dev).mean() if self.quantization == "logcosh" else dev.pow(2).mean()

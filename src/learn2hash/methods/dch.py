@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from learn2hash.methods.deep import DeepHasher
+from learn2hash.methods.deep import DeepHasher, TrainingTask
 from learn2hash.methods.pairwise import PAIRWISE_EPOCHS, balanced_weights, label_similarity, off_diagonal
 from learn2hash.methods.registry import register
 from learn2hash.methods.validation import Interval
@@ -68,7 +68,7 @@ class DCH(DeepHasher):
         self.gamma = gamma
         self.lam = lam
 
-    def loss(self, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, task: TrainingTask, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         s = label_similarity(batch.labels, batch.labels)
         total, pair, quant = dch_loss(u, u, s, off_diagonal(len(u), u.device), float(self.gamma), float(self.lam))
         return total, {"cauchy": float(pair.detach()), "quantization": float(quant.detach())}

@@ -13,20 +13,31 @@ saving) is shared. A minimal method::
             super().__init__(bits=bits, **deep)
             self.alpha = alpha
 
-        def _prepare(self, split):                 # optional: before training, model_ exists
-            self.targets_ = ...                    # per-item targets from split.labels
+        def _prepare(self, task):                  # optional: before training, task.model exists
+            task.scratch.targets = ...             # per-item targets from task.split.labels
 
-        def loss(self, u, batch):                  # u = tanh(batch.logits), [b, K] in (-1, 1)
+        def loss(self, task, u, batch):            # u = tanh(batch.logits), [b, K] in (-1, 1)
             y = batch.labels.float()               # multi-hot [b, c]; batch.index: item positions
             loss = ...
             return loss, {"part": float(loss)}
 
-Optional hooks (defaults do nothing): ``on_epoch_start(epoch, model)`` (e.g. HashNet sets
-``model.scale = beta``), ``on_epoch_end(epoch, model)`` (e.g. EDDH's discrete steps; use
-``self.transform(split.x)`` / :func:`learn2hash.train.encode_batches`), ``extra_state()`` /
-``load_extra_state(state)`` (method state a resumed run needs, e.g. a memory bank), and
+Every fit makes one :class:`TrainingTask` and passes it as the first argument of every hook: it
+holds what exists only while the hasher trains: ``split`` (the training split as given),
+``train_split`` (what the loop trains on: ``split``, or the cached backbone features with
+``frozen_features``), ``context`` (the run's :class:`~learn2hash.methods.base.FitContext`:
+checkpoints, resume, progress, where plots go), ``model`` (the network being trained: backbone +
+head, or the head alone with ``frozen_features``) and ``scratch``, a namespace for the method's
+own per-fit state (targets, memory banks, discrete codes). Nothing of it is set on the hasher, so
+after ``fit`` the hasher holds its parameters and learned state only (what ``save`` writes).
+
+Optional hooks (defaults do nothing): ``on_epoch_start(task, epoch)`` (0-based; called again for
+the epochs after a resume), ``on_epoch_end(task, epoch)`` (after the epoch's gradient steps,
+before the checkpoint; e.g. EDDH's discrete steps, using :func:`learn2hash.train.encode_batches`
+on ``task.train_split.x``), ``extra_state(task)`` / ``load_extra_state(task, state)`` (per-fit
+state a resumed run needs, e.g. a memory bank, put in the training checkpoints), ``_finish(task)``
+(after training: keep what the fit learned, e.g. EDDH's label transfer ``a_``), and
 ``_get_state`` / ``_set_state`` (call ``super()``) for learned arrays saved with the hasher.
-``self.train_split_`` is the training split during ``fit``.
+Learned state that ``encode`` or ``save`` needs (CSQ's ``centers_``) is set on the hasher.
 
 Default recipe. The training-loop defaults are the recipe chosen for the default backbone on a CPU
 by a sweep on validation data carved from the training split (``benchmarks/sweep_defaults.py``;
@@ -79,6 +90,7 @@ import io
 import logging
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -103,15 +115,52 @@ _RUNTIME_PARAMS = ("device", "encode_batch_size", "workers", "amp", "on_bad_imag
 
 
 def _context(context: FitContext | None, checkpoint_dir: str | os.PathLike | None, resume: bool,
-             progress: bool | None) -> FitContext:
+             progress: bool | None) -> FitContext | None:
     """``context``, or the one that ``fit``'s shorthand keywords describe (not both)."""
     shorthand = checkpoint_dir is not None or resume or progress is not None
     if context is not None and shorthand:
         raise Learn2HashError("fit: give checkpoint_dir / resume / progress or context, not both")
-    if context is None:
+    if context is None and shorthand:
         return FitContext(checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir), resume=bool(resume),
                           progress=progress)
     return context
+
+
+@dataclasses.dataclass(eq=False)
+class TrainingTask:
+    """One fit of a :class:`DeepHasher`: what exists only while it trains (see the module docstring).
+
+    It is the task :func:`learn2hash.train.train` runs: its ``loss``, ``on_epoch_start``,
+    ``on_epoch_end``, ``extra_state`` and ``load_extra_state`` call the hasher's hooks of those
+    names with the task as first argument.
+    """
+
+    hasher: "DeepHasher"
+    split: Split
+    context: FitContext
+    model: HashModel
+    train_split: Split
+    scratch: SimpleNamespace = dataclasses.field(default_factory=SimpleNamespace)
+
+    def device(self) -> torch.device:
+        """Where :attr:`model` is now (the training loop moves it to its device after ``_prepare``)."""
+        return next(self.model.parameters()).device
+
+    # ------------------------------------------------------------------ learn2hash.train.TrainTask
+    def loss(self, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.hasher.loss(self, u, batch)
+
+    def on_epoch_start(self, epoch: int, model: torch.nn.Module) -> None:
+        self.hasher.on_epoch_start(self, epoch)
+
+    def on_epoch_end(self, epoch: int, model: torch.nn.Module) -> None:
+        self.hasher.on_epoch_end(self, epoch)
+
+    def extra_state(self) -> dict[str, Any]:
+        return self.hasher.extra_state(self)
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.hasher.load_extra_state(self, state)
 
 
 class DeepHasher(Hasher):
@@ -160,25 +209,28 @@ class DeepHasher(Hasher):
         self.on_bad_image = on_bad_image
 
     # ------------------------------------------------------------------ subclass interface
-    def loss(self, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, task: TrainingTask, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of one batch and its named parts (for the log)."""
-        raise NotImplementedError(f"{type(self).__name__} must define loss(u, batch)")
+        raise NotImplementedError(f"{type(self).__name__} must define loss(task, u, batch)")
 
-    def _prepare(self, split: Split) -> None:
+    def _prepare(self, task: TrainingTask) -> None:
         """Called once per ``fit`` after the network is built, before the first epoch."""
 
-    def on_epoch_start(self, epoch: int, model: HashModel) -> None:
+    def on_epoch_start(self, task: TrainingTask, epoch: int) -> None:
         """Called before each epoch (0-based), also for the epochs after a resume."""
 
-    def on_epoch_end(self, epoch: int, model: HashModel) -> None:
+    def on_epoch_end(self, task: TrainingTask, epoch: int) -> None:
         """Called after each epoch's gradient steps, before the checkpoint is written."""
 
-    def extra_state(self) -> dict[str, Any]:
-        """Method state to put in training checkpoints (tensors, numbers, strings)."""
+    def extra_state(self, task: TrainingTask) -> dict[str, Any]:
+        """Per-fit state to put in training checkpoints (tensors, numbers, strings)."""
         return {}
 
-    def load_extra_state(self, state: dict[str, Any]) -> None:
+    def load_extra_state(self, task: TrainingTask, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned, when resuming."""
+
+    def _finish(self, task: TrainingTask) -> None:
+        """Called once after training (``history_`` and ``model_`` set): keep what the fit learned."""
 
     # ------------------------------------------------------------------ building blocks
     def resolved_augment(self, split: Split | None = None) -> str:
@@ -237,68 +289,64 @@ class DeepHasher(Hasher):
         (:class:`~learn2hash.methods.base.FitContext`, which ``learn2hash train`` passes); give
         one or the other.
         """
-        context = _context(context, checkpoint_dir, resume, progress)
-        self._fit_options = {"checkpoint_dir": context.checkpoints(), "resume": context.resume,
-                             "progress": context.progress}
-        try:
-            return super().fit(as_items(X), y, context=context)
-        finally:
-            del self._fit_options
+        return super().fit(as_items(X), y, context=_context(context, checkpoint_dir, resume, progress))
 
-    def _fit(self, split: Split) -> None:
+    def _fit(self, split: Split, context: FitContext) -> None:
         config = self.train_config(split)
-        self.augment_ = config.augment  # what ran, saved with the hasher
         if not isinstance(self.frozen_features, (bool, np.bool_)):
             raise Learn2HashError(f"frozen_features must be true or false, got {self.frozen_features!r}")
         if self.frozen_features and config.augment != "none":
             raise Learn2HashError(
                 f"frozen_features=True trains the hash head on fixed backbone features, which cannot be "
                 f"augmented: pass augment='none' (augment is {config.augment!r})")
+        self.augment_ = config.augment  # what ran, saved with the hasher
         shape = tuple(int(s) for s in split.item_shape)
         torch.manual_seed(int(self.seed))
         model = self.build_model(shape)
         model.backbone.freeze("all" if self.frozen_features else self.freeze)
         self.input_shape_ = shape
-        train_split = split
         if self.frozen_features:
-            device = resolve_device(self.device)
-            model.to(device)
-            extractor = BackboneExtractor(model.backbone, device, batch_size=min(256, int(self.encode_batch_size)))
-            files = {}
-            paths = images.image_paths(split.x)
-            if paths is not None:  # decoded by the pipeline's encode transform, keyed by the files as they are
-                geom = images.geometry(model.backbone.input_spec, shape)
-                policy = "blank" if self.on_bad_image == "skip" else self.on_bad_image
-
-                def compute() -> np.ndarray:
-                    out, _, skipped = encode_items(
-                        model, split.x, int(self.encode_batch_size), device, "features", workers=self.workers,
-                        on_bad_image=policy, item_shape=shape, progress=bool(self._fit_options.get("progress")))
-                    for _, path, message in skipped:
-                        log.warning("%s; its features are a blank image's (on_bad_image='skip')", message)
-                    return out.numpy()
-
-                files = {"data_sha256": files_sha256(paths, dataclasses.asdict(geom)), "compute": compute}
-            z = visual_features(split.x, extractor, progress=self._fit_options.get("progress"),
-                                description=f"{model.backbone.registered_name} features", **files)
-            train_split = dataclasses.replace(split, x=z, kind="features", views={})
             # the head trains on the cached features; it is the same module as model.head
-            self.model_ = HashModel(torch.nn.Identity(), model.head)
+            task = TrainingTask(self, split, context, HashModel(torch.nn.Identity(), model.head),
+                                self._feature_split(model, split, context))
         else:
-            self.model_ = model
-        self.train_split_ = train_split
-        self.skipped_images_: list[dict[str, Any]] = []
-        try:
-            self._prepare(split)
-            skipped: list[tuple[int, str, str]] = []
-            self.history_ = train(self.model_, train_split.x, train_split.labels, self, config,
-                                  identity=self.identity(), skipped=skipped, **self._fit_options)
-            self.skipped_images_ = [{"position": i, "path": p, "error": m} for i, p, m in skipped]
-        finally:
-            del self.train_split_
+            task = TrainingTask(self, split, context, model, split)
+        self._prepare(task)
+        skipped: list[tuple[int, str, str]] = []
+        self.history_ = train(task.model, task.train_split.x, task.train_split.labels, task, config,
+                              checkpoint_dir=context.checkpoints(), resume=context.resume, progress=context.progress,
+                              identity=self.identity(), skipped=skipped)
+        self.skipped_images_ = [{"position": i, "path": p, "error": m} for i, p, m in skipped]
         if self.frozen_features:
-            model.scale = self.model_.scale
-            self.model_ = model.to(next(self.model_.parameters()).device).eval()
+            model.scale = task.model.scale
+            model.to(task.device())
+        self.model_ = model.eval()
+        self._finish(task)
+
+    def _feature_split(self, model: HashModel, split: Split, context: FitContext) -> Split:
+        """``split`` with its items replaced by their (cached) features from ``model``'s frozen backbone."""
+        shape = tuple(int(s) for s in split.item_shape)
+        device = resolve_device(self.device)
+        model.to(device)
+        extractor = BackboneExtractor(model.backbone, device, batch_size=min(256, int(self.encode_batch_size)))
+        files = {}
+        paths = images.image_paths(split.x)
+        if paths is not None:  # decoded by the pipeline's encode transform, keyed by the files as they are
+            geom = images.geometry(model.backbone.input_spec, shape)
+            policy = "blank" if self.on_bad_image == "skip" else self.on_bad_image
+
+            def compute() -> np.ndarray:
+                out, _, skipped = encode_items(
+                    model, split.x, int(self.encode_batch_size), device, "features", workers=self.workers,
+                    on_bad_image=policy, item_shape=shape, progress=bool(context.progress))
+                for _, path, message in skipped:
+                    log.warning("%s; its features are a blank image's (on_bad_image='skip')", message)
+                return out.numpy()
+
+            files = {"data_sha256": files_sha256(paths, dataclasses.asdict(geom)), "compute": compute}
+        z = visual_features(split.x, extractor, progress=context.progress,
+                            description=f"{model.backbone.registered_name} features", **files)
+        return dataclasses.replace(split, x=z, kind="features", views={})
 
     def image_geometry(self) -> "images.Geometry":
         """The geometry image files and uploads are decoded to for this hasher (its backbone's input)."""
@@ -385,7 +433,7 @@ class DeepHasher(Hasher):
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         backbone = self.model_.backbone
         return ({"input_shape": list(self.input_shape_), "history": self.history_,
-                 "augment": getattr(self, "augment_", self.augment),
+                 "augment": self.augment_,
                  "backbone": {"name": backbone.registered_name, "options": backbone.resolved_options()}}, {})
 
     def _extra_files(self) -> dict[str, bytes]:

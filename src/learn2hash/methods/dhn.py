@@ -20,9 +20,8 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from learn2hash.datasets.base import Split
 from learn2hash.errors import Learn2HashError
-from learn2hash.methods.deep import DeepHasher
+from learn2hash.methods.deep import DeepHasher, TrainingTask
 from learn2hash.methods.pairwise import PAIRWISE_EPOCHS, label_similarity, log_cosh, masked_mean, off_diagonal
 from learn2hash.methods.registry import register
 from learn2hash.methods.validation import Boolean, Interval
@@ -90,37 +89,33 @@ class DHN(DeepHasher):
         self.lam = lam
         self.memory_bank = memory_bank
 
-    def _prepare(self, split: Split) -> None:
-        self.bank_ = (MemoryBank(len(split), self.bits, split.n_classes, self._model_device())
-                      if self.memory_bank else None)
+    def _prepare(self, task: TrainingTask) -> None:
+        split = task.split
+        task.scratch.bank = (MemoryBank(len(split), self.bits, split.n_classes, task.device())
+                             if self.memory_bank else None)
 
-    def _fit(self, split: Split) -> None:
-        try:
-            super()._fit(split)
-        finally:
-            self.bank_ = None  # only training needs it
+    def on_epoch_start(self, task: TrainingTask, epoch: int) -> None:
+        if task.scratch.bank is not None:  # the training loop moves the network to its device after _prepare
+            task.scratch.bank.to(task.device())
 
-    def on_epoch_start(self, epoch: int, model: torch.nn.Module) -> None:
-        if self.bank_ is not None:  # the training loop moves the network to its device after _prepare
-            self.bank_.to(next(model.parameters()).device)
-
-    def loss(self, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        if self.bank_ is None:
+    def loss(self, task: TrainingTask, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        bank = task.scratch.bank
+        if bank is None:
             v, labels_v = u, batch.labels
             mask = off_diagonal(len(u), u.device)
         else:
-            self.bank_.update(batch.index, u, batch.labels)
+            bank.update(batch.index, u, batch.labels)
             # the batch's own rows are its live outputs, so pairs within the batch get gradient on both sides
-            v, labels_v = self.bank_.codes.index_put((batch.index,), u), self.bank_.labels
-            mask = self.bank_.seen[None, :].expand(len(u), -1).clone()
+            v, labels_v = bank.codes.index_put((batch.index,), u), bank.labels
+            mask = bank.seen[None, :].expand(len(u), -1).clone()
             mask[torch.arange(len(u), device=u.device), batch.index] = False
         s = label_similarity(batch.labels, labels_v)
         total, pair, quant = dhn_loss(u, v, s, mask, float(self.lam))
         return total, {"pairwise": float(pair.detach()), "quantization": float(quant.detach())}
 
-    def extra_state(self) -> dict[str, Any]:
-        return {"bank": self.bank_.state()} if self.bank_ is not None else {}
+    def extra_state(self, task: TrainingTask) -> dict[str, Any]:
+        return {"bank": task.scratch.bank.state()} if task.scratch.bank is not None else {}
 
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        if self.bank_ is not None and "bank" in state:
-            self.bank_.load(state["bank"])
+    def load_extra_state(self, task: TrainingTask, state: dict[str, Any]) -> None:
+        if task.scratch.bank is not None and "bank" in state:
+            task.scratch.bank.load(state["bank"])

@@ -64,6 +64,7 @@ the distance distribution is plotted to ``similarity_fit.png`` in the run folder
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -74,12 +75,11 @@ import numpy as np
 import torch
 
 from learn2hash.asymnormal import AsymmetricNormal
-from learn2hash.datasets.base import Split
 from learn2hash.datasets.protocols import rng_for
 from learn2hash.errors import Learn2HashError
 from learn2hash.features import make_extractor, visual_features
 from learn2hash.methods.base import FitContext
-from learn2hash.methods.deep import DeepHasher, _context
+from learn2hash.methods.deep import DeepHasher, TrainingTask, _context
 from learn2hash.methods.registry import register
 from learn2hash.methods.validation import Interval
 from learn2hash.train import Batch, encode_batches, is_main_process, resolve_device
@@ -254,32 +254,32 @@ class EDDH(DeepHasher):
     def fit(self, X: Any, y: Any = None, *, context: FitContext | None = None,
             checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool | None = None,
             report_dir: str | os.PathLike | None = None) -> "EDDH":
-        """As :meth:`DeepHasher.fit`; the plot of the distance fit goes to ``report_dir`` (default: the
-        context's run folder, i.e. the run folder under ``learn2hash train``, else the folder holding
-        the checkpoints; no plot when none is given)."""
+        """As :meth:`DeepHasher.fit`; the plot of the distance fit goes to ``report_dir`` (default:
+        :meth:`FitContext.reports() <learn2hash.methods.base.FitContext.reports>`: the run folder under
+        ``learn2hash train``, else the folder holding the checkpoints; no plot when none is given)."""
         context = _context(context, checkpoint_dir, resume, progress)
-        if report_dir is None:
-            report_dir = context.folder
-        if report_dir is None and context.checkpoints() is not None:
-            report_dir = context.checkpoints().parent
-        self._report_dir = Path(report_dir) if report_dir is not None else None
-        try:
-            return super().fit(X, y, context=context)
-        finally:
-            del self._report_dir
+        if report_dir is not None:
+            context = dataclasses.replace(context or FitContext(), report_dir=Path(report_dir))
+        return super().fit(X, y, context=context)
 
     def _weights(self, n: int) -> tuple[float, float, float]:
         """The raw (λ, γ, ρ) of the objective for n training items."""
         scale = float(n) * float(self.bits)
         return self.lam * scale, self.gamma * scale, self.rho * scale
 
-    def _prepare(self, split: Split) -> None:
+    def _prepare(self, task: TrainingTask) -> None:
+        """Fit the distance distribution, accumulate what the steps need of Ŝ and draw A and B.
+
+        Per-fit state in ``task.scratch``: ``z`` (unit visual features), ``y`` (labels, bool tensor),
+        ``y64`` (labels, float64), ``t`` and ``s2`` (``Ŝ Y`` and ``‖Ŝ‖²``), ``s_dense`` (Ŝ when kept,
+        else None), ``a`` and ``b`` (the label transfer and the discrete codes), ``v_t`` and ``b_t``
+        (V and B on the training device) and ``objective_log``."""
+        split, st = task.split, task.scratch
         n, k = len(split), int(self.bits)
         device = resolve_device(self.device)
-        self.model_.to(device)
-        progress = self._fit_options.get("progress")
+        task.model.to(device)
         extractor = make_extractor(self.visual, split.item_shape, self.visual_image_size, device)
-        z = normalize_rows(visual_features(split.x, extractor, cache=extractor.cacheable, progress=progress,
+        z = normalize_rows(visual_features(split.x, extractor, cache=extractor.cacheable, progress=task.context.progress,
                                            description=f"eddh visual features ({self.visual})"))
         y = split.labels.astype(np.float64)
 
@@ -291,94 +291,97 @@ class EDDH(DeepHasher):
         log.info("eddh: cosine distances fitted by an asymmetric normal: iota %.4f, sigma_l %.4f, sigma_r %.4f "
                  "(alpha %.4f, beta %.4f)", self.distance_fit_.iota, self.distance_fit_.sigma_l,
                  self.distance_fit_.sigma_r, self.alpha_, self.beta_)
-        report_dir = getattr(self, "_report_dir", None)
+        report_dir = task.context.reports()
         if report_dir is not None and is_main_process():
             self.distance_fit_.plot(report_dir / PLOT_NAME, title=f"EDDH: cosine distances of {len(distances):,} "
                                     f"training pairs ({self.visual} features)",
                                     marks={"α = (ι−σ_l)e": self.alpha_, "β = (ι+σ_r)/e": self.beta_})
 
-        self.z_ = z.to(device)
-        self.y_ = torch.from_numpy(split.labels).to(device)
-        self.t_, self.s2_, self.s_dense_ = similarity_statistics(self.z_, self.y_, self.alpha_, self.beta_,
-                                                                keep=n * n <= DENSE_ENTRIES)
-        self.y64_ = y
+        st.z = z.to(device)
+        st.y = torch.from_numpy(split.labels).to(device)
+        st.t, st.s2, st.s_dense = similarity_statistics(st.z, st.y, self.alpha_, self.beta_,
+                                                        keep=n * n <= DENSE_ENTRIES)
+        st.y64 = y
         rng = np.random.default_rng(np.random.SeedSequence([int(self.seed) & 0xFFFFFFFF, 0xEDD4]))
-        self.a_ = rng.standard_normal((split.n_classes, k))
-        self.b_ = np.where(y @ self.a_ >= 0, 1.0, -1.0)
-        self._sync_targets()
-        f = self._outputs(split.x)
-        self.objective_log_ = [{"epoch": 0, "objective": self._objective(f)}]
+        st.a = rng.standard_normal((split.n_classes, k))
+        st.b = np.where(y @ st.a >= 0, 1.0, -1.0)
+        self._sync_targets(task)
+        f = self._outputs(task, task.train_split.x)
+        st.objective_log = [{"epoch": 0, "objective": self._objective(task, f)}]
 
-    def _sync_targets(self) -> None:
+    def _sync_targets(self, task: TrainingTask) -> None:
         """Copy V = Y A and B to the training device for the θ-step."""
-        device = self.z_.device
-        self.v_t_ = torch.from_numpy(self.y64_ @ self.a_).float().to(device)
-        self.b_t_ = torch.from_numpy(self.b_).float().to(device)
+        st = task.scratch
+        device = st.z.device
+        st.v_t = torch.from_numpy(st.y64 @ st.a).float().to(device)
+        st.b_t = torch.from_numpy(st.b).float().to(device)
 
-    def _outputs(self, x: Any) -> np.ndarray:
-        """F: eval-mode network outputs on the training items, float64 ``[n, k]``."""
-        device = next(self.model_.parameters()).device
-        return encode_batches(self.model_, x, int(self.encode_batch_size), device).double().numpy()
+    def _outputs(self, task: TrainingTask, x: Any) -> np.ndarray:
+        """F: eval-mode outputs of the network being trained on the training items, float64 ``[n, k]``."""
+        return encode_batches(task.model, x, int(self.encode_batch_size), task.device()).double().numpy()
 
-    def _objective(self, f: np.ndarray) -> float:
-        """``J / (n²k)`` at F = ``f`` and the current A, B."""
+    def _objective(self, task: TrainingTask, f: np.ndarray) -> float:
+        """``J / (n²k)`` at F = ``f`` and the task's current A, B."""
+        st = task.scratch
         n, k = len(f), int(self.bits)
         lam, gamma, rho = self._weights(n)
-        return objective(f, self.a_, self.b_, self.y64_, self.t_, self.s2_, k, lam, gamma, rho)["total"] / (n * n * k)
+        return objective(f, st.a, st.b, st.y64, st.t, st.s2, k, lam, gamma, rho)["total"] / (n * n * k)
 
     # ------------------------------------------------------------------ θ-step
-    def loss(self, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        n, k = len(self.z_), int(self.bits)
-        if self.s_dense_ is not None:
-            s = self.s_dense_[batch.index]
+    def loss(self, task: TrainingTask, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        st = task.scratch
+        n, k = len(st.z), int(self.bits)
+        if st.s_dense is not None:
+            s = st.s_dense[batch.index]
         else:
-            s = similarity_rows(self.z_[batch.index], batch.labels, self.z_, self.y_, self.alpha_, self.beta_, n)
-        sim = ((u @ self.v_t_.T - k * s) ** 2).sum(1) / (n * k)
-        quant = float(self.lam) * ((u - self.b_t_[batch.index]) ** 2).sum(1)
+            s = similarity_rows(st.z[batch.index], batch.labels, st.z, st.y, self.alpha_, self.beta_, n)
+        sim = ((u @ st.v_t.T - k * s) ** 2).sum(1) / (n * k)
+        quant = float(self.lam) * ((u - st.b_t[batch.index]) ** 2).sum(1)
         total = (sim + quant).mean()
         return total, {"similarity": float(sim.detach().mean()), "quantization": float(quant.detach().mean())}
 
     # ------------------------------------------------------------------ A- and B-steps
-    def on_epoch_end(self, epoch: int, model: torch.nn.Module) -> None:
-        n, k = len(self.z_), int(self.bits)
+    def on_epoch_end(self, task: TrainingTask, epoch: int) -> None:
+        st = task.scratch
+        n, k = len(st.z), int(self.bits)
         lam, gamma, rho = self._weights(n)
-        f = self._outputs(self.train_split_.x)
-        after_theta = self._objective(f)
-        self.a_ = a_step(f, self.b_, self.y64_, self.t_, k, gamma, rho)
-        after_a = self._objective(f)
-        self.b_ = b_step(f, self.a_, self.y64_, lam, gamma)
-        after_b = self._objective(f)
-        self._sync_targets()
-        self.objective_log_.append({"epoch": epoch + 1, "objective": after_b, "after_theta": after_theta,
-                                    "after_a": after_a, "after_b": after_b})
+        f = self._outputs(task, task.train_split.x)
+        after_theta = self._objective(task, f)
+        st.a = a_step(f, st.b, st.y64, st.t, k, gamma, rho)
+        after_a = self._objective(task, f)
+        st.b = b_step(f, st.a, st.y64, lam, gamma)
+        after_b = self._objective(task, f)
+        self._sync_targets(task)
+        st.objective_log.append({"epoch": epoch + 1, "objective": after_b, "after_theta": after_theta,
+                                 "after_a": after_a, "after_b": after_b})
         log.info("eddh outer iteration %d: objective J/(n²k) %.6g (after theta %.6g, after A %.6g)",
                  epoch + 1, after_b, after_theta, after_a)
 
-    def extra_state(self) -> dict[str, Any]:
-        return {"a": torch.from_numpy(self.a_), "b": torch.from_numpy(self.b_).to(torch.int8),
-                "objective_log": [dict(r) for r in self.objective_log_]}
+    def extra_state(self, task: TrainingTask) -> dict[str, Any]:
+        st = task.scratch
+        return {"a": torch.from_numpy(st.a), "b": torch.from_numpy(st.b).to(torch.int8),
+                "objective_log": [dict(r) for r in st.objective_log]}
 
-    def load_extra_state(self, state: dict[str, Any]) -> None:
+    def load_extra_state(self, task: TrainingTask, state: dict[str, Any]) -> None:
         if "a" not in state:
             return
+        st = task.scratch
         a, b = state["a"].double().numpy(), state["b"].double().numpy()
-        if a.shape != self.a_.shape or b.shape != self.b_.shape:
-            raise Learn2HashError(f"eddh checkpoint holds A {a.shape} and B {b.shape}, expected {self.a_.shape} "
-                                  f"and {self.b_.shape}")
-        self.a_, self.b_ = a, b
-        self.objective_log_ = [dict(r) for r in state["objective_log"]]
-        self._sync_targets()
+        if a.shape != st.a.shape or b.shape != st.b.shape:
+            raise Learn2HashError(f"eddh checkpoint holds A {a.shape} and B {b.shape}, expected {st.a.shape} "
+                                  f"and {st.b.shape}")
+        st.a, st.b = a, b
+        st.objective_log = [dict(r) for r in state["objective_log"]]
+        self._sync_targets(task)
 
-    def _fit(self, split: Split) -> None:
-        try:
-            super()._fit(split)
-            by_epoch = {r["epoch"]: r["objective"] for r in self.objective_log_}
-            for record in self.history_:
-                if record["epoch"] in by_epoch:
-                    record["objective"] = by_epoch[record["epoch"]]
-        finally:
-            for attr in ("z_", "y_", "t_", "s_dense_", "y64_", "b_", "v_t_", "b_t_"):
-                self.__dict__.pop(attr, None)
+    def _finish(self, task: TrainingTask) -> None:
+        """Keep the learned label transfer A and the objective of every outer iteration (also in ``history_``)."""
+        self.a_ = task.scratch.a
+        self.objective_log_ = task.scratch.objective_log
+        by_epoch = {r["epoch"]: r["objective"] for r in self.objective_log_}
+        for record in self.history_:
+            if record["epoch"] in by_epoch:
+                record["objective"] = by_epoch[record["epoch"]]
 
     # ------------------------------------------------------------------ persistence
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from learn2hash.methods.deep import DeepHasher
+from learn2hash.methods.deep import DeepHasher, TrainingTask
 from learn2hash.methods.pairwise import PAIRWISE_EPOCHS, balanced_weights, label_similarity, off_diagonal
 from learn2hash.methods.registry import register
 from learn2hash.methods.validation import Interval
@@ -62,7 +62,7 @@ class HashNet(DeepHasher):
     def sigmoid_scale(self) -> float:
         return 10.0 / self.bits if self.alpha is None else float(self.alpha)
 
-    def loss(self, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, task: TrainingTask, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
         beta = continuation_beta(batch.step, float(self.gamma), float(self.power))
         # batch.logits = model.scale * a with model.scale left at 1: the continuation lives here
         ub = torch.tanh(beta * batch.logits)

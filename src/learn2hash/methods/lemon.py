@@ -65,7 +65,7 @@ import scipy.linalg
 from learn2hash.codes import Codes
 from learn2hash.datasets.base import Split, as_multihot
 from learn2hash.errors import Learn2HashError
-from learn2hash.methods.base import OnlineHasher, as_split
+from learn2hash.methods.base import FitContext, OnlineHasher, as_split
 from learn2hash.methods.multiview import MultiViewEncoder, check_views, split_views
 from learn2hash.methods.registry import register
 from learn2hash.methods.validation import Boolean, Interval
@@ -146,7 +146,7 @@ class LEMON(MultiViewEncoder, OnlineHasher):
         self.intercept = intercept
 
     # ------------------------------------------------------------------ API
-    def _fit(self, split: Split) -> None:
+    def _fit(self, split: Split, context: FitContext) -> None:
         """Offline use: forget everything, then learn from the whole split as a single round."""
         self.__dict__.pop("rounds_", None)
         self.fitted_ = False

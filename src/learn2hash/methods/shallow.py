@@ -25,7 +25,7 @@ import numpy as np
 from learn2hash.codes import Codes
 from learn2hash.datasets.base import Split
 from learn2hash.errors import Learn2HashError
-from learn2hash.methods.base import Hasher, as_features
+from learn2hash.methods.base import FitContext, Hasher, as_features
 from learn2hash.methods.registry import register
 from learn2hash.methods.validation import Interval
 
@@ -80,7 +80,7 @@ class LSH(_ProjectionHasher):
     def __init__(self, bits: int = 64, seed: int = 0):
         super().__init__(bits=bits, seed=seed)
 
-    def _fit(self, split: Split) -> None:
+    def _fit(self, split: Split, context: FitContext) -> None:
         x = self._features_for_fit(split)
         self.mean_ = x.mean(axis=0)
         self.projection_ = np.random.default_rng(self.seed).standard_normal((self.dim_, self.bits))
@@ -123,7 +123,7 @@ class ITQ(_ProjectionHasher):
         super().__init__(bits=bits, seed=seed)
         self.n_iter = n_iter
 
-    def _fit(self, split: Split) -> None:
+    def _fit(self, split: Split, context: FitContext) -> None:
         x = self._features_for_fit(split)
         if self.bits > self.dim_:
             raise Learn2HashError(
@@ -235,7 +235,7 @@ class SDH(_ProjectionHasher):
                 bw = rest + np.outer(new, wk)
         return changed
 
-    def _fit(self, split: Split) -> None:
+    def _fit(self, split: Split, context: FitContext) -> None:
         x = self._features_for_fit(split)
         y = split.labels.astype(np.float64)
         n = x.shape[0]
