@@ -16,7 +16,7 @@ import pytest
 from learn2hash.codes import Codes
 from learn2hash.datasets import Split, load
 from learn2hash.errors import Learn2HashError
-from learn2hash.methods import FitContext, Hasher, available, create, method_class
+from learn2hash.methods import FitContext, HasCenters, Hasher, available, create, method_class
 from learn2hash.methods.multiview import MultiViewEncoder
 
 BITS = 8
@@ -132,6 +132,16 @@ def test_fit_leaves_parameters_and_learned_state_only(name, data, tmp_path):
         h.save(tmp_path / "h")
         loaded = Hasher.load(tmp_path / "h")
         assert learned == set(vars(loaded)) - params | {"skipped_images_"}
+
+
+@pytest.mark.parametrize("name", method_params())
+def test_capabilities_are_declared_on_the_class(name):
+    """What runs and reports read of a hasher is declared, so they read it without probing:
+    runtime_params (parameters a resumed run may change) names parameters of the method; hash
+    centers come with the HasCenters mixin (CSQ)."""
+    klass = method_class(name)
+    assert isinstance(klass.runtime_params, tuple) and set(klass.runtime_params) <= set(klass._param_names())
+    assert issubclass(klass, HasCenters) == (name == "csq")
 
 
 def test_fit_context_and_its_shorthand_are_not_mixed(data, tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import html.parser
 import json
 import shutil
-import types
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,11 @@ import pytest
 from PIL import Image
 
 from learn2hash import report
+from learn2hash.centers import HashCenters
 from learn2hash.cli import main
+from learn2hash.codes import Codes
+from learn2hash.methods import HasCenters
+from learn2hash.methods.shallow import ITQ
 from learn2hash.runs import Run, train_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -135,22 +138,28 @@ def test_class_mean_centers_and_distances_match_brute_force(itq_run):
             assert data["distances"][c, col] == int(np.sum(expected_centers[c] != bits[i]))
 
 
-@pytest.mark.parametrize("form", ["bits", "signs", "hash-centers"])
-def test_hash_centers_are_used_when_the_hasher_has_them(itq_run, form):
-    from learn2hash.codes import Codes
+class _CenteredITQ(HasCenters, ITQ):
+    """An ITQ hasher that declares hash centers (what CSQ does), for the report's center plot."""
 
+
+def test_hash_centers_are_used_when_the_hasher_declares_them(itq_run):
     run = Run.open(itq_run.folder)
     rng = np.random.default_rng(0)
     centers01 = rng.integers(0, 2, size=(10, 16))
-    centers = {"bits": centers01, "signs": 2.0 * centers01 - 1,
-               "hash-centers": types.SimpleNamespace(codes=Codes.from_bits(centers01))}[form]
-    run._hasher = types.SimpleNamespace(centers_=centers)
+    hasher = _CenteredITQ(bits=16)
+    hasher.centers_ = HashCenters(Codes.from_bits(centers01), "bernoulli", 0, 0.0, 0.0)
+    run._hasher = hasher
     data = report.center_code_distances(run, per_class=3)
     assert data["source"] == "hash centers"
     assert np.array_equal(data["centers"].to_bits(), centers01)
     db_bits = run.codes("database").to_bits()
     for col, i in enumerate(data["column_ids"]):
         assert np.array_equal(data["distances"][:, col], (centers01 != db_bits[i]).sum(axis=1))
+    # a hasher that does not declare them gets the class means, whatever attributes it holds
+    plain = ITQ(bits=16)
+    plain.centers_ = hasher.centers_
+    run._hasher = plain
+    assert report.class_centers(run)[1] == "class means"
 
 
 def test_top_results_match_brute_force(itq_run):

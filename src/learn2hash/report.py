@@ -30,6 +30,7 @@ import numpy as np
 
 from learn2hash.codes import Codes, hamming_distances
 from learn2hash.errors import Learn2HashError
+from learn2hash.methods.base import HasCenters
 
 DPI = 100
 #: pixel size (width, height) of each fixed-size figure
@@ -158,23 +159,16 @@ def plot_precision_at_n(curves: Sequence[tuple[str, tuple[np.ndarray, np.ndarray
 
 # --------------------------------------------------------------------------- centers vs codes
 def class_centers(run) -> tuple[Codes, str]:
-    """Per-class reference codes: the hasher's hash centers, else the sign of the class means of database codes.
+    """Per-class reference codes: the hasher's hash centers when it has them
+    (:class:`~learn2hash.methods.base.HasCenters`), else the sign of the class means of database codes.
 
-    Hash centers may be :class:`~learn2hash.centers.HashCenters` (their ``codes``), :class:`Codes`, or
-    0/1 or ±1 arrays ``[c, K]``. Returns ``(Codes [c, K], source)`` with ``source``
-    ``"hash centers"`` or ``"class means"``.
+    Returns ``(Codes [c, K], source)`` with ``source`` ``"hash centers"`` or ``"class means"``.
     """
     hasher = run.hasher()
-    centers = getattr(hasher, "centers_", None)
     n_classes = run.dataset().database.n_classes
-    if centers is not None:
-        codes = getattr(centers, "codes", centers)  # HashCenters hold Codes; plain arrays are 0/1 or +-1
-        if not isinstance(codes, Codes):
-            c = np.asarray(codes)
-            codes = None
-            if c.ndim == 2 and c.shape[1] == run.bits:
-                codes = Codes.from_bits(c.astype(np.uint8)) if np.isin(c, (0, 1)).all() else Codes.from_signs(c)
-        if codes is not None and len(codes) == n_classes and codes.bits == run.bits:
+    if isinstance(hasher, HasCenters):
+        codes = hasher.centers_.codes
+        if len(codes) == n_classes and codes.bits == run.bits:
             return codes, "hash centers"
     signs = run.codes("database").to_signs(np.float64)
     labels = run.dataset().database.labels

@@ -25,7 +25,7 @@ import inspect
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from learn2hash.codes import Codes
 from learn2hash.datasets.base import Split
 from learn2hash.errors import CorruptFileError, Learn2HashError, MissingFileError
 from learn2hash.methods.validation import Interval, validate_params
+
+if TYPE_CHECKING:
+    from learn2hash.centers import HashCenters
 
 HASHER_FORMAT = "learn2hash-hasher"
 HASHER_VERSION = 2
@@ -161,6 +164,8 @@ class Hasher(abc.ABC):
     input_kind: ClassVar[str] = "features"
     #: whether ``fit`` uses labels
     supervised: ClassVar[bool] = False
+    #: parameters that do not change what is learned (device, workers ...): a resumed run may change them
+    runtime_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, bits: int = 64, seed: int = 0):
         self.bits = bits
@@ -299,8 +304,7 @@ class Hasher(abc.ABC):
 
     def _probe_input(self) -> Any:
         """A tiny input that ``encode`` accepts, used by :meth:`load` to check the restored state (or None)."""
-        dim = getattr(self, "dim_", None)
-        return np.zeros((1, dim)) if isinstance(dim, int) and dim > 0 else None
+        return None
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the fitted hasher to folder ``path``, atomically as a whole (see the module docstring)."""
@@ -467,6 +471,15 @@ def _files_named(meta_path: Path) -> set[str]:
     if meta["version"] == 1:
         return {f"{k}.npy" for k in meta["arrays"]} | {"weights.pt"}
     return {entry["file"] for entry in (*meta["arrays"].values(), *meta.get("files", {}).values())}
+
+
+class HasCenters:
+    """Capability mixin: a hasher that learns one hash center per class declares it by inheriting
+    this; after ``fit`` (or ``load``) its ``centers_`` holds them (:class:`~learn2hash.centers.HashCenters`,
+    ``centers_.codes`` a :class:`Codes` of ``bits`` bits, row ``c`` the center of class ``c``).
+    Readers test ``isinstance(hasher, HasCenters)`` instead of probing for the attribute."""
+
+    centers_: "HashCenters"
 
 
 class OnlineHasher(Hasher):

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from learn2hash.centers import HashCenters, centroid_centers, hash_centers
 from learn2hash.codes import Codes
 from learn2hash.errors import Learn2HashError
+from learn2hash.methods.base import HasCenters
 from learn2hash.methods.deep import DeepHasher, TrainingTask
 from learn2hash.methods.dhn import dhn_loss
 from learn2hash.methods.pairwise import label_similarity, log_cosh, off_diagonal
@@ -45,7 +46,7 @@ QUANTIZATIONS = ("logcosh", "squared")
 MULTILABEL = ("centroid", "random")
 
 @register
-class CSQ(DeepHasher):
+class CSQ(HasCenters, DeepHasher):
     """Central Similarity Quantization; see the module docstring for the loss."""
 
     name = "csq"

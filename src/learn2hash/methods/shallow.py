@@ -69,6 +69,9 @@ class _ProjectionHasher(Hasher):
         parts = [Codes.from_signs(self._project(b)) for b in _blocks(x, "items to encode", self.dim_)]
         return Codes.concatenate(parts)
 
+    def _probe_input(self) -> Any:
+        return np.zeros((1, self.dim_)) if isinstance(self.dim_, int) and self.dim_ > 0 else None
+
 
 @register
 class LSH(_ProjectionHasher):

@@ -61,6 +61,13 @@ class Backbone(nn.Module):
     #: the registered name it was built under (set by :func:`create_backbone`)
     registered_name: str | None = None
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: the constructor's arguments, defaults included (recorded after the outermost subclass
+        #: constructor, see ``__init_subclass__``; empty for a bare ``Backbone``)
+        self.options_: dict[str, Any] = {}
+        self._frozen_modules: list[str] = []  # set by freeze
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Record every constructor's arguments, defaults included, as ``options_`` (the outermost
         constructor of a subclass chain wins), so a saved network can be rebuilt exactly even after
@@ -129,7 +136,7 @@ class Backbone(nn.Module):
 
     def frozen_modules(self) -> list[str]:
         """Names of the outermost submodules that :meth:`freeze` froze (``""``: the whole backbone)."""
-        return list(getattr(self, "_frozen_modules", []))
+        return list(self._frozen_modules)
 
     def train(self, mode: bool = True) -> "Backbone":
         super().train(mode)
@@ -140,7 +147,7 @@ class Backbone(nn.Module):
 
     def resolved_options(self) -> dict[str, Any]:
         """Options that rebuild this architecture with :func:`create_backbone` (defaults spelled out)."""
-        return dict(getattr(self, "options_", {}))
+        return dict(self.options_)
 
     def check_input_shape(self, shape: tuple[int, ...], what: str = "input") -> None:
         """Raise a clear error unless a batch of per-item ``shape`` fits this backbone."""

@@ -204,7 +204,7 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
     with folder.writer():
         if folder.has_config() and not overwrite:
             # settings that do not change what is learned (device, workers, amp ...) may differ on resume
-            diff = folder.config_differences(config, _RESUME_KEYS, getattr(hasher, "runtime_params", ()))
+            diff = folder.config_differences(config, _RESUME_KEYS, hasher.runtime_params)
             if not resume:
                 raise Learn2HashError(f"run folder {out} already exists; pass --resume to continue it or choose another --out")
             if diff:
