@@ -303,6 +303,23 @@ def test_summary_and_settings():
     assert res["settings"]["ties"] == "expected" and res["settings"]["topk"] == 10
 
 
+def test_metric_names_are_one_spelling_for_every_key_form():
+    """metrics.json keys, evaluate's summary keys and their parameters map to one display name each."""
+    from learn2hash.metrics import metric_name
+
+    assert metric_name("precision_at_radius2") == metric_name("precision@H<=2") == "P@H<=2"
+    assert metric_name("recall_at_radius3") == metric_name("recall@H<=3") == "R@H<=3"
+    assert metric_name("map@all") == metric_name("map") == "mAP@all"
+    assert metric_name("map@1000") == "mAP@1000" and metric_name("precision@100") == "P@100"
+    assert metric_name("something_else") == "something_else"
+    rng = np.random.default_rng(5)
+    q_bits, ql, db_bits, dl = _random_case(rng, 5, 30, 8, 3, False)
+    names = [metric_name(k) for k in summary(evaluate(Codes.from_bits(q_bits), ql, Codes.from_bits(db_bits), dl,
+                                                      topk=10, radius=1))]
+    assert names[:6] == ["mAP@10", "P@1", "P@10", "P@H<=1", "R@H<=1", "queries"]
+    assert len(set(names)) == len(names)
+
+
 # --------------------------------------------------------------------------- bad input
 def _small():
     rng = np.random.default_rng(0)
@@ -357,7 +374,7 @@ def test_cli_evaluate_prints_table_and_writes_json(tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     ap, pn, prec, rec, _ = _reference(q_bits, ql, db_bits, dl, 20, (5, 10), 3, "index")
-    assert "map@20" in text and f"{ap.mean():.4f}" in text
+    assert "mAP@20" in text and f"{ap.mean():.4f}" in text
     saved = json.loads(out.read_text())
     assert saved["map"] == pytest.approx(ap.mean(), abs=1e-12)
     assert saved["precision_at_n"]["10"] == pytest.approx(pn[:, 1].mean(), abs=1e-12)

@@ -117,7 +117,7 @@ def test_run_with_relative_data_path_reopens_from_elsewhere(tmp_path, monkeypatc
 def test_cli_evaluate_a_run_folder(capsys, itq_run):
     assert main(["evaluate", "--run", str(itq_run.folder), "--topk", "100"]) == 0
     out = capsys.readouterr().out
-    line = next(l for l in out.splitlines() if l.split() and l.split()[0] == "map@100")
+    line = next(l for l in out.splitlines() if l.split() and l.split()[0] == "mAP@100")
     assert float(line.split()[1]) == pytest.approx(itq_run.metrics()["map@100"], abs=5e-5)
     assert main(["evaluate", "--run", str(itq_run.folder), "--query-codes", "q.npy"]) == 2
     assert "not both" in capsys.readouterr().err
@@ -131,11 +131,11 @@ def test_cli_evaluate_a_run_uses_the_datasets_registered_top_k(capsys, itq_run, 
     assert main(["evaluate", "--run", str(itq_run.folder), "--json", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
     assert f"mAP cutoff: 100, the top-k registered for digits [{itq_run.config['protocol']}]" in out
-    metrics = {l.split()[0]: float(l.split()[1]) for l in out.splitlines() if l.startswith(("map", "precision@1 "))}
+    metrics = {l.split()[0]: float(l.split()[1]) for l in out.splitlines() if l.startswith(("mAP@", "P@1 "))}
     ds = itq_run.dataset()
     q, db = itq_run.codes("query"), itq_run.codes("database")
-    assert "map" not in metrics  # no mAP@all in place of the registered cutoff
-    assert metrics["map@100"] == pytest.approx(evaluate(q, ds.query.labels, db, ds.database.labels, topk=100)["map"],
+    assert "mAP@all" not in metrics  # no mAP@all in place of the registered cutoff
+    assert metrics["mAP@100"] == pytest.approx(evaluate(q, ds.query.labels, db, ds.database.labels, topk=100)["map"],
                                                abs=5e-5)
     assert json.loads((tmp_path / "r.json").read_text())["settings"]["topk"] == 100
     assert main(["evaluate", "--run", str(itq_run.folder), "--json", "-"]) == 0
@@ -144,5 +144,5 @@ def test_cli_evaluate_a_run_uses_the_datasets_registered_top_k(capsys, itq_run, 
     assert main(["evaluate", "--run", str(itq_run.folder), "--topk", "all"]) == 0
     out = capsys.readouterr().out
     assert "mAP cutoff" not in out
-    line = next(l for l in out.splitlines() if l.split() and l.split()[0] == "map")
+    line = next(l for l in out.splitlines() if l.split() and l.split()[0] == "mAP@all")
     assert float(line.split()[1]) == pytest.approx(itq_run.metrics()["map@all"], abs=5e-5)

@@ -150,17 +150,16 @@ def _parse_assignments(items: Sequence[str] | None, what: str) -> dict:
 
 
 def _print_metrics(metrics: dict, file=None) -> None:
+    from learn2hash.metrics import metric_name
+
     rows = []
     topk = metrics.get("topk")
-    if topk:
-        rows.append({"metric": f"mAP@{topk}", "value": f"{metrics[f'map@{topk}']:.4f}"})
-    rows.append({"metric": "mAP@all", "value": f"{metrics['map@all']:.4f}"})
-    rows.append({"metric": "P@H<=2", "value": f"{metrics['precision_at_radius2']:.4f}"})
-    rows.append({"metric": "R@H<=2", "value": f"{metrics['recall_at_radius2']:.4f}"})
+    keys = ([f"map@{topk}"] if topk else []) + ["map@all", "precision_at_radius2", "recall_at_radius2"]
+    rows += [{"metric": metric_name(key), "value": f"{metrics[key]:.4f}"} for key in keys]
     for key in ("train_seconds", "encode_seconds", "evaluate_seconds"):
         if metrics.get(key) is not None:
-            rows.append({"metric": key.replace("_", " "), "value": f"{metrics[key]:.1f}"})
-    rows.append({"metric": "ties", "value": metrics.get("ties", "")})
+            rows.append({"metric": metric_name(key), "value": f"{metrics[key]:.1f}"})
+    rows.append({"metric": metric_name("ties"), "value": metrics.get("ties", "")})
     _print_table(rows, ["metric", "value"], file=file)
 
 
@@ -293,7 +292,7 @@ def _cmd_compare(args) -> int:
 
     rows = [summary_row(Run.open(d)) for d in args.runs]
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    fmt = [{k: (f"{v:.4f}" if isinstance(v, float) and not k.endswith("s") else
+    fmt = [{k: (f"{v:.4f}" if isinstance(v, float) and "seconds" not in k else
                 f"{v:.1f}" if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()} for r in rows]
     if args.markdown:
         print("| " + " | ".join(columns) + " |")
@@ -436,13 +435,13 @@ def _evaluate_options(args) -> dict:
 
 
 def _print_evaluation(result: dict, file=None) -> None:
-    from learn2hash.metrics import summary
+    from learn2hash.metrics import metric_name, summary
 
     s = result["settings"]
     print(f"{result['n_queries']} queries ({result['n_queries_without_relevant']} without a relevant item) against "
           f"{result['n_database']} database codes of {result['bits']} bits; ties: {s['ties']}; "
           f"zero hits: {s['zero_hits']}", file=file)
-    rows = [{"metric": key, "value": f"{value:.4f}" if isinstance(value, float) else value}
+    rows = [{"metric": metric_name(key), "value": f"{value:.4f}" if isinstance(value, float) else value}
             for key, value in summary(result).items() if key.startswith(("map", "precision", "recall"))]
     _print_table(rows, ["metric", "value"], file=file)
 

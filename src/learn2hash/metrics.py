@@ -27,6 +27,7 @@ their number is reported either way.
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Sequence
 
@@ -548,6 +549,37 @@ def evaluate(
             },
         },
     }
+
+
+#: display names of the scalar results, keyed by the names that results, ``metrics.json`` and
+#: :func:`summary` use (those keys never change: stored runs stay readable); one spelling for every
+#: table, report and plot. Keys with a parameter (``map@k``, ``precision@N``, a radius) are
+#: spelled by :func:`metric_name`.
+METRIC_NAMES: dict[str, str] = {
+    "map": "mAP@all", "map@all": "mAP@all",
+    "n_query": "queries", "n_queries": "queries", "n_database": "database items",
+    "n_queries_without_relevant": "queries without a relevant item", "n_queries_evaluated": "queries evaluated",
+    "ties": "tie policy", "epochs": "epochs", "train_seconds": "train seconds", "encode_seconds": "encode seconds",
+    "evaluate_seconds": "evaluate seconds", "seconds_per_epoch": "seconds per epoch",
+}
+_PARAMETRISED_NAMES = [
+    (re.compile(r"^map@(\w+)$"), "mAP@{}"),
+    (re.compile(r"^(?:precision_at_radius|precision@H<=)(\d+)$"), "P@H<={}"),
+    (re.compile(r"^(?:recall_at_radius|recall@H<=)(\d+)$"), "R@H<={}"),
+    (re.compile(r"^precision@(\d+)$"), "P@{}"),
+]
+
+
+def metric_name(key: str) -> str:
+    """The display name of result key ``key`` (``"precision_at_radius2"`` -> ``"P@H<=2"``,
+    ``"map@1000"`` -> ``"mAP@1000"``); a key without one is shown as it is."""
+    if key in METRIC_NAMES:
+        return METRIC_NAMES[key]
+    for pattern, name in _PARAMETRISED_NAMES:
+        m = pattern.match(key)
+        if m:
+            return name.format(m.group(1))
+    return key
 
 
 def summary(result: Mapping[str, Any]) -> dict[str, float | int]:

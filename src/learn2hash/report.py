@@ -15,7 +15,7 @@
 - ``training_curve.png`` — the per-epoch values logged in ``history.json`` (deep methods only);
 - ``report.html`` — the run's configuration, its metrics table and the plots above that exist.
 
-:func:`compare_runs` overlays the curves of several runs and adds P@H≤2 and mAP against the code
+:func:`compare_runs` overlays the curves of several runs and adds P@H<=2 and mAP against the code
 length. Every figure has a fixed pixel size (:data:`PLOT_SIZES`, :func:`retrieval_grid_size`).
 """
 
@@ -425,16 +425,13 @@ def _page(title: str, sections: Sequence[str], plots: Sequence[tuple[str, str]],
 
 def metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """The headline numbers of a metrics mapping as (metric, value) rows."""
-    rows = []
+    from learn2hash.metrics import metric_name
+
     topk = metrics.get("topk")
-    if topk and f"map@{topk}" in metrics:
-        rows.append({"metric": f"mAP@{topk}", "value": metrics[f"map@{topk}"]})
-    names = [("map@all", "mAP@all"), ("precision_at_radius2", "P@H≤2"), ("recall_at_radius2", "R@H≤2"),
-             ("n_query", "queries"), ("n_database", "database items"), ("ties", "tie policy"),
-             ("train_seconds", "train seconds"), ("encode_seconds", "encode seconds"),
-             ("evaluate_seconds", "evaluate seconds"), ("epochs", "epochs")]
-    rows += [{"metric": label, "value": metrics[key]} for key, label in names if metrics.get(key) is not None]
-    return rows
+    keys = ([f"map@{topk}"] if topk else []) + [
+        "map@all", "precision_at_radius2", "recall_at_radius2", "n_query", "n_database", "ties", "train_seconds",
+        "encode_seconds", "evaluate_seconds", "epochs"]
+    return [{"metric": metric_name(key), "value": metrics[key]} for key in keys if metrics.get(key) is not None]
 
 
 # --------------------------------------------------------------------------- entry points
@@ -493,7 +490,9 @@ def report_run(run_or_dir, out: str | os.PathLike | None = None, n_queries: int 
 
 
 def plot_vs_bits(entries: Sequence[tuple[Any, dict[str, Any]]], path: Path) -> Path:
-    """P@H≤2 and mAP@all against the code length, one line per (method, dataset)."""
+    """P@H<=2 and mAP@all against the code length, one line per (method, dataset)."""
+    from learn2hash.metrics import metric_name
+
     fig = _figure(PLOT_SIZES["compare_vs_bits"])
     axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
     groups: dict[str, list[tuple[int, dict[str, Any]]]] = {}
@@ -507,7 +506,7 @@ def plot_vs_bits(entries: Sequence[tuple[Any, dict[str, Any]]], path: Path) -> P
         axes[0].plot(bits, [m.get("precision_at_radius2", np.nan) for _, m in pts], marker="o", label=key)
         axes[1].plot(bits, [m.get("map@all", np.nan) for _, m in pts], marker="o", label=key)
     all_bits = sorted({run.bits for run, _ in entries})
-    for ax, what in zip(axes, ("P@H≤2", "mAP@all")):
+    for ax, what in zip(axes, (metric_name("precision_at_radius2"), metric_name("map@all"))):
         ax.set_xscale("log", base=2)
         ax.set_xticks(all_bits)
         ax.set_xticklabels([str(b) for b in all_bits])
@@ -523,7 +522,7 @@ def plot_vs_bits(entries: Sequence[tuple[Any, dict[str, Any]]], path: Path) -> P
 
 
 def compare_runs(run_dirs: Sequence[Any], out: str | os.PathLike) -> dict[str, Path]:
-    """Overlay the PR and P@N curves of several runs, plot P@H≤2 and mAP against bits, write ``report.html``."""
+    """Overlay the PR and P@N curves of several runs, plot P@H<=2 and mAP against bits, write ``report.html``."""
     if len(run_dirs) < 1:
         raise Learn2HashError("compare needs at least one run folder")
     from learn2hash.runs import summary_row

@@ -259,9 +259,11 @@ def summary_row(run: Run) -> dict[str, Any]:
     topk = m.get("topk")
     row = {"run": run.folder.name, "method": run.method, "bits": run.bits, "dataset": run.config["dataset"],
            "protocol": run.config["protocol"]}
-    row[f"mAP@{topk}" if topk else "mAP@k"] = m.get(f"map@{topk}") if topk else None
-    row.update({"mAP@all": m.get("map@all"), "P@H<=2": m.get("precision_at_radius2"),
-                "train s": m.get("train_seconds"), "s/epoch": m.get("seconds_per_epoch")})
+    from learn2hash.metrics import metric_name
+
+    row[metric_name(f"map@{topk}") if topk else "mAP@k"] = m.get(f"map@{topk}") if topk else None
+    row.update({metric_name(key): m.get(key) for key in ("map@all", "precision_at_radius2", "train_seconds",
+                                                          "seconds_per_epoch")})
     return row
 
 
