@@ -33,7 +33,7 @@ from numba import njit
 
 from learn2hash import Codes, HammingIndex
 from learn2hash.index import _bitplanes
-from learn2hash.index._intrinsics import popcount64
+from learn2hash.kernels import popcount64
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Hamming index"

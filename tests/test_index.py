@@ -7,6 +7,7 @@ import pytest
 from numba import njit
 
 from learn2hash import Codes, HammingIndex, Learn2HashError
+from learn2hash.codes import as_words
 from learn2hash.index import MISSING_DISTANCE, MISSING_ID, _bitplanes, _kernels, native
 
 BITS = [8, 16, 24, 32, 48, 64, 128, 256]
@@ -118,10 +119,10 @@ def test_bit_plane_kernel_mask_and_distances_equal_brute_force_at_every_threshol
     q_bits = np.concatenate([random_bits(rng, 5, bits), np.zeros((1, bits), bool), np.ones((1, bits), bool),
                              rng.random((2, bits)) < 0.15, rng.random((2, bits)) < 0.85])
     shape = _bitplanes.Shape(bits)
-    words = _kernels.as_words(Codes.from_bits(db_bits).packed)
+    words = as_words(Codes.from_bits(db_bits).packed)
     planes = _bitplanes.zeros(3, shape.PB)
     _bitplanes.build_planes(words.reshape(-1), n, shape.W, shape.P, shape.M, planes, 0)
-    plan = _kernels.Plan.of(_kernels.as_words(Codes.from_bits(q_bits).packed), shape)
+    plan = _kernels.Plan.of(as_words(Codes.from_bits(q_bits).packed), shape)
     dist = ref_distances(q_bits, db_bits)
     for t in range(1, bits + 2):
         mask, got = _block_tests(planes, *plan.args, shape.P, shape.M, shape.tag, t)

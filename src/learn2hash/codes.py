@@ -355,23 +355,26 @@ def iter_distance_blocks(
     nb = len(b)
     # Work on 64-bit words where possible: pad each code to a multiple of 8 bytes.
     words = (a.n_bytes + 7) // 8
-    bw = _as_words(b.packed, words)
+    bw = as_words(b.packed)
     per_row = max(1, nb * words * 8 * 2 + nb * 4)
     step = rows or max(1, min(len(a), block_bytes // per_row))
     for start in range(0, len(a), step):
         stop = min(len(a), start + step)
-        aw = _as_words(a.packed[start:stop], words)
+        aw = as_words(a.packed[start:stop])
         dist = np.zeros((stop - start, nb), dtype=np.int32)
         for w in range(words):
             dist += np.bitwise_count(aw[:, w, None] ^ bw[None, :, w])
         yield slice(start, stop), dist
 
 
-def _as_words(packed: np.ndarray, words: int) -> np.ndarray:
+def as_words(packed: np.ndarray) -> np.ndarray:
+    """``uint64[n, W]`` words of packed ``uint8[n, nbytes]`` codes, ``W = ceil(nbytes / 8)``, the last
+    word zero-padded (a view when ``nbytes % 8 == 0`` and the array is contiguous and aligned)."""
     n, nbytes = packed.shape
-    if nbytes == words * 8 and packed.flags.c_contiguous:
+    words = (nbytes + 7) // 8
+    if nbytes == 8 * words and packed.flags.c_contiguous and packed.ctypes.data % 8 == 0:
         return packed.view(np.uint64)
-    out = np.zeros((n, words * 8), dtype=np.uint8)
+    out = np.zeros((n, 8 * words), dtype=np.uint8)
     out[:, :nbytes] = packed
     return out.view(np.uint64)
 

@@ -7,6 +7,8 @@ line on stderr and a non-zero exit status.
 
 from __future__ import annotations
 
+import numbers
+
 
 class Learn2HashError(ValueError):
     """Bad input: wrong shape, wrong bit length, NaN, unknown name, corrupt or missing file."""
@@ -22,6 +24,15 @@ class CorruptFileError(Learn2HashError):
 
 class MissingFileError(Learn2HashError, FileNotFoundError):
     """A file that a reader needs and that does not exist."""
+
+
+def check_int(value: object, what: str, minimum: int) -> int:
+    """``value`` as an ``int`` when it is an integer (not a bool) of at least ``minimum``, else a
+    :class:`Learn2HashError` naming ``what``: the one check of integer arguments (``k``, ``radius``,
+    ``threads``, ``topk`` ...) shared by the index and the metrics."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
+        raise Learn2HashError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 class WeightsDownloadError(Learn2HashError):

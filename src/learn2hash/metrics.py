@@ -34,11 +34,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from numba import njit
 
-from learn2hash.codes import Codes, as_codes
+from learn2hash.codes import Codes, as_codes, as_words
 from learn2hash.datasets import as_multihot
-from learn2hash.errors import Learn2HashError
-from learn2hash.index._intrinsics import popcount64
-from learn2hash.index._kernels import as_words
+from learn2hash.errors import Learn2HashError, check_int
+from learn2hash.kernels import popcount64
 
 TIES = ("expected", "index")
 ZERO_HITS = ("zero", "exclude")
@@ -321,12 +320,6 @@ def _labels_pair(query_labels: Any, db_labels: Any) -> tuple[np.ndarray, np.ndar
             as_multihot(db, n_classes, what="database labels"))
 
 
-def _check_int(value: Any, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise Learn2HashError(f"{what} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_choice(value: Any, what: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise Learn2HashError(f"{what} must be one of {', '.join(map(repr, choices))}, got {value!r}")
@@ -341,7 +334,7 @@ def _default_threads() -> int:
 
 
 def _check_threads(threads: Any) -> int:
-    return _default_threads() if threads is None else _check_int(threads, "threads", 1)
+    return _default_threads() if threads is None else check_int(threads, "threads", 1)
 
 
 def _over_queries(kernel: Callable[[int, int], None], n_queries: int, threads: int) -> None:
@@ -459,18 +452,18 @@ def evaluate(
     ties = _check_choice(ties, "ties", TIES)
     zero_hits = _check_choice(zero_hits, "zero_hits", ZERO_HITS)
     empty_radius = _check_choice(empty_radius, "empty_radius", EMPTY_RADIUS)
-    radius = _check_int(radius, "radius", 0)
+    radius = check_int(radius, "radius", 0)
     n_db = len(db_codes)
     bits = db_codes.bits
     if topk is not None:
-        topk = _check_int(topk, "topk", 1)
+        topk = check_int(topk, "topk", 1)
     k = n_db if topk is None else min(topk, n_db)
     if precision_at is None:
         ns_list = [n for n in DEFAULT_PRECISION_AT if n <= n_db]
     else:
         if isinstance(precision_at, (int, np.integer)):
             precision_at = [precision_at]
-        ns_list = [_check_int(n, "each precision_at value", 1) for n in precision_at]
+        ns_list = [check_int(n, "each precision_at value", 1) for n in precision_at]
         too_big = [n for n in ns_list if n > n_db]
         if too_big:
             raise Learn2HashError(f"precision_at value {too_big[0]} exceeds the database size {n_db}")

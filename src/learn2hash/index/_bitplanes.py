@@ -38,7 +38,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from learn2hash.index._intrinsics import popcount64
+from learn2hash.kernels import popcount64
 
 #: 64-bit lanes per plane (one 256-bit vector).
 LANES = 4

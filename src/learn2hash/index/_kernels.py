@@ -36,23 +36,12 @@ import numpy as np
 from numba import njit
 
 from learn2hash.index._bitplanes import BLOCK, LANES, Shape, below, distance_at, query_plan, threshold_args
-from learn2hash.index._intrinsics import trailing_zeros64, unlikely
+from learn2hash.kernels import trailing_zeros64, unlikely
 
 #: Bytes of bit planes held in cache while a group of queries scans them.
 TILE_BYTES = 16 << 10
 #: Queries that share one pass over a tile.
 QUERY_BLOCK = 128
-
-
-def as_words(packed: np.ndarray) -> np.ndarray:
-    """``uint64[n, W]`` words of packed ``uint8[n, nbytes]`` codes (a view when ``nbytes % 8 == 0``)."""
-    n, nbytes = packed.shape
-    words = (nbytes + 7) // 8
-    if nbytes == 8 * words and packed.flags.c_contiguous and packed.ctypes.data % 8 == 0:
-        return packed.view(np.uint64)
-    out = np.zeros((n, 8 * words), dtype=np.uint8)
-    out[:, :nbytes] = packed
-    return out.view(np.uint64)
 
 
 def work_split(n_queries: int, n_items: int, threads: int, shape: Shape) -> tuple[int, int, int]:

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from learn2hash.codes import Codes, as_codes
-from learn2hash.errors import Learn2HashError
+from learn2hash.errors import Learn2HashError, check_int
 from learn2hash.index import storage
 from learn2hash.index._rwlock import RWLock
 from learn2hash.index.native import NativeEngine, check_method
@@ -39,12 +39,6 @@ def max_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def _check_int(value: object, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise Learn2HashError(f"{what} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class HammingIndex:
@@ -69,7 +63,7 @@ class HammingIndex:
     """
 
     def __init__(self, bits: int, backend: str = "native", threads: int | None = None, **options):
-        self._bits = _check_int(bits, "bits", 1)
+        self._bits = check_int(bits, "bits", 1)
         if backend not in BACKENDS:
             raise Learn2HashError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self._backend = backend
@@ -108,7 +102,7 @@ class HammingIndex:
         if value is None:
             self._threads = max_threads()
         else:
-            value = _check_int(value, "threads", 1)
+            value = check_int(value, "threads", 1)
             self._threads = value
 
     def __len__(self) -> int:
@@ -250,7 +244,7 @@ class HammingIndex:
         its tables exist and a pilot of the batch shows it pays, else the scan).
         """
         queries = self._queries(query_codes)
-        k = _check_int(k, "k", 1)
+        k = check_int(k, "k", 1)
         check_method(method)
         if self._backend != "native" and method != "auto":
             raise Learn2HashError(f"method={method!r} is for the native backend; the {self._backend} backend uses its own")
@@ -273,7 +267,7 @@ class HammingIndex:
         and kept until the next :meth:`add`).
         """
         queries = self._queries(query_codes)
-        radius = _check_int(radius, "radius", 0)
+        radius = check_int(radius, "radius", 0)
         check_method(method)
         if self._backend != "native" and method != "auto":
             raise Learn2HashError(f"method={method!r} is for the native backend; the {self._backend} backend uses its own")
@@ -287,7 +281,7 @@ class HammingIndex:
         """Build multi-index hashing tables now (native backend), with about ``m`` substrings."""
         if self._backend != "native":
             raise Learn2HashError("multi-index tables belong to the native backend")
-        m = None if m is None else _check_int(m, "m", 1)
+        m = None if m is None else check_int(m, "m", 1)
         with self._lock.reading():  # tables are derived data: searches may build them concurrently too
             self._engine.build_tables(m, self._threads)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from learn2hash.index._intrinsics import bswap64, popcount64
+from learn2hash.kernels import bswap64, popcount64
 from learn2hash.index._kernels import parallel_for
 
 #: Longest substring that gets a directly addressed table (2**24 offsets = 128 MiB at most).

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from learn2hash.codes import as_words
 from learn2hash.errors import Learn2HashError
 from learn2hash.index import _bitplanes, _kernels, mih
 from learn2hash.index.results import MISSING_DISTANCE, MISSING_ID
@@ -54,7 +55,7 @@ class NativeEngine:
     # ------------------------------------------------------------------------ data
     def add(self, packed: np.ndarray) -> None:
         """Append codes (packed ``uint8[m, ceil(bits/8)]``) after the current ones."""
-        words = _kernels.as_words(packed)
+        words = as_words(packed)
         m = words.shape[0]
         before = self._n
         if self._n == 0 and words.base is not None and not words.flags.writeable:
@@ -103,7 +104,7 @@ class NativeEngine:
         kk = min(k, n_alive)
         if nq == 0 or kk == 0:
             return out_d, out_p
-        qw = np.ascontiguousarray(_kernels.as_words(queries))
+        qw = np.ascontiguousarray(as_words(queries))
         todo = np.arange(nq)
         if method == "mih" or (method == "auto" and kk <= MIH_KNN_MAX_K and self._tables):
             todo = self._knn_mih(qw, kk, alive, out_d, out_p, threads, pilot=(method == "auto"))
@@ -214,7 +215,7 @@ class NativeEngine:
         radius = min(radius, self.bits)
         if nq == 0 or self._n == 0:
             return np.zeros(nq + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)
-        qw = np.ascontiguousarray(_kernels.as_words(queries))
+        qw = np.ascontiguousarray(as_words(queries))
         parts = []
         todo = np.arange(nq)
         use_mih = method == "mih"

@@ -1,5 +1,9 @@
-"""LLVM intrinsics the numba kernels use: ``popcount64``, ``trailing_zeros64``, ``bswap64`` and
-``unlikely``."""
+"""LLVM intrinsics for numba kernels: ``popcount64``, ``trailing_zeros64``, ``bswap64`` and ``unlikely``.
+
+The public low-level kernel module: the index (:mod:`learn2hash.index`) and the metrics
+(:mod:`learn2hash.metrics`) both build on it, while the index's own modules (``index._*``) stay
+private to the index. Packed codes as ``uint64`` words: :func:`learn2hash.codes.as_words`.
+"""
 
 from __future__ import annotations
 
