@@ -177,6 +177,22 @@ def test_top_results_match_brute_force(itq_run):
         assert res["relevant"][row].tolist() == [bool(np.any(ql[q] & dbl[i])) for i in order]
 
 
+def test_top_results_break_the_many_ties_of_short_codes_by_database_position(lsh_run):
+    """8-bit codes: most of the top 40 sit in tie groups; ids, distances and their order are those of a
+    brute-force ranking by (distance, database position), the tie order the HammingIndex defines."""
+    run = Run.open(lsh_run.folder)
+    q_bits = run.codes("query").to_bits().astype(np.int64)
+    db_bits = run.codes("database").to_bits().astype(np.int64)
+    qids = list(range(0, len(q_bits), 7))
+    res = report.top_results(run, qids, topn=40)
+    d = (q_bits[qids, None, :] != db_bits[None, :, :]).sum(axis=2)
+    for row, q in enumerate(qids):
+        order = sorted(range(len(db_bits)), key=lambda i: (d[row, i], i))[:40]
+        assert res["ids"][row].tolist() == order
+        assert res["distances"][row].tolist() == d[row, order].tolist()
+    assert len(set(res["distances"][0].tolist())) < 40  # ties were there to break
+
+
 def test_precision_at_n_curve_matches_brute_force(itq_run):
     """P@N with the expected-value tie policy: the item cut by N at distance d contributes m/n per
     remaining slot, where the tie group at d holds n items of which m are relevant."""

@@ -234,20 +234,24 @@ def plot_center_heatmap(run, path: Path, per_class: int = 40, seed: int = 0) -> 
 
 # --------------------------------------------------------------------------- retrieved items
 def top_results(run, query_ids: Sequence[int], topn: int = 10) -> dict[str, np.ndarray]:
-    """The ``topn`` nearest database items of the given query items by Hamming distance.
+    """The ``topn`` nearest database items of the given query items by Hamming distance, found by a
+    :class:`~learn2hash.index.HammingIndex` of the database codes (the ids are database positions).
 
-    Ties are broken by database position (stable order). Returns ``ids int64[q, topn]``,
+    Ties are broken as the index breaks them: by database position. Returns ``ids int64[q, topn]``,
     ``distances int32[q, topn]`` and ``relevant bool[q, topn]`` (shares a label with the query).
     """
+    from learn2hash.index import HammingIndex
+
     ds = run.dataset()
     query_ids = np.asarray(query_ids, dtype=np.int64)
     db = run.codes("database")
     topn = min(topn, len(db))
-    dist = hamming_distances(run.codes("query")[query_ids], db)
-    ids = np.argsort(dist, axis=1, kind="stable")[:, :topn]
+    index = HammingIndex(db.bits)
+    index.add(db)
+    distances, ids = index.search(run.codes("query")[query_ids], topn)
     qlab = ds.query.labels[query_ids].astype(np.int64)
     relevant = np.einsum("qc,qkc->qk", qlab, ds.database.labels[ids].astype(np.int64)) > 0
-    return {"ids": ids, "distances": np.take_along_axis(dist, ids, axis=1), "relevant": relevant}
+    return {"ids": ids, "distances": distances, "relevant": relevant}
 
 
 def sample_queries(run, n: int, seed: int = 0) -> np.ndarray:
