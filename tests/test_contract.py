@@ -138,10 +138,14 @@ def test_fit_leaves_parameters_and_learned_state_only(name, data, tmp_path):
 def test_capabilities_are_declared_on_the_class(name):
     """What runs and reports read of a hasher is declared, so they read it without probing:
     runtime_params (parameters a resumed run may change) names parameters of the method; hash
-    centers come with the HasCenters mixin (CSQ)."""
+    centers come with the HasCenters mixin (CSQ); takes_image_files says whether encode_images exists."""
     klass = method_class(name)
     assert isinstance(klass.runtime_params, tuple) and set(klass.runtime_params) <= set(klass._param_names())
     assert issubclass(klass, HasCenters) == (name == "csq")
+    # deep hashers decode image files themselves (encode_images) to the geometry they declare
+    assert klass.takes_image_files == hasattr(klass, "encode_images") == (family(name) == "deep")
+    if family(name) != "deep":
+        assert create(name, bits=BITS).image_geometry() is None
 
 
 def test_fit_context_and_its_shorthand_are_not_mixed(data, tmp_path):

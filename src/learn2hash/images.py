@@ -89,9 +89,9 @@ def geometry_for(hasher: Any, item_shape: tuple[int, ...]) -> Geometry:
     """The geometry images are decoded to for ``hasher``: a deep hasher's own (its backbone's input,
     :meth:`~learn2hash.methods.deep.DeepHasher.image_geometry`), else items of ``item_shape``
     ``(C, H, W)`` as they are (a shallow hasher over pixels)."""
-    own = getattr(hasher, "image_geometry", None)
+    own = hasher.image_geometry()
     if own is not None:
-        return own()
+        return own
     c, h, w = (int(s) for s in item_shape)
     return Geometry((h, w), c)
 

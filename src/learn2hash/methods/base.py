@@ -37,6 +37,7 @@ from learn2hash.methods.validation import Interval, validate_params
 
 if TYPE_CHECKING:
     from learn2hash.centers import HashCenters
+    from learn2hash.images import Geometry
 
 HASHER_FORMAT = "learn2hash-hasher"
 HASHER_VERSION = 2
@@ -166,6 +167,8 @@ class Hasher(abc.ABC):
     supervised: ClassVar[bool] = False
     #: parameters that do not change what is learned (device, workers ...): a resumed run may change them
     runtime_params: ClassVar[tuple[str, ...]] = ()
+    #: whether the hasher has ``encode_images(paths, ...)``, decoding image files itself (deep hashers)
+    takes_image_files: ClassVar[bool] = False
 
     def __init__(self, bits: int = 64, seed: int = 0):
         self.bits = bits
@@ -270,6 +273,11 @@ class Hasher(abc.ABC):
                                    f"{codes.bits}-bit codes (a damaged or edited hasher.json?)")
         return codes
 
+    def image_geometry(self) -> "Geometry | None":
+        """The geometry image files and uploads are decoded to for this hasher when it decides it
+        (deep hashers: their backbone's input); None (here): items are used at their stored size."""
+        return None
+
     def resolved_params(self, split: Split | None = None) -> dict[str, Any]:
         """Parameters given as ``"auto"`` whose value depends on the training data, as they resolve
         for ``split`` (recorded in a run's ``config.json``); none by default."""
@@ -295,8 +303,10 @@ class Hasher(abc.ABC):
         """(small JSON-able values, named arrays) that together with the params restore the hasher."""
         return {}, {}
 
-    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path) -> None:
-        pass
+    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path,
+                   files: dict[str, Path]) -> None:
+        """Restore the learned state from what :meth:`_get_state` and :meth:`_extra_files` saved:
+        ``files`` maps each extra file's name to its checked path in ``folder``."""
 
     def _extra_files(self) -> dict[str, bytes]:
         """Named binary files saved with the hasher (deep methods: their weights); ``name.ext`` -> bytes."""
@@ -396,16 +406,13 @@ class Hasher(abc.ABC):
             files[logical] = _checked_file(folder, meta_path, logical, entry, v1_name=logical)
         state = _Entries(meta_path, "state value")
         state.update(meta.get("state", {}))
-        obj._files = files
         try:
-            obj._set_state(state, arrays, folder)
+            obj._set_state(state, arrays, folder, files)
         except (Learn2HashError, FileNotFoundError):
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise CorruptFileError(f"hasher file {meta_path}: its state cannot be restored "
                                    f"({type(exc).__name__}: {exc})") from None
-        finally:
-            del obj._files
         obj.fitted_ = True
         probe = obj._probe_input()
         if probe is not None:

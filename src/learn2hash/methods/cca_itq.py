@@ -107,7 +107,8 @@ class CCAITQ(MultiViewEncoder, Hasher):
             arrays[f"projection_{i}"] = self.projections_[name]
         return {"modalities": self.modalities_, "dims": self.dims_}, arrays
 
-    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path) -> None:
+    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path,
+                   files: dict[str, Path]) -> None:
         self.modalities_ = list(state["modalities"])
         self.dims_ = {k: int(v) for k, v in state["dims"].items()}
         self.eigenvalues_ = arrays["eigenvalues"]

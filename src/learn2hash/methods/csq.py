@@ -110,7 +110,8 @@ class CSQ(HasCenters, DeepHasher):
         arrays["centers"] = c.codes.packed
         return state, arrays
 
-    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path) -> None:
+    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path,
+                   files: dict[str, Path]) -> None:
         meta = state.get("centers")
         if meta is None or "centers" not in arrays:
             raise Learn2HashError(f"saved csq hasher in {folder} has no hash centers")
@@ -120,7 +121,7 @@ class CSQ(HasCenters, DeepHasher):
         self.centers_ = HashCenters(Codes.from_packed(arrays["centers"], int(meta["bits"])), meta["method"],
                                     meta["min_distance"], meta["mean_distance"], meta["bound"],
                                     tuple(int(i) for i in meta.get("negated", ())))
-        super()._set_state(state, arrays, folder)
+        super()._set_state(state, arrays, folder, files)
 
 
 def pairwise_loss(u: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -170,6 +170,7 @@ class DeepHasher(Hasher):
     supervised = True
     #: parameters that do not change what is learned (a resumed run may change them)
     runtime_params = _RUNTIME_PARAMS
+    takes_image_files = True
     _parameter_constraints = {
         "backbone": [String()], "backbone_options": [None, Dict()],
         "hidden": [ListOf(Interval("int", 1))], "dropout": [Interval("real", 0, 1, closed="left")],
@@ -442,9 +443,10 @@ class DeepHasher(Hasher):
     def _probe_input(self) -> Any:
         return None  # the weights are checked against a network of ``bits`` outputs when loaded
 
-    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path) -> None:
+    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path,
+                   files: dict[str, Path]) -> None:
         # version 2 folders name the weights file (checksum checked by Hasher.load); version 1: weights.pt
-        path = getattr(self, "_files", {}).get(WEIGHTS_NAME, folder / WEIGHTS_NAME)
+        path = files.get(WEIGHTS_NAME, folder / WEIGHTS_NAME)
         if not path.exists():
             raise CorruptFileError(f"saved {self.name} hasher in {folder} has no {WEIGHTS_NAME}")
         if "weights_sha256" in state and _atomic.sha256_file(path) != state["weights_sha256"]:

@@ -391,8 +391,9 @@ class EDDH(DeepHasher):
         arrays["label_transfer"] = np.asarray(self.a_, dtype=np.float64)
         return state, arrays
 
-    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path) -> None:
-        super()._set_state(state, arrays, folder)
+    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path,
+                   files: dict[str, Path]) -> None:
+        super()._set_state(state, arrays, folder, files)
         fit = state["distance_fit"]
         self.distance_fit_ = AsymmetricNormal(fit["iota"], fit["sigma_l"], fit["sigma_r"])
         self.alpha_, self.beta_ = float(state["alpha"]), float(state["beta"])

@@ -336,7 +336,8 @@ class LEMON(MultiViewEncoder, OnlineHasher):
             arrays[f"W_{i}"] = self.W_[k]
         return state, arrays
 
-    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path) -> None:
+    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path,
+                   files: dict[str, Path]) -> None:
         self.rounds_ = state["rounds"]
         self.n_seen_ = int(state["n_seen"])
         self.n_classes_ = int(state["n_classes"])

@@ -94,7 +94,8 @@ class LSH(_ProjectionHasher):
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"dim": self.dim_}, {"mean": self.mean_, "projection": self.projection_}
 
-    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path) -> None:
+    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path,
+                   files: dict[str, Path]) -> None:
         self.dim_ = int(state["dim"])
         self.mean_, self.projection_ = arrays["mean"], arrays["projection"]
 
@@ -155,7 +156,8 @@ class ITQ(_ProjectionHasher):
         return ({"dim": self.dim_, "loss_history": self.loss_history_},
                 {"mean": self.mean_, "pca": self.pca_, "rotation": self.rotation_})
 
-    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path) -> None:
+    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path,
+                   files: dict[str, Path]) -> None:
         self.dim_ = int(state["dim"])
         self.loss_history_ = list(state.get("loss_history", []))
         self.mean_, self.pca_, self.rotation_ = arrays["mean"], arrays["pca"], arrays["rotation"]
@@ -276,7 +278,8 @@ class SDH(_ProjectionHasher):
         return ({"dim": self.dim_, "sigma": self.sigma_},
                 {"anchors": self.anchors_, "projection": self.projection_})
 
-    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path) -> None:
+    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path,
+                   files: dict[str, Path]) -> None:
         self.dim_ = int(state["dim"])
         self.sigma_ = float(state["sigma"])
         self.anchors_, self.projection_ = arrays["anchors"], arrays["projection"]

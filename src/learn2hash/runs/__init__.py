@@ -289,7 +289,7 @@ def encode_image_files(run: Run, source: str | os.PathLike, out: str | os.PathLi
     from learn2hash import images
 
     hasher = run.hasher()
-    if not hasattr(hasher, "encode_images"):
+    if not hasher.takes_image_files:
         raise Learn2HashError(f"run {run.folder} holds a {run.method} hasher, which does not take image files "
                               "(encode --images needs a deep hasher trained on images)")
     root, files = images.list_images(source)
