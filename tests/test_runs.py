@@ -114,6 +114,17 @@ def test_run_with_relative_data_path_reopens_from_elsewhere(tmp_path, monkeypatc
     assert reopened.hasher().encode(reopened.dataset().query.x) == expected
 
 
+def test_image_files_need_a_hasher_that_takes_them(itq_run, tmp_path):
+    """A shallow hasher declares takes_image_files = False: encoding image files with it is refused
+    before anything is read or written."""
+    from learn2hash.errors import Learn2HashError
+    from learn2hash.runs import Run, encode_image_files
+
+    with pytest.raises(Learn2HashError, match="holds a itq hasher, which does not take image files"):
+        encode_image_files(Run.open(itq_run.folder), tmp_path / "no-such-folder", tmp_path / "codes.npy")
+    assert not (tmp_path / "codes.npy").exists()
+
+
 def test_cli_evaluate_a_run_folder(capsys, itq_run):
     assert main(["evaluate", "--run", str(itq_run.folder), "--topk", "100"]) == 0
     out = capsys.readouterr().out
