@@ -114,6 +114,19 @@ def test_run_with_relative_data_path_reopens_from_elsewhere(tmp_path, monkeypatc
     assert reopened.hasher().encode(reopened.dataset().query.x) == expected
 
 
+def test_summary_row_columns_are_the_metric_display_names(itq_run):
+    """The comparison row spells metrics as metrics.metric_name does; its columns are what
+    benchmarks/reproduce.py and defaults.py read."""
+    from learn2hash.runs import Run, summary_row
+
+    run = Run.open(itq_run.folder)
+    row, m = summary_row(run), run.metrics()
+    assert list(row) == ["run", "method", "bits", "dataset", "protocol", "mAP@100", "mAP@all", "P@H<=2", "train s",
+                         "s/epoch"]
+    assert (row["mAP@100"], row["mAP@all"], row["P@H<=2"]) == (m["map@100"], m["map@all"], m["precision_at_radius2"])
+    assert row["train s"] == m["train_seconds"]
+
+
 def test_image_files_need_a_hasher_that_takes_them(itq_run, tmp_path):
     """A shallow hasher declares takes_image_files = False: encoding image files with it is refused
     before anything is read or written."""

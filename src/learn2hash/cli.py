@@ -292,7 +292,7 @@ def _cmd_compare(args) -> int:
 
     rows = [summary_row(Run.open(d)) for d in args.runs]
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    fmt = [{k: (f"{v:.4f}" if isinstance(v, float) and "seconds" not in k else
+    fmt = [{k: (f"{v:.4f}" if isinstance(v, float) and not k.endswith("s") else
                 f"{v:.1f}" if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()} for r in rows]
     if args.markdown:
         print("| " + " | ".join(columns) + " |")
