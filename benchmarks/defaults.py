@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         if rows:
             rows.sort(key=lambda r: (r["bits"], order.get(r["variant"], len(order)), r["variant"]))
             groups[rows[0]["dataset"]] = rows
+    first = ["fashion-mnist", "fashion-mnist-multilabel", "digits"]  # the main set first
+    groups = dict(sorted(groups.items(), key=lambda kv: (first.index(kv[0]) if kv[0] in first else len(first), kv[0])))
     text = render(groups)
     write_section(Path(args.results), text, SECTION)
     print(text)
