@@ -245,6 +245,26 @@ def file_lock(path: str | os.PathLike, wait: bool = True, busy: str | None = Non
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def load_current_version(read_meta: Any, load: Any, attempts: int = 5) -> Any:
+    """``load(meta)`` for the metadata ``read_meta()`` returns, for an artifact whose metadata file
+    names its current version's files (switched last by a save, older versions then collected).
+
+    A save running at the same time may collect the version the metadata named between the two
+    reads; ``load`` then raises :class:`MissingFileError`, and when the metadata has changed since,
+    the new version is read instead (up to ``attempts`` times). A file missing while the metadata
+    still names it is a real loss and is raised.
+    """
+    for attempt in range(attempts):
+        meta = read_meta()
+        try:
+            return load(meta)
+        except MissingFileError:
+            if attempt < attempts - 1 and read_meta() != meta:
+                continue
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def collect_garbage(folder: str | os.PathLike, candidates: re.Pattern[str], keep: Iterable[str]) -> list[str]:
     """Delete the files in ``folder`` whose names match ``candidates`` and are not in ``keep``.
 

@@ -243,17 +243,10 @@ class Codes:
             if not path.exists():
                 raise MissingFileError(f"codes file {path} does not exist")
             raise CorruptFileError(f"codes file {path} has no metadata file {meta_path} (it records the bit length)")
-        for attempt in range(5):
-            meta = _read_meta(meta_path)
-            data = path.parent / meta["file"] if "file" in meta else path
-            try:
-                return cls._load_version(data, meta, meta_path, mmap)
-            except MissingFileError:
-                # a concurrent save collected the version this metadata named: read the new metadata
-                if attempt < 4 and _read_meta(meta_path) != meta:
-                    continue
-                raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return _atomic.load_current_version(
+            lambda: _read_meta(meta_path),
+            lambda meta: cls._load_version(path.parent / meta["file"] if "file" in meta else path, meta, meta_path,
+                                           mmap))
 
     @classmethod
     def _load_version(cls, data: Path, meta: dict, meta_path: Path, mmap: bool) -> "Codes":

@@ -361,16 +361,8 @@ class Hasher(abc.ABC):
         meta_path = folder / "hasher.json"
         if not meta_path.exists():
             raise Learn2HashError(f"{folder} holds no saved hasher (expected {meta_path})")
-        for attempt in range(5):
-            meta = _read_hasher_json(meta_path)
-            try:
-                return cls._load_version(folder, meta_path, meta)
-            except MissingFileError:
-                # a concurrent save collected the version this hasher.json named: read the new one
-                if attempt < 4 and _read_hasher_json(meta_path) != meta:
-                    continue
-                raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return _atomic.load_current_version(lambda: _read_hasher_json(meta_path),
+                                            lambda meta: cls._load_version(folder, meta_path, meta))
 
     @classmethod
     def _load_version(cls, folder: Path, meta_path: Path, meta: dict[str, Any]) -> "Hasher":
