@@ -24,11 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep_defaults import carve  # noqa: E402  (the one carve of validation from train)
 
 
 def throughput(arch: str, batch: int, precision: str, steps: int, warmup: int) -> dict:
@@ -105,12 +110,7 @@ def accuracy(lrs: list[float], epochs: int, mult: float | None) -> dict:
     ds = datasets.load("fashion-mnist", protocol="standard", seed=0)
     train = ds.train
     # validation carved from the training split: 100 items per class
-    rng = np.random.default_rng(0)
-    cls = np.argmax(train.labels, axis=1)
-    val_idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(cls == c), 100, replace=False)
-                                      for c in range(train.n_classes)]))
-    fit_idx = np.setdiff1d(np.arange(len(train)), val_idx)
-    fit_split, val_split = train.subset(fit_idx, "fit"), train.subset(val_idx, "validation")
+    fit_split, val_split = carve(train, 100, 0)
 
     def make(lr: float):
         params = dict(bits=64, backbone="efficientnet-lite0", epochs=epochs, lr=lr, batch_size=64,

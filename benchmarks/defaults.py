@@ -29,10 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from reproduce import _fmt, collect, machine, write_section  # noqa: E402
-
-from learn2hash import _atomic  # noqa: E402
-from learn2hash.runs import Run, train_run  # noqa: E402
+from reproduce import _fmt, collect, run_cell, write_section  # noqa: E402
 
 SECTION = "## Defaults"
 SHALLOW = ["lsh", "itq", "sdh"]
@@ -41,20 +38,6 @@ DEEP = ["dhn", "hashnet", "dch", "eddh", "csq"]
 BUDGET_S = 15 * 60
 #: how far above SDH every deep method must be (mAP points)
 MARGIN = 0.03
-
-
-def train_cell(method: str, dataset: str, protocol: str | None, bits: int, folder: Path, invocation: str,
-               command: str) -> None:
-    print(f"[{dataset} {method} {bits}] training -> {folder}", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    train_run(method, dataset, bits, folder, protocol=protocol, seed=0, overwrite=True, progress=False,
-              log=lambda msg: print(f"  {msg}", file=sys.stderr))
-    _atomic.save_json(folder / "machine.json", {**machine(invocation), "variant": method, "command": command})
-    m = Run.open(folder).metrics()
-    topk = m.get("topk")
-    print(f"[{dataset} {method} {bits}] done in {time.perf_counter() - t0:.1f} s: "
-          f"mAP@{topk} {m.get(f'map@{topk}', float('nan')):.4f}  mAP@all {m['map@all']:.4f}", file=sys.stderr,
-          flush=True)
 
 
 def checks(rows: list[dict], key: str, dataset: str) -> list[str]:
@@ -138,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         for bits in (int(b) for b in args.bits.split(",")):
             for m in (s.strip() for s in args.methods.split(",") if s.strip()):
                 try:
-                    train_cell(m, args.dataset, protocol, bits, root / f"{m}-{bits}", invocation, command)
+                    # no method parameter at all: each method's own defaults
+                    run_cell(f"{args.dataset} {m} {bits}", m, m, args.dataset, protocol, 0, bits, {},
+                             root / f"{m}-{bits}", invocation, command)
                 except Exception as exc:  # noqa: BLE001 — reported; the other cells still run
                     traceback.print_exc()
                     failures.append(f"{m} {bits}: {type(exc).__name__}: {exc}")

@@ -96,22 +96,29 @@ def machine_label(info: dict[str, Any], deep: bool) -> str:
     return f"CPU x{info.get('torch_threads') or info.get('cpus')}"
 
 
+def run_cell(label: str, variant: str, method: str, dataset: str, protocol: str | None, seed: int, bits: int,
+             params: dict[str, Any], folder: Path, invocation: str, command: str) -> None:
+    """Train one table cell into run folder ``folder`` (``machine.json`` beside it) and log its result."""
+    print(f"[{label}] training -> {folder}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    train_run(method, dataset, bits, folder, protocol=protocol, seed=seed, params=params,
+              overwrite=True, progress=False, log=lambda msg: print(f"  {msg}", file=sys.stderr))
+    _atomic.save_json(folder / "machine.json", {**machine(invocation), "variant": variant, "command": command})
+    m = Run.open(folder).metrics()
+    topk = m.get("topk")
+    print(f"[{label}] done in {time.perf_counter() - t0:.1f} s: "
+          f"mAP@{topk} {m.get(f'map@{topk}', float('nan')):.4f}  mAP@all {m['map@all']:.4f}  "
+          f"P@H<=2 {m['precision_at_radius2']:.4f}", file=sys.stderr, flush=True)
+
+
 def train_cell(spec: str, bits: int, args: argparse.Namespace, folder: Path, invocation: str, command: str) -> None:
     method, params = resolve(spec)
     if is_deep(method):
         params = {**DEEP_RECIPE, **params}
         if args.epochs is not None:
             params["epochs"] = args.epochs
-    print(f"[{spec} {bits} bits] training -> {folder}", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    train_run(method, args.dataset, bits, folder, protocol=args.protocol, seed=args.seed, params=params,
-              overwrite=True, progress=False, log=lambda msg: print(f"  {msg}", file=sys.stderr))
-    _atomic.save_json(folder / "machine.json", {**machine(invocation), "variant": spec, "command": command})
-    m = Run.open(folder).metrics()
-    topk = m.get("topk")
-    print(f"[{spec} {bits} bits] done in {time.perf_counter() - t0:.1f} s: "
-          f"mAP@{topk} {m.get(f'map@{topk}', float('nan')):.4f}  mAP@all {m['map@all']:.4f}  "
-          f"P@H<=2 {m['precision_at_radius2']:.4f}", file=sys.stderr, flush=True)
+    run_cell(f"{spec} {bits} bits", spec, method, args.dataset, args.protocol, args.seed, bits, params, folder,
+             invocation, command)
 
 
 def collect(root: Path) -> list[dict[str, Any]]:
