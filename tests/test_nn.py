@@ -122,25 +122,50 @@ def test_auto_augment_follows_the_datasets_registration():
 
     labels = np.arange(4) % 2
 
-    def split(dataset="", kind="image", shape=(4, 1, 8, 8)):
+    def split(dataset="", kind="image", side=28, shape=None):
+        shape = shape or (4, 1, side, side)
         return Split(x=np.zeros(shape, np.uint8), labels=labels, kind=kind, dataset=dataset)
 
     # clothes and photographs: flips keep the label; digits: a flipped digit is another symbol
     assert augment.resolve("auto", split("fashion-mnist")) == "flip,shift:2"
-    assert augment.resolve("auto", split("cifar10")) == "flip,shift:2"
-    assert augment.resolve("auto", split("fashion-mnist-multilabel")) == "flip,shift:2"
-    assert augment.resolve("auto", split("digits")) == "shift:2"
+    assert augment.resolve("auto", split("cifar10", shape=(4, 3, 32, 32))) == "flip,shift:2"
+    # the canvas's items are 28-pixel Fashion-MNIST images: they shift as Fashion-MNIST does
+    assert augment.resolve("auto", split("fashion-mnist-multilabel", side=56)) == "flip,shift:2"
+    # 8x8 digits: nothing keeps the label (a one-pixel shift is 1/8 of the image)
+    assert augment.resolve("auto", split("digits", side=8)) == "none"
     for name in ("coco", "nus-wide-21", "imagenet-100", "voc2012", "mirflickr-25k"):
         assert registry.info(name).label_preserving == ("flip",), name
     for name in ("digits", "moving-fashion", "npz", "image-folder", "image-list", "ucf101"):
         assert "flip" not in registry.info(name).label_preserving, name
-    # arrays of unknown origin: only what keeps any label; clips and vectors are never augmented
-    assert augment.resolve("auto", split()) == "shift:2" and augment.resolve("auto") == "shift:2"
+    # arrays of unknown origin: only a shift of 1/14 of the side, written out where the size is known
+    assert augment.resolve("auto", split()) == "shift:2"
+    assert augment.resolve("auto", split(shape=(4, 3, 224, 160))) == "shift:11"
+    assert augment.resolve("auto", split(side=13)) == "none" and augment.resolve("auto", split(side=14)) == "shift:1"
+    assert augment.resolve("auto") == "shift"  # no data: the shift is sized per batch
+    # photographs read from files (size decided by the backbone): flips and the relative shift
+    files = Split(x=np.array(["a.jpg", "b.jpg", "c.jpg", "d.jpg"]), labels=labels, kind="image", dataset="coco")
+    assert augment.resolve("auto", files) == "flip,shift"
     assert augment.resolve("auto", split("fashion-mnist", kind="clip", shape=(4, 3, 1, 8, 8))) == "none"
     assert augment.resolve("auto", split(kind="features", shape=(4, 16))) == "none"
     # anything else is taken as given
     assert augment.resolve("flip", split("digits")) == "flip" and augment.resolve("none", split("cifar10")) == "none"
     assert [op for op, _ in augment.parse(augment.resolve("auto", split("fashion-mnist")))] == ["flip", "shift"]
+
+
+@pytest.mark.parametrize("side, reach", [(8, 0), (13, 0), (14, 1), (28, 2), (56, 4), (224, 16)])
+def test_shift_without_an_argument_reaches_one_fourteenth_of_the_side(side, reach):
+    # one lit pixel in the middle of many copies: where it lands shows each copy's displacement
+    torch.manual_seed(0)
+    x = torch.zeros(400, 1, side, side)
+    c = side // 2
+    x[:, 0, c, c] = 1.0
+    out = augment.augment(x, augment.parse("shift"))
+    assert augment.shift_pixels(side, side) == reach
+    lit = out.flatten(1).argmax(1)
+    dy, dx = lit // side - c, lit % side - c
+    assert torch.all(out.flatten(1).sum(1) == 1)  # the pixel never leaves a copy (c +- reach is inside)
+    assert int(dy.abs().max()) == reach and int(dx.abs().max()) == reach
+    assert set(dy.tolist()) == set(range(-reach, reach + 1))
 
 
 def test_augment_leaves_non_image_batches_alone():

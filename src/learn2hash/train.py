@@ -83,6 +83,12 @@ RUNTIME_SETTINGS = ("device", "workers", "amp", "on_bad_image")
 FILE_ENCODE_BATCH = 128
 
 
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    """Optimizer steps of one epoch over ``n`` items in batches of ``batch_size`` (per process): a
+    last batch of fewer than 2 items, too small to train BatchNorm, is dropped unless it is the only one."""
+    return max(1, n // batch_size if n % batch_size < 2 else n // batch_size + 1)
+
+
 @dataclass
 class TrainConfig:
     """Hyper-parameters of the training loop (everything here enters the resume fingerprint)."""
@@ -641,9 +647,7 @@ def _train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config
     sampler = DistributedSampler(range(n), num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                  seed=int(config.seed), drop_last=info.distributed)
     local_batch = max(1, config.batch_size // info.world_size)
-    per_rank = len(sampler)
-    # drop a last batch too small to train BatchNorm; keep it when it is the only one
-    steps_per_epoch = max(1, per_rank // local_batch if per_rank % local_batch < 2 else per_rank // local_batch + 1)
+    steps_per_epoch = batches_per_epoch(len(sampler), local_batch)
 
     train_model: nn.Module = model
     if info.distributed:

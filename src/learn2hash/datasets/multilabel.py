@@ -85,7 +85,9 @@ def build(protocol: str, seed: int, indices=None, query_size: Any = None, train_
 
 register(DatasetInfo(
     name=NAME,
-    label_preserving=("flip",),  # photographs and clothes stay what they are when mirrored
+    # clothes stay what they are when mirrored; the canvas's items are 28-pixel Fashion-MNIST images,
+    # so they shift as Fashion-MNIST does (2 pixels), not by 1/14 of the 56-pixel canvas
+    label_preserving=("flip", "shift:2"),
     description="56x56 canvases of 2x2 cells holding 1-3 Fashion-MNIST items; multi-hot labels (mAP@5000)",
     protocols=("standard",),
     builder=build,

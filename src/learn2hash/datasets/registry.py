@@ -38,7 +38,8 @@ class DatasetInfo:
     #: augmentations (:mod:`learn2hash.nn.augment` ops) that keep this dataset's labels besides the
     #: small shifts that keep any image's: ``("flip",)`` for clothes and photographs; ``()`` for
     #: digits, text, clips and users' own files (a flipped digit or letter is another symbol).
-    #: ``augment="auto"`` of the deep methods trains with these plus ``shift:2``
+    #: ``augment="auto"`` of the deep methods trains with these plus ``shift`` (1/14 of the image
+    #: side, :func:`learn2hash.nn.augment.shift_pixels`), unless one of these is a shift already
     label_preserving: tuple[str, ...] = ()
 
 

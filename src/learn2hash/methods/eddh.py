@@ -233,7 +233,7 @@ class EDDH(DeepHasher):
     (``"auto"``: EfficientNet-Lite0 for images, the items themselves for feature vectors;
     ``"efficientnet-lite0"``, ``"flatten"``). ``visual_image_size``: input side for the pretrained
     network (default 224, or 96 for images under 112 pixels). Other parameters: :class:`DeepHasher`
-    (defaults as CSQ's: 30 epochs of AdamW, lr 2e-3, cosine schedule, ``augment="auto"``: flip + shift on clothes and photographs, shift alone on digits).
+    (defaults as CSQ's: ``epochs="auto"`` (30 epochs, stretched to as many optimizer steps on small sets) of AdamW, lr 2e-3, cosine schedule, ``augment="auto"``: flip + shift on clothes and photographs, nothing on 8x8 digits).
     """
 
     name = "eddh"

@@ -47,13 +47,13 @@ class HashNet(DeepHasher):
     """
 
     name = "hashnet"
+    recipe_epochs = PAIRWISE_EPOCHS
     supervised = True
     _parameter_constraints = {"alpha": [None, Interval("real", 0, closed="neither")],
                               "gamma": [Interval("real", 0)], "power": [Interval("real", 0)]}
 
     def __init__(self, bits: int = 64, alpha: float | None = None, gamma: float = 0.005, power: float = 0.5,
                  **deep: Any):
-        deep.setdefault("epochs", PAIRWISE_EPOCHS)
         super().__init__(bits=bits, **deep)
         self.alpha = alpha
         self.gamma = gamma
