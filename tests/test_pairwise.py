@@ -136,7 +136,7 @@ def test_hashnet_loss_matches_hand_computation():
 def test_hashnet_continuation_in_loss():
     assert continuation_beta(0) == 1.0
     assert continuation_beta(200) == pytest.approx(math.sqrt(2.0))
-    h = HashNet(bits=3)
+    h = HashNet(bits=3, gamma=0.005)  # a number: per step, as given
     logits = torch.tensor(U, dtype=torch.float64) * 2
     step = 600
     batch = Batch(x=torch.zeros(3, 1), labels=torch.tensor(LABELS, dtype=torch.bool), index=torch.arange(3),
@@ -153,6 +153,29 @@ def test_hashnet_continuation_in_loss():
         want += w * (math.log(1 + math.exp(theta)) - sij * theta)
     assert parts["beta"] == pytest.approx(beta)
     assert loss.item() == pytest.approx(want / n_all, rel=1e-12)
+
+
+def test_hashnet_auto_gamma_ends_the_continuation_where_the_recipe_does(digits):
+    from learn2hash.methods.hashnet import RECIPE_STEPS
+
+    assert RECIPE_STEPS == 60 * 79  # 60 epochs of 5,000 items in batches of 64 (78 full, one of 8)
+    five_thousand = Split(x=np.zeros((5000, 1)), labels=np.eye(10, dtype=bool)[np.arange(5000) % 10])
+    h = HashNet()
+    assert h.gamma == "auto" and h.resolved_gamma(five_thousand) == 0.005  # exactly the authors' value
+    assert h.resolved_params(five_thousand)["gamma"] == 0.005
+    # 500 digits: 8 batches an epoch, 480 steps; beta at the last step as the recipe's at its last
+    gamma = h.resolved_gamma(digits.train)
+    assert gamma == pytest.approx(0.005 * 4740 / 480, rel=1e-12)
+    assert continuation_beta(480, gamma) == pytest.approx(continuation_beta(4740, 0.005), rel=1e-12)
+    assert HashNet(epochs=6).resolved_gamma(digits.train) == pytest.approx(0.005 * 4740 / 48, rel=1e-12)
+    assert HashNet(gamma=0.01).resolved_gamma(digits.train) == 0.01 and "gamma" not in HashNet(gamma=0.01).resolved_params(digits.train)
+    # a fit uses it: 2 epochs of 2 batches of 250, the last epoch's logged beta is the mean over its steps 2 and 3
+    h = HashNet(bits=16, epochs=2, batch_size=250, backbone_options={"widths": [8], "convs_per_stage": 1}, augment="none")
+    h.fit(digits.train)
+    g = 0.005 * 4740 / 4
+    assert h.history_[-1]["beta"] == pytest.approx((continuation_beta(2, g) + continuation_beta(3, g)) / 2, rel=1e-6)
+    with pytest.raises(Learn2HashError, match="gamma"):
+        HashNet(gamma="fast").fit(digits.train)
 
 
 # --------------------------------------------------------------------------- DCH

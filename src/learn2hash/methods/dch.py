@@ -59,11 +59,11 @@ class DCH(DeepHasher):
     """
 
     name = "dch"
-    recipe_epochs = PAIRWISE_EPOCHS
     supervised = True
     _parameter_constraints = {"gamma": [Interval("real", 0, closed="neither")], "lam": [Interval("real", 0)]}
 
     def __init__(self, bits: int = 64, gamma: float = 20.0, lam: float = 0.1, **deep: Any):
+        deep.setdefault("epochs", PAIRWISE_EPOCHS)
         super().__init__(bits=bits, **deep)
         self.gamma = gamma
         self.lam = lam

@@ -9,7 +9,7 @@ saving) is shared. A minimal method::
         name = "myhash"
 
         def __init__(self, bits: int = 64, alpha: float = 1.0, **deep):
-            deep.setdefault("lr", 1e-3)            # method-specific defaults of shared params
+            deep.setdefault("epochs", 20)          # method-specific defaults of shared params
             super().__init__(bits=bits, **deep)
             self.alpha = alpha
 
@@ -41,20 +41,20 @@ Learned state that ``encode`` or ``save`` needs (CSQ's ``centers_``) is set on t
 
 Default recipe. The training-loop defaults are the recipe chosen for the default backbone on a CPU
 by a sweep on validation data carved from the training split (``benchmarks/sweep_defaults.py``;
-the sweep's table is in ``benchmarks/RESULTS.md``, "Default recipes"): batch 64, AdamW at lr 2e-3
-with weight decay 5e-4, a cosine schedule after one warm-up epoch, ``epochs="auto"`` and
-``augment="auto"``, which both follow the data. ``epochs="auto"`` is the method's
-:attr:`DeepHasher.recipe_epochs` (30; 60 for the pairwise methods DHN, HashNet and DCH, which
-learn from the rare similar pairs of a batch: +0.9 to +1.4 points on validation) on training sets
-of 5,000 items or more, and on smaller sets as many optimizer steps, warm-up included, as that
-(:meth:`DeepHasher.resolved_schedule`): on 500 digits, 30 epochs give 240 steps, too few for the
-pairwise methods (HashNet 0.76 on validation against 0.97-0.98 with the steps of the recipe).
-``augment="auto"`` (:func:`learn2hash.nn.augment.resolve`) is flips and 2-pixel shifts for
-datasets registered as clothes or photographs, shifts of 1/14 of the image side for arrays of
-unknown origin, nothing for images under 14 pixels (8x8 digits), clips, feature vectors and frozen
-features; what it resolved to is saved with the hasher. Without augmentation the small network
-memorises the 5,000 training images of Fashion-MNIST's standard protocol and retrieval of unseen
-items suffers. CSQ measured +0.8 with 60 epochs, a change not yet checked at 16 and 32 bits.
+the sweep's table is in ``benchmarks/RESULTS.md``, "Default recipes"): 30 epochs of batch 64,
+AdamW at lr 2e-3 with weight decay 5e-4, a cosine schedule after one warm-up epoch, and
+``augment="auto"``, which follows the data (:func:`learn2hash.nn.augment.resolve`: flips and
+2-pixel shifts for datasets registered as clothes or photographs, shifts of 1/14 of the image side
+for arrays of unknown origin, nothing for images under 14 pixels such as scikit-learn's 8x8 digits,
+clips, feature vectors and frozen features; what it resolved to is saved with the hasher). Without
+augmentation the small network memorises the 5,000 training images of Fashion-MNIST's standard
+protocol and retrieval of unseen items suffers. The pairwise methods (DHN, HashNet, DCH) learn from
+the rare similar pairs of a batch and train for 60 epochs (``deep.setdefault("epochs", 60)`` in
+their ``__init__``: +0.9 to +1.4 points on validation); CSQ and EDDH keep 30 (CSQ measured +0.8
+with 60, a change not yet checked at 16 and 32 bits). Epochs stay epochs on small training sets:
+stretching the recipe to its number of optimizer steps on 500 digits (300-600 epochs) lowered CSQ
+and DCH on validation; what needed the steps was HashNet's per-step continuation, which its
+``gamma="auto"`` now completes over any length of fit.
 
 Shared hyper-parameters (all JSON values, saved with the hasher): ``backbone`` (a name from
 :mod:`learn2hash.nn`, ``"auto"`` = smallcnn for images, mlp for feature vectors),
@@ -92,7 +92,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import math
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -111,15 +110,12 @@ from learn2hash.methods.validation import Dict, Interval, ListOf, String
 from learn2hash.nn import HashHead, HashModel, create_backbone
 from learn2hash.nn import augment as _augment
 from learn2hash.nn.registry import plain_options
-from learn2hash.train import Batch, TrainConfig, batches_per_epoch, encode_items, resolve_device, train
+from learn2hash.train import Batch, TrainConfig, encode_items, resolve_device, train
 
 log = logging.getLogger("learn2hash.methods")
 WEIGHTS_NAME = "weights.pt"
 # parameters that do not change what is learned: left out of the resume fingerprint
 _RUNTIME_PARAMS = ("device", "encode_batch_size", "workers", "amp", "on_bad_image")
-#: the training-set size the default recipe was chosen on (Fashion-MNIST's standard protocol):
-#: ``epochs="auto"`` gives smaller sets as many optimizer steps as the recipe takes on this many items
-RECIPE_ITEMS = 5000
 
 
 def _context(context: FitContext | None, checkpoint_dir: str | os.PathLike | None, resume: bool,
@@ -179,9 +175,6 @@ class DeepHasher(Hasher):
     #: parameters that do not change what is learned (a resumed run may change them)
     runtime_params = _RUNTIME_PARAMS
     takes_image_files = True
-    #: the recipe's length in epochs over a training set of :data:`RECIPE_ITEMS` or more items
-    #: (what ``epochs="auto"`` stands for there; a method may set its own)
-    recipe_epochs = 30
     _parameter_constraints = {
         "backbone": [String()], "backbone_options": [None, Dict()],
         "hidden": [ListOf(Interval("int", 1))], "dropout": [Interval("real", 0, 1, closed="left")],
@@ -190,7 +183,7 @@ class DeepHasher(Hasher):
 
     def __init__(self, bits: int = 64, seed: int = 0, backbone: str = "auto",
                  backbone_options: dict[str, Any] | None = None, hidden: list[int] | tuple[int, ...] = (),
-                 dropout: float = 0.0, epochs: int | str = "auto", batch_size: int = 64, lr: float = 2e-3,
+                 dropout: float = 0.0, epochs: int = 30, batch_size: int = 64, lr: float = 2e-3,
                  weight_decay: float = 5e-4, optimizer: str = "adamw", momentum: float = 0.9, schedule: str = "cosine",
                  warmup_epochs: float = 1.0, augment: str = "auto", grad_clip: float | None = None,
                  backbone_lr_mult: float = 1.0, freeze: str | int = "none", frozen_features: bool = False,
@@ -253,37 +246,15 @@ class DeepHasher(Hasher):
             return "none"
         return _augment.resolve(self.augment, split)
 
-    def resolved_schedule(self, split: Split | None = None) -> tuple[int, float]:
-        """``(epochs, warmup_epochs)`` of a fit on ``split``. An integer ``epochs`` is used as given.
-        ``"auto"``: the recipe's :attr:`recipe_epochs` on sets of :data:`RECIPE_ITEMS` items or more;
-        on a smaller set, whose epochs hold fewer batches, epochs and warm-up are both multiplied by
-        ``ceil(batches of RECIPE_ITEMS / batches of the set)``, so the fit takes as many optimizer
-        steps, with as long a warm-up, as the recipe does where it was chosen (500 digits in batches
-        of 64: 8 batches an epoch against 79, so 300 epochs with 10 of warm-up for CSQ)."""
-        epochs, warmup = self.epochs, self.warmup_epochs
-        if not (isinstance(epochs, str) and epochs.strip().lower() == "auto"):
-            if isinstance(epochs, str):
-                raise Learn2HashError(f"epochs must be a positive integer or 'auto', got {epochs!r}")
-            return epochs, warmup
-        stretch = 1
-        batch = self.batch_size
-        if split is not None and isinstance(batch, (int, np.integer)) and not isinstance(batch, bool) and batch >= 1:
-            stretch = max(1, math.ceil(batches_per_epoch(RECIPE_ITEMS, int(batch)) / batches_per_epoch(len(split), int(batch))))
-        return self.recipe_epochs * stretch, (warmup * stretch if isinstance(warmup, (int, float)) else warmup)
-
     def resolved_params(self, split: Split | None = None) -> dict[str, Any]:
         """The parameters whose value depends on the training data, as they resolve for ``split``."""
-        resolved: dict[str, Any] = {"augment": self.resolved_augment(split)}
-        if isinstance(self.epochs, str):
-            resolved["epochs"], resolved["warmup_epochs"] = self.resolved_schedule(split)
-        return resolved
+        return {"augment": self.resolved_augment(split)}
 
     def train_config(self, split: Split | None = None) -> TrainConfig:
         """The training-loop settings these hyper-parameters stand for on ``split`` (validated)."""
-        epochs, warmup_epochs = self.resolved_schedule(split)
-        return TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                            optimizer=self.optimizer, momentum=self.momentum, schedule=self.schedule,
-                           warmup_epochs=warmup_epochs, augment=self.resolved_augment(split),
+                           warmup_epochs=self.warmup_epochs, augment=self.resolved_augment(split),
                            grad_clip=self.grad_clip,
                            backbone_lr_mult=self.backbone_lr_mult, seed=self.seed, device=self.device,
                            workers=self.workers, amp=self.amp, on_bad_image=self.on_bad_image).validate()

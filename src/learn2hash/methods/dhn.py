@@ -80,11 +80,11 @@ class DHN(DeepHasher):
     """
 
     name = "dhn"
-    recipe_epochs = PAIRWISE_EPOCHS
     supervised = True
     _parameter_constraints = {"lam": [Interval("real", 0)], "memory_bank": [Boolean()]}
 
     def __init__(self, bits: int = 64, lam: float = 1.0, memory_bank: bool = False, **deep: Any):
+        deep.setdefault("epochs", PAIRWISE_EPOCHS)
         super().__init__(bits=bits, **deep)
         self.lam = lam
         self.memory_bank = memory_bank
