@@ -4,9 +4,9 @@ Each (dataset, method, bits) cell is :func:`learn2hash.runs.train_run` with no m
 all (exactly ``learn2hash train --method M --dataset D --bits K``), into its own run folder
 ``OUT/DATASET-PROTOCOL/METHOD-BITS``. The table is built from every finished run under ``OUT`` and
 written to the ``## Defaults`` section of ``benchmarks/RESULTS.md`` with the checks the defaults
-must pass: LSH < ITQ < SDH < every deep method at every code length, every deep method at least
-3 points above SDH, DHN and HashNet at least 0.82 at 64 bits on ``fashion-mnist``, and each
-training on ``fashion-mnist`` within 15 minutes.
+must pass: LSH < ITQ < SDH < every deep method at every code length on every set; on
+``fashion-mnist`` moreover every deep method at least 3 points above SDH, DHN and HashNet at least
+0.82 at 64 bits, and each training within 15 minutes.
 
 Usage::
 
@@ -56,9 +56,12 @@ def checks(rows: list[dict], key: str, dataset: str) -> list[str]:
             s = score.get((m, bits))
             if s is None or sdh is None:
                 continue
-            ok = s >= sdh + MARGIN
-            out.append(f"- {bits} bits: {m.upper()} >= SDH + {MARGIN:.2f}: {'holds' if ok else '**FAILS**'} "
-                       f"({s:.4f} vs {sdh:.4f}, {100 * (s - sdh):+.1f} points)")
+            if dataset == "fashion-mnist":  # the margin is claimed on the main set
+                ok, claim = s >= sdh + MARGIN, f">= SDH + {MARGIN:.2f}"
+            else:  # elsewhere the ordering: every deep method above SDH
+                ok, claim = s > sdh, "> SDH"
+            out.append(f"- {bits} bits: {m.upper()} {claim}: {'holds' if ok else '**FAILS**'} "
+                       f"({s:.4f} vs {sdh:.4f}, {100 * (s - sdh):+.2f} points)")
     if dataset == "fashion-mnist":
         for m in ("dhn", "hashnet"):
             s = score.get((m, 64))
