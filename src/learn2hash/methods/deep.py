@@ -50,8 +50,9 @@ clips, feature vectors and frozen features; what it resolved to is saved with th
 augmentation the small network memorises the 5,000 training images of Fashion-MNIST's standard
 protocol and retrieval of unseen items suffers. The pairwise methods (DHN, HashNet, DCH) learn from
 the rare similar pairs of a batch and train for 60 epochs (``deep.setdefault("epochs", 60)`` in
-their ``__init__``: +0.9 to +1.4 points on validation); CSQ and EDDH keep 30 (CSQ measured +0.8
-with 60, a change not yet checked at 16 and 32 bits). Epochs stay epochs on small training sets:
+their ``__init__``: +0.9 to +1.4 points on validation), and so does EDDH (+0.7 on Fashion-MNIST,
++1.6 on digits); CSQ keeps 30 (60 gave +0.6/+0.2/+0.8 points at 16/32/64 bits on Fashion-MNIST
+validation but -0.4/-0.4/-2.0 on digits). Epochs stay epochs on small training sets:
 stretching the recipe to its number of optimizer steps on 500 digits (300-600 epochs) lowered CSQ
 and DCH on validation; what needed the steps was HashNet's per-step continuation, which its
 ``gamma="auto"`` now completes over any length of fit.
