@@ -170,3 +170,62 @@ def test_cli_evaluate_a_run_uses_the_datasets_registered_top_k(capsys, itq_run, 
     assert "mAP cutoff" not in out
     line = next(l for l in out.splitlines() if l.split() and l.split()[0] == "mAP@all")
     assert float(line.split()[1]) == pytest.approx(itq_run.metrics()["map@all"], abs=5e-5)
+
+
+def test_evaluate_and_encode_refuse_a_run_folder_another_process_is_writing(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    from learn2hash.runs.folder import RunFolder
+
+    folder = tmp_path / "run"
+    train_run("itq", "digits", 16, folder, progress=False)
+    metrics_before = (folder / "metrics.json").read_bytes()
+    codes_before = (folder / "codes" / "query.npy").read_bytes()
+    # another process holds the folder's writer lock (a training of it, say) until told to stop
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from learn2hash import _atomic\n"
+         f"with _atomic.file_lock({str(folder / '.lock')!r}):\n"
+         "    print('held', flush=True); sys.stdin.readline()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        run = Run.open(folder)
+        with pytest.raises(Learn2HashError, match="being written by another process"):
+            run.evaluate(topk=10)
+        with pytest.raises(Learn2HashError, match="being written by another process"):
+            run.codes("query", recompute=True)
+        assert main(["encode", "--run", str(folder), "--split", "query"]) == 2
+        assert main(["evaluate", "--run", str(folder)]) == 0  # reads the cached codes, writes nothing there
+        # nothing was written, and reading is never blocked
+        assert (folder / "metrics.json").read_bytes() == metrics_before
+        assert (folder / "codes" / "query.npy").read_bytes() == codes_before
+        assert run.metrics()["map@all"] == json.loads(metrics_before)["map@all"]
+        assert run.evaluate(topk=10, save=False)["topk"] == 10
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert holder.returncode == 0
+    # once the holder is gone, the same calls write; within one thread the lock is re-entrant
+    with RunFolder(folder).writer():
+        assert Run.open(folder).evaluate(topk=10)["topk"] == 10
+    assert Run.open(folder).metrics()["topk"] == 10
+    # another thread of this process holding it is refused as well
+    inside, release = threading.Event(), threading.Event()
+
+    def hold():
+        with RunFolder(folder).writer():
+            inside.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert inside.wait(30)
+        with pytest.raises(Learn2HashError, match="being written by another process"):
+            Run.open(folder).evaluate()
+    finally:
+        release.set()
+        t.join(30)
+    assert Run.open(folder).evaluate()["topk"] == 100

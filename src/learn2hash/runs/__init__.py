@@ -21,6 +21,8 @@ so a damaged one is a :class:`~learn2hash.errors.CorruptFileError` that names it
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import time
 from pathlib import Path
@@ -110,10 +112,18 @@ class Run:
             if codes.bits != self.bits:
                 raise Learn2HashError(f"cached codes {path} have {codes.bits} bits, the run has {self.bits}")
             return codes
-        data = getattr(self.dataset(), split)
-        codes = self.hasher().encode(data.x)
-        codes.save(path)
+        with self._writing():
+            data = getattr(self.dataset(), split)
+            codes = self.hasher().encode(data.x)
+            codes.save(path)
         return codes
+
+    def _writing(self):
+        """The run folder's writer lock, held while this run's codes or metrics are written: a
+        training, encode or evaluate of the same folder in another process makes it fail at once."""
+        return RunFolder(self.folder).writer(
+            busy=f"run folder {self.folder} is being written by another process (a training, encode or "
+                 "evaluate of it); try again when that is done")
 
     def metrics(self) -> dict[str, Any]:
         path = self.folder / "metrics.json"
@@ -139,6 +149,10 @@ class Run:
     def evaluate(self, topk: int | None | str = "default", ties: str = "expected", save: bool = True,
                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Evaluate query codes against database codes: mAP@topk, mAP@all, P@H<=2, PR curve."""
+        with self._writing() if save else contextlib.nullcontext():
+            return self._evaluate(topk, ties, save, extra)
+
+    def _evaluate(self, topk: int | None | str, ties: str, save: bool, extra: dict[str, Any] | None) -> dict[str, Any]:
         from learn2hash.metrics import evaluate
 
         ds = self.dataset()

@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -85,6 +86,10 @@ def _canonical(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
+#: the run folders whose lock this thread holds (:meth:`RunFolder.writer` is re-entrant per thread)
+_HELD = threading.local()
+
+
 class RunFolder:
     """The files of one run folder; the only code that writes them."""
 
@@ -96,16 +101,31 @@ class RunFolder:
 
     # ------------------------------------------------------------------ lock and cleanup
     @contextlib.contextmanager
-    def writer(self) -> Iterator[None]:
-        """Make the main process the only writer of the folder while inside (other ranks: no-op)."""
+    def writer(self, busy: str | None = None) -> Iterator[None]:
+        """Make the main process the only writer of the folder while inside (other ranks: no-op).
+
+        Re-entrant within a thread (a training encodes and evaluates its run inside its own lock);
+        while another process or thread holds it, raises :class:`Learn2HashError` at once with
+        ``busy`` (default: a message for ``train --out``)."""
         if not is_main_process():
+            yield
+            return
+        key = str(self.path.resolve())
+        held: set[str] | None = getattr(_HELD, "paths", None)
+        if held is None:
+            held = _HELD.paths = set()
+        if key in held:
             yield
             return
         self.path.mkdir(parents=True, exist_ok=True)
         with _atomic.file_lock(self.path / ".lock", wait=False,
-                               busy=f"run folder {self.path} is being written by another process; wait for it or "
-                                    "choose another --out"):
-            yield
+                               busy=busy or f"run folder {self.path} is being written by another process; wait for "
+                                            "it or choose another --out"):
+            held.add(key)
+            try:
+                yield
+            finally:
+                held.discard(key)
 
     def remove_leftovers(self) -> None:
         """Delete what an interrupted writer left (call with the folder's lock held)."""
