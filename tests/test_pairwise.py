@@ -319,3 +319,56 @@ def test_dhn_memory_bank_survives_resume(digits, tmp_path, monkeypatch):
     for (name, a), (_, b) in zip(straight.model_.state_dict().items(), resumed.model_.state_dict().items()):
         assert torch.equal(a, b), name
     assert [r["epoch"] for r in resumed.history_] == [1, 2, 3]
+
+
+# --------------------------------------------------------------------------- a standardized start
+def _preactivations(model, xb):
+    model.train()
+    with torch.no_grad():
+        return model.head(model.backbone(xb))
+
+
+def test_standardize_head_gives_every_bit_mean_0_and_std_1_and_touches_nothing_else(digits):
+    from learn2hash.nn import standardize_head
+    from learn2hash.nn.inputs import as_input_tensor
+
+    torch.manual_seed(0)
+    model = create("dhn", bits=64).build_model((1, 8, 8))
+    xb = as_input_tensor(torch.from_numpy(np.asarray(digits.train.x[:256])), torch.device("cpu"), "input")
+    before = _preactivations(model, xb)
+    constant_before = int(((before > 0).all(0) | (before <= 0).all(0)).sum())
+    assert float(before.std(0).mean()) < 0.2 and constant_before >= 8  # PyTorch's init: a shared code
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    backbone = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    rng = torch.get_rng_state()
+    model.eval()
+    standardize_head(model, xb)
+    assert not model.training  # the mode is restored
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, buffers[k]) for k, v in model.named_buffers())  # BatchNorm statistics kept
+    assert all(torch.equal(v, backbone[k]) for k, v in model.backbone.state_dict().items())
+    after = _preactivations(model, xb)
+    assert torch.allclose(after.mean(0), torch.zeros(64), atol=1e-4)
+    assert torch.allclose(after.std(0), torch.ones(64), rtol=1e-4)
+    # so every bit starts balanced over the items: none is the same for all of them
+    assert int(((after > 0).all(0) | (after <= 0).all(0)).sum()) == 0
+    assert float(torch.sign(after).mean(0).abs().max()) < 0.3
+
+
+def test_dhn_defaults_keep_the_digit_classes_apart(digits):
+    """DHN's likelihood from PyTorch's initial hash layer leaves several digit classes sharing one
+    code; its default standardized start (head_init) keeps all ten apart."""
+    def class_codes(head_init):
+        h = create("dhn", bits=64, head_init=head_init, epochs=20).fit(digits.train)  # it forms within 3
+        assert h.head_init == head_init
+        signs = h.encode(digits.train.x).to_signs()
+        y = digits.train.labels.argmax(1)
+        return np.stack([np.sign(signs[y == c].mean(0)) for c in range(10)])
+
+    apart = class_codes("standardized")
+    assert len({tuple(r) for r in apart}) == 10
+    assert create("dhn").head_init == "standardized" and create("hashnet").head_init == "default"
+    merged = class_codes("default")
+    assert len({tuple(r) for r in merged}) < 10
+    with pytest.raises(Learn2HashError, match="head_init"):
+        create("dhn", head_init="random").fit(digits.train)

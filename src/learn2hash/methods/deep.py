@@ -107,8 +107,8 @@ from learn2hash.datasets.base import Split
 from learn2hash.errors import CorruptFileError, Learn2HashError
 from learn2hash.features import BackboneExtractor, files_sha256, visual_features
 from learn2hash.methods.base import FitContext, Hasher, as_items
-from learn2hash.methods.validation import Dict, Interval, ListOf, String
-from learn2hash.nn import HashHead, HashModel, create_backbone
+from learn2hash.methods.validation import Dict, Interval, ListOf, Options, String
+from learn2hash.nn import HashHead, HashModel, create_backbone, standardize_head
 from learn2hash.nn import augment as _augment
 from learn2hash.nn.registry import plain_options
 from learn2hash.train import Batch, TrainConfig, encode_items, resolve_device, train
@@ -117,6 +117,11 @@ log = logging.getLogger("learn2hash.methods")
 WEIGHTS_NAME = "weights.pt"
 # parameters that do not change what is learned: left out of the resume fingerprint
 _RUNTIME_PARAMS = ("device", "encode_batch_size", "workers", "amp", "on_bad_image")
+#: ``head_init``: "default" (PyTorch's initialisation of the hash layer) or "standardized"
+#: (:func:`learn2hash.nn.standardize_head` on a seeded sample of 256 training items)
+HEAD_INITS = ("default", "standardized")
+#: how many training items ``head_init="standardized"`` measures the pre-activations on
+HEAD_INIT_SAMPLE = 256
 
 
 def _context(context: FitContext | None, checkpoint_dir: str | os.PathLike | None, resume: bool,
@@ -180,6 +185,7 @@ class DeepHasher(Hasher):
         "backbone": [String()], "backbone_options": [None, Dict()],
         "hidden": [ListOf(Interval("int", 1))], "dropout": [Interval("real", 0, 1, closed="left")],
         "encode_batch_size": [Interval("int", 1)], "device": [String()],
+        "head_init": [Options(HEAD_INITS)],
     }
 
     def __init__(self, bits: int = 64, seed: int = 0, backbone: str = "auto",
@@ -189,7 +195,7 @@ class DeepHasher(Hasher):
                  warmup_epochs: float = 1.0, augment: str = "auto", grad_clip: float | None = None,
                  backbone_lr_mult: float = 1.0, freeze: str | int = "none", frozen_features: bool = False,
                  device: str = "auto", encode_batch_size: int = 1024, workers: int | None = None,
-                 amp: str = "auto", on_bad_image: str = "error"):
+                 amp: str = "auto", on_bad_image: str = "error", head_init: str = "default"):
         super().__init__(bits=bits, seed=seed)
         self.backbone = backbone
         self.backbone_options = backbone_options
@@ -213,6 +219,7 @@ class DeepHasher(Hasher):
         self.workers = workers
         self.amp = amp
         self.on_bad_image = on_bad_image
+        self.head_init = head_init
 
     # ------------------------------------------------------------------ subclass interface
     def loss(self, task: TrainingTask, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -259,6 +266,23 @@ class DeepHasher(Hasher):
                            grad_clip=self.grad_clip,
                            backbone_lr_mult=self.backbone_lr_mult, seed=self.seed, device=self.device,
                            workers=self.workers, amp=self.amp, on_bad_image=self.on_bad_image).validate()
+
+    def _standardize_head(self, task: TrainingTask, config: TrainConfig) -> None:
+        """``head_init="standardized"``: the hash layer's pre-activations start with mean 0 and
+        standard deviation 1 in every bit over a seeded sample of the training items (the items as
+        the loop reads them, unaugmented); resumed runs then load their checkpoint's weights."""
+        from learn2hash.train import ItemDataset, _input_geometry, unpack_batch
+
+        x = task.train_split.x
+        n = len(x)
+        positions = np.sort(np.random.default_rng(int(self.seed)).choice(n, min(n, HEAD_INIT_SAMPLE), replace=False))
+        device = resolve_device(config.device)
+        task.model.to(device)
+        items = ItemDataset(x, _input_geometry(task.model, x, None), on_bad_image="skip")
+        _, xb, _ = unpack_batch(items.__getitems__([(0, int(p)) for p in positions]), device, "input")
+        if xb is None or len(xb) < 2:
+            raise Learn2HashError("head_init='standardized' needs at least 2 readable training items")
+        standardize_head(task.model, xb)
 
     def build_model(self, input_shape: tuple[int, ...], untrained: bool = False,
                     backbone: dict[str, Any] | None = None) -> HashModel:
@@ -318,6 +342,8 @@ class DeepHasher(Hasher):
         else:
             task = TrainingTask(self, split, context, model, split)
         self._prepare(task)
+        if self.head_init == "standardized":
+            self._standardize_head(task, config)
         skipped: list[tuple[int, str, str]] = []
         self.history_ = train(task.model, task.train_split.x, task.train_split.labels, task, config,
                               checkpoint_dir=context.checkpoints(), resume=context.resume, progress=context.progress,

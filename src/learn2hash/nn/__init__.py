@@ -10,10 +10,10 @@ HashHead(backbone.out_dim, bits, hidden))`` is the network a deep hasher trains.
 from learn2hash.nn import backbones as _backbones  # noqa: F401  (registers the built-in backbones)
 from learn2hash.nn import pretrained as _pretrained  # noqa: F401  (registers torchvision, timm:, openclip:)
 from learn2hash.nn import video as _video  # noqa: F401  (registers c3d-small and framepool-small)
-from learn2hash.nn.head import HashHead, HashModel
+from learn2hash.nn.head import HashHead, HashModel, standardize_head
 from learn2hash.nn.inputs import as_input_tensor
 from learn2hash.nn.registry import (Backbone, BackboneInfo, InputSpec, available_backbones, create_backbone, default_backbone,
                                     item_kind, register_backbone)
 
-__all__ = ["Backbone", "BackboneInfo", "InputSpec", "HashHead", "HashModel", "as_input_tensor", "available_backbones",
+__all__ = ["Backbone", "BackboneInfo", "InputSpec", "HashHead", "HashModel", "standardize_head", "as_input_tensor", "available_backbones",
            "create_backbone", "default_backbone", "item_kind", "register_backbone"]

@@ -58,3 +58,30 @@ class HashModel(nn.Module):
         logits = self.scale * self.head(self.backbone(x))
         u = torch.tanh(logits)
         return (u, logits) if return_logits else u
+
+
+@torch.no_grad()
+def standardize_head(model: "HashModel", xb: torch.Tensor, target: float = 1.0) -> None:
+    """Rescale the head's output layer so that its pre-activations on the batch ``xb`` have mean 0
+    and standard deviation ``target`` in every bit, as a training step sees them (BatchNorm on batch
+    statistics). Nothing else changes: BatchNorm running statistics and the random generators are
+    as they were. At PyTorch's default initialisation the pre-activations vary between items by
+    about 0.07 around biases of about 0.2, so every item starts with nearly the same code; after
+    this, each bit starts balanced over the items and the codes of different items differ.
+    """
+    out = model.head.net[-1]
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    was_training = model.training
+    devices = [xb.device.index or 0] if xb.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        model.train()
+        a = model.head(model.backbone(xb)).float()
+    for name, b in model.named_buffers():
+        b.copy_(buffers[name])
+    model.train(was_training)
+    mean, std = a.mean(0), a.std(0).clamp_min(1e-6)
+    scale = (float(target) / std).to(out.weight.dtype)
+    out.weight.mul_(scale[:, None])
+    if out.bias is not None:
+        out.bias.sub_(mean.to(out.bias.dtype)).mul_(scale)
+
