@@ -80,7 +80,7 @@ class DHN(DeepHasher):
     from PyTorch's initialisation every item starts with nearly the same code, and on scikit-learn's
     digits DHN's likelihood then leaves 3-5 of the 10 classes sharing one code for good (codes near
     zero cost log 2 per pair whatever the label, and the gradient no longer tells those classes
-    apart): validation mAP@100 0.62 there, 0.995 with the standardized start, which also gives
+    apart): validation mAP@100 0.62 there, 0.999 with the standardized start, which also gives
     Fashion-MNIST +2.3 points (0.8740 against 0.8514; benchmarks/RESULTS.md, "Default recipes").
     """
 
