@@ -59,8 +59,11 @@ and DCH on validation; what needed the steps was HashNet's per-step continuation
 
 Shared hyper-parameters (all JSON values, saved with the hasher): ``backbone`` (a name from
 :mod:`learn2hash.nn`, ``"auto"`` = smallcnn for images, mlp for feature vectors),
-``backbone_options`` (dict passed to the backbone), ``hidden`` and ``dropout`` (hash head), the
-training loop's ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``optimizer``, ``momentum``,
+``backbone_options`` (dict passed to the backbone), ``hidden`` and ``dropout`` (hash head),
+``head_init`` (the hash layer's start: ``"default"``, PyTorch's initialisation, under which every
+item starts with nearly the same code, or ``"standardized"``, :func:`learn2hash.nn.standardize_head`
+on 256 training items: each bit's pre-activation at mean 0 and std 1; the default of DHN, whose
+likelihood collapses from the shared code, and of CSQ), the training loop's ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``optimizer``, ``momentum``,
 ``schedule``, ``warmup_epochs``, ``augment``, ``grad_clip``, and the settings that do not change
 what is learned: ``device``, ``encode_batch_size``, ``workers`` (DataLoader processes decoding
 image files; None: one per core up to 8 for files, 0 for arrays), ``amp`` (mixed precision,
