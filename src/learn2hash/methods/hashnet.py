@@ -67,6 +67,9 @@ class HashNet(DeepHasher):
     def __init__(self, bits: int = 64, alpha: float | None = None, gamma: float | str = "auto", power: float = 0.5,
                  **deep: Any):
         deep.setdefault("epochs", PAIRWISE_EPOCHS)
+        # a standardized start of the hash layer (learn2hash.nn.standardize_head): +3.1 points on
+        # Fashion-MNIST validation (0.8991 against 0.8686), 0.9935 against 0.9885 on digits
+        deep.setdefault("head_init", "standardized")
         super().__init__(bits=bits, **deep)
         self.alpha = alpha
         self.gamma = gamma
