@@ -56,7 +56,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -595,6 +595,13 @@ def _input_geometry(model: nn.Module, x: Any, item_shape: tuple[int, ...] | None
         return None
     spec = getattr(getattr(model, "backbone", model), "input_spec", None)
     return _images.geometry(spec, tuple(item_shape or np.shape(x)[1:]))
+
+
+def read_items(model: nn.Module, x: Any, positions: Sequence[int], device: torch.device) -> torch.Tensor | None:
+    """The items of ``x`` at ``positions`` as one input batch on ``device`` (image files decoded to
+    ``model``'s geometry with the encode transform, unreadable ones left out); None if none is readable."""
+    items = ItemDataset(x, _input_geometry(model, x, None), on_bad_image="skip")
+    return unpack_batch(items.__getitems__([(0, int(p)) for p in positions]), device, "input")[1]
 
 
 # ----------------------------------------------------------------------------- the loop

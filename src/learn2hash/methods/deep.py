@@ -115,7 +115,7 @@ from learn2hash.methods.validation import Dict, Interval, ListOf, Options, Strin
 from learn2hash.nn import HashHead, HashModel, create_backbone, standardize_head
 from learn2hash.nn import augment as _augment
 from learn2hash.nn.registry import plain_options
-from learn2hash.train import Batch, TrainConfig, encode_items, resolve_device, train
+from learn2hash.train import Batch, TrainConfig, encode_items, read_items, resolve_device, train
 
 log = logging.getLogger("learn2hash.methods")
 WEIGHTS_NAME = "weights.pt"
@@ -275,15 +275,12 @@ class DeepHasher(Hasher):
         """``head_init="standardized"``: the hash layer's pre-activations start with mean 0 and
         standard deviation 1 in every bit over a seeded sample of the training items (the items as
         the loop reads them, unaugmented); resumed runs then load their checkpoint's weights."""
-        from learn2hash.train import ItemDataset, _input_geometry, unpack_batch
-
         x = task.train_split.x
         n = len(x)
         positions = np.sort(np.random.default_rng(int(self.seed)).choice(n, min(n, HEAD_INIT_SAMPLE), replace=False))
         device = resolve_device(config.device)
         task.model.to(device)
-        items = ItemDataset(x, _input_geometry(task.model, x, None), on_bad_image="skip")
-        _, xb, _ = unpack_batch(items.__getitems__([(0, int(p)) for p in positions]), device, "input")
+        xb = read_items(task.model, x, positions, device)
         if xb is None or len(xb) < 2:
             raise Learn2HashError("head_init='standardized' needs at least 2 readable training items")
         standardize_head(task.model, xb)

@@ -16,7 +16,7 @@ any beta. HashNet has no quantization term: continuation does that work.
 epochs of 79 batches on 5,000 items, 4,740 steps, over which beta rises from 1 to 4.97. Where a
 fit takes another number of steps, gamma is scaled so beta still ends at 4.97
 (:meth:`HashNet.resolved_gamma`): a per-step gamma would leave a short fit with soft codes, as on
-500 digits, whose 480 steps raise beta only to 1.8 (validation mAP@100 0.969 against 0.995 with the
+500 digits, whose 480 steps raise beta only to 1.8 (validation mAP@100 0.969 against 0.989 with the
 scaled gamma: benchmarks/RESULTS.md, "Default recipes"). A number is used per step as given.
 """
 
@@ -95,14 +95,8 @@ class HashNet(DeepHasher):
             resolved["gamma"] = self.resolved_gamma(split)
         return resolved
 
-    def _prepare(self, task: TrainingTask) -> None:
-        task.scratch.gamma = self.resolved_gamma(task.split)
-
     def loss(self, task: TrainingTask, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        gamma = getattr(task.scratch, "gamma", None)
-        if gamma is None:  # a loss evaluated outside a fit
-            gamma = task.scratch.gamma = self.resolved_gamma(task.split)
-        beta = continuation_beta(batch.step, gamma, float(self.power))
+        beta = continuation_beta(batch.step, self.resolved_gamma(task.split), float(self.power))
         # batch.logits = model.scale * a with model.scale left at 1: the continuation lives here
         ub = torch.tanh(beta * batch.logits)
         s = label_similarity(batch.labels, batch.labels)

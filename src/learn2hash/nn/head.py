@@ -84,4 +84,3 @@ def standardize_head(model: "HashModel", xb: torch.Tensor, target: float = 1.0) 
     out.weight.mul_(scale[:, None])
     if out.bias is not None:
         out.bias.sub_(mean.to(out.bias.dtype)).mul_(scale)
-

@@ -22,7 +22,6 @@ so a damaged one is a :class:`~learn2hash.errors.CorruptFileError` that names it
 from __future__ import annotations
 
 import contextlib
-
 import os
 import time
 from pathlib import Path
