@@ -9,6 +9,7 @@ K is any positive integer, not only a power of two.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -35,6 +36,62 @@ def _check_bits(bits: object, what: str = "bits") -> int:
     return int(bits)
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+    """Where a set of codes came from: which saved hasher computed them, from what.
+
+    ``hasher_sha256``: the identity of the hasher (:func:`learn2hash.methods.base.hasher_checksum`,
+    the sha256 of its saved ``hasher.json``), None when it was never saved; ``source``: what was
+    encoded (``"split:query"``, ``"images"``, ``"array"`` ...) and ``source_sha256`` a checksum of
+    it, when known. Two code sets can be compared only when their hashers are the same one.
+    """
+
+    hasher_sha256: str | None = None
+    source: str | None = None
+    source_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("hasher_sha256", "source_sha256"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, str) and _SHA256.match(value)):
+                raise Learn2HashError(f"provenance {key} must be 64 lowercase hex digits (a sha256), got {value!r}")
+        if self.source is not None and not isinstance(self.source, str):
+            raise Learn2HashError(f"provenance source must be a string, got {self.source!r}")
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, obj: object, where: str) -> "Provenance":
+        """Read what :meth:`to_json` wrote; anything else is a :class:`CorruptFileError` naming ``where``."""
+        if not isinstance(obj, dict):
+            raise CorruptFileError(f"{where}: 'provenance' is not an object")
+        unknown = sorted(set(obj) - {"hasher_sha256", "source", "source_sha256"})
+        if unknown:
+            raise CorruptFileError(f"{where}: 'provenance' has unknown keys {', '.join(map(repr, unknown))}")
+        try:
+            return cls(**obj)
+        except Learn2HashError as exc:
+            raise CorruptFileError(f"{where}: {exc}") from None
+
+    def describe(self) -> str:
+        hasher = f"hasher {self.hasher_sha256[:12]}" if self.hasher_sha256 else "an unsaved hasher"
+        return hasher + (f" from {self.source}" if self.source else "")
+
+
+def same_hasher(a: "Codes", b: "Codes") -> bool | None:
+    """Whether two code sets come from the same saved hasher: True / False, or None when either
+    does not record its hasher (plain arrays, codes saved before codes recorded it)."""
+    ha = a.provenance.hasher_sha256 if a.provenance else None
+    hb = b.provenance.hasher_sha256 if b.provenance else None
+    if ha is None or hb is None:
+        return None
+    return ha == hb
+
+
 class Codes:
     """A set of ``n`` binary codes of ``bits`` bits each, packed into bytes.
 
@@ -42,11 +99,16 @@ class Codes:
     :meth:`from_bits` (0/1 or bool values) or :meth:`from_packed`; get values back with
     :meth:`to_signs` or :meth:`to_bits`. Supports ``len()``, slicing and fancy indexing,
     :meth:`concatenate`, equality, and :meth:`save` / :meth:`load` without pickle.
+
+    ``provenance`` (a :class:`Provenance`, or None when unknown) says which saved hasher computed
+    the codes and from what; ``Hasher.encode`` of a saved or loaded hasher sets it, slicing keeps
+    it, :meth:`concatenate` keeps what all parts share, :meth:`save` / :meth:`load` keep it.
+    It does not take part in equality.
     """
 
-    __slots__ = ("_packed", "_bits")
+    __slots__ = ("_packed", "_bits", "provenance")
 
-    def __init__(self, packed: np.ndarray, bits: int):
+    def __init__(self, packed: np.ndarray, bits: int, provenance: Provenance | None = None):
         bits = _check_bits(bits)
         packed = np.asarray(packed)
         if packed.dtype != np.uint8:
@@ -60,8 +122,15 @@ class Codes:
             raise Learn2HashError(
                 f"packed codes for {bits} bits have non-zero padding in the last {pad} bits of the last byte"
             )
+        if provenance is not None and not isinstance(provenance, Provenance):
+            raise Learn2HashError(f"provenance must be a learn2hash.codes.Provenance or None, got {type(provenance).__name__}")
         self._packed = packed
         self._bits = bits
+        self.provenance = provenance
+
+    def with_provenance(self, provenance: Provenance | None) -> "Codes":
+        """The same codes (not copied) with ``provenance``."""
+        return Codes(self._packed, self._bits, provenance)
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -123,7 +192,7 @@ class Codes:
                 raise Learn2HashError(f"part {i} is a {type(p).__name__}, expected Codes")
             if p.bits != bits:
                 raise Learn2HashError(f"cannot concatenate codes of {bits} and {p.bits} bits (part {i})")
-        return cls(np.concatenate([p.packed for p in parts], axis=0), bits)
+        return cls(np.concatenate([p.packed for p in parts], axis=0), bits, _shared_provenance(parts))
 
     # ---------------------------------------------------------------- access
     @property
@@ -151,7 +220,7 @@ class Codes:
         sub = self._packed[key]
         if sub.ndim != 2:
             raise Learn2HashError("Codes can be indexed by rows only")
-        return Codes(sub, self._bits)
+        return Codes(sub, self._bits, self.provenance)
 
     def __iter__(self) -> Iterator["Codes"]:
         for i in range(len(self)):
@@ -216,9 +285,11 @@ class Codes:
             name, digest = _atomic.content_name(f".{path.name}", raw, ".npy")
             data = path.with_name(name)
             _atomic.save_bytes(data, raw)
-            _atomic.save_json(_meta_path(path), {
-                "format": CODES_FORMAT, "version": CODES_VERSION, "bits": self._bits, "n": len(self),
-                "file": data.name, "sha256": digest})
+            meta = {"format": CODES_FORMAT, "version": CODES_VERSION, "bits": self._bits, "n": len(self),
+                    "file": data.name, "sha256": digest}
+            if self.provenance is not None:
+                meta["provenance"] = self.provenance.to_json()
+            _atomic.save_json(_meta_path(path), meta)
             _link_or_copy(data, path)
             keep = {data.name} | ({previous} if previous else set())
             _atomic.collect_garbage(path.parent, _version_files(path.name), keep)
@@ -264,7 +335,21 @@ class Codes:
             raise CorruptFileError(f"codes file {data} does not agree with {meta_path}: {exc}") from None
         if len(codes) != meta["n"]:
             raise CorruptFileError(f"codes file {data} holds {len(codes)} codes, {meta_path} says {meta['n']}")
+        if "provenance" in meta:
+            codes.provenance = Provenance.from_json(meta["provenance"], f"codes metadata {meta_path}")
         return codes
+
+
+def _shared_provenance(parts: Sequence[Codes]) -> Provenance | None:
+    """What every part's provenance agrees on (None when they come from different or unknown hashers)."""
+    first = parts[0].provenance
+    if first is None or first.hasher_sha256 is None:
+        return None
+    if any(p.provenance is None or p.provenance.hasher_sha256 != first.hasher_sha256 for p in parts):
+        return None
+    if all(p.provenance == first for p in parts):
+        return first
+    return Provenance(first.hasher_sha256)
 
 
 def _meta_path(path: Path) -> Path:
@@ -282,7 +367,8 @@ def _temp_files(name: str) -> re.Pattern[str]:
 
 def _read_meta(meta_path: Path) -> dict:
     meta = _atomic.load_json(meta_path, "codes metadata", format=CODES_FORMAT, versions=(1, CODES_VERSION),
-                             required={"bits": int, "n": int}, optional={"sha256": str, "file": str})
+                             required={"bits": int, "n": int},
+                             optional={"sha256": str, "file": str, "provenance": dict})
     if meta["bits"] < 1 or meta["n"] < 0:
         raise CorruptFileError(f"codes metadata {meta_path}: bits must be >= 1 and n >= 0, got {meta['bits']}, {meta['n']}")
     name = meta.get("file")

@@ -165,26 +165,54 @@ class Dataset:
 
 
 def read_saved_splits(folder: str | os.PathLike) -> dict[str, Any]:
-    """Read what :meth:`Dataset.save_splits` wrote; returns the metadata with ``indices`` arrays added."""
+    """Read what :meth:`Dataset.save_splits` wrote; returns the metadata with ``indices`` arrays added.
+
+    Anything damaged (not JSON, the wrong types, a split missing, a split file missing, unreadable
+    or not matching its checksum) raises :class:`CorruptFileError` naming the file."""
     folder = Path(folder)
     path = folder / "splits.json"
     if not path.exists():
         raise Learn2HashError(f"no saved splits in {folder} (expected {path})")
-    try:
-        meta = _atomic.load_json(path)
-    except ValueError as exc:
-        raise CorruptFileError(f"{path} is not valid JSON: {exc}") from None
-    if meta.get("format") != SPLITS_FORMAT or meta.get("version") != SPLITS_VERSION:
-        raise CorruptFileError(f"{path} is not a learn2hash splits file of version {SPLITS_VERSION}")
+    meta = _atomic.load_json(path, "saved splits", format=SPLITS_FORMAT, versions=(SPLITS_VERSION,),
+                             required={"dataset": str, "protocol": str, "seed": int, "splits": dict},
+                             optional={"params": dict})
     for name in SPLIT_NAMES:
         info = meta["splits"].get(name)
         if info is None:
-            raise CorruptFileError(f"{path} has no {name!r} split")
+            raise CorruptFileError(f"saved splits {path} have no {name!r} split")
+        if not isinstance(info, dict):
+            raise CorruptFileError(f"saved splits {path}: split {name!r} is {_atomic.json_type(info)}, expected an object")
+        _atomic.check_fields(info, f"saved splits {path}: split {name!r}",
+                             required={"source": str, "n": int, "sha256": str})
         npy = folder / f"split_{name}.npy"
-        if not npy.exists() or _atomic.sha256_file(npy) != info["sha256"]:
-            raise CorruptFileError(f"saved split file {npy} is missing or does not match its checksum")
-        info["indices"] = _atomic.load_npy(npy)
+        try:
+            ok = npy.is_file() and _atomic.sha256_file(npy) == info["sha256"]
+        except OSError as exc:
+            raise CorruptFileError(f"saved split file {npy} cannot be read: {exc.strerror or exc}") from None
+        if not ok:
+            raise CorruptFileError(f"saved split file {npy} is missing, not a file, or does not match its checksum")
+        try:
+            indices = _atomic.load_npy(npy)
+        except (OSError, ValueError) as exc:
+            raise CorruptFileError(f"saved split file {npy} cannot be read as .npy: {exc}") from None
+        if indices.ndim != 1 or indices.shape[0] != info["n"] or not np.issubdtype(indices.dtype, np.integer):
+            raise CorruptFileError(f"saved split file {npy} holds {indices.dtype} {indices.shape}, expected "
+                                   f"{info['n']} integer positions")
+        info["indices"] = indices
     return meta
+
+
+def split_checksum(saved: Mapping[str, Any], name: str) -> str:
+    """The identity of split ``name`` as :func:`read_saved_splits` returns it: a sha256 of the
+    dataset, protocol, seed and loader parameters and of the split's source and positions file."""
+    import hashlib
+    import json
+
+    info = saved["splits"][name]
+    body = {"dataset": saved["dataset"], "protocol": saved["protocol"], "seed": saved["seed"],
+            "params": saved.get("params", {}), "split": name, "source": info["source"], "n": info["n"],
+            "positions_sha256": info["sha256"]}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def split_from_pool(

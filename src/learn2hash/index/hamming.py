@@ -21,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from learn2hash.codes import Codes, as_codes
+from learn2hash.codes import Codes, Provenance, as_codes
 from learn2hash.errors import Learn2HashError, check_int
 from learn2hash.index import storage
 from learn2hash.index._rwlock import RWLock
@@ -81,6 +81,9 @@ class HammingIndex:
         self._folder: Path | None = None
         self._base: str | None = None  # checksum of the manifest in _folder this state was read or saved as
         self.built_from: dict | None = None
+        #: the hasher whose codes the index holds (the ``provenance`` of the first codes added to it
+        #: empty, saved with it); codes of another hasher are refused by add and search. None: unknown
+        self.hasher_sha256: str | None = None
         self._lock = RWLock()
         self._save_lock = threading.Lock()
 
@@ -127,7 +130,7 @@ class HammingIndex:
             packed = np.concatenate([np.asarray(s.codes) for s in self._segments])
             if self._n_removed:
                 packed = packed[self._removed == 0]
-            return Codes(packed, self._bits)
+            return Codes(packed, self._bits, Provenance(self.hasher_sha256) if self.hasher_sha256 else None)
 
     # ------------------------------------------------------------------------ changes
     def _codes_in(self, codes, what: str) -> Codes:
@@ -151,7 +154,20 @@ class HammingIndex:
         ever given. Returns the ids."""
         codes = self._codes_in(codes, "codes to add")
         with self._lock.writing():
-            return self._add(codes, ids)
+            self._check_hasher(codes, "codes to add")
+            new_ids = self._add(codes, ids)
+            hasher = codes.provenance.hasher_sha256 if codes.provenance else None
+            if hasher is not None and self.hasher_sha256 is None and self._n == len(codes):
+                self.hasher_sha256 = hasher  # the first codes of an empty index say whose codes it holds
+            return new_ids
+
+    def _check_hasher(self, codes: Codes, what: str) -> None:
+        """Refuse codes whose provenance names another hasher than the index's (when both are known)."""
+        hasher = codes.provenance.hasher_sha256 if codes.provenance else None
+        if hasher is not None and self.hasher_sha256 is not None and hasher != self.hasher_sha256:
+            raise Learn2HashError(f"{what} were computed by hasher {hasher[:12]}, this index holds codes of hasher "
+                                  f"{self.hasher_sha256[:12]}: Hamming distances between codes of two hashers mean "
+                                  "nothing (encode with the index's hasher, or rebuild the index)")
 
     def _add(self, codes: Codes, ids) -> np.ndarray:
         m = len(codes)
@@ -233,7 +249,9 @@ class HammingIndex:
 
     # ------------------------------------------------------------------------ queries
     def _queries(self, query_codes) -> np.ndarray:
-        return self._codes_in(query_codes, "query codes").packed
+        codes = self._codes_in(query_codes, "query codes")
+        self._check_hasher(codes, "query codes")
+        return codes.packed
 
     def search(self, query_codes: Codes | np.ndarray, k: int, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
         """Exact k nearest items of each query: ``(distances int32[q, k], ids int64[q, k])``.
@@ -311,7 +329,8 @@ class HammingIndex:
             same = self._folder is not None and os.path.realpath(folder) == os.path.realpath(self._folder)
             removed = np.flatnonzero(self._removed).astype(np.int64) if self._n_removed else np.zeros(0, np.int64)
             self._segments, self._base = storage.write(folder, self._bits, self._segments, removed, self._next_id,
-                                                       self._backend, self.built_from, self._base if same else None)
+                                                       self._backend, self.built_from, self._base if same else None,
+                                                       hasher_sha256=self.hasher_sha256)
             self._folder = folder
         return folder
 
@@ -341,6 +360,7 @@ class HammingIndex:
         index._folder = Path(folder)
         index._base = stored.manifest_checksum
         index.built_from = stored.built_from
+        index.hasher_sha256 = stored.hasher_sha256
         return index
 
     @classmethod

@@ -2,7 +2,8 @@
 
 :func:`build_run_index` records in the index manifest what the index was built from (its
 ``built_from``): a checksum of the run's database codes and of its hasher (``hasher/hasher.json``,
-which itself lists the checksum of every other file of the hasher). :func:`open_run_index` loads
+which itself lists the checksum of every other file of the hasher), and refuses database codes whose
+provenance names another hasher or other items. :func:`open_run_index` loads
 the index and compares that record with the run as it is now, then checks that the items with ids
 ``0 .. n-1`` (database positions) hold exactly the run's database codes (an index saved without a
 record, e.g. by an older learn2hash, is judged by that check alone). A retrained run (the old index
@@ -21,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from learn2hash import _atomic
 from learn2hash.codes import Codes
 from learn2hash.errors import Learn2HashError
 from learn2hash.index import storage
@@ -46,19 +46,25 @@ def index_folder(run) -> Path:
     return Path(run.folder) / "index"
 
 
-def _hasher_checksum(run) -> str:
-    path = Path(run.folder) / "hasher" / "hasher.json"
-    try:
-        return _atomic.sha256_file(path)
-    except FileNotFoundError:
-        raise Learn2HashError(f"run {run.folder} has no trained hasher yet (training did not finish?)") from None
-
-
 def run_source(run, codes: Codes | None = None) -> dict[str, Any]:
     """What an index of ``run``'s database codes is built from (``codes``: those codes, if at hand)."""
     codes = run.codes("database") if codes is None else codes
     return {"kind": RUN_DATABASE, "bits": int(codes.bits), "n": len(codes),
-            "database_codes_sha256": codes_checksum(codes), "hasher_sha256": _hasher_checksum(run)}
+            "database_codes_sha256": codes_checksum(codes), "hasher_sha256": run.hasher_checksum()}
+
+
+def check_codes_provenance(run, codes: Codes, split: str = "database") -> None:
+    """Refuse (one line) ``codes`` to be used as ``run``'s codes of ``split`` unless their provenance
+    says they were computed by the run's hasher as saved now from that split."""
+    expected = run.expected_provenance(split)
+    got = codes.provenance
+    if got != expected:
+        what = ("record no provenance" if got is None else
+                f"were computed by {got.describe()}" if got.hasher_sha256 != expected.hasher_sha256 else
+                f"were computed from {got.source or 'unknown items'}, not from the run's saved {split} split")
+        raise StaleIndexError(f"the {split} codes to index {what}; the run {run.folder} has hasher "
+                              f"{expected.hasher_sha256[:12]}: encode them again with "
+                              f"`learn2hash encode --run {run.folder} --split {split}`")
 
 
 def _rebuild_hint(run) -> str:
@@ -70,6 +76,7 @@ def build_run_index(run, backend: str = "native", threads: int | None = None, **
     there (under the folder's writer lock: concurrent builds take turns). Returns the folder, the
     number of codes and their bit length."""
     codes = run.codes("database")
+    check_codes_provenance(run, codes)
     with HammingIndex(codes.bits, backend=backend, threads=threads, **options) as index:
         index.add(codes)
         index.built_from = run_source(run, codes)

@@ -3,7 +3,8 @@
 ```
 folder/
   manifest.json                     format, version, bits, generation, segments, tombstones,
-                                    built_from (what the index was derived from, or null), checksum
+                                    built_from (what the index was derived from, or null),
+                                    hasher_sha256 (whose codes it holds, when known), checksum
   seg-<generation>-<n>.codes.npy    uint8[n, ceil(bits/8)] packed codes of one segment
   seg-<generation>-<n>.ids.npy      int64[n] ids of the same items
   tomb-<generation>.npy             int64 sorted positions of removed items (when there are any)
@@ -79,6 +80,7 @@ class Stored:
     generation: int
     built_from: dict | None = None
     manifest_checksum: str = ""
+    hasher_sha256: str | None = None
 
 
 class IndexConflictError(Learn2HashError):
@@ -212,9 +214,12 @@ def _read(folder: Path, manifest: dict, mmap: bool, verify: bool) -> Stored:
     built_from = manifest.get("built_from")
     if built_from is not None and not isinstance(built_from, dict):
         raise CorruptFileError(f"index manifest {path}: field 'built_from' is not an object")
+    hasher = manifest.get("hasher_sha256")
+    if hasher is not None and not (isinstance(hasher, str) and re.fullmatch(r"[0-9a-f]{64}", hasher)):
+        raise CorruptFileError(f"index manifest {path}: field 'hasher_sha256' is not a sha256 (64 hex digits)")
     return Stored(bits, segments, removed, _field(manifest, "next_id", int, path),
                   _field(manifest, "backend", str, path), _field(manifest, "generation", int, path),
-                  built_from, manifest["checksum"])
+                  built_from, manifest["checksum"], hasher)
 
 
 def _previous(folder: Path) -> dict | None:
@@ -225,7 +230,8 @@ def _previous(folder: Path) -> dict | None:
 
 
 def write(folder: str | os.PathLike, bits: int, segments: list[Segment], removed: np.ndarray, next_id: int,
-          backend: str, built_from: dict | None = None, base: str | None = None) -> tuple[list[Segment], str]:
+          backend: str, built_from: dict | None = None, base: str | None = None,
+          hasher_sha256: str | None = None) -> tuple[list[Segment], str]:
     """Save an index to ``folder`` under the writer lock; returns the segment list as now stored
     (unsaved segments are merged into one new segment) and the new manifest's checksum. Segments
     already stored in this folder are not rewritten.
@@ -236,11 +242,12 @@ def write(folder: str | os.PathLike, bits: int, segments: list[Segment], removed
     folder holds."""
     folder = Path(folder)
     with writer_lock(folder):
-        return _write(folder, bits, segments, removed, next_id, backend, built_from, base)
+        return _write(folder, bits, segments, removed, next_id, backend, built_from, base, hasher_sha256)
 
 
 def _write(folder: Path, bits: int, segments: list[Segment], removed: np.ndarray, next_id: int,
-           backend: str, built_from: dict | None, base: str | None) -> tuple[list[Segment], str]:
+           backend: str, built_from: dict | None, base: str | None,
+           hasher_sha256: str | None = None) -> tuple[list[Segment], str]:
     previous = _previous(folder)
     if base is not None and (previous or {}).get("checksum") != base:
         now = f"generation {previous.get('generation')}" if previous else "no readable manifest"
@@ -308,6 +315,8 @@ def _write(folder: Path, bits: int, segments: list[Segment], removed: np.ndarray
         "tombstones": tomb,
         "built_from": built_from,
     }
+    if hasher_sha256 is not None:  # the hasher whose codes the index holds
+        manifest["hasher_sha256"] = hasher_sha256
     manifest["checksum"] = _checksum(manifest)
     _atomic.save_json(folder / MANIFEST, manifest)
     _collect_garbage(folder, manifest, previous)

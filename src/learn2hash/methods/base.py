@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import numpy as np
 
 from learn2hash import _atomic
-from learn2hash.codes import Codes
+from learn2hash.codes import Codes, Provenance
 from learn2hash.datasets.base import Split
 from learn2hash.errors import CorruptFileError, Learn2HashError, MissingFileError
 from learn2hash.methods.validation import Interval, validate_params
@@ -45,6 +45,33 @@ HASHER_VERSION = 2
 _VERSION_FILE = re.compile(r"^[A-Za-z0-9_][\w.-]*\.[0-9a-f]{12}\.(npy|pt)$")
 _TEMP_FILE = re.compile(r"^\.(hasher\.json|[A-Za-z0-9_][\w.-]*\.[0-9a-f]{12}\.(npy|pt))\..*\.tmp$")
 _V1_FILE = re.compile(r"^[A-Za-z0-9_][\w.-]*\.(npy|pt)$")
+
+
+def hasher_checksum(path: str | os.PathLike) -> str:
+    """The identity of the hasher saved in folder ``path``: the sha256 of its ``hasher.json``, which
+    lists the sha256 of every other file of the hasher. Codes, indexes and collections record it to
+    say which hasher they came from; a loaded :class:`Hasher` remembers it as ``checksum_``."""
+    folder = Path(path)
+    meta_path = folder / "hasher.json"
+    try:
+        return _atomic.sha256_file(meta_path)
+    except FileNotFoundError:
+        raise MissingFileError(f"{folder} holds no saved hasher (expected {meta_path})") from None
+    except IsADirectoryError:
+        raise CorruptFileError(f"hasher file {meta_path} is a folder, expected a JSON file") from None
+    except OSError as exc:
+        raise CorruptFileError(f"hasher file {meta_path} cannot be read: {exc.strerror or exc}") from None
+
+
+def _read_identified(meta_path: Path) -> tuple[dict[str, Any], str]:
+    """``hasher.json`` read and checked, with the checksum of the very bytes read (a save that
+    replaces it meanwhile makes this read again)."""
+    for _ in range(5):
+        before = hasher_checksum(meta_path.parent)
+        meta = _read_hasher_json(meta_path)
+        if hasher_checksum(meta_path.parent) == before:
+            return meta, before
+    raise Learn2HashError(f"hasher file {meta_path} keeps changing while it is read (another process saving it?)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +283,7 @@ class Hasher(abc.ABC):
                 )
         self.history_: list[dict[str, Any]] = []
         self.skipped_images_: list[dict[str, Any]] = []
+        self.checksum_: str | None = None  # a new fit is no saved hasher (yet)
         self._fit(split, context if context is not None else FitContext())
         self.fitted_ = True
         return self
@@ -265,13 +293,24 @@ class Hasher(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} defines no transform")
 
     def encode(self, x: Any) -> Codes:
-        """Items -> :class:`Codes` of ``self.bits`` bits."""
+        """Items -> :class:`Codes` of ``self.bits`` bits (their ``provenance`` names this hasher when it
+        was saved or loaded: see :meth:`provenance`)."""
         self._check_fitted()
         codes = self._encode(x)
         if codes.bits != self.bits:  # only a damaged saved hasher gets here (load checks what it can)
             raise CorruptFileError(f"this {self.name} hasher has bits={self.bits} but its learned state gives "
                                    f"{codes.bits}-bit codes (a damaged or edited hasher.json?)")
-        return codes
+        return codes.with_provenance(self.provenance())
+
+    #: the checksum of the saved hasher this one was loaded from or last saved as (see :func:`hasher_checksum`); None: never saved
+    checksum_: str | None = None
+
+    def provenance(self, source: str | None = None, source_sha256: str | None = None) -> Provenance | None:
+        """What codes this hasher computes record (:class:`~learn2hash.codes.Provenance`): its
+        ``checksum_`` and, when given, what was encoded; None for a hasher never saved or loaded."""
+        if self.checksum_ is None:
+            return None
+        return Provenance(self.checksum_, source, source_sha256)
 
     def image_geometry(self) -> "Geometry | None":
         """The geometry image files and uploads are decoded to for this hasher when it decides it
@@ -342,6 +381,7 @@ class Hasher(abc.ABC):
                 "format": HASHER_FORMAT, "version": HASHER_VERSION, "method": self.name,
                 "params": self.get_params(), "state": state, "arrays": array_entries, "files": file_entries,
             })
+            self.checksum_ = hasher_checksum(folder)
             keep = {e["file"] for e in (*array_entries.values(), *file_entries.values())} | previous
             _atomic.collect_garbage(folder, _VERSION_FILE, keep)
             # the files of a version-1 save, once no hasher.json names them
@@ -361,8 +401,12 @@ class Hasher(abc.ABC):
         meta_path = folder / "hasher.json"
         if not meta_path.exists():
             raise Learn2HashError(f"{folder} holds no saved hasher (expected {meta_path})")
-        return _atomic.load_current_version(lambda: _read_hasher_json(meta_path),
-                                            lambda meta: cls._load_version(folder, meta_path, meta))
+        def load(identified: tuple[dict[str, Any], str]) -> "Hasher":
+            hasher = cls._load_version(folder, meta_path, identified[0])
+            hasher.checksum_ = identified[1]
+            return hasher
+
+        return _atomic.load_current_version(lambda: _read_identified(meta_path), load)
 
     @classmethod
     def _load_version(cls, folder: Path, meta_path: Path, meta: dict[str, Any]) -> "Hasher":

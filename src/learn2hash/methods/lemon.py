@@ -197,6 +197,7 @@ class LEMON(MultiViewEncoder, OnlineHasher):
         self.n_seen_ = (0 if first else self.n_seen_) + n
         self.rounds_ = self.rounds_ + 1
         self.fitted_ = True
+        self.checksum_ = None  # changed: no longer the hasher it was loaded or saved as
         return self
 
     @property

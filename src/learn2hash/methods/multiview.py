@@ -59,7 +59,7 @@ class MultiViewEncoder:
         feats = as_features(x, what=f"modality {name!r}", dim=self.dims_[name])
         codes = Codes.from_signs(self._transform_view(feats, name))
         assert codes.bits == self.bits
-        return codes
+        return codes.with_provenance(self.provenance())
 
     def transform(self, x: Any, modality: str | None = None) -> np.ndarray:
         """Real values ``float64[n, K]`` of items ``x`` described by ``modality``; their signs are the codes."""

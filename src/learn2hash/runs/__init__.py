@@ -22,16 +22,22 @@ so a damaged one is a :class:`~learn2hash.errors.CorruptFileError` that names it
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from learn2hash import _atomic
-from learn2hash.codes import Codes
+from learn2hash.codes import Codes, Provenance
 from learn2hash.errors import CorruptFileError, Learn2HashError
 from learn2hash.runs.folder import (CONFIG_FIELDS, CONFIG_OPTIONAL, DERIVED, RUN_FORMAT, RUN_VERSION,  # noqa: F401
                                     RunFolder, is_main_process, make_config, package_versions, read_config)
+
+
+_log = logging.getLogger(__name__)
 
 
 def default_topk(dataset: str, protocol: str | None = None) -> int | None:
@@ -101,19 +107,53 @@ class Run:
     def codes_path(self, split: str) -> Path:
         return self.folder / "codes" / f"{split}.npy"
 
+    def hasher_checksum(self) -> str:
+        """The identity of the run's hasher as saved now (:func:`learn2hash.methods.base.hasher_checksum`)."""
+        from learn2hash.methods.base import hasher_checksum
+
+        if not (self.folder / "hasher" / "hasher.json").exists():
+            raise Learn2HashError(f"run {self.folder} has no trained hasher yet (training did not finish?)")
+        return hasher_checksum(self.folder / "hasher")
+
+    def source(self, split: str) -> tuple[str, str]:
+        """What the codes of ``split`` are computed from: ``("split:NAME", checksum of the saved split)``."""
+        from learn2hash.datasets.base import read_saved_splits, split_checksum
+
+        return f"split:{split}", split_checksum(read_saved_splits(self.folder), split)
+
+    def expected_provenance(self, split: str) -> Provenance:
+        """The provenance the codes of ``split`` must record to be this run's: its hasher as saved now,
+        the saved split."""
+        return Provenance(self.hasher_checksum(), *self.source(split))
+
     def codes(self, split: str, recompute: bool = False) -> Codes:
-        """Codes of ``split`` (``query``, ``database`` or ``train``), encoded once and cached."""
+        """Codes of ``split`` (``query``, ``database`` or ``train``), encoded once and cached.
+
+        Cached codes are reused only when their provenance says they were computed by the run's
+        hasher as saved now from the saved split; codes of another hasher (a retrained or replaced
+        ``hasher/``, codes copied from another run) and codes saved without provenance (by an
+        older learn2hash) are computed again (under the run's writer lock) and saved.
+        """
         if split not in ("train", "query", "database"):
             raise Learn2HashError(f"split must be train, query or database, got {split!r}")
         path = self.codes_path(split)
+        expected = self.expected_provenance(split)
         if Codes.exists(path) and not recompute:
             codes = Codes.load(path)
             if codes.bits != self.bits:
                 raise Learn2HashError(f"cached codes {path} have {codes.bits} bits, the run has {self.bits}")
-            return codes
+            if codes.provenance == expected:
+                return codes
+            _log.info("%s: recomputing the cached %s codes (%s)", self.folder, split,
+                      "they record no provenance" if codes.provenance is None else
+                      f"computed by {codes.provenance.describe()}, the run's hasher is {expected.hasher_sha256[:12]}")
         with self._writing():
+            hasher = self.hasher()
+            if hasher.checksum_ != expected.hasher_sha256:  # hasher/ was replaced since this Run loaded it
+                self._hasher = None
+                hasher = self.hasher()
             data = getattr(self.dataset(), split)
-            codes = self.hasher().encode(data.x)
+            codes = hasher.encode(data.x).with_provenance(Provenance(hasher.checksum_, *self.source(split)))
             codes.save(path)
         return codes
 
@@ -316,11 +356,14 @@ def encode_image_files(run: Run, source: str | os.PathLike, out: str | os.PathLi
     if workers is not None:
         hasher.workers = workers  # a runtime parameter: what is learned stays the same
     codes, kept, skipped = hasher.encode_images(files, on_bad_image=on_bad_image, progress=progress)
+    kept_ids = [ids[int(i)] for i in kept]
+    listed = hashlib.sha256(json.dumps({"root": str(root.resolve()), "ids": kept_ids}).encode()).hexdigest()
+    codes = codes.with_provenance(hasher.provenance("images", listed))
     codes.save(out)
     ids_path = image_ids_path(out)
     _atomic.save_json(ids_path, {
         "format": IMAGE_IDS_FORMAT, "version": 1, "run": str(run.folder.resolve()), "root": str(root.resolve()),
         "codes": out.name, "codes_sha256": _atomic.sha256_file(out), "bits": codes.bits,
-        "ids": [ids[int(i)] for i in kept],
+        "ids": kept_ids,
         "skipped": [{"id": ids[s["position"]], "error": s["error"]} for s in skipped]})
     return {"n": len(codes), "bits": codes.bits, "n_skipped": len(skipped), "ids_path": ids_path}
