@@ -269,7 +269,10 @@ def _cmd_encode(args) -> int:
             x = load_npy(args.input)
         except (OSError, ValueError) as exc:
             raise Learn2HashError(f"cannot read --input {args.input}: {exc}") from None
-        codes = run.hasher().encode(x)
+        from learn2hash._atomic import sha256_file
+
+        hasher = run.hasher()
+        codes = hasher.encode(x).with_provenance(hasher.provenance("array", sha256_file(args.input)))
         where = args.out or (str(Path(args.input).with_suffix("")) + ".codes.npy")
         codes.save(where)
     if args.json:
@@ -386,6 +389,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT.json",
                    help="the full result (PR curve, per-query AP) as JSON: alone, one document on stdout instead "
                         "of the table; with a file name, also written to that file")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse query and database codes that record different hashers (default: a warning on "
+                        "stderr)")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -465,6 +471,13 @@ def _cmd_evaluate(args) -> int:
         inputs = (run.codes("query"), ds.query.labels, run.codes("database"), ds.database.labels)
     else:
         inputs = _evaluate_inputs_from_files(args)
+    from learn2hash.codes import hasher_mismatch
+
+    mismatch = hasher_mismatch(inputs[0], inputs[2])
+    if mismatch and args.strict:
+        raise Learn2HashError(mismatch)
+    if mismatch:
+        print(f"learn2hash evaluate: warning: {mismatch} (--strict refuses them)", file=sys.stderr)
     options = _evaluate_options(args)
     if args.run and args.topk is None:
         name, protocol = run.config["dataset"], run.config.get("protocol")

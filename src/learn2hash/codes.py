@@ -92,6 +92,15 @@ def same_hasher(a: "Codes", b: "Codes") -> bool | None:
     return ha == hb
 
 
+def hasher_mismatch(a: "Codes", b: "Codes", what_a: str = "query codes", what_b: str = "database codes") -> str | None:
+    """A sentence saying that ``a`` and ``b`` come from different hashers (their Hamming distances
+    mean nothing), or None when they come from the same one or either does not record its hasher."""
+    if same_hasher(a, b) is not False:
+        return None
+    return (f"the {what_a} were computed by {a.provenance.describe()} and the {what_b} by "
+            f"{b.provenance.describe()}: codes of two different hashers are not comparable")
+
+
 class Codes:
     """A set of ``n`` binary codes of ``bits`` bits each, packed into bytes.
 
