@@ -166,3 +166,136 @@ def test_damaged_run_folder_files_are_one_line_errors(run_folder, tmp_path, caps
     for p, content in originals.items():
         assert p.read_bytes() == content, p
     assert main(["evaluate", "--run", str(run_folder)]) == 0
+
+
+# --------------------------------------------------------------------------- odd files and arguments
+def _swap(path: Path, make):
+    """Replace ``path`` by what ``make(path)`` creates; returns a function that puts it back."""
+    backup = path.with_name(path.name + ".fuzz-backup")
+    path.rename(backup)
+
+    def restore():
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+        backup.rename(path)
+
+    try:
+        make(path)
+    except BaseException:
+        restore()
+        raise
+    return restore
+
+
+def _json_file(value):
+    return lambda p: p.write_text(json.dumps(value))
+
+
+def _unreadable(p: Path):
+    p.symlink_to("/proc/self/mem")  # open() works, read() fails with EIO
+
+
+def _odd_cases(folder: Path, tmp: Path) -> list:
+    """(label, argv, setup or None, what the message must name) for odd files and arguments."""
+    R = str(folder)
+    splits = json.loads((folder / "splits.json").read_text())
+    train = ["train", "--method", "itq", "--dataset", "digits", "--bits", "8", "--no-progress"]
+    (tmp / "f").write_text("a file")
+    raw = (tmp / "m.mat")
+    import scipy.io
+
+    scipy.io.savemat(raw, {"I_tr": np.random.default_rng(0).random((50, 10)), "T_tr": np.ones((50, 5)),
+                           "L_tr": np.eye(5)[np.arange(50) % 5]})
+    (tmp / "t.mat").write_bytes(raw.read_bytes()[:100])
+    (tmp / "t2.mat").write_bytes(raw.read_bytes()[:10])
+    (tmp / "t3.mat").write_bytes(raw.read_bytes()[:127])
+    long_name = str(tmp / ("q" * 300 + ".npy"))
+    cases = []
+    for label, value in [("[]", []), ("null", None), ('{"splits": []}', {"splits": []}),
+                         ('{"splits": {"query": "x"}}', {"splits": {"query": "x"}}),
+                         ("its splits a list", {**splits, "splits": []}),
+                         ("split query a string", {**splits, "splits": {**splits["splits"], "query": "x"}}),
+                         ("split train without sha256", {**splits, "splits": {**splits["splits"], "train": {
+                             k: v for k, v in splits["splits"]["train"].items() if k != "sha256"}}}),
+                         ("seed a string", {**splits, "seed": "0"})]:
+        cases.append((f"splits.json is {label}", ["evaluate", "--run", R], ("splits.json", _json_file(value)),
+                      "splits.json"))
+    for name in ("split_query.npy", "split_train.npy", "split_database.npy"):
+        cases.append((f"a folder at {name}", ["evaluate", "--run", R], (name, lambda p: p.mkdir()), name))
+    cases += [
+        ("hasher.json unreadable", ["search", "--run", R, "--query", "0"], ("hasher/hasher.json", _unreadable),
+         "hasher.json"),
+        ("hasher.json unreadable (encode)", ["encode", "--run", R, "--split", "query"],
+         ("hasher/hasher.json", _unreadable), "hasher.json"),
+        ("index manifest unreadable", ["search", "--run", R, "--query", "0"], ("index/manifest.json", _unreadable),
+         "manifest.json"),
+        ("config.json unreadable", ["evaluate", "--run", R], ("config.json", _unreadable), "config.json"),
+        ("splits.json unreadable", ["evaluate", "--run", R], ("splits.json", _unreadable), "splits.json"),
+        ("codes metadata unreadable", ["evaluate", "--run", R], ("codes/query.npy.json", _unreadable),
+         "query.npy.json"),
+        ("metrics.json unreadable", ["compare", R], ("metrics.json", _unreadable), "metrics.json"),
+        ("a 300-character query file name", ["search", "--run", R, "--query", long_name], None, "q" * 50),
+        ("train --out under a file", [*train, "--out", str(tmp / "f" / "r")], None, str(tmp / "f")),
+        ("encode --out under a file", ["encode", "--run", R, "--split", "query", "--out", str(tmp / "f" / "c.npy")],
+         None, str(tmp / "f")),
+        ("train --seed -1", [*train, "--out", str(tmp / "s"), "--seed", "-1"], None, "seed"),
+        ("datasets --seed -1", ["datasets", "digits", "--seed", "-1"], None, "seed"),
+        ("--param with 1,000 nested brackets", [*train, "--out", str(tmp / "p"), "--param", "n_iter=" + "[" * 1000],
+         None, "n_iter"),
+        ("--data-param with 1,000 nested brackets", ["datasets", "digits", "--data-param", "x=" + "[" * 1000], None,
+         "x="),
+        ("train --topk 0", [*train, "--out", str(tmp / "k0"), "--topk", "0"], None, "topk"),
+        ("train --topk -1", [*train, "--out", str(tmp / "k1"), "--topk", "-1"], None, "topk"),
+        ("serve --host 999.1.1.1", ["serve", "--run", R, "--host", "999.1.1.1", "--port", "8123"], None, "999.1.1.1"),
+        ("serve --port 70000", ["serve", "--run", R, "--port", "70000"], None, "--port"),
+    ]
+    for mat in ("t.mat", "t2.mat", "t3.mat"):
+        cases.append((f"stream --mat a truncated {mat}", ["stream", "--mat", str(tmp / mat), "--mat-keys",
+                                                          "image=I_tr,text=T_tr,labels=L_tr", "--out", str(tmp / "st")],
+                      None, mat))
+    return cases
+
+
+def test_odd_files_and_arguments_are_one_line_errors(run_folder, tmp_path, capsys):
+    cases = _odd_cases(run_folder, tmp_path)
+    originals = {p: p.read_bytes() for p in run_folder.rglob("*") if p.is_file() and not p.is_symlink()}
+    bad = []
+    for label, argv, setup, named in cases:
+        restore = _swap(run_folder / setup[0], setup[1]) if setup else None
+        try:
+            status = main(argv)
+        except BaseException as exc:  # noqa: BLE001 - a traceback is what this test looks for
+            status = f"raised {type(exc).__name__}: {exc}"
+        finally:
+            if restore:
+                restore()
+        captured = capsys.readouterr()
+        err = captured.err.strip().splitlines()
+        if status != 2 or len(err) != 1 or "Traceback" in captured.err:
+            bad.append(f"{label}: status {status}, stderr {[e[:300] for e in err[:3]]}")
+        elif named not in err[0]:
+            bad.append(f"{label}: the message does not name {named!r}: {err[0][:300]}")
+    assert not bad, f"{len(bad)} of {len(cases)} cases:\n" + "\n".join(bad)
+    for name in ("r", "s", "p", "k0", "k1", "st"):  # refused before anything was written
+        assert not (tmp_path / name).exists(), name
+    for p, content in originals.items():
+        assert p.read_bytes() == content, p
+    assert main(["evaluate", "--run", str(run_folder)]) == 0
+
+
+def test_any_os_error_on_a_path_is_one_line_naming_it(monkeypatch, capsys):
+    import errno
+
+    import learn2hash.cli as cli
+
+    def fails(args):
+        raise OSError(errno.EIO, "Input/output error", "/data/some/file.npy")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["compare"].set_defaults(func=fails)
+    assert main(["compare", "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["learn2hash compare: error: /data/some/file.npy: Input/output error"]

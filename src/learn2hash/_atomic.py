@@ -193,6 +193,8 @@ def load_json(path: str | os.PathLike, what: str = "JSON file", *, format: str |
         raise MissingFileError(f"{what} {path} does not exist") from None
     except IsADirectoryError:
         raise CorruptFileError(f"{what} {path} is a folder, expected a JSON file") from None
+    except OSError as exc:  # an unreadable file (EIO, a name too long, permissions ...)
+        raise CorruptFileError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
     try:
         obj = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors

@@ -146,6 +146,8 @@ def _parse_assignments(items: Sequence[str] | None, what: str) -> dict:
             out[key] = json.loads(value)
         except ValueError:
             out[key] = value
+        except RecursionError:
+            raise Learn2HashError(f"{what} {key}=...: the value is nested too deeply to read") from None
     return out
 
 
@@ -202,7 +204,7 @@ def _cmd_train(args) -> int:
     if args.data_path:
         data_params["path"] = args.data_path
     run = train_run(args.method, args.dataset, args.bits, args.out, protocol=args.protocol, seed=args.seed,
-                    params=params, data_params=data_params, topk=args.topk if args.topk else "default",
+                    params=params, data_params=data_params, topk=args.topk if args.topk is not None else "default",
                     resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
                     log=lambda msg: print(msg, file=sys.stderr))
     if run is None:  # a non-zero rank under torchrun
@@ -694,10 +696,24 @@ def _cmd_serve(args) -> int:
         raise Learn2HashError(f"--max-k must be at least 1, got {args.max_k}")
     if not 0 < args.max_decode_mb <= 1 << 20:
         raise Learn2HashError(f"--max-decode-mb must be in (0, 1048576], got {args.max_decode_mb}")
+    _check_bind_address(args.host, args.port)
     serve(args.run, host=args.host, port=args.port, allowed_hosts=args.allowed_host,
           limits=Limits(max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_k=args.max_k,
                         max_decode_bytes=int(args.max_decode_mb * (1 << 20))))
     return 0
+
+
+def _check_bind_address(host: str, port: int) -> None:
+    """Refuse (one line) a --host that is no address of this machine's resolver or a --port out of range."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise Learn2HashError(f"--port must be in 0..65535, got {port}")
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise Learn2HashError(f"--host {host!r} is not an address or host name this machine can bind "
+                              f"({getattr(exc, 'strerror', None) or exc})") from None
 
 
 # --------------------------------------------------------------------------- stream
@@ -871,6 +887,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a path the user gave that cannot be read or written: one line naming it
+        print(f"learn2hash {args.command}: error: {_os_error_text(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _os_error_text(exc: OSError) -> str:
+    """``PATH: reason`` (both paths of a rename or link) for an :class:`OSError`, on one line."""
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    if not paths:
+        return f"{reason} ({type(exc).__name__})"
+    return f"{' -> '.join(paths)}: {reason}"
 
 
 if __name__ == "__main__":

@@ -52,8 +52,14 @@ def list_variables(path: Path) -> list[str]:
         import scipy.io
 
         return sorted(w[0] for w in scipy.io.whosmat(path))
-    except (OSError, ValueError, NotImplementedError) as exc:
-        raise CorruptFileError(f"{path} cannot be read as a MATLAB .mat file: {exc}") from None
+    except Exception as exc:  # a damaged file fails in the parsers with many exception types
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> CorruptFileError:
+    detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+    return CorruptFileError(f"{path} cannot be read as a MATLAB .mat file (truncated or damaged?): "
+                            f"{type(exc).__name__}: {detail}")
 
 
 class H5Variable:
@@ -89,8 +95,10 @@ def read_variables(path: Path, names: set[str], lazy: bool = True) -> dict[str, 
     """``{name: array}`` in the MATLAB view; with ``lazy``, v7.3 arrays of rank >= 3 stay :class:`H5Variable`."""
     try:
         return _read_v73(path, names, lazy) if is_hdf5(path) else _read_v5(path, names)
-    except OSError as exc:
-        raise CorruptFileError(f"{path} cannot be read: {exc}") from None
+    except Learn2HashError:
+        raise
+    except Exception as exc:  # a damaged file fails in the parsers with many exception types
+        raise _unreadable(path, exc) from None
 
 
 def _read_v73(path: Path, names: set[str], lazy: bool) -> dict[str, Any]:
@@ -126,8 +134,8 @@ def _read_v5(path: Path, names: set[str]) -> dict[str, np.ndarray]:
 
     try:
         data = scipy.io.loadmat(path, variable_names=sorted(names))
-    except (ValueError, NotImplementedError, OSError) as exc:
-        raise CorruptFileError(f"{path} cannot be read as a MATLAB .mat file: {exc}") from None
+    except Exception as exc:  # a damaged file fails in the parsers with many exception types
+        raise _unreadable(path, exc) from None
     out = {}
     for name in names:
         if name not in data:

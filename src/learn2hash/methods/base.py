@@ -203,7 +203,7 @@ class Hasher(abc.ABC):
 
     #: declared hyper-parameter constraints (see :mod:`learn2hash.methods.validation`), merged
     #: along the class hierarchy and checked once, at ``fit``
-    _parameter_constraints: ClassVar[dict[str, list]] = {"bits": [Interval("int", 1)], "seed": [Interval("int")]}
+    _parameter_constraints: ClassVar[dict[str, list]] = {"bits": [Interval("int", 1)], "seed": [Interval("int", 0)]}
 
     # ------------------------------------------------------------------ params
     @classmethod

@@ -239,6 +239,13 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise Learn2HashError(f"--out {out} is a file; a run folder is a folder: choose another --out")
+    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise Learn2HashError(f"--out {out}: {blocked} is a file, not a folder: choose another --out")
+    if topk != "default" and topk is not None:
+        from learn2hash.errors import check_int
+
+        topk = check_int(topk, "topk", 1)
     params = dict(params or {})
     data_params = dict(data_params or {})
     for key in ("bits", "seed"):
