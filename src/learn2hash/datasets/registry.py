@@ -141,7 +141,7 @@ def load(name: str, protocol: str | None = None, seed: int = 0, splits: str | os
             f"dataset {name!r} has no protocol {protocol!r}; its protocols: {', '.join(d.protocols)}"
         )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise Learn2HashError(f"seed must be a non-negative integer, got {seed!r}")
+        raise Learn2HashError(f"seed must be an integer >= 0, got {seed!r}")
     _check_params(d, params)
     # a named dataset given a folder (path=, --data-path) checks that folder itself, naming what it expected
     if not d.generic and "path" not in params and not d.present():
