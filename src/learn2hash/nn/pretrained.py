@@ -3,12 +3,14 @@
 - torchvision: ``resnet18/34/50/101/152``, ``alexnet``, ``vgg11/13/16/19``, ``vit_b_16``,
   ``vit_b_32``, ``vit_l_16``, ``efficientnet_b0`` ... ``_b4``, ``convnext_tiny/small/base``.
   ``weights``: ``None`` (random init), a torchvision weights name of the architecture
-  (``"IMAGENET1K_V2"``, ``"DEFAULT"`` ...; downloaded and cached by ``torch.hub`` under
-  ``$TORCH_HOME/hub/checkpoints`` when online), or the path of a state-dict file.
+  (``"IMAGENET1K_V2"``, ``"DEFAULT"`` ...; found under ``$TORCH_HOME/hub/checkpoints``, the cache
+  torch.hub uses, or downloaded there when online), or the path of a state-dict file.
 - ``timm:MODEL``: any timm model name (``timm:resnet50.a1_in1k``); ``pretrained=True`` loads timm's
-  weights for it (Hugging Face hub cache), ``weights=PATH`` a local checkpoint.
+  weights for it (found in the Hugging Face cache, or downloaded there when online),
+  ``weights=PATH`` a local checkpoint.
 - ``openclip:MODEL``: an OpenCLIP image tower (``openclip:ViT-B-32``); ``pretrained=TAG`` (e.g.
-  ``"openai"``, ``"laion2b_s34b_b79k"``) or ``weights=PATH`` (a full CLIP checkpoint or the tower's).
+  ``"openai"``, ``"laion2b_s34b_b79k"``; Hugging Face cache as for timm) or ``weights=PATH`` (a
+  full CLIP checkpoint or the tower's).
 
 Each declares its :class:`~learn2hash.nn.registry.InputSpec` from the library's own metadata
 (torchvision weights' transforms, timm's resolved data config, OpenCLIP's preprocess config) and
@@ -16,17 +18,26 @@ its ``out_dim`` (penultimate features: the classifier is removed), normalises in
 and declares its stages for :meth:`~learn2hash.nn.registry.Backbone.freeze`. ``image_size``
 overrides the input side where the network allows it.
 
-Weight files are read with ``torch.load(weights_only=True)`` (or safetensors); a file that does not
-fit names its mismatching, missing and unexpected keys. Nothing is downloaded unless a weights
-name / ``pretrained`` asks for it.
+Weight files are never unpickled: they are read with ``torch.load(weights_only=True)`` (or as
+safetensors, preferred where the publisher provides them), by our code or by timm / OpenCLIP told
+so. Named weights are looked up in the cache and downloaded by our code when missing
+(:func:`url_weights_file`, :func:`hub_weights_file`); before a file is read, its sha256 is checked
+against the one its publisher put in its name (torchvision's ``name-<sha256 prefix>.pth``, the
+Hugging Face cache's ``blobs/<sha256>``), whether it was just downloaded or found in the cache. A
+file that does not fit names its mismatching, missing and unexpected keys. Nothing is downloaded
+unless a weights name / ``pretrained`` asks for it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
 import logging
 import os
+import re
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -131,6 +142,141 @@ def _download_failed(what: str, exc: BaseException, how: str, source: str | None
                                 what=what, source=source, reason=reason)
 
 
+# ----------------------------------------------------------------------------- named weights: cache, download, hash
+#: the sha256 prefix a publisher puts in a weights file's name (torch.hub's convention, ``name-<hex>.ext``)
+HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9.]+$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class WeightsHashError(Learn2HashError):
+    """A weights file whose content does not match the sha256 its publisher gave: never read."""
+
+
+def check_weights_hash(path: Path, expected: str, what: str, where: str) -> None:
+    """Raise :class:`WeightsHashError` unless the sha256 of ``path`` starts with ``expected``
+    (``where`` says where that hash comes from, for the message)."""
+    digest = _sha256(path)
+    if not digest.startswith(expected):
+        raise WeightsHashError(
+            f"{what} weights file {path} does not match the sha256 {expected} of {where} (its own is "
+            f"{digest[:len(expected)]}): damaged, truncated or not the published file, so it is not read; delete it "
+            "(it is downloaded again when online)")
+
+
+def torch_hub_checkpoints() -> Path:
+    """The folder torch.hub caches weights in: ``$TORCH_HOME/hub/checkpoints``."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def url_weights_file(url: str, what: str, cache: Path | None = None, require_hash: bool = True) -> Path:
+    """The weights file published at ``url``, with its sha256 checked against the prefix in its name.
+
+    Looked up in ``cache`` (default :func:`torch_hub_checkpoints`) under the URL's file name, else
+    downloaded there (urllib, into a temporary file renamed once its hash is checked). A file with
+    no hash in its name is refused when ``require_hash``. Nothing here reads the file's content
+    beyond hashing it."""
+    name = Path(urllib.parse.urlparse(url).path).name
+    m = HASH_IN_NAME.search(name)
+    if m is None and require_hash:
+        raise Learn2HashError(f"the {what} weights at {url} carry no sha256 in their file name; they cannot be "
+                              "checked, so they are not used (pass weights=PATH to a file you trust)")
+    cache = Path(cache) if cache is not None else torch_hub_checkpoints()
+    target = cache / name
+    if not target.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / f".{name}.{os.getpid()}.partial"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+                _copy_with_progress(response, out, what)
+            if m is not None:
+                check_weights_hash(tmp, m.group(1), what, f"its published name {name}")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    elif m is not None:
+        check_weights_hash(target, m.group(1), what, f"its published name {name}")
+    return target
+
+
+def _copy_with_progress(response: Any, out: Any, what: str) -> None:
+    from tqdm.auto import tqdm
+
+    total = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
+    with tqdm(total=int(total) if total and str(total).isdigit() else None, unit="B", unit_scale=True,
+              desc=f"downloading {what}", leave=False, disable=None) as bar:
+        for block in iter(lambda: response.read(1 << 20), b""):
+            out.write(block)
+            bar.update(len(block))
+
+
+def hub_cache() -> Path:
+    """The Hugging Face hub cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``),
+    read from the environment at each call."""
+    env = os.environ
+    if env.get("HF_HUB_CACHE"):
+        return Path(env["HF_HUB_CACHE"]).expanduser()
+    home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def _safe_first(filenames: Sequence[str]) -> list[str]:
+    """``filenames`` with their safetensors alternatives first (as timm and open_clip look for them)."""
+    known = {"pytorch_model.bin": "model.safetensors", "open_clip_pytorch_model.bin": "open_clip_model.safetensors"}
+    out: list[str] = []
+    for name in filenames:
+        if name in known:
+            out.append(known[name])
+        elif name.endswith((".bin", ".pth")):
+            out.append(name[:-4] + ".safetensors")
+    out += list(filenames)
+    return list(dict.fromkeys(out))
+
+
+def hub_weights_file(repo_id: str, filenames: Sequence[str], what: str) -> Path:
+    """The first of ``filenames`` (safetensors alternatives tried first) of Hugging Face repository
+    ``repo_id``: from the cache (:func:`hub_cache`), else downloaded there by huggingface_hub.
+
+    Checked before anyone reads it: the cache stores a weights file (a Git LFS file) as
+    ``blobs/<its sha256>``, and the file's content must have that sha256."""
+    try:
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    except ImportError:
+        raise Learn2HashError(f"the {what} weights come from the Hugging Face hub: pip install huggingface_hub") from None
+    cache = hub_cache()
+    candidates = _safe_first(filenames)
+    found = None
+    for name in candidates:
+        hit = try_to_load_from_cache(repo_id, name, cache_dir=cache)
+        if isinstance(hit, str):
+            found = Path(hit)
+            break
+    if found is None:
+        errors = []
+        with _quiet_libraries():
+            for name in candidates:
+                try:
+                    found = Path(hf_hub_download(repo_id, name, cache_dir=cache))
+                    break
+                except Exception as exc:  # not there (try the next name) or no network
+                    errors.append(exc)
+        if found is None:
+            raise errors[-1]
+    blob = Path(os.path.realpath(found))
+    if not _SHA256.match(blob.name):
+        raise WeightsHashError(f"{what} weights file {found} is not a file of the Hugging Face cache named by its "
+                               f"sha256 ({blob}); it cannot be checked, so it is not read")
+    check_weights_hash(blob, blob.name, what, f"its name in the Hugging Face cache ({found})")
+    return found
+
+
 # ----------------------------------------------------------------------------- torchvision
 def _torchvision_head(arch: str, net: nn.Module) -> tuple[int, str, list[str]]:
     """Remove ``net``'s classifier; returns (feature size, the classifier's key prefix, stage boundaries)."""
@@ -162,8 +308,9 @@ class TorchvisionNet(_PretrainedImageNet):
     2,048 for ResNet-18 / 50, fc7's 4,096 for AlexNet and VGG, the class token for ViT, the pooled
     features for EfficientNet and ConvNeXt).
 
-    ``weights``: ``None`` (random init), a weights name of ``arch`` (downloaded and cached by
-    ``torch.hub``), or a state-dict file (with or without the classifier). The input spec (size,
+    ``weights``: ``None`` (random init), a weights name of ``arch`` (from torch.hub's cache, or
+    downloaded there; hash checked: :func:`url_weights_file`), or a state-dict file (with or without
+    the classifier). The input spec (size,
     resize, mean, std) is that of the named weights (also with ``untrained=True``, which reads no
     weights: a saved hasher's network, whose own weights are loaded next); for a file, that of the weights published under
     the file's name (``resnet50-0676ba61.pth``: IMAGENET1K_V1), else of the architecture's default weights.
@@ -209,14 +356,17 @@ class TorchvisionNet(_PretrainedImageNet):
             pass
         elif member is not None:
             try:
-                state = member.get_state_dict(progress=False, check_hash=True)
+                file = url_weights_file(member.url, f"{what} {weights}")
+            except Learn2HashError:
+                raise
             except Exception as exc:
-                cache = Path(torch.hub.get_dir()) / "checkpoints"
+                cache = torch_hub_checkpoints()
+                name = Path(member.url).name
                 raise _download_failed(
                     f"{what} {weights}", exc,
-                    f"fetch {member.url} elsewhere and pass weights=PATH (or put the file in {cache})",
-                    member.url) from None
-            load_state(net, state, member.url, what, ignore=[head])
+                    f"fetch {member.url} elsewhere and pass weights=PATH, or put it in {cache} as {name} (its "
+                    "sha256 is checked against the hash in that name)", member.url) from None
+            load_state(net, read_state_dict(file, what), file, what, ignore=[head])
         elif path is not None:
             load_state(net, read_state_dict(path, what), path, what, ignore=[head])
         self.net = net
@@ -243,7 +393,8 @@ class TimmNet(_PretrainedImageNet):
     """Any timm model (``timm:MODEL``, e.g. ``timm:resnet50.a1_in1k``), classifier removed
     (``num_classes=0``: the pooled pre-logits features).
 
-    ``pretrained=True``: timm's weights for the name (downloaded and cached by timm); ``weights``:
+    ``pretrained=True``: timm's weights for the name (from the Hugging Face cache, or downloaded
+    there; hash checked: :func:`hub_weights_file`); ``weights``:
     a local checkpoint (with or without the classifier). Input spec from
     ``timm.data.resolve_data_config``; stages from the model's ``feature_info``.
     """
@@ -261,15 +412,26 @@ class TimmNet(_PretrainedImageNet):
         if pretrained and weights is not None:
             raise Learn2HashError("timm backbone: pass pretrained=True or weights=PATH, not both")
         what = f"timm {model}"
+        overlay = None
+        if pretrained:
+            try:
+                file, custom_load = _timm_weights_file(timm, model, what)
+                overlay = {"file": str(file), "url": None, "hf_hub_id": None, "hf_hub_filename": None,
+                           "state_dict": None, "source": None, "custom_load": custom_load}
+            except Learn2HashError:
+                raise
+            except Exception as exc:
+                raise _download_failed(
+                    what, exc, f"pass weights=PATH to a checkpoint of {model} (timm's weights are looked up in the "
+                    f"Hugging Face cache, {hub_cache()})") from None
         try:
             with _quiet_libraries():
-                net = timm.create_model(model, pretrained=bool(pretrained), num_classes=0)
+                # a file we found and checked; timm reads it as safetensors or with torch.load(weights_only=True)
+                net = timm.create_model(model, pretrained=bool(pretrained), num_classes=0,
+                                        pretrained_cfg_overlay=overlay)
         except Exception as exc:
-            if not pretrained:
-                raise Learn2HashError(f"cannot build {what}: {type(exc).__name__}: {exc}") from None
-            raise _download_failed(
-                what, exc, f"pass weights=PATH to a checkpoint of {model} (timm caches downloads in the "
-                "Hugging Face cache, $HF_HOME)") from None
+            raise Learn2HashError(f"cannot build {what}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") \
+                from None
         if weights is not None:
             head = net.pretrained_cfg.get("classifier") or ()
             load_state(net, read_state_dict(weights, what), weights, what,
@@ -291,13 +453,27 @@ class TimmNet(_PretrainedImageNet):
         return self.net(self.prepare(x))
 
 
+def _timm_weights_file(timm: Any, model: str, what: str) -> tuple[Path, Any]:
+    """The checked file of timm's pretrained weights for ``model`` (Hugging Face hub or URL), and how
+    timm loads it (``custom_load``: numpy archives through the model's own loader)."""
+    cfg = timm.models.get_pretrained_cfg(model)
+    if cfg is None:
+        raise Learn2HashError(f"timm publishes no pretrained weights for {model!r}")
+    if cfg.hf_hub_id:
+        return hub_weights_file(cfg.hf_hub_id, [cfg.hf_hub_filename or "pytorch_model.bin"], what), cfg.custom_load
+    url = cfg.url[0] if isinstance(cfg.url, (tuple, list)) else cfg.url
+    if url:
+        return url_weights_file(url, what, require_hash=False), cfg.custom_load
+    raise Learn2HashError(f"timm publishes no downloadable weights for {model!r}; pass weights=PATH")
+
+
 # ----------------------------------------------------------------------------- OpenCLIP
 class OpenCLIPNet(_PretrainedImageNet):
     """The image tower of an OpenCLIP model (``openclip:MODEL``, e.g. ``openclip:ViT-B-32``); its
     output (the projected image embedding) is the feature vector.
 
     ``pretrained``: an OpenCLIP tag of the model (``"openai"``, ``"laion2b_s34b_b79k"`` ...;
-    downloaded and cached by open_clip); ``weights``: a local checkpoint of the whole CLIP model or
+    from the Hugging Face cache, or downloaded there; hash checked); ``weights``: a local checkpoint of the whole CLIP model or
     of the image tower alone. Input spec from the model's preprocess config.
     """
 
@@ -319,14 +495,29 @@ class OpenCLIPNet(_PretrainedImageNet):
             if pretrained not in tags:
                 raise Learn2HashError(f"unknown pretrained tag {pretrained!r} for {what}{_closest(pretrained, tags)}; "
                                       f"known: {', '.join(tags) or 'none'}")
+        file, preprocess = None, None
+        if pretrained is not None:
+            tag_cfg = open_clip.get_pretrained_cfg(model, pretrained)
+            preprocess = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
+            try:
+                file = _openclip_weights_file(tag_cfg, f"{what} {pretrained}")
+            except Learn2HashError:
+                raise
+            except Exception as exc:
+                raise _download_failed(f"{what} {pretrained}", exc,
+                                       f"pass weights=PATH to a checkpoint of {model} (OpenCLIP's weights are looked "
+                                       f"up in the Hugging Face cache, {hub_cache()})") from None
         try:
             with _quiet_libraries():
-                clip = open_clip.create_model(model, pretrained=pretrained, force_image_size=image_size)
+                # no download by open_clip (nor of tower or text weights); the checked file is read below
+                clip = open_clip.create_model(model, pretrained=None, force_image_size=image_size,
+                                              pretrained_image=False, pretrained_text=False,
+                                              force_preprocess_cfg=preprocess)
+                if file is not None:  # safetensors, or torch.load(weights_only=True)
+                    open_clip.load_checkpoint(clip, str(file), strict=True, weights_only=True)
         except Exception as exc:
-            if pretrained is None:
-                raise Learn2HashError(f"cannot build {what}: {type(exc).__name__}: {exc}") from None
-            raise _download_failed(f"{what} {pretrained}", exc,
-                                   f"pass weights=PATH to a checkpoint of {model}") from None
+            raise Learn2HashError(f"cannot build {what}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") \
+                from None
         visual = clip.visual
         if weights is not None:
             state = read_state_dict(weights, what)
@@ -357,11 +548,29 @@ class OpenCLIPNet(_PretrainedImageNet):
         return self.net(self.prepare(x))
 
 
+def _openclip_weights_file(tag_cfg: dict, what: str) -> Path:
+    """The checked file of an OpenCLIP pretrained tag (its Hugging Face hub entry, else its URL)."""
+    hub = tag_cfg.get("hf_hub")
+    if hub:
+        repo_id, filename = os.path.split(hub)
+        return hub_weights_file(repo_id, [filename or "open_clip_pytorch_model.bin"], what)
+    url = tag_cfg.get("url")
+    if url:
+        cache = Path(os.path.expanduser("~/.cache/clip"))
+        parts = urllib.parse.urlparse(url).path.split("/")
+        if "openaipublic" in url and len(parts) >= 2 and _SHA256.match(parts[-2]):  # .../<sha256>/NAME.pt
+            path = url_weights_file(url, what, cache=cache, require_hash=False)
+            check_weights_hash(path, parts[-2], what, f"its URL {url}")
+            return path
+        return url_weights_file(url, what, cache=cache)
+    raise Learn2HashError(f"OpenCLIP publishes no downloadable weights for {what}; pass weights=PATH")
+
+
 # ----------------------------------------------------------------------------- registration
 for _arch in TORCHVISION_ARCHS:
     register_backbone(BackboneInfo(
         _arch, ("image",), lambda shape, _a=_arch, **o: TorchvisionNet(shape, **{**o, "arch": _a}),
-        f"torchvision {_arch}; weights=NAME (e.g. IMAGENET1K_V1, downloaded by torch.hub) or weights=PATH",
+        f"torchvision {_arch}; weights=NAME (e.g. IMAGENET1K_V1, torch.hub's cache or downloaded, hash checked) or weights=PATH",
         untrained_options={"untrained": True}))
 register_backbone(BackboneInfo(
     "timm", ("image",), TimmNet, "any timm model (timm:MODEL); pretrained=True or weights=PATH",
