@@ -36,6 +36,7 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -192,7 +193,7 @@ def url_weights_file(url: str, what: str, cache: Path | None = None, require_has
     target = cache / name
     if not target.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = cache / f".{name}.{os.getpid()}.partial"
+        tmp = cache / f".{name}.{secrets.token_hex(6)}.partial"  # one per download: concurrent ones do not mix
         try:
             with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
                 _copy_with_progress(response, out, what)
@@ -245,7 +246,10 @@ def hub_weights_file(repo_id: str, filenames: Sequence[str], what: str) -> Path:
     ``repo_id``: from the cache (:func:`hub_cache`), else downloaded there by huggingface_hub.
 
     Checked before anyone reads it: the cache stores a weights file (a Git LFS file) as
-    ``blobs/<its sha256>``, and the file's content must have that sha256."""
+    ``blobs/<its sha256>``, and the file's content must have that sha256 (huggingface_hub checks
+    a download against the hub's own record of it). This catches damaged and replaced files; a
+    writer of the cache could still plant a file under its own hash, which is why the file is
+    then read as safetensors or with ``weights_only=True`` and never unpickled."""
     try:
         from huggingface_hub import hf_hub_download, try_to_load_from_cache
     except ImportError:
