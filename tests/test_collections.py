@@ -313,8 +313,9 @@ def test_index_payloads_compaction_and_automatic_merging(tmp_path):
     # remove, then compact: ids, codes and payloads of the rest are kept, removed ones dropped, one segment
     with HammingIndex.edit(tmp_path / "i") as idx:
         idx.remove(np.arange(0, 300, 4))
-        found = idx.find_payloads([b"item-5", b"item-8item-8", b"none"])
-        assert found[b"item-5"].tolist() == [] and found[b"item-8item-8"].tolist() == []  # item 8 removed
+        found = idx.find_payloads([b"item-5item-5", b"item-7", b"item-8item-8", b"item-4", b"none", b""])
+        assert {v: i.tolist() for v, i in found.items()} == {  # items 4 and 8 were removed
+            b"item-5item-5": [5], b"item-7": [7], b"": [i for i in range(300) if i % 3 == 0 and i % 4]}
         assert idx.compact() == 75
     loaded = HammingIndex.load(tmp_path / "i")
     keep = np.arange(300) % 4 != 0

@@ -535,7 +535,8 @@ class Collection:
         rel = self._files(images)
         with _process_group() as (rank, world):
             present = self._current().find_payloads([_payload(path=r) for r in rel])
-            todo = [r for r in rel if not present[_payload(path=r)].size]
+            todo = [r for r in rel if _payload(path=r) not in present]
+            del present
             self.last_skipped = []
             self.last_added = np.zeros(0, np.int64)
             if not todo:
@@ -567,7 +568,7 @@ class Collection:
             for i, (codes, meta) in enumerate(shards):
                 kept = np.asarray(meta["kept"], np.int64)
                 payloads = [_payload(path=names[i][k]) for k in kept.tolist()]
-                fresh = np.array([not present[p].size for p in payloads], bool)
+                fresh = np.array([p not in present for p in payloads], bool)
                 skipped += [{"path": names[i][s["position"]], "error": s["error"]} for s in meta["skipped"]]
                 if not fresh.any():
                     continue
@@ -605,11 +606,11 @@ class Collection:
         id_list = [int(i) for i in (ids or [])]
         with self._writing() as index:
             found = index.find_payloads(wanted) if wanted else {}
-            missing = [_source(w)["path"] or _source(w)["external_id"] for w in wanted if not found[w].size]
+            missing = [_source(w)["path"] or _source(w)["external_id"] for w in wanted if w not in found]
             if missing:
                 raise Learn2HashError(f"not in collection {self.folder}: {', '.join(map(str, missing[:5]))}"
                                       + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
-            all_ids = np.unique(np.concatenate([np.asarray(id_list, np.int64)] + [found[w] for w in wanted]))
+            all_ids = np.unique(np.concatenate([np.asarray(id_list, np.int64)] + list(found.values())))
             if not all_ids.size:
                 return 0
             return index.remove(all_ids)
