@@ -60,6 +60,8 @@ AUTO = "auto"
 FILE_CHUNK = 4096
 #: feature rows per block when an entry is checked
 CHECK_BLOCK = 65536
+#: arrays of fewer items are not cached by :class:`ImageFeatures` (queries, uploads: cheaper to compute)
+MIN_CACHED_ITEMS = 256
 
 
 def cache_root() -> Path:
@@ -360,7 +362,8 @@ class ImageFeatures:
 
     Cache: features are computed once per (backbone, options, weights checksum, geometry, items) and kept
     in ``cache_dir`` (default :func:`cache_root`; see :func:`visual_features`); image files are identified
-    by path, size and modification time, so touching a file recomputes. Results are written to disk chunk
+    by path, size and modification time, so touching a file recomputes; arrays of fewer than
+    :data:`MIN_CACHED_ITEMS` items (a query, an upload) are computed without the cache. Results are written to disk chunk
     by chunk and read back memory-mapped, so the memory a call needs does not grow with the number of
     items (the returned array of a cached call is a read-only memory map).
     """
@@ -578,7 +581,9 @@ class ImageFeatures:
         if paths is None:
             if tuple(np.shape(X)[1:]) != self.item_shape_ and not hasattr(net, "prepare"):
                 net.check_input_shape(tuple(np.shape(X)[1:]), "image")
-            z = visual_features(X, self.extractor_, cache=bool(self.cache), cache_dir=self.cache_dir,
+            # a few items (a query, an upload) cost less to compute than an entry on disk
+            z = visual_features(X, self.extractor_, cache=bool(self.cache) and len(X) >= MIN_CACHED_ITEMS,
+                                cache_dir=self.cache_dir,
                                 progress=progress, description=description or f"{self.backbone} features")
             return z, []
         geom = self.geometry()
