@@ -342,6 +342,9 @@ def _cmd_compare(args) -> int:
     from learn2hash.runs import Run, summary_row
 
     rows = [summary_row(Run.open(d)) for d in args.runs]
+    if any("features" in r for r in rows):  # which backbone's features each method hashed ("-": the items)
+        rows = [{**{k: v for k, v in r.items() if k != "features" and list(r).index(k) <= list(r).index("protocol")},
+                 "features": r.get("features") or "-", **r} for r in rows]
     columns = list(dict.fromkeys(k for r in rows for k in r))
     fmt = [{k: (f"{v:.4f}" if isinstance(v, float) and not k.endswith("s") else
                 f"{v:.1f}" if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()} for r in rows]
@@ -830,7 +833,7 @@ def _cmd_reproduce(args) -> int:
 
     if args.method is None:
         rows = [{"method": r.method, "dataset": r.dataset, "protocol": r.protocol,
-                 "backbone": r.params.get("backbone", "-"),
+                 "backbone": r.params.get("backbone") or (f"{r.features['backbone']} features" if r.features else "-"),
                  "mAP@": r.topk or "all", "paper": ", ".join(f"{b}: {v:.3f}" for b, v in sorted(r.paper.items())) or "n/a",
                  "reference code": ", ".join(f"{b}: {v:.3f}" for b, v in sorted(r.reference.items())) or "n/a",
                  "one GPU (estimate)": r.estimate} for r in recipes.RECIPES.values()]
@@ -846,6 +849,9 @@ def _cmd_reproduce(args) -> int:
     params, dparams = recipes.resolved(r, args.quick, _parse_assignments(args.param, "--param"), data_params,
                                        args.weights)
     shown = {k: v for k, v in params.items() if k not in ("backbone_options",)}
+    stage = recipes.features_of(r, args.quick, args.weights)
+    if stage:
+        shown = {"features": stage["backbone"], **shown}
     print(f"recipe {r.method} on {r.dataset} [{r.protocol}], {args.bits} bits"
           + (f", resize {r.resize_crop[0]} / crop {r.resize_crop[1]}" if r.resize_crop else "")
           + (f", chunks of {args.chunk or r.chunk}" if r.chunk else "") + ": "

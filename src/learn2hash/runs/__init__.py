@@ -322,6 +322,8 @@ def summary_row(run: Run) -> dict[str, Any]:
     topk = m.get("topk")
     row = {"run": run.folder.name, "method": run.method, "bits": run.bits, "dataset": run.config["dataset"],
            "protocol": run.config["protocol"]}
+    if run.config.get("features"):  # the feature stage the method hashed (absent: the items themselves)
+        row["features"] = run.config["features"].get("backbone")
     from learn2hash.metrics import metric_name
 
     row[metric_name(f"map@{topk}") if topk else "mAP@k"] = m.get(f"map@{topk}") if topk else None
