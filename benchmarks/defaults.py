@@ -13,6 +13,7 @@ Usage::
     python benchmarks/defaults.py --dataset fashion-mnist --bits 16,32,64          # all methods
     python benchmarks/defaults.py --dataset digits --methods lsh,itq,sdh,dhn --bits 64
     python benchmarks/defaults.py --report-only                                     # rebuild the section
+    python benchmarks/defaults.py --methods lsh,itq,sdh --bits 64 --features efficientnet-lite0
 
 How the deep methods' defaults were chosen (a sweep on validation data carved from the training
 split, never the test queries) is ``benchmarks/sweep_defaults.py``; its table is in RESULTS.md.
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/defaults")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--features", default=None, metavar="BACKBONE",
+                   help="train the shallow methods on this backbone's features instead (rows METHOD+BACKBONE)")
     args = p.parse_args(argv)
     command = ("python benchmarks/defaults.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     invocation = time.strftime("%Y%m%d-%H%M%S")
@@ -125,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             for m in (s.strip() for s in args.methods.split(",") if s.strip()):
                 try:
                     # no method parameter at all: each method's own defaults
-                    run_cell(f"{args.dataset} {m} {bits}", m, m, args.dataset, protocol, 0, bits, {},
-                             root / f"{m}-{bits}", invocation, command)
+                    feats = {"backbone": args.features} if args.features and m in SHALLOW else None
+                    variant = f"{m}+{args.features}" if feats else m
+                    run_cell(f"{args.dataset} {variant} {bits}", variant, m, args.dataset, protocol, 0, bits, {},
+                             root / f"{variant}-{bits}", invocation, command, features=feats)
                 except Exception as exc:  # noqa: BLE001 — reported; the other cells still run
                     traceback.print_exc()
                     failures.append(f"{m} {bits}: {type(exc).__name__}: {exc}")

@@ -16,7 +16,8 @@ Usage::
 Methods: every registered method, plus ``dhn-bank`` (DHN with its memory bank). Deep methods are
 all trained with one recipe (:data:`DEEP_RECIPE`, ``--epochs`` overrides its epochs), so their
 accuracy and time per epoch compare like with like. Shallow methods (LSH, ITQ, SDH) hash raw
-pixels scaled to [0, 1].
+pixels scaled to [0, 1], or with ``--features BACKBONE`` that backbone's pooled features of the
+same images (rows ``METHOD+BACKBONE``), the papers' baseline protocol.
 """
 
 from __future__ import annotations
@@ -97,12 +98,14 @@ def machine_label(info: dict[str, Any], deep: bool) -> str:
 
 
 def run_cell(label: str, variant: str, method: str, dataset: str, protocol: str | None, seed: int, bits: int,
-             params: dict[str, Any], folder: Path, invocation: str, command: str) -> None:
-    """Train one table cell into run folder ``folder`` (``machine.json`` beside it) and log its result."""
+             params: dict[str, Any], folder: Path, invocation: str, command: str,
+             features: dict[str, Any] | None = None) -> None:
+    """Train one table cell into run folder ``folder`` (``machine.json`` beside it) and log its result.
+    ``features``: a feature stage in front of the method (``train --features``)."""
     print(f"[{label}] training -> {folder}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     train_run(method, dataset, bits, folder, protocol=protocol, seed=seed, params=params,
-              overwrite=True, progress=False, log=lambda msg: print(f"  {msg}", file=sys.stderr))
+              overwrite=True, progress=False, log=lambda msg: print(f"  {msg}", file=sys.stderr), features=features)
     _atomic.save_json(folder / "machine.json", {**machine(invocation), "variant": variant, "command": command})
     m = Run.open(folder).metrics()
     topk = m.get("topk")
@@ -117,8 +120,12 @@ def train_cell(spec: str, bits: int, args: argparse.Namespace, folder: Path, inv
         params = {**DEEP_RECIPE, **params}
         if args.epochs is not None:
             params["epochs"] = args.epochs
+    features = None
+    if getattr(args, "features", None) and not is_deep(method):  # the papers' protocol: baselines on CNN features
+        features = {"backbone": args.features}
+        spec = f"{spec}+{args.features}"
     run_cell(f"{spec} {bits} bits", spec, method, args.dataset, args.protocol, args.seed, bits, params, folder,
-             invocation, command)
+             invocation, command, features=features)
 
 
 def collect(root: Path) -> list[dict[str, Any]]:
@@ -318,6 +325,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", default=str(HERE / "RESULTS.md"), help="the Markdown file to update")
     p.add_argument("--report-only", action="store_true", help="train nothing; rebuild the section from the runs")
     p.add_argument("--keep-going", action="store_true", help="report a failing cell and go on with the others")
+    p.add_argument("--features", default=None, metavar="BACKBONE",
+                   help="train the shallow methods on this backbone's features (rows METHOD+BACKBONE), as the "
+                        "papers' tables do")
     return p.parse_args(argv)
 
 
@@ -339,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         for k in bits:
             for m in methods:
                 try:
-                    train_cell(m, k, args, root / f"{m}-{k}", invocation, command)
+                    suffix = f"+{args.features}" if args.features and not is_deep(resolve(m)[0]) else ""
+                    train_cell(m, k, args, root / f"{m}{suffix}-{k}", invocation, command)
                 except Exception as exc:  # noqa: BLE001 — reported, and the other cells still run
                     if not args.keep_going:
                         raise

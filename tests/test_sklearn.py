@@ -74,7 +74,7 @@ def test_clone_set_params_and_a_bad_value_found_at_fit():
     c = clone(h)
     assert c is not h and c.get_params() == h.get_params() and not hasattr(c, "fitted_")
     assert c.set_params(n_iter=3, seed=5) is c and c.get_params(deep=True)["n_iter"] == 3 and c.seed == 5
-    with pytest.raises(Learn2HashError, match=r"itq: no parameter 'n_iters'; its parameters: bits, n_iter, seed"):
+    with pytest.raises(Learn2HashError, match=r"itq: no parameter 'n_iters'; its parameters: bits, n_iter, pca, seed"):
         c.set_params(n_iters=3)
     c.set_params(n_iter=-1)  # not checked until fit
     with pytest.raises(Learn2HashError, match=r"^itq: parameter n_iter must be an integer >= 0, got -1$"):

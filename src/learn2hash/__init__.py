@@ -31,6 +31,8 @@ _LAZY = {
     "Codes": ("learn2hash.codes", "Codes"),
     "evaluate": ("learn2hash.metrics", "evaluate"),
     "HammingIndex": ("learn2hash.index", "HammingIndex"),
+    "ImageFeatures": ("learn2hash.features", "ImageFeatures"),
+    "FeatureHasher": ("learn2hash.features", "FeatureHasher"),
     "Learn2HashError": ("learn2hash.errors", "Learn2HashError"),
 }
 

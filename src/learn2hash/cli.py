@@ -187,8 +187,50 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder's configuration")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_features_flags(p)
     _add_json_flag(p)
     p.set_defaults(func=_cmd_train)
+
+
+def _add_features_flags(p) -> None:
+    """The feature stage's options (train, reproduce): a pretrained backbone's features as the input."""
+    p.add_argument("--features", default=None, metavar="BACKBONE",
+                   help="put a registered backbone's pooled features (e.g. efficientnet-lite0, resnet50, "
+                        "timm:MODEL; a wrong name lists them) in front of any method: shallow and multi-view "
+                        "methods hash the features, deep methods train their head on the frozen backbone; "
+                        "features are cached per backbone, weights, geometry and file content")
+    p.add_argument("--features-weights", default=None, metavar="PATH",
+                   help="a state-dict file of the --features backbone (default: its own pretrained weights)")
+    p.add_argument("--features-size", type=int, default=None, metavar="N",
+                   help="the side the --features backbone takes (default: 96 for images under 112 px where the "
+                        "backbone allows it, else its own)")
+    p.add_argument("--features-param", action="append", metavar="KEY=VALUE",
+                   help="another option of the --features backbone (backbone_options), or batch_size, workers, device")
+    p.add_argument("--on-bad-image", choices=["error", "skip"], default=None,
+                   help="an unreadable training image: stop (default) or leave it out and list it")
+
+
+def _features_from_args(args) -> dict | None:
+    """ImageFeatures parameters from the --features flags (None without --features)."""
+    extra = _parse_assignments(getattr(args, "features_param", None), "--features-param")
+    given = any(getattr(args, k, None) is not None for k in ("features_weights", "features_size")) or extra
+    if args.features is None:
+        if given:
+            raise Learn2HashError("--features-weights, --features-size and --features-param go with --features BACKBONE")
+        return None
+    out: dict = {"backbone": args.features}
+    if args.features_weights is not None:
+        out["weights"] = args.features_weights
+    if args.features_size is not None:
+        out["image_size"] = args.features_size
+    for key in ("batch_size", "workers", "device"):
+        if key in extra:
+            out[key] = extra.pop(key)
+    if extra:
+        out["backbone_options"] = extra
+    if getattr(args, "on_bad_image", None) is not None:
+        out["on_bad_image"] = args.on_bad_image
+    return out
 
 
 def _cmd_train(args) -> int:
@@ -203,18 +245,27 @@ def _cmd_train(args) -> int:
     data_params = _parse_assignments(args.data_param, "--data-param")
     if args.data_path:
         data_params["path"] = args.data_path
+    features = _features_from_args(args)
+    if features is None and args.on_bad_image is not None:
+        if "on_bad_image" in params:
+            raise Learn2HashError("on_bad_image is given twice: as --on-bad-image and as --param on_bad_image=...")
+        params["on_bad_image"] = args.on_bad_image
     run = train_run(args.method, args.dataset, args.bits, args.out, protocol=args.protocol, seed=args.seed,
                     params=params, data_params=data_params, topk=args.topk if args.topk is not None else "default",
                     resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
-                    log=lambda msg: print(msg, file=sys.stderr))
+                    log=lambda msg: print(msg, file=sys.stderr), features=features)
     if run is None:  # a non-zero rank under torchrun
         return 0
+    evaluated = (run.folder / "metrics.json").exists()
     if args.json:
         _print_json({"run": str(run.folder), "method": run.method, "bits": run.bits, "dataset": run.config["dataset"],
-                     "protocol": run.config["protocol"], "seed": run.config.get("seed"), "metrics": run.metrics()})
+                     "protocol": run.config["protocol"], "seed": run.config.get("seed"),
+                     "features": run.config.get("features"), "metrics": run.metrics() if evaluated else None})
         return 0
-    print(f"{run.method}, {run.bits} bits, {run.config['dataset']} [{run.config['protocol']}] -> {run.folder}")
-    _print_metrics(run.metrics())
+    stage = f" on {run.config['features']['backbone']} features" if run.config.get("features") else ""
+    print(f"{run.method}, {run.bits} bits{stage}, {run.config['dataset']} [{run.config['protocol']}] -> {run.folder}")
+    if evaluated:
+        _print_metrics(run.metrics())
     return 0
 
 
@@ -296,6 +347,9 @@ def _cmd_compare(args) -> int:
     from learn2hash.runs import Run, summary_row
 
     rows = [summary_row(Run.open(d)) for d in args.runs]
+    if any("features" in r for r in rows):  # which backbone's features each method hashed ("-": the items)
+        rows = [{**{k: v for k, v in r.items() if k != "features" and list(r).index(k) <= list(r).index("protocol")},
+                 "features": r.get("features") or "-", **r} for r in rows]
     columns = list(dict.fromkeys(k for r in rows for k in r))
     fmt = [{k: (f"{v:.4f}" if isinstance(v, float) and not k.endswith("s") else
                 f"{v:.1f}" if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()} for r in rows]
@@ -621,6 +675,8 @@ def _cmd_search(args) -> int:
     codes = run.hasher().encode(x)
     db_labels = run.dataset().database.labels
     class_names = run.dataset().class_names
+    if query_labels is not None and np.shape(query_labels)[1:] == (0,):
+        query_labels = None  # unlabelled data: nothing is relevant or not
     with open_run_index(run, rebuild=args.rebuild_index, backend=args.backend, threads=args.threads,
                         **_backend_options(args)) as index:
         n_indexed = len(index)
@@ -993,7 +1049,7 @@ def _cmd_reproduce(args) -> int:
 
     if args.method is None:
         rows = [{"method": r.method, "dataset": r.dataset, "protocol": r.protocol,
-                 "backbone": r.params.get("backbone", "-"),
+                 "backbone": r.params.get("backbone") or (f"{r.features['backbone']} features" if r.features else "-"),
                  "mAP@": r.topk or "all", "paper": ", ".join(f"{b}: {v:.3f}" for b, v in sorted(r.paper.items())) or "n/a",
                  "reference code": ", ".join(f"{b}: {v:.3f}" for b, v in sorted(r.reference.items())) or "n/a",
                  "one GPU (estimate)": r.estimate} for r in recipes.RECIPES.values()]
@@ -1009,6 +1065,9 @@ def _cmd_reproduce(args) -> int:
     params, dparams = recipes.resolved(r, args.quick, _parse_assignments(args.param, "--param"), data_params,
                                        args.weights)
     shown = {k: v for k, v in params.items() if k not in ("backbone_options",)}
+    stage = recipes.features_of(r, args.quick, args.weights)
+    if stage:
+        shown = {"features": stage["backbone"], **shown}
     print(f"recipe {r.method} on {r.dataset} [{r.protocol}], {args.bits} bits"
           + (f", resize {r.resize_crop[0]} / crop {r.resize_crop[1]}" if r.resize_crop else "")
           + (f", chunks of {args.chunk or r.chunk}" if r.chunk else "") + ": "

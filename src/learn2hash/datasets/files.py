@@ -118,10 +118,10 @@ def _read_arrays(path: Path, labels_path: Path | None) -> dict[str, np.ndarray]:
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise CorruptFileError(f"cannot read {path} as .npz (no pickled arrays allowed): {exc}") from None
     if path.suffix == ".npy":
-        if labels_path is None:
-            raise Learn2HashError(f"npz: {path.name} is a .npy of items: give labels=LABELS.npy too")
         out = {}
         for key, p in (("x", path), ("labels", labels_path)):
+            if p is None:  # a .npy of items without labels: an unlabelled collection
+                continue
             try:
                 out[key] = np.load(p, allow_pickle=False)
             except (OSError, ValueError, EOFError) as exc:
@@ -202,6 +202,9 @@ def build_npz(protocol: str, seed: int, indices=None, path: Any = None, labels: 
     else:
         x = _pick(arrays, list(_X_KEYS), "items", file)
         y = _pick(arrays, list(_Y_KEYS), "labels", file)
+        if x is not None and y is None and file.suffix == ".npy":
+            items, _ = _as_items(np.asarray(x), f"npy {file.name} items")
+            return _unlabelled("npz", protocol, seed, items, indices, params, query_size, train_size)
         if x is None or y is None:
             raise Learn2HashError(f"npz: {file.name} holds {sorted(arrays)}; expected 'x' (or 'features') and "
                                   "'labels' (or 'y'), or pre-split train_x/train_labels, query_x/query_labels")
@@ -218,6 +221,20 @@ def build_npz(protocol: str, seed: int, indices=None, path: Any = None, labels: 
         else:
             idx = indices
     return _dataset_from_pools("npz", protocol, seed, pools, idx, params)
+
+
+def _unlabelled(name: str, protocol: str, seed: int, items: Any, indices: Any, params: dict[str, Any],
+                query_size: Any, train_size: Any) -> Dataset:
+    """An unlabelled collection (labels ``bool[n, 0]``) under :func:`unlabelled_protocol`."""
+    from learn2hash.datasets.protocols import unlabelled_protocol
+
+    if indices is None:
+        qs = None if query_size is None else int_param(name, "query_size", query_size, 1)
+        ts = None if train_size is None else int_param(name, "train_size", train_size, 1)
+        pos = unlabelled_protocol(len(items), seed, qs, ts, what=f"{name} {params.get('path', '')}".strip())
+        indices = {s: ("all", pos[s]) for s in ("train", "query", "database")}
+    pools = {"all": (items, np.zeros((len(items), 0), dtype=bool))}
+    return _dataset_from_pools(name, protocol, seed, pools, indices, params)
 
 
 def _dataset_from_pools(name: str, protocol: str, seed: int, pools: dict[str, tuple[Any, np.ndarray]],
@@ -242,18 +259,21 @@ def parse_image_list(path: Path, root: Path, n_labels: int | None = None) -> tup
     except (OSError, UnicodeDecodeError) as exc:
         raise Learn2HashError(f"image-list: cannot read list file {path}: {exc}") from None
     paths, rows = [], []
+    first = 0
     for lineno, line in enumerate(lines, 1):
         parts = line.split()
         if not parts or parts[0].startswith("#"):
             continue
         labels = parts[1:]
-        if not labels:
-            raise Learn2HashError(f"image-list: {path}:{lineno}: no label vector after the image path {parts[0]!r}")
         if n_labels is None:
             n_labels = len(labels)
         elif len(labels) != n_labels:
+            if not n_labels or not labels:
+                raise Learn2HashError(f"image-list: {path}:{lineno}: {'no' if not labels else 'a'} label vector, but "
+                                      f"line {first} has {'one' if n_labels else 'none'}: label every line or none")
             raise Learn2HashError(f"image-list: {path}:{lineno}: a label vector of length {len(labels)}, "
                                   f"expected {n_labels} (the length on the first line)")
+        first = first or lineno
         bad = next((t for t in labels if t not in ("0", "1")), None)
         if bad is not None:
             raise Learn2HashError(f"image-list: {path}:{lineno}: labels must be 0 or 1, found {bad!r}")
@@ -261,7 +281,7 @@ def parse_image_list(path: Path, root: Path, n_labels: int | None = None) -> tup
         rows.append(labels)
     if not paths:
         raise Learn2HashError(f"image-list: list file {path} holds no items")
-    return paths, np.array(rows) == "1"
+    return paths, (np.array(rows) == "1").reshape(len(paths), n_labels or 0)
 
 
 def _check_exist(paths: list[Path], what: str) -> None:
@@ -274,14 +294,30 @@ def _check_exist(paths: list[Path], what: str) -> None:
 
 def build_image_list(protocol: str, seed: int, indices=None, path: Any = None, train: Any = None,
                      query: Any = None, database: Any = None, root: Any = None, size: Any = None,
-                     channels: Any = None) -> Dataset:
+                     channels: Any = None, query_size: Any = None, train_size: Any = None) -> Dataset:
     if path is None and None in (train, query, database):
         raise Learn2HashError("image-list reads your own files: give path= (--data-path), a folder holding "
                               "train.txt, test.txt and database.txt, or all of train=, query=, database=")
     folder = path_param("image-list", path) if path is not None else None
+    if folder is not None and folder.is_file() and None in (train, query, database):
+        # one list of paths: a collection; without label columns an unlabelled one
+        base = path_param("image-list", root, "root") if root is not None else folder.parent
+        paths, labels = parse_image_list(folder, base)
+        _check_exist(paths, f"image-list {folder.name}")
+        hw, ch = _image_geometry("image-list", paths[0], size, channels)
+        items = LazyImages(paths, hw, ch, f"image-list {folder.name}")
+        params = {"path": str(folder), "root": str(base), "size": list(hw), "channels": ch}
+        if labels.shape[1] == 0:
+            return _unlabelled("image-list", protocol, seed, items, indices, params, query_size, train_size)
+        if indices is None:
+            qs = None if query_size is None else int_param("image-list", "query_size", query_size, 1)
+            ts = None if train_size is None else int_param("image-list", "train_size", train_size, 1)
+            pos = random_protocol(len(paths), seed, qs, ts, what=f"image-list {folder.name}")
+            indices = {s: ("all", pos[s]) for s in ("train", "query", "database")}
+        return _dataset_from_pools("image-list", protocol, seed, {"all": (items, labels)}, indices, params)
     if folder is not None and not folder.is_dir():
-        raise Learn2HashError(f"image-list: path must be a folder holding train.txt, test.txt and database.txt "
-                              f"(or give train=, query=, database=), got the file {folder}")
+        raise Learn2HashError(f"image-list: path must be a folder holding train.txt, test.txt and database.txt, "
+                              f"or one list file, got {folder}")
     defaults = {"train": ("train.txt",), "query": ("test.txt", "query.txt"), "database": ("database.txt",)}
     given = {"train": train, "query": query, "database": database}
     files: dict[str, Path] = {}
@@ -299,6 +335,8 @@ def build_image_list(protocol: str, seed: int, indices=None, path: Any = None, t
     parsed = {}
     for split, f in files.items():
         paths, labels = parse_image_list(f, base, n_labels)
+        if n_labels is not None and labels.shape[1] != n_labels:
+            raise Learn2HashError(f"image-list: {f} has {labels.shape[1]} label columns, the train list {n_labels}")
         n_labels = labels.shape[1]
         _check_exist(paths, f"image-list {f.name}")
         parsed[split] = (paths, labels)
@@ -333,8 +371,26 @@ def list_class_folders(root: Path) -> tuple[list[str], list[Path], np.ndarray]:
 
 
 def build_image_folder(protocol: str, seed: int, indices=None, path: Any = None, size: Any = None,
-                       channels: Any = None, query_per_class: Any = None, train_per_class: Any = None) -> Dataset:
+                       channels: Any = None, query_per_class: Any = None, train_per_class: Any = None,
+                       labels: Any = "auto", query_size: Any = None, train_size: Any = None) -> Dataset:
     root = path_param("image-folder", path)
+    if labels not in ("auto", "folders", "none"):
+        raise Learn2HashError(f"image-folder: labels must be auto, folders or none, got {labels!r}")
+    if not root.is_dir():
+        raise Learn2HashError(f"image-folder: path must be a folder of images, got the file {root}")
+    top = [p for p in root.iterdir() if images.is_image_file(p)]
+    has_classes = any(d.is_dir() and not d.name.startswith(".") for d in root.iterdir())
+    if labels == "none" or (labels == "auto" and (top or not has_classes)):
+        # a flat folder (or labels=none): one unlabelled collection of every image, recursively
+        files = images.list_images(root)[1] if labels == "none" else sorted(top)
+        if not files:
+            raise Learn2HashError(f"image-folder: {root} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
+                                  "and no class sub-folders")
+        hw, ch = _image_geometry("image-folder", files[0], size, channels)
+        items = LazyImages(files, hw, ch, f"image-folder {root.name}")
+        return _unlabelled("image-folder", protocol, seed, items, indices,
+                           {"path": str(root), "size": list(hw), "channels": ch, "labels": labels},
+                           query_size, train_size)
     classes, files, ids = list_class_folders(root)
     hw, ch = _image_geometry("image-folder", files[0], size, channels)
     pools = {"all": (LazyImages(files, hw, ch, f"image-folder {root.name}"), np.eye(len(classes), dtype=bool)[ids])}
@@ -365,7 +421,8 @@ register(DatasetInfo(
     protocols=("standard",),
     builder=build_npz,
     generic=True,
-    params={"path": "the .npz (x, labels; or train_x, query_x, database_x ...) or a .npy of items",
+    params={"path": "the .npz (x, labels; or train_x, query_x, database_x ...) or a .npy of items "
+                    "(without labels=: an unlabelled collection)",
             "labels": "a .npy of labels, with a .npy of items",
             "query_size": "query items drawn from a pooled file (default min(1000, n/10))",
             "train_size": "training items drawn from the database (default min(5000, rest))"},
@@ -373,13 +430,16 @@ register(DatasetInfo(
 
 register(DatasetInfo(
     name="image-list",
-    description="image-list files: 'relative/path.jpg 0 1 0 ...' per line; train/test/database lists",
+    description="image-list files: 'relative/path.jpg 0 1 0 ...' per line (labels optional); "
+                "train/test/database lists or one list",
     protocols=("standard",),
     builder=build_image_list,
     generic=True,
     params={"path": "folder with train.txt, test.txt (or query.txt), database.txt",
             "train": "train list file", "query": "query (test) list file", "database": "database list file",
             "root": "folder the image paths are relative to (default: path, else the train list's folder)",
+            "query_size": "with one list file: queries drawn (without labels default min(100, n))",
+            "train_size": "with one list file: training items drawn (without labels default min(10000, n))",
             **_IMAGE_PARAMS},
 ))
 
@@ -389,7 +449,11 @@ register(DatasetInfo(
     protocols=("standard",),
     builder=build_image_folder,
     generic=True,
-    params={"path": "the folder of class sub-folders", **_IMAGE_PARAMS,
+    params={"path": "the folder of class sub-folders, or a flat folder of images (no labels)", **_IMAGE_PARAMS,
+            "labels": "auto (class sub-folders when there are no images beside them), folders, or none "
+                      "(every image, recursively, unlabelled)",
+            "query_size": "without labels: example queries drawn from the images (default min(100, n))",
+            "train_size": "without labels: training images drawn (default min(10000, n))",
             "query_per_class": "query images per class (default min(100, smallest class / 10))",
             "train_per_class": "training images per class, from the database (default min(500, the rest))"},
 ))

@@ -86,3 +86,27 @@ def random_protocol(n: int, seed: int, query_size: int | None = None, train_size
     database = np.setdiff1d(np.arange(n), query)
     train = np.sort(rng_for(seed, "train").choice(database, size=t, replace=False))
     return {"train": train, "query": query, "database": database}
+
+
+#: default sizes of the splits of an unlabelled collection (see :func:`unlabelled_protocol`)
+UNLABELLED_QUERY = 100
+UNLABELLED_TRAIN = 10000
+
+
+def unlabelled_protocol(n: int, seed: int, query_size: int | None = None, train_size: int | None = None,
+                        what: str = "dataset") -> dict[str, np.ndarray]:
+    """Seeded split of ``n`` items without labels: the database is every item; train is every item, or a
+    seeded sample of ``train_size`` (default ``min(n, 10000)``); query is a seeded sample of ``query_size``
+    (default ``min(n, 100)``) of the items, kept in the database: with no labels nothing is evaluated,
+    and the queries are examples to search with. Positions are sorted."""
+    if n < 1:
+        raise Learn2HashError(f"{what}: no items")
+    q = min(UNLABELLED_QUERY, n) if query_size is None else int(query_size)
+    if not 1 <= q <= n:
+        raise Learn2HashError(f"{what}: query_size must be in [1, {n}] for {n} items, got {q}")
+    t = min(UNLABELLED_TRAIN, n) if train_size is None else int(train_size)
+    if not 1 <= t <= n:
+        raise Learn2HashError(f"{what}: train_size must be in [1, {n}] for {n} items, got {t}")
+    query = np.sort(rng_for(seed, "query").choice(n, size=q, replace=False))
+    train = np.arange(n) if t == n else np.sort(rng_for(seed, "train").choice(n, size=t, replace=False))
+    return {"train": train, "query": query, "database": np.arange(n)}

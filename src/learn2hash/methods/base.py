@@ -45,6 +45,8 @@ HASHER_VERSION = 2
 _VERSION_FILE = re.compile(r"^[A-Za-z0-9_][\w.-]*\.[0-9a-f]{12}\.(npy|pt)$")
 _TEMP_FILE = re.compile(r"^\.(hasher\.json|[A-Za-z0-9_][\w.-]*\.[0-9a-f]{12}\.(npy|pt))\..*\.tmp$")
 _V1_FILE = re.compile(r"^[A-Za-z0-9_][\w.-]*\.(npy|pt)$")
+#: the logical name of a feature stage's backbone weights in a saved hasher (see ``save(features=...)``)
+FEATURES_FILE = "features.pt"
 
 
 def hasher_checksum(path: str | os.PathLike) -> str:
@@ -355,8 +357,12 @@ class Hasher(abc.ABC):
         """A tiny input that ``encode`` accepts, used by :meth:`load` to check the restored state (or None)."""
         return None
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted hasher to folder ``path``, atomically as a whole (see the module docstring)."""
+    def save(self, path: str | os.PathLike, *, features: Any = None) -> None:
+        """Write the fitted hasher to folder ``path``, atomically as a whole (see the module docstring).
+
+        ``features``: the :class:`~learn2hash.features.FeatureHasher` this hasher is the inner part of; its
+        feature stage goes into ``hasher.json`` (``features``) and its backbone's weights into a data file
+        (``features.pt``), written in the same version as the rest."""
         self._check_fitted()
         folder = Path(path)
         if folder.exists() and not folder.is_dir():
@@ -364,6 +370,12 @@ class Hasher(abc.ABC):
         folder.mkdir(parents=True, exist_ok=True)
         state, arrays = self._get_state()
         extra = self._extra_files()
+        stage: dict[str, Any] = {}
+        if features is not None:
+            if FEATURES_FILE in extra:
+                raise Learn2HashError(f"{self.name} saves a file named {FEATURES_FILE}, which the feature stage needs")
+            extra = {**extra, FEATURES_FILE: features.weights_bytes()}
+            stage = {"features": features.describe()}
         with _atomic.file_lock(folder / ".lock"):
             previous = _files_named(folder / "hasher.json")
             array_entries, file_entries = {}, {}
@@ -380,6 +392,7 @@ class Hasher(abc.ABC):
             _atomic.save_json(folder / "hasher.json", {
                 "format": HASHER_FORMAT, "version": HASHER_VERSION, "method": self.name,
                 "params": self.get_params(), "state": state, "arrays": array_entries, "files": file_entries,
+                **stage,
             })
             self.checksum_ = hasher_checksum(folder)
             keep = {e["file"] for e in (*array_entries.values(), *file_entries.values())} | previous
@@ -438,8 +451,14 @@ class Hasher(abc.ABC):
                 arrays[key] = _atomic.load_npy(p)
             except (ValueError, OSError) as exc:
                 raise CorruptFileError(f"saved hasher file {p} cannot be read: {exc}") from None
+        stage_weights = None
         for logical, entry in meta.get("files", {}).items():
+            if logical == FEATURES_FILE and "features" in meta:
+                stage_weights = _checked_file(folder, meta_path, logical, entry, v1_name=logical)
+                continue
             files[logical] = _checked_file(folder, meta_path, logical, entry, v1_name=logical)
+        if "features" in meta and stage_weights is None:
+            raise CorruptFileError(f"hasher file {meta_path}: it has a feature stage but lists no {FEATURES_FILE}")
         state = _Entries(meta_path, "state value")
         state.update(meta.get("state", {}))
         try:
@@ -462,6 +481,10 @@ class Hasher(abc.ABC):
             if bits != obj.bits:
                 raise CorruptFileError(f"hasher file {meta_path}: its parameters say {obj.bits} bits but the saved "
                                        f"arrays give {bits}-bit codes")
+        if "features" in meta:  # a hasher behind a feature stage (needs torch)
+            from learn2hash.features import FeatureHasher
+
+            return FeatureHasher.restore(meta["features"], stage_weights, obj, meta_path)
         return obj
 
 
@@ -479,7 +502,7 @@ class _Entries(dict):
 def _read_hasher_json(meta_path: Path) -> dict[str, Any]:
     meta = _atomic.load_json(meta_path, "hasher file", format=HASHER_FORMAT, versions=(1, HASHER_VERSION),
                              required={"method": str, "params": dict, "arrays": dict},
-                             optional={"state": dict, "files": dict})
+                             optional={"state": dict, "files": dict, "features": dict})
     entry_type = str if meta["version"] == 1 else dict
     for key, entry in (*meta["arrays"].items(), *meta.get("files", {}).items()):
         if not _atomic.type_ok(entry, entry_type):

@@ -26,15 +26,18 @@ from learn2hash.codes import Codes
 from learn2hash.datasets.base import Split
 from learn2hash.errors import Learn2HashError
 from learn2hash.methods.base import FitContext, Hasher, as_features
+from learn2hash.methods.pca import METHODS as PCA_METHODS
+from learn2hash.methods.pca import block_rows, fit_pca, item_dim
 from learn2hash.methods.registry import register
-from learn2hash.methods.validation import Interval
+from learn2hash.methods.validation import Interval, Options
 
 #: rows per block when encoding, so that large databases are never expanded at once
 ENCODE_BLOCK = 8192
 
 
-def _blocks(x: Any, what: str, dim: int, block: int = ENCODE_BLOCK) -> Iterator[np.ndarray]:
-    """``x`` as ``float64[<=block, dim]`` feature blocks, in order (``x`` may be lazy)."""
+def _blocks(x: Any, what: str, dim: int, block: int | None = None) -> Iterator[np.ndarray]:
+    """``x`` as ``float64[<=block, dim]`` feature blocks, in order (``x`` may be lazy); the default
+    block keeps each within :data:`learn2hash.methods.pca.BLOCK_BYTES` however wide the items are."""
     n = len(x)
     if n == 0:  # as_features cannot infer the width of an empty array; check it here
         width = int(np.prod(np.shape(x)[1:])) if np.ndim(x) >= 2 else -1
@@ -42,19 +45,36 @@ def _blocks(x: Any, what: str, dim: int, block: int = ENCODE_BLOCK) -> Iterator[
             raise Learn2HashError(f"{what} has shape {np.shape(x)}, this hasher was fitted on {dim} features")
         yield np.zeros((0, dim))
         return
+    block = block or block_rows(dim, ENCODE_BLOCK)
     for start in range(0, n, block):
         yield as_features(x[start:start + block], what, dim)
 
 
 class _ProjectionHasher(Hasher):
-    """A hasher of the form ``sign(g(x))``, ``g`` real ``[n, K]``; records the feature dimension."""
+    """A hasher of the form ``sign(g(x))``, ``g`` real ``[n, K]``; records the feature dimension.
 
-    def _features_for_fit(self, split: Split) -> np.ndarray:
-        x = as_features(split.x, "training items")
-        if x.shape[0] < 2:
-            raise Learn2HashError(f"{self.name} needs at least 2 training items, got {x.shape[0]}")
-        self.dim_ = int(x.shape[1])
+    Training items are read a block of rows at a time (:func:`_blocks`): however wide they are
+    (57,600 pixels of a 120x160 colour photograph), no float64 copy of all of them is made."""
+
+    def _features_for_fit(self, split: Split) -> Any:
+        x = split.x
+        if hasattr(x, "detach"):
+            x = x.detach().cpu().numpy()
+        if not hasattr(x, "shape") or not hasattr(x, "__getitem__"):
+            x = np.asarray(x)
+        n = len(x)
+        if n < 2:
+            raise Learn2HashError(f"{self.name} needs at least 2 training items, got {n}")
+        self.dim_ = item_dim(x)
+        if n:
+            as_features(x[:1], "training items")  # dtype and shape checked before any long pass
         return x
+
+    def _mean(self, x: Any) -> np.ndarray:
+        total = np.zeros(self.dim_)
+        for xb in _blocks(x, "training items", self.dim_):
+            total += xb.sum(axis=0)
+        return total / len(x)
 
     def _project(self, x: np.ndarray) -> np.ndarray:
         """Real-valued projections ``[n, K]`` of feature vectors ``[n, d]``; their signs are the codes."""
@@ -85,7 +105,8 @@ class LSH(_ProjectionHasher):
 
     def _fit(self, split: Split, context: FitContext) -> None:
         x = self._features_for_fit(split)
-        self.mean_ = x.mean(axis=0)
+        self.mean_ = x.mean(axis=0) if isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype != np.uint8 \
+            and x.nbytes <= 8 * block_rows(self.dim_) * self.dim_ else self._mean(x)
         self.projection_ = np.random.default_rng(self.seed).standard_normal((self.dim_, self.bits))
 
     def _project(self, x: np.ndarray) -> np.ndarray:
@@ -117,15 +138,23 @@ class ITQ(_ProjectionHasher):
 
     ``loss_history_[t]`` is the quantization loss ``||B_t - V R_{t-1}||_F^2`` at iteration ``t``
     (B_t = sign(V R_{t-1})), which alternating minimisation never increases.
+
+    ``pca``: how the principal components are found, at any dimension ``d``
+    (:func:`learn2hash.methods.pca.fit_pca`): ``"auto"`` (the exact ``d x d`` scatter matrix up to
+    ``d = 4096``, as always; beyond, the exact Gram path for up to 4,096 items, else randomized),
+    ``"covariance"``, ``"gram"`` or ``"randomized"``. The items are read in blocks of rows; the
+    peak memory beyond the items themselves follows the formula of each path (pca's docstring), and
+    an input that cannot fit is refused before any work. ``pca_method_`` records the path taken.
     """
 
     name = "itq"
     supervised = False
-    _parameter_constraints = {"n_iter": [Interval("int", 0)]}
+    _parameter_constraints = {"n_iter": [Interval("int", 0)], "pca": [Options(tuple(PCA_METHODS))]}
 
-    def __init__(self, bits: int = 64, seed: int = 0, n_iter: int = 50):
+    def __init__(self, bits: int = 64, seed: int = 0, n_iter: int = 50, pca: str = "auto"):
         super().__init__(bits=bits, seed=seed)
         self.n_iter = n_iter
+        self.pca = pca
 
     def _fit(self, split: Split, context: FitContext) -> None:
         x = self._features_for_fit(split)
@@ -134,11 +163,9 @@ class ITQ(_ProjectionHasher):
                 f"itq projects onto the top K principal components, so K ({self.bits} bits) must be at most "
                 f"the feature dimension ({self.dim_}); use fewer bits or richer features"
             )
-        self.mean_ = x.mean(axis=0)
-        xc = x - self.mean_
-        evals, evecs = np.linalg.eigh(xc.T @ xc)
-        self.pca_ = evecs[:, np.argsort(evals)[::-1][: self.bits]]
-        v = xc @ self.pca_
+        self.mean_, self.pca_, self.pca_method_ = fit_pca(x, self.bits, as_features, method=self.pca, seed=self.seed,
+                                                          who="itq")
+        v = np.concatenate([(xb - self.mean_) @ self.pca_ for xb in _blocks(x, "training items", self.dim_)])
         rng = np.random.default_rng(self.seed)
         r, _ = np.linalg.qr(rng.standard_normal((self.bits, self.bits)))
         history = []
@@ -218,6 +245,10 @@ class SDH(_ProjectionHasher):
         k = np.exp(-_sq_distances(x, self.anchors_) / (2.0 * self.sigma_ ** 2))
         return np.concatenate([k, np.ones((x.shape[0], 1))], axis=1)
 
+    def _phi_all(self, x: Any) -> np.ndarray:
+        """``phi`` of every training item, ``[n, m + 1]``, a block of rows at a time."""
+        return np.concatenate([self._phi(xb) for xb in _blocks(x, "training items", self.dim_)])
+
     def objective(self, y: np.ndarray, b: np.ndarray, w: np.ndarray, phi: np.ndarray, p: np.ndarray) -> float:
         """The SDH objective J (see the class docstring) at the given variables."""
         return float(np.sum((y - b @ w) ** 2) + self.lam * np.sum(w * w)
@@ -243,14 +274,15 @@ class SDH(_ProjectionHasher):
     def _fit(self, split: Split, context: FitContext) -> None:
         x = self._features_for_fit(split)
         y = split.labels.astype(np.float64)
-        n = x.shape[0]
+        n = len(x)
         rng = np.random.default_rng(self.seed)
         m = min(int(self.n_anchors), n)
-        self.anchors_ = x[np.sort(rng.choice(n, size=m, replace=False))]
-        self.sigma_ = float(np.sqrt(_sq_distances(x, self.anchors_)).mean())
+        self.anchors_ = as_features(x[np.sort(rng.choice(n, size=m, replace=False))], "training items", self.dim_)
+        self.sigma_ = float(sum(np.sqrt(_sq_distances(xb, self.anchors_)).sum()
+                                for xb in _blocks(x, "training items", self.dim_)) / (n * m))
         if not self.sigma_ > 0:
             raise Learn2HashError("sdh: all training items are identical; the RBF width would be 0")
-        phi = self._phi(x)
+        phi = self._phi_all(x)
         b = _sign(rng.standard_normal((n, self.bits)))
         p = np.zeros((phi.shape[1], self.bits))
         history: list[tuple[str, float]] = []

@@ -219,14 +219,52 @@ class Run:
 
 
 #: what must match for ``train --resume`` to continue a run folder
-_RESUME_KEYS = ("method", "bits", "params", "dataset", "protocol", "seed", "data_params")
+_RESUME_KEYS = ("method", "bits", "params", "dataset", "protocol", "seed", "data_params", "features")
+
+
+def with_features(method: str, hasher: Any, params: dict[str, Any], features: dict[str, Any] | None) -> Any:
+    """``hasher`` with the feature stage ``features`` (:class:`~learn2hash.features.ImageFeatures`'s
+    parameters) in front: deep methods train their hash head on the frozen backbone
+    (``backbone=NAME, frozen_features=True``, the same cache), every other method is wrapped in a
+    :class:`~learn2hash.features.FeatureHasher`. The backbone name and options are checked here, before
+    any data is read."""
+    if not features:
+        return hasher
+    from learn2hash.features import FeatureHasher, ImageFeatures
+
+    stage = ImageFeatures(**features)
+    stage.check()
+    names = _param_names(method)
+    if "frozen_features" in names:
+        clash = sorted(set(params) & {"backbone", "frozen_features"})
+        if clash:
+            raise Learn2HashError(f"--features sets {method}'s {' and '.join(clash)}; give one or the other")
+        if stage.weights is not None:
+            raise Learn2HashError(f"--features-weights is for shallow methods; {method} takes a backbone's weights "
+                                  "through --param backbone_options=...")
+        options = dict(params.get("backbone_options") or {}, **(stage.backbone_options or {}))
+        if stage.image_size not in (None, "auto"):
+            options["image_size"] = int(stage.image_size)
+        extra = {"backbone_options": options} if options else {}
+        return hasher.set_params(backbone=stage.backbone, frozen_features=True, augment="none",
+                                 on_bad_image=stage.on_bad_image, **extra)
+    if hasher.input_kind == "any":
+        raise Learn2HashError(f"--features cannot go in front of {method}: it takes raw items itself")
+    return FeatureHasher(stage, hasher)
 
 
 def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, protocol: str | None = None,
               seed: int = 0, params: dict[str, Any] | None = None, data_params: dict[str, Any] | None = None,
               topk: int | None | str = "default", resume: bool = False, overwrite: bool = False,
-              progress: bool = True, log: Callable[[str], None] | None = None) -> Run | None:
+              progress: bool = True, log: Callable[[str], None] | None = None,
+              features: dict[str, Any] | None = None) -> Run | None:
     """Train ``method`` on ``dataset``, save everything in run folder ``out``, evaluate, return the run.
+
+    ``features``: parameters of an :class:`~learn2hash.features.ImageFeatures` stage in front of the
+    method (``{"backbone": "efficientnet-lite0", ...}``, see :func:`with_features`); the saved hasher
+    then encodes raw images itself. Data without labels (an unlabelled split) trains unsupervised
+    methods; the evaluation, which needs labels, is skipped with a note (no ``metrics.json``), and a
+    supervised method is refused before anything is written.
 
     Under ``torchrun`` every process trains its shard; only rank 0 writes the folder and returns the
     :class:`Run` (the others return ``None``).
@@ -253,11 +291,20 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
             raise Learn2HashError(f"{key} is given as a method parameter (--param {key}=...) besides its own "
                                   f"argument (--{key}); give it once, as --{key}")
     hasher = create(method, bits=bits, **({"seed": seed} if "seed" in _param_names(method) else {}), **params)
+    hasher = with_features(method, hasher, params, features)
+    inner = getattr(hasher, "hasher", None) if features else None
+    inner = inner if inner is not None else hasher
     ds = datasets.load(dataset, protocol=protocol, seed=seed, **data_params)
-    config = make_config(method=method, bits=bits, params=hasher.get_params(), dataset=dataset,
+    unlabelled = ds.train.labels.shape[1] == 0
+    if unlabelled and inner.supervised:
+        raise Learn2HashError(f"{method} is supervised, but {dataset} has no labels here; train an unsupervised "
+                              "method on it (lsh, itq) or give labelled data")
+    config = make_config(method=method, bits=bits, params=inner.get_params(), dataset=dataset,
                          protocol=ds.protocol, seed=seed, data_params=data_params,
                          sizes={k: len(s) for k, s in ds.splits.items()})
-    resolved = hasher.resolved_params(ds.train)  # what "auto" parameters stand for on this data
+    if features:
+        config["features"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in features.items()}
+    resolved = {} if inner is not hasher else hasher.resolved_params(ds.train)  # "auto" params on this data
     if resolved:
         config["resolved"] = resolved
     folder = RunFolder(out)
@@ -301,6 +348,9 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
         run.codes("database", recompute=True)
         encode_seconds = time.perf_counter() - t0
         epochs = len(history) if history else None
+        if ds.query.labels.shape[1] == 0 or ds.database.labels.shape[1] == 0:
+            log(f"{dataset}: no labels, so no evaluation (mAP needs them); codes are in {out / 'codes'}")
+            return run
         run.evaluate(topk=topk, extra={"train_seconds": train_seconds, "encode_seconds": encode_seconds,
                                        "epochs": epochs, **({"skipped_images": len(skipped)} if skipped else {}),
                                        "seconds_per_epoch": (train_seconds / epochs) if epochs else None})
@@ -319,6 +369,8 @@ def summary_row(run: Run) -> dict[str, Any]:
     topk = m.get("topk")
     row = {"run": run.folder.name, "method": run.method, "bits": run.bits, "dataset": run.config["dataset"],
            "protocol": run.config["protocol"]}
+    if run.config.get("features"):  # the feature stage the method hashed (absent: the items themselves)
+        row["features"] = run.config["features"].get("backbone")
     from learn2hash.metrics import metric_name
 
     row[metric_name(f"map@{topk}") if topk else "mAP@k"] = m.get(f"map@{topk}") if topk else None

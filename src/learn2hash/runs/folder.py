@@ -30,7 +30,7 @@ RUN_VERSION = 1
 #: what config.json must hold (train and stream write it; read by :func:`read_config`)
 CONFIG_FIELDS = {"method": str, "bits": int, "params": dict, "dataset": str, "protocol": str, "seed": int,
                  "data_params": dict}
-CONFIG_OPTIONAL = {"sizes": dict, "versions": dict, "stream": dict, "resolved": dict}
+CONFIG_OPTIONAL = {"sizes": dict, "versions": dict, "stream": dict, "resolved": dict, "features": dict}
 #: everything in a run folder that is derived from its configuration, most derived first: an
 #: overwrite deletes them in this order, so that whatever an interrupted overwrite leaves behind
 #: still agrees with what it was derived from
