@@ -406,46 +406,114 @@ def test_null_fields_are_refused(client):
         assert r.status_code == 422 and "null" in r.json()["detail"], r.text
 
 
-# --------------------------------------------------------------------------- bounded decoding (issue 18.10)
-def test_concurrent_image_decoding_is_bounded(image_run, monkeypatch):
-    from learn2hash.serve.service import DECODE_BYTES_PER_PIXEL
+# --------------------------------------------------------------------------- bounded decoding (issues 18.10, 28.4)
+def test_decoding_lanes_follow_the_memory_budget():
+    from learn2hash.serve.service import DECODE_BYTES_PER_PIXEL, MAX_DECODE_SLOTS
 
-    # the defaults: one maximum-size image (25 M pixels) needs more than the decoding budget -> one at a time
-    assert Limits().decode_slots == 1
-    pixels = 100_000
-    limits = Limits(max_image_pixels=pixels, max_decode_bytes=2 * pixels * DECODE_BYTES_PER_PIXEL + 1)
-    assert limits.decode_slots == 2
-    assert Limits(max_image_pixels=pixels, max_decode_bytes=pixels * DECODE_BYTES_PER_PIXEL - 1).decode_slots == 1
-    svc = SearchService(image_run.folder, limits)
+    # the defaults: 256 MiB; a quarter for images of up to 1 M pixels (12 MB each: 5 at once), the rest for
+    # the others, where one maximum-size image (25 M pixels, 300 MB) is already over budget: 1 at a time
+    d = Limits()
+    assert (d.max_decode_bytes, d.small_image_pixels, d.max_image_pixels) == (256 << 20, 1_000_000, 25_000_000)
+    assert d.small_decode_slots == (64 << 20) // (1_000_000 * DECODE_BYTES_PER_PIXEL) == 5
+    assert d.decode_slots == 1
+    per = DECODE_BYTES_PER_PIXEL
+    two_large = Limits(max_image_pixels=100_000, small_image_pixels=10_000,
+                       max_decode_bytes=int(2 * 100_000 * per / 0.75) + 4)
+    # 3,200,004 bytes: three quarters hold two images of 1.2 MB, a quarter (800,001) six of 120,000 bytes
+    assert two_large.decode_slots == 2 and two_large.small_decode_slots == 6
+    assert Limits(max_image_pixels=100_000, small_image_pixels=10_000, max_decode_bytes=100).decode_slots == 1
+    assert Limits(max_image_pixels=100, small_image_pixels=1, max_decode_bytes=1 << 40).small_decode_slots \
+        == MAX_DECODE_SLOTS
+    # every image small: one lane with the whole budget
+    one = Limits(max_image_pixels=1_000, small_image_pixels=1_000, max_decode_bytes=3 * 1_000 * per)
+    assert not one.split_lanes and one.decode_slots == 3 and one.small_decode_slots == 0
+
+
+def _counting_decoder(monkeypatch, hold_large: threading.Event | None = None, large_from: int = 10**12):
+    """Wrap the pipeline's encode_image: count concurrent decodes per lane and the threads they run on; images
+    of at least ``large_from`` pixels wait for ``hold_large``."""
+    from learn2hash import images
+
+    original = images.encode_image
     lock = threading.Lock()
-    active, peak, threads = 0, 0, set()
-    original = svc.decode_image
+    stats = {"active": {}, "peak": {}, "threads": {}}
 
-    def counting_decode(data, content_type=None):
-        nonlocal active, peak
+    def counting(source, geom, what=None):
+        lane = threading.current_thread().name.rsplit("_", 1)[0]
         with lock:
-            active += 1
-            peak = max(peak, active)
-            threads.add(threading.get_ident())
+            stats["active"][lane] = stats["active"].get(lane, 0) + 1
+            stats["peak"][lane] = max(stats["peak"].get(lane, 0), stats["active"][lane])
+            stats["threads"].setdefault(lane, set()).add(threading.get_ident())
         try:
-            time.sleep(0.03)
-            return original(data, content_type)
+            if hold_large is not None and source.width * source.height >= large_from:
+                assert hold_large.wait(30), "the large decodes were never released"
+            time.sleep(0.02)
+            return original(source, geom, what)
         finally:
             with lock:
-                active -= 1
+                stats["active"][lane] -= 1
 
-    monkeypatch.setattr(svc, "decode_image", counting_decode)
+    monkeypatch.setattr(images, "encode_image", counting)
+    return stats
+
+
+def test_concurrent_image_decoding_is_bounded_per_lane(image_run, monkeypatch):
+    from learn2hash.serve.service import DECODE_BYTES_PER_PIXEL
+
+    per = DECODE_BYTES_PER_PIXEL
+    limits = Limits(max_image_pixels=1_000_000, small_image_pixels=10_000,
+                    max_decode_bytes=int(2 * 1_000_000 * per / 0.75) + 4)
+    assert limits.decode_slots == 2
+    from learn2hash import images
+
+    svc = SearchService(image_run.folder, limits)
     item = np.asarray(image_run.dataset().query.x[2])[0]
+    large = png_bytes(np.kron(item, np.ones((20, 20), dtype=np.uint8)))  # 160 x 160 = 25,600 pixels: large lane
+    x = images.encode_image(large, images.geometry_for(image_run.hasher(), (1, 8, 8)))
+    expected = brute_force(image_run.hasher().encode(x[None]), image_run.codes("database"), 4)
+    stats = _counting_decoder(monkeypatch)
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda _: svc.search(4, image=png_bytes(item)), range(16)))
-    assert peak == 2
-    # and only two threads ever decode (each thread that decodes a large image keeps its own allocator arena)
-    assert len(threads) == 2
-    assert all(r["ids"] == results[0]["ids"] for r in results)
+        results = list(pool.map(lambda _: svc.search(4, image=large), range(16)))
+    assert stats["peak"] == {"learn2hash-decode": 2}
+    # and only the lane's two threads ever decode (each thread that decodes a large image keeps its own arena)
+    assert len(stats["threads"]["learn2hash-decode"]) == 2
+    assert all([r["ids"], r["distances"]] == list(expected) for r in results)
     # a refused upload gives its slot back
     with pytest.raises(Exception, match="not a readable image"):
         svc.search(4, image=b"not an image")
-    assert svc.search(4, image=png_bytes(item))["ids"] == results[0]["ids"]
+    assert svc.search(4, image=large)["ids"] == results[0]["ids"]
+
+
+def test_small_uploads_never_wait_behind_large_ones(image_run, monkeypatch):
+    """Every large-lane slot is taken and more large uploads queue (their decoding held until the end): small
+    uploads are decoded meanwhile, in their own lane, and answer what brute force says."""
+    limits = Limits(max_image_pixels=1_000_000, small_image_pixels=10_000, max_decode_bytes=1)
+    assert limits.decode_slots == 1 and limits.small_decode_slots == 1
+    svc = SearchService(image_run.folder, limits)
+    release = threading.Event()
+    stats = _counting_decoder(monkeypatch, hold_large=release, large_from=10_001)
+    ds = image_run.dataset()
+    big = png_bytes(np.kron(np.asarray(ds.query.x[0])[0], np.ones((20, 20), dtype=np.uint8)))
+    pool = ThreadPoolExecutor(4)
+    try:
+        pending = [pool.submit(svc.search, 3, image=big) for _ in range(4)]
+        deadline = time.monotonic() + 10
+        while stats["active"].get("learn2hash-decode", 0) < 1:
+            assert time.monotonic() < deadline, "no large upload started decoding"
+            time.sleep(0.01)
+        for i in range(5):
+            item = np.asarray(ds.query.x[10 + i])
+            got = svc.search(5, image=png_bytes(item[0]))  # 8 x 8 pixels: the small lane
+            ids, dist = brute_force(image_run.hasher().encode(item[None]), image_run.codes("database"), 5)
+            assert got["ids"] == ids and got["distances"] == dist
+        assert not any(f.done() for f in pending), "the large uploads were not held"
+        assert stats["active"]["learn2hash-decode"] == 1  # one slot: the other three large ones queue
+    finally:
+        release.set()
+        results = [f.result(timeout=30) for f in pending]
+        pool.shutdown()
+    assert stats["peak"] == {"learn2hash-decode": 1, "learn2hash-decode-small": 1}
+    assert all(r["ids"] == results[0]["ids"] for r in results)
 
 
 # --------------------------------------------------------------------------- disconnects and Host (issue 18.12)

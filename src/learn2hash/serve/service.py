@@ -35,8 +35,10 @@ UPLOAD_CONTENT_TYPES = IMAGE_MEDIA_TYPES + ("image/x-ms-bmp", "application/octet
 #: 32-bit images, EXIF transposition makes a copy and the mode conversion another (a 25 M-pixel RGB PNG took
 #: 190 MB turned into gray; 12 covers a 4-byte conversion too)
 DECODE_BYTES_PER_PIXEL = 12
-#: most uploads decoded at once, however small the images
+#: most uploads decoded at once in one lane, however small the images
 MAX_DECODE_SLOTS = 32
+#: share of the decoding budget kept for small images (their own lane, so they never wait behind large ones)
+SMALL_LANE_SHARE = 0.25
 
 
 def _brief_repr() -> reprlib.Repr:
@@ -66,22 +68,106 @@ class RequestError(Learn2HashError):
         self.status = status
 
 
+def _slots(budget: float, pixels: int) -> int:
+    """How many images of ``pixels`` pixels ``budget`` bytes decode at once (1 to :data:`MAX_DECODE_SLOTS`)."""
+    return int(max(1, min(MAX_DECODE_SLOTS, budget // (max(1, pixels) * DECODE_BYTES_PER_PIXEL))))
+
+
 @dataclass(frozen=True)
 class Limits:
-    """What a request may carry."""
+    """What a request may carry, and how long a client may take to send it."""
 
     max_upload_bytes: int = 5 << 20
     max_image_pixels: int = 25_000_000
     max_k: int = 1000
-    #: memory that uploads being decoded at the same time may take; sets :attr:`decode_slots`
+    #: memory that uploads being decoded at the same time may take; sets the decoding lanes' slots
     max_decode_bytes: int = 256 << 20
+    #: uploads of at most this many pixels are decoded in the small lane
+    small_image_pixels: int = 1_000_000
+    #: seconds a client has to send a request's headers, and its body (see :mod:`learn2hash.serve.protocol`)
+    read_timeout: float = 5.0
+    #: bytes per second that extend the body's deadline by one second each
+    min_body_rate: int = 64 << 10
+
+    @property
+    def split_lanes(self) -> bool:
+        """Whether images over :attr:`small_image_pixels` can arrive (else every upload is small: one lane)."""
+        return self.max_image_pixels > self.small_image_pixels
 
     @property
     def decode_slots(self) -> int:
-        """How many uploads are decoded at once: as many maximum-size images as ``max_decode_bytes`` holds
-        (at :data:`DECODE_BYTES_PER_PIXEL`), at least 1, at most :data:`MAX_DECODE_SLOTS`."""
-        per_image = max(1, self.max_image_pixels) * DECODE_BYTES_PER_PIXEL
-        return max(1, min(MAX_DECODE_SLOTS, self.max_decode_bytes // per_image))
+        """How many large uploads are decoded at once: as many maximum-size images as the budget's large-lane
+        share (all of it with one lane) holds at :data:`DECODE_BYTES_PER_PIXEL`, at least 1."""
+        share = 1 - SMALL_LANE_SHARE if self.split_lanes else 1.0
+        return _slots(self.max_decode_bytes * share, self.max_image_pixels)
+
+    @property
+    def small_decode_slots(self) -> int:
+        """How many small uploads are decoded at once, beside the large ones: as many images of
+        :attr:`small_image_pixels` as the budget's small-lane share holds, at least 1 (0 with one lane)."""
+        if not self.split_lanes:
+            return 0
+        return _slots(self.max_decode_bytes * SMALL_LANE_SHARE, self.small_image_pixels)
+
+
+class Decoder:
+    """Decodes uploaded image files in two lanes by size, so that small uploads never wait behind large ones.
+
+    An upload's header is read first (in the caller's thread: format and size, nothing decoded); images of
+    at most ``limits.small_image_pixels`` pixels are then decoded by ``limits.small_decode_slots`` threads
+    of their own, larger ones by ``limits.decode_slots`` threads. Each lane's threads are the only ones that
+    decode its images, so at most that many are in memory at once (each may take
+    :data:`DECODE_BYTES_PER_PIXEL` bytes a pixel), and only these threads hold the memory allocator's
+    per-thread arenas that decoding grows (any request thread decoding would keep its own).
+    Safe to share between threads.
+    """
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.large = ThreadPoolExecutor(max_workers=limits.decode_slots, thread_name_prefix="learn2hash-decode")
+        self.small = (ThreadPoolExecutor(max_workers=limits.small_decode_slots,
+                                         thread_name_prefix="learn2hash-decode-small")
+                      if limits.split_lanes else self.large)
+
+    def decode(self, data: bytes, geometry: Any, content_type: str | None = None) -> np.ndarray:
+        """``uint8[C, H, W]`` of an uploaded image file through :func:`learn2hash.images.encode_image`
+        (EXIF orientation, any mode, shorter side resized and centre-cropped to ``geometry``); refusals are
+        :class:`RequestError` (413 too large or a decompression bomb, 415 not an image format we take,
+        422 unreadable)."""
+        from learn2hash import images
+        from learn2hash.errors import ImageTooLargeError
+
+        lim = self.limits
+        if content_type and content_type.split(";")[0].strip().lower() not in UPLOAD_CONTENT_TYPES:
+            raise RequestError(415, f"unsupported upload type {content_type!r}: send a PNG, JPEG, GIF, BMP or WEBP image")
+        if len(data) == 0:
+            raise RequestError(422, "the uploaded image is empty (0 bytes)")
+        if len(data) > lim.max_upload_bytes:
+            raise RequestError(413, f"the uploaded image has {len(data)} bytes, the limit is {lim.max_upload_bytes}")
+        try:
+            img = images.open_image(data, "the upload")
+            try:
+                if img.format not in IMAGE_FORMATS:
+                    raise RequestError(415, f"unsupported image format {img.format}: send {', '.join(IMAGE_FORMATS)}")
+                pixels = img.width * img.height
+                if pixels > lim.max_image_pixels:
+                    raise RequestError(413, f"the image is {img.width}x{img.height} pixels, the limit is "
+                                            f"{lim.max_image_pixels} pixels")
+                lane = self.small if pixels <= lim.small_image_pixels else self.large
+                arr = lane.submit(images.encode_image, img, geometry, "the upload").result()
+            finally:
+                img.close()
+        except RequestError:
+            raise
+        except ImageTooLargeError as exc:
+            raise RequestError(413, f"the upload is a decompression bomb or over the decoder's limits ({exc})") from None
+        except Learn2HashError as exc:
+            raise RequestError(422, f"the upload is not a readable image ({exc})") from None
+        return np.ascontiguousarray(arr)
+
+    def close(self) -> None:
+        self.large.shutdown(wait=False)
+        self.small.shutdown(wait=False)
 
 
 class SearchService:
@@ -104,10 +190,7 @@ class SearchService:
         self.kind = self.dataset.database.kind
         # one search at a time: the native kernels use all cores for a single query batch already
         self._lock = threading.Lock()
-        # uploads are decoded by decode_slots threads of their own: at most that many at once (each may take
-        # DECODE_BYTES_PER_PIXEL x max_image_pixels bytes), and only these threads hold the memory allocator's
-        # per-thread arenas that large images grow (any request thread decoding would keep its own)
-        self._decoder = ThreadPoolExecutor(max_workers=limits.decode_slots, thread_name_prefix="learn2hash-decode")
+        self._decoder = Decoder(limits)
         self._png = functools.lru_cache(maxsize=8192)(self._render_png)
 
     def _open_index(self):
@@ -192,32 +275,13 @@ class SearchService:
         return position
 
     def decode_image(self, data: bytes, content_type: str | None = None) -> np.ndarray:
-        """An uploaded image file -> ``uint8[1, C, H, W]`` through :func:`learn2hash.images.encode_image`
-        (EXIF orientation, any mode, shorter side resized and centre-cropped to what the hasher takes)."""
+        """An uploaded image file -> ``uint8[1, C, H, W]`` (see :meth:`Decoder.decode`)."""
         from learn2hash import images
 
         if "image" not in self.accepts:
             raise RequestError(422, f"this run hashes {self.kind} items of shape {list(self.item_shape)}, not images: "
                                     "send {\"features\": [...]} or {\"query_index\": i} instead")
-        if content_type and content_type.split(";")[0].strip().lower() not in UPLOAD_CONTENT_TYPES:
-            raise RequestError(415, f"unsupported upload type {content_type!r}: send a PNG, JPEG, GIF, BMP or WEBP image")
-        if len(data) == 0:
-            raise RequestError(422, "the uploaded image is empty (0 bytes)")
-        if len(data) > self.limits.max_upload_bytes:
-            raise RequestError(413, f"the uploaded image has {len(data)} bytes, the limit is {self.limits.max_upload_bytes}")
-        try:
-            img = images.open_image(data, "the upload")
-            if img.format not in IMAGE_FORMATS:
-                raise RequestError(415, f"unsupported image format {img.format}: send {', '.join(IMAGE_FORMATS)}")
-            if img.width * img.height > self.limits.max_image_pixels:
-                raise RequestError(413, f"the image is {img.width}x{img.height} pixels, the limit is "
-                                        f"{self.limits.max_image_pixels} pixels")
-            arr = images.encode_image(img, images.geometry_for(self.hasher, self.item_shape), what="the upload")
-        except RequestError:
-            raise
-        except Learn2HashError as exc:
-            raise RequestError(422, f"the upload is not a readable image ({exc})") from None
-        return np.ascontiguousarray(arr)[None]
+        return self._decoder.decode(data, images.geometry_for(self.hasher, self.item_shape), content_type)[None]
 
     def decode_features(self, features: Any) -> np.ndarray:
         """A JSON list of numbers -> ``float32[1, d]``; the length must be the run's feature dimension."""
@@ -270,7 +334,7 @@ class SearchService:
                 dist, ids = self.index.search(codes, k)
         else:
             if image is not None:
-                x = self._decoder.submit(self.decode_image, image, image_type).result()
+                x = self.decode_image(image, image_type)
             else:
                 x = self.decode_features(features)
             with self._lock:
