@@ -556,7 +556,7 @@ def _query_items(run, spec: str):
         except (OSError, ValueError) as exc:
             raise Learn2HashError(f"cannot read --query {path}: {exc}") from None
         shape = dataset.database.item_shape
-        if x.shape == shape:
+        if x.shape == tuple(shape) or x.ndim == 1:  # one item (a 1-D array is one feature vector)
             x = x[None]
         return x, None, [f"{path.name}[{i}]" for i in range(len(x))]
     from learn2hash import images
