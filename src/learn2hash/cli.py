@@ -655,10 +655,14 @@ def _cmd_search(args) -> int:
 # --------------------------------------------------------------------------- serve
 @command
 def _add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="HTTP search service and web page over a run's hasher and index",
+    p = sub.add_parser("serve", help="HTTP search service and web page over a run's or a collection's index",
                        description="Serve POST /search, item images, /health, OpenAPI docs at /docs and a web "
-                                   "page at / for run DIR. Binds 127.0.0.1 unless --host says otherwise.")
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="run folder to serve")
+                                   "page at / for run DIR, or for collection COLL (thumbnails of its images; with an "
+                                   "API key, POST /items and DELETE /items/{id} change it live). Binds 127.0.0.1 "
+                                   "unless --host says otherwise.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", metavar="RUN_DIR", help="run folder to serve (its dataset's database split)")
+    which.add_argument("--collection", metavar="COLL", help="collection to serve (learn2hash collection create)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--max-upload-mb", type=float, default=5.0, help="largest accepted upload in MiB (default 5)")
@@ -694,7 +698,7 @@ def _cmd_serve(args) -> int:
         raise Learn2HashError(f"--max-k must be at least 1, got {args.max_k}")
     if not 0 < args.max_decode_mb <= 1 << 20:
         raise Learn2HashError(f"--max-decode-mb must be in (0, 1048576], got {args.max_decode_mb}")
-    serve(args.run, host=args.host, port=args.port, allowed_hosts=args.allowed_host,
+    serve(args.run, collection=args.collection, host=args.host, port=args.port, allowed_hosts=args.allowed_host,
           limits=Limits(max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_k=args.max_k,
                         max_decode_bytes=int(args.max_decode_mb * (1 << 20)), read_timeout=args.read_timeout),
           api_key=load_api_key(args.api_key_file), public_read=args.public_read)
