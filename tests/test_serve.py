@@ -258,6 +258,7 @@ BAD_JSON_REQUESTS = [
 
 
 @pytest.mark.parametrize("name,kwargs,status,message", BAD_IMAGE_REQUESTS, ids=[b[0] for b in BAD_IMAGE_REQUESTS])
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # `serve` silences it (tested below)
 def test_bad_uploads_are_4xx_with_a_message(client, name, kwargs, status, message):
     r = client.post("/search", **kwargs)
     assert r.status_code == status, r.text
