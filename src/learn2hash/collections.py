@@ -7,9 +7,10 @@ COLL/
                     hasher/hasher.json), bits, the root the item paths are relative to
   index/            a HammingIndex (see learn2hash.index.storage): codes, ids and, as each item's
                     payload, its source (b"p" + path relative to the root, or b"x" + external id)
-  work/<job>/       encoding in progress: shard-NNNNNN.npy (packed codes) + shard-NNNNNN.json
-                    (written last: which files of the shard were kept, which skipped); removed once
-                    the job is committed to the index
+  work/             encoding in progress: shard-<key>.npy (packed codes) and shard-<key>.json
+                    (written last: the shard's files, which were kept, which skipped), the key a
+                    checksum of the hasher, the root and the shard's files (names, sizes, times);
+                    deleted once committed to the index
 ```
 
 **Consistency.** An item's code, id and source are one record of the index, so every committed
@@ -168,34 +169,41 @@ class _Progress:
 
 # ----------------------------------------------------------------------------- the job of an encoding
 class _Job:
-    """The files of one ``add_images`` still to encode, split into shards under ``work/<key>``; the key
-    is a checksum of everything that decides the result (hasher, root, files with their sizes and
-    modification times, shard size, bad-image policy), so a rerun of the same command finds it."""
+    """The files of one ``add_images`` still to encode, in shards of ``shard_size``. Each shard is
+    named by a checksum of everything that decides its codes (the hasher, the root, its files with
+    their sizes and modification times, the bad-image policy), so a rerun finds every finished shard
+    whose files have not changed, and redoes only the others."""
 
     def __init__(self, coll: "Collection", rel: list[str], shard_size: int, on_bad_image: str):
         self.coll = coll
         self.rel = rel
         self.shard_size = shard_size
         self.on_bad_image = on_bad_image
-        h = hashlib.sha256(json.dumps({"hasher": coll.meta["hasher_sha256"], "root": coll.meta["root"],
-                                       "shard_size": shard_size, "on_bad_image": on_bad_image}).encode())
-        for name in rel:
-            st = os.stat(coll._abs(name))
-            h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        self.key = h.hexdigest()[:24]
-        self.folder = coll.folder / WORK / self.key
+        self.folder = coll.folder / WORK
         self.n_shards = -(-len(rel) // shard_size)
+        settings = json.dumps({"hasher": coll.meta["hasher_sha256"], "root": coll.meta["root"],
+                               "on_bad_image": on_bad_image}).encode()
+        self.keys = []
+        for i in range(self.n_shards):
+            h = hashlib.sha256(settings)
+            for name in self.files_of(i):
+                try:
+                    st = os.stat(coll._abs(name))
+                    h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                except OSError:  # missing: on_bad_image decides when the shard is encoded
+                    h.update(f"{name}\0missing\n".encode())
+            self.keys.append(h.hexdigest()[:32])
 
     def shard_files(self, i: int) -> tuple[Path, Path]:
-        return self.folder / f"shard-{i:06d}.npy", self.folder / f"shard-{i:06d}.json"
+        return self.folder / f"shard-{self.keys[i]}.npy", self.folder / f"shard-{self.keys[i]}.json"
 
     def read_shard(self, i: int) -> tuple[np.ndarray, dict] | None:
         """``(packed codes, record)`` of a finished shard, else ``None`` (missing or damaged: redone)."""
         codes_path, meta_path = self.shard_files(i)
         try:
             meta = _atomic.load_json(meta_path, "collection shard", format=SHARD_FORMAT, versions=(1,),
-                                     required={"kept": list, "skipped": list, "codes_sha256": str, "n": int})
-            if meta["n"] != len(self.files_of(i)) or _atomic.sha256_file(codes_path) != meta["codes_sha256"]:
+                                     required={"kept": list, "skipped": list, "codes_sha256": str, "files": list})
+            if meta["files"] != self.files_of(i) or _atomic.sha256_file(codes_path) != meta["codes_sha256"]:
                 return None
             codes = _atomic.load_npy(codes_path)
         except (Learn2HashError, OSError, ValueError):
@@ -208,9 +216,6 @@ class _Job:
     def files_of(self, i: int) -> list[str]:
         return self.rel[i * self.shard_size:(i + 1) * self.shard_size]
 
-    def done(self) -> list[int]:
-        return [i for i in range(self.n_shards) if self.shard_files(i)[1].exists()]
-
     def encode(self, rank: int, world: int, progress: Any, workers: int | None) -> None:
         """Encode this rank's unfinished shards (every one in a single process)."""
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -219,15 +224,13 @@ class _Job:
         bar = _Progress(progress if rank == 0 else None, len(self.rel), count())
         try:
             todo = [i for i in range(self.n_shards) if i % world == rank and i not in finished]
-            if todo:
-                hasher = self.coll.hasher
-                if workers is not None:
-                    hasher.workers = workers  # a runtime parameter: what is learned stays the same
+            if todo and workers is not None:
+                self.coll.hasher.workers = workers  # a runtime parameter: what is learned stays the same
             for i in todo:
                 self._encode_shard(i)
                 finished.add(i)
                 if world > 1:  # the other ranks' shards count too
-                    finished.update(self.done())
+                    finished.update(j for j in range(self.n_shards) if self.shard_files(j)[1].exists())
                 bar.set(count())
         finally:
             bar.close()
@@ -240,17 +243,18 @@ class _Job:
             raise CorruptFileError(f"the run's hasher gave {codes.bits}-bit codes, the collection holds "
                                    f"{self.coll.bits} bits")
         codes_path, meta_path = self.shard_files(i)
-        packed = np.ascontiguousarray(codes.packed, np.uint8)
-        _atomic.save_npy(codes_path, packed)
-        _atomic.save_json(meta_path, {
-            "format": SHARD_FORMAT, "version": 1, "n": len(names), "codes_sha256": _atomic.sha256_file(codes_path),
+        _atomic.save_npy(codes_path, np.ascontiguousarray(codes.packed, np.uint8))
+        _atomic.save_json(meta_path, {  # last: the shard is finished once this file exists
+            "format": SHARD_FORMAT, "version": 1, "files": names, "codes_sha256": _atomic.sha256_file(codes_path),
             "kept": [int(k) for k in kept],
             "skipped": [{"position": int(s["position"]), "error": str(s["error"])} for s in skipped]})
 
     def remove(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Delete the job's shards (after its commit)."""
+        for i in range(self.n_shards):
+            for path in reversed(self.shard_files(i)):  # the record first: a half-deleted shard is unfinished
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
 
 
 # ----------------------------------------------------------------------------- the collection
@@ -279,6 +283,8 @@ class Collection:
         #: the images the last :meth:`add_images` of this object left out (``on_bad_image="skip"``):
         #: ``[{"path": ..., "error": ...}]``
         self.last_skipped: list[dict[str, str]] = []
+        #: the ids the last :meth:`add_images` (or :meth:`create`) of this object added
+        self.last_added = np.zeros(0, np.int64)
 
     # ------------------------------------------------------------------ making and opening
     @classmethod
@@ -529,10 +535,12 @@ class Collection:
         rel = self._files(images)
         with _process_group() as (rank, world):
             present = self._current().find_payloads([_payload(path=r) for r in rel])
-            todo = [r for r in rel if not present[_payload(path=r)].size]
+            todo = [r for r in rel if _payload(path=r) not in present]
+            del present
             self.last_skipped = []
+            self.last_added = np.zeros(0, np.int64)
             if not todo:
-                return np.zeros(0, np.int64)
+                return self.last_added
             job = _Job(self, todo, shard_size, on_bad_image)
             job.encode(rank, world, progress, workers)
             _barrier(world)
@@ -540,6 +548,7 @@ class Collection:
             if rank == 0:
                 ids = self._commit_job(job)
             _barrier(world)
+            self.last_added = ids
             return ids
 
     def _commit_job(self, job: _Job) -> np.ndarray:
@@ -559,7 +568,7 @@ class Collection:
             for i, (codes, meta) in enumerate(shards):
                 kept = np.asarray(meta["kept"], np.int64)
                 payloads = [_payload(path=names[i][k]) for k in kept.tolist()]
-                fresh = np.array([not present[p].size for p in payloads], bool)
+                fresh = np.array([p not in present for p in payloads], bool)
                 skipped += [{"path": names[i][s["position"]], "error": s["error"]} for s in meta["skipped"]]
                 if not fresh.any():
                     continue
@@ -597,11 +606,11 @@ class Collection:
         id_list = [int(i) for i in (ids or [])]
         with self._writing() as index:
             found = index.find_payloads(wanted) if wanted else {}
-            missing = [_source(w)["path"] or _source(w)["external_id"] for w in wanted if not found[w].size]
+            missing = [_source(w)["path"] or _source(w)["external_id"] for w in wanted if w not in found]
             if missing:
                 raise Learn2HashError(f"not in collection {self.folder}: {', '.join(map(str, missing[:5]))}"
                                       + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
-            all_ids = np.unique(np.concatenate([np.asarray(id_list, np.int64)] + [found[w] for w in wanted]))
+            all_ids = np.unique(np.concatenate([np.asarray(id_list, np.int64)] + list(found.values())))
             if not all_ids.size:
                 return 0
             return index.remove(all_ids)
@@ -671,14 +680,14 @@ class Collection:
 
     def info(self) -> dict[str, Any]:
         """What the collection holds: items, bits, run, method, hasher checksum, root, index segments,
-        removed items not yet compacted, interrupted encodings waiting in ``work/``."""
+        removed items not yet compacted, finished shards of interrupted encodings in ``work/``."""
         index = self._current()
         work = self.folder / WORK
         return {"folder": str(self.folder), "items": len(index), "bits": self.bits, "run": self.meta["run"],
                 "method": self.meta["method"], "hasher_sha256": self.meta["hasher_sha256"], "root": self.meta["root"],
                 "segments": len(index._segments), "removed_not_compacted": int(index._n_removed),
                 "next_id": int(index._next_id),
-                "pending_encodings": sorted(p.name for p in work.iterdir()) if work.is_dir() else []}
+                "pending_shards": sum(1 for p in work.glob("shard-*.json")) if work.is_dir() else 0}
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -33,6 +33,8 @@ from learn2hash.index.native import NativeEngine, check_method
 from learn2hash.index.results import MISSING_ID, RangeResult
 
 BACKENDS = ("native", "faiss", "milvus")
+#: A save compacts an index with at least this many removed items, when they are more than half of all.
+COMPACT_REMOVED = 4096
 #: A k-NN result padded beyond the stored items may hold at most this many ``(distance, id)`` slots.
 MAX_PADDED_RESULT = 1 << 26
 
@@ -87,6 +89,9 @@ class HammingIndex:
         self.built_from: dict | None = None
         #: a save that would leave more segments merges the newest (None: never; see storage.merge_plan)
         self.max_segments: int | None = storage.MAX_SEGMENTS
+        #: a save compacts first (:meth:`compact`) when at least this many items are removed and they
+        #: are more than half of those stored (None: never)
+        self.compact_removed: int | None = COMPACT_REMOVED
         self._starts: np.ndarray | None = None  # first position of each segment, and n
         self._compacted = False  # the next save deletes the previous version's files
         self._lock = RWLock()
@@ -319,10 +324,10 @@ class HammingIndex:
             return [self._payload_at(int(p)) for p in pos]
 
     def find_payloads(self, values) -> dict[bytes, np.ndarray]:
-        """For each payload in ``values``, the ids of the stored items carrying exactly it (sorted;
-        empty when none): a scan of the payloads, ``O(items)``."""
+        """``{payload: ids}`` for each payload of ``values`` that stored items carry (ids sorted;
+        payloads no item carries are left out): a scan of the payloads, ``O(items)``."""
         wanted = {bytes(v) for v in values}
-        found: dict[bytes, list[int]] = {v: [] for v in wanted}
+        found: dict[bytes, list[int]] = {}
         lengths = {len(v) for v in wanted}
         with self._lock.reading():
             alive = self._removed == 0 if self._n_removed else None
@@ -339,10 +344,10 @@ class HammingIndex:
                 ids = np.asarray(seg.ids)
                 for i in cand.tolist():
                     v = seg.payload_of(i)
-                    if v in found:
-                        found[v].append(int(ids[i]))
+                    if v in wanted:
+                        found.setdefault(v, []).append(int(ids[i]))
                 at += n
-        return {v: np.array(sorted(found[v]), np.int64) for v in wanted}
+        return {v: np.array(sorted(found[v]), np.int64) for v in found}
 
     def _positions_of(self, arr: np.ndarray) -> np.ndarray:
         sorted_ids, positions = self._id_lookup()
@@ -404,7 +409,8 @@ class HammingIndex:
 
         Segments already in that folder are kept; new codes go to one new segment; removals to a
         new tombstone file; the manifest is replaced last, atomically, under the folder's writer
-        lock. Saving back to the folder this index was read from or saved to refuses
+        lock. Past :attr:`max_segments` segments the newest are merged; past :attr:`compact_removed`
+        removed items (more than half) the index is compacted first. Saving back to the folder this index was read from or saved to refuses
         (:class:`~learn2hash.index.storage.IndexConflictError`, nothing written) when another
         writer has changed that folder meanwhile; saving anywhere else replaces what is there.
         """
@@ -413,6 +419,8 @@ class HammingIndex:
                 raise Learn2HashError("save() needs a folder: this index was neither loaded nor saved before")
             folder = self._folder
         folder = Path(folder)
+        if self.compact_removed is not None and self._n_removed >= self.compact_removed and 2 * self._n_removed > self._n:
+            self.compact()
         with self._save_lock, self._lock.reading():
             same = self._folder is not None and os.path.realpath(folder) == os.path.realpath(self._folder)
             removed = np.flatnonzero(self._removed).astype(np.int64) if self._n_removed else np.zeros(0, np.int64)
