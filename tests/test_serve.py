@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import threading
 import time
@@ -189,6 +190,30 @@ def _bomb_png() -> bytes:
     return png_bytes(np.zeros((2000, 2000), dtype=np.uint8))
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _raw_png(width: int, height: int, extra: bytes = b"") -> bytes:
+    """A small PNG file that declares ``width`` x ``height`` grey pixels (its data covers a few rows only)."""
+    import struct
+    import zlib
+
+    rows = zlib.compress(b"".join(b"\x00" + bytes(width) for _ in range(min(height, 4))))
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + extra
+            + _png_chunk(b"IDAT", rows) + _png_chunk(b"IEND", b""))
+
+
+def _text_bomb_png() -> bytes:
+    """An 8 x 8 PNG with a compressed text chunk that inflates to 8 MB (from about 8 KB)."""
+    import zlib
+
+    return _raw_png(8, 8, _png_chunk(b"zTXt", b"comment\x00\x00" + zlib.compress(b"a" * (8 << 20), 9)))
+
+
 def _tiff() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(buf, format="TIFF")
@@ -203,6 +228,12 @@ BAD_IMAGE_REQUESTS = [
     ("body over the limit", {"files": {"image": ("x.png", bytes(UPLOAD_LIMIT + 100_000), "image/png")}}, 413,
      "over the limit"),
     ("too many pixels", {"files": {"image": ("x.png", _bomb_png(), "image/png")}}, 413, "pixels"),
+    ("decompression bomb: 400 M pixels declared", {"files": {"image": ("x.png", _raw_png(20_000, 20_000), "image/png")}},
+     413, "decompression bomb"),
+    ("decompression bomb: 144 M pixels declared", {"files": {"image": ("x.png", _raw_png(12_000, 12_000), "image/png")}},
+     413, "pixels"),
+    ("decompression bomb: compressed text chunk", {"files": {"image": ("x.png", _text_bomb_png(), "image/png")}}, 413,
+     "decompression bomb"),
     ("unsupported format", {"files": {"image": ("x.tif", _tiff(), "image/tiff")}}, 415, "unsupported"),
     ("TIFF declared as PNG", {"files": {"image": ("x.png", _tiff(), "image/png")}}, 415, "TIFF"),
     ("text upload", {"files": {"image": ("x.txt", b"hello", "text/plain")}}, 415, "unsupported upload type"),
@@ -227,6 +258,7 @@ BAD_JSON_REQUESTS = [
 
 
 @pytest.mark.parametrize("name,kwargs,status,message", BAD_IMAGE_REQUESTS, ids=[b[0] for b in BAD_IMAGE_REQUESTS])
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # `serve` silences it (tested below)
 def test_bad_uploads_are_4xx_with_a_message(client, name, kwargs, status, message):
     r = client.post("/search", **kwargs)
     assert r.status_code == status, r.text
@@ -406,46 +438,114 @@ def test_null_fields_are_refused(client):
         assert r.status_code == 422 and "null" in r.json()["detail"], r.text
 
 
-# --------------------------------------------------------------------------- bounded decoding (issue 18.10)
-def test_concurrent_image_decoding_is_bounded(image_run, monkeypatch):
-    from learn2hash.serve.service import DECODE_BYTES_PER_PIXEL
+# --------------------------------------------------------------------------- bounded decoding (issues 18.10, 28.4)
+def test_decoding_lanes_follow_the_memory_budget():
+    from learn2hash.serve.service import DECODE_BYTES_PER_PIXEL, MAX_DECODE_SLOTS
 
-    # the defaults: one maximum-size image (25 M pixels) needs more than the decoding budget -> one at a time
-    assert Limits().decode_slots == 1
-    pixels = 100_000
-    limits = Limits(max_image_pixels=pixels, max_decode_bytes=2 * pixels * DECODE_BYTES_PER_PIXEL + 1)
-    assert limits.decode_slots == 2
-    assert Limits(max_image_pixels=pixels, max_decode_bytes=pixels * DECODE_BYTES_PER_PIXEL - 1).decode_slots == 1
-    svc = SearchService(image_run.folder, limits)
+    # the defaults: 256 MiB; a quarter for images of up to 1 M pixels (12 MB each: 5 at once), the rest for
+    # the others, where one maximum-size image (25 M pixels, 300 MB) is already over budget: 1 at a time
+    d = Limits()
+    assert (d.max_decode_bytes, d.small_image_pixels, d.max_image_pixels) == (256 << 20, 1_000_000, 25_000_000)
+    assert d.small_decode_slots == (64 << 20) // (1_000_000 * DECODE_BYTES_PER_PIXEL) == 5
+    assert d.decode_slots == 1
+    per = DECODE_BYTES_PER_PIXEL
+    two_large = Limits(max_image_pixels=100_000, small_image_pixels=10_000,
+                       max_decode_bytes=int(2 * 100_000 * per / 0.75) + 4)
+    # 3,200,004 bytes: three quarters hold two images of 1.2 MB, a quarter (800,001) six of 120,000 bytes
+    assert two_large.decode_slots == 2 and two_large.small_decode_slots == 6
+    assert Limits(max_image_pixels=100_000, small_image_pixels=10_000, max_decode_bytes=100).decode_slots == 1
+    assert Limits(max_image_pixels=100, small_image_pixels=1, max_decode_bytes=1 << 40).small_decode_slots \
+        == MAX_DECODE_SLOTS
+    # every image small: one lane with the whole budget
+    one = Limits(max_image_pixels=1_000, small_image_pixels=1_000, max_decode_bytes=3 * 1_000 * per)
+    assert not one.split_lanes and one.decode_slots == 3 and one.small_decode_slots == 0
+
+
+def _counting_decoder(monkeypatch, hold_large: threading.Event | None = None, large_from: int = 10**12):
+    """Wrap the pipeline's encode_image: count concurrent decodes per lane and the threads they run on; images
+    of at least ``large_from`` pixels wait for ``hold_large``."""
+    from learn2hash import images
+
+    original = images.encode_image
     lock = threading.Lock()
-    active, peak, threads = 0, 0, set()
-    original = svc.decode_image
+    stats = {"active": {}, "peak": {}, "threads": {}}
 
-    def counting_decode(data, content_type=None):
-        nonlocal active, peak
+    def counting(source, geom, what=None):
+        lane = threading.current_thread().name.rsplit("_", 1)[0]
         with lock:
-            active += 1
-            peak = max(peak, active)
-            threads.add(threading.get_ident())
+            stats["active"][lane] = stats["active"].get(lane, 0) + 1
+            stats["peak"][lane] = max(stats["peak"].get(lane, 0), stats["active"][lane])
+            stats["threads"].setdefault(lane, set()).add(threading.get_ident())
         try:
-            time.sleep(0.03)
-            return original(data, content_type)
+            if hold_large is not None and source.width * source.height >= large_from:
+                assert hold_large.wait(30), "the large decodes were never released"
+            time.sleep(0.02)
+            return original(source, geom, what)
         finally:
             with lock:
-                active -= 1
+                stats["active"][lane] -= 1
 
-    monkeypatch.setattr(svc, "decode_image", counting_decode)
+    monkeypatch.setattr(images, "encode_image", counting)
+    return stats
+
+
+def test_concurrent_image_decoding_is_bounded_per_lane(image_run, monkeypatch):
+    from learn2hash.serve.service import DECODE_BYTES_PER_PIXEL
+
+    per = DECODE_BYTES_PER_PIXEL
+    limits = Limits(max_image_pixels=1_000_000, small_image_pixels=10_000,
+                    max_decode_bytes=int(2 * 1_000_000 * per / 0.75) + 4)
+    assert limits.decode_slots == 2
+    from learn2hash import images
+
+    svc = SearchService(image_run.folder, limits)
     item = np.asarray(image_run.dataset().query.x[2])[0]
+    large = png_bytes(np.kron(item, np.ones((20, 20), dtype=np.uint8)))  # 160 x 160 = 25,600 pixels: large lane
+    x = images.encode_image(large, images.geometry_for(image_run.hasher(), (1, 8, 8)))
+    expected = brute_force(image_run.hasher().encode(x[None]), image_run.codes("database"), 4)
+    stats = _counting_decoder(monkeypatch)
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda _: svc.search(4, image=png_bytes(item)), range(16)))
-    assert peak == 2
-    # and only two threads ever decode (each thread that decodes a large image keeps its own allocator arena)
-    assert len(threads) == 2
-    assert all(r["ids"] == results[0]["ids"] for r in results)
+        results = list(pool.map(lambda _: svc.search(4, image=large), range(16)))
+    assert stats["peak"] == {"learn2hash-decode": 2}
+    # and only the lane's two threads ever decode (each thread that decodes a large image keeps its own arena)
+    assert len(stats["threads"]["learn2hash-decode"]) == 2
+    assert all([r["ids"], r["distances"]] == list(expected) for r in results)
     # a refused upload gives its slot back
     with pytest.raises(Exception, match="not a readable image"):
         svc.search(4, image=b"not an image")
-    assert svc.search(4, image=png_bytes(item))["ids"] == results[0]["ids"]
+    assert svc.search(4, image=large)["ids"] == results[0]["ids"]
+
+
+def test_small_uploads_never_wait_behind_large_ones(image_run, monkeypatch):
+    """Every large-lane slot is taken and more large uploads queue (their decoding held until the end): small
+    uploads are decoded meanwhile, in their own lane, and answer what brute force says."""
+    limits = Limits(max_image_pixels=1_000_000, small_image_pixels=10_000, max_decode_bytes=1)
+    assert limits.decode_slots == 1 and limits.small_decode_slots == 1
+    svc = SearchService(image_run.folder, limits)
+    release = threading.Event()
+    stats = _counting_decoder(monkeypatch, hold_large=release, large_from=10_001)
+    ds = image_run.dataset()
+    big = png_bytes(np.kron(np.asarray(ds.query.x[0])[0], np.ones((20, 20), dtype=np.uint8)))
+    pool = ThreadPoolExecutor(4)
+    try:
+        pending = [pool.submit(svc.search, 3, image=big) for _ in range(4)]
+        deadline = time.monotonic() + 10
+        while stats["active"].get("learn2hash-decode", 0) < 1:
+            assert time.monotonic() < deadline, "no large upload started decoding"
+            time.sleep(0.01)
+        for i in range(5):
+            item = np.asarray(ds.query.x[10 + i])
+            got = svc.search(5, image=png_bytes(item[0]))  # 8 x 8 pixels: the small lane
+            ids, dist = brute_force(image_run.hasher().encode(item[None]), image_run.codes("database"), 5)
+            assert got["ids"] == ids and got["distances"] == dist
+        assert not any(f.done() for f in pending), "the large uploads were not held"
+        assert stats["active"]["learn2hash-decode"] == 1  # one slot: the other three large ones queue
+    finally:
+        release.set()
+        results = [f.result(timeout=30) for f in pending]
+        pool.shutdown()
+    assert stats["peak"] == {"learn2hash-decode": 1, "learn2hash-decode-small": 1}
+    assert all(r["ids"] == results[0]["ids"] for r in results)
 
 
 # --------------------------------------------------------------------------- disconnects and Host (issue 18.12)
@@ -696,3 +796,250 @@ def test_service_fuzz_never_answers_500(client, feature_client):
     assert sum(400 <= s < 500 for s in statuses) >= 0.9 * len(cases)
     assert_alive(client)
     assert feature_client.get("/health").status_code == 200
+
+
+# --------------------------------------------------------------------------- read timeouts (issue 28.4)
+READ_TIMEOUT = 1.0
+#: how late after its deadline a slow connection may still be closed (timers, a loaded machine)
+CLOSE_SLACK = 2.0
+
+
+def _slow_client(port: int, parts: list[tuple[float, bytes]], until: float = 8.0) -> dict:
+    """Open a connection, send ``parts`` (each after waiting its delay) while the server keeps it open, then
+    read until the server closes it; returns what came back and when (seconds since connecting)."""
+    t0 = time.monotonic()
+    received = b""
+    closed_at = None
+    with socket.create_connection(("127.0.0.1", port), timeout=until) as s:
+        try:
+            for delay, data in parts:
+                time.sleep(delay)
+                s.sendall(data)
+        except OSError:  # the server closed the connection while we were still sending
+            pass
+        s.settimeout(max(0.1, until - (time.monotonic() - t0)))
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        except socket.timeout:
+            return {"received": received, "closed_at": None}
+        except OSError:
+            pass
+        closed_at = time.monotonic() - t0
+    return {"received": received, "closed_at": closed_at}
+
+
+def _trickle(data: bytes, every: float) -> list[tuple[float, bytes]]:
+    return [(every, data[i:i + 1]) for i in range(len(data))]
+
+
+def test_slow_clients_get_408_and_are_closed_within_the_read_timeout(service, caplog):
+    """Slow-body (and slow-header) client fuzz: every stalled or trickling request is answered 408 and closed
+    within the read timeout (plus slack), whatever it keeps sending; /health answers meanwhile; a client that
+    sends a body slowly but at the minimum rate is served; one log line per timeout, no traceback."""
+    import dataclasses
+    import logging
+
+    from _live import live_server
+
+    limits = dataclasses.replace(service.limits, read_timeout=READ_TIMEOUT)
+    host = b"Host: 127.0.0.1\r\n"
+    json_head = b"POST /search HTTP/1.1\r\n" + host + b"Content-Type: application/json\r\n"
+    boundary = b"b0undary"
+    multipart = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\n'
+                 b"Content-Type: image/png\r\n\r\n" + png_bytes(np.zeros((8, 8), np.uint8))[:40])
+    cases = {
+        # name: (parts, expected status or None for a silent close)
+        "nothing sent": ([], None),
+        "partial request line": ([(0, b"POST /sea")], 408),
+        "partial headers": ([(0, json_head + b"Content-Len")], 408),
+        "headers trickled": (_trickle(b"GET /health HTTP/1.1\r\n" + host + b"X-Pad: " + b"a" * 60, 0.05), 408),
+        "body never sent": ([(0, json_head + b"Content-Length: 100\r\n\r\n")], 408),
+        "partial body": ([(0, json_head + b'Content-Length: 100\r\n\r\n{"query_index": 1')], 408),
+        "body trickled": ([(0, json_head + b"Content-Length: 400\r\n\r\n{")] + _trickle(b" " * 60, 0.05), 408),
+        "chunked body trickled": ([(0, json_head + b"Transfer-Encoding: chunked\r\n\r\n")]
+                                  + [(0.1, b"1\r\n \r\n")] * 30, 408),
+        "multipart upload stalls": ([(0, b"POST /search HTTP/1.1\r\n" + host + b"Content-Type: multipart/form-data; "
+                                     b"boundary=" + boundary + b"\r\nContent-Length: 5000\r\n\r\n" + multipart)], 408),
+        "second request stalls": ([(0, b"GET /health HTTP/1.1\r\n" + host + b"\r\nGET /hea")], 408),
+        "body the route does not read, trickled": ([(0, b"GET /health HTTP/1.1\r\n" + host
+                                                     + b"Content-Length: 1000\r\n\r\n")] + _trickle(b"x" * 60, 0.05),
+                                                   None),
+    }
+    padded = b'{"query_index": 3, "k": 4}' + b" " * (96 * 1024)
+    steady = [(0, json_head + f"Content-Length: {len(padded)}\r\n\r\n".encode())] + \
+             [(0.15, padded[i:i + 8192]) for i in range(0, len(padded), 8192)]
+    health = {"latencies": [], "statuses": []}
+    stop = threading.Event()
+
+    def poll_health(base: str) -> None:
+        while not stop.is_set():
+            t0 = time.monotonic()
+            with urllib.request.urlopen(f"{base}/health", timeout=5) as resp:
+                health["statuses"].append(resp.status)
+            health["latencies"].append(time.monotonic() - t0)
+            time.sleep(0.05)
+
+    with caplog.at_level(logging.INFO), live_server(create_app(service), limits) as base:
+        port = int(base.rsplit(":", 1)[1])
+        poller = threading.Thread(target=poll_health, args=(base,), daemon=True)
+        poller.start()
+        try:
+            with ThreadPoolExecutor(len(cases) + 1) as pool:
+                futures = {name: pool.submit(_slow_client, port, parts) for name, (parts, _) in cases.items()}
+                steady_future = pool.submit(_slow_client, port, steady + [(0, b"")])
+                results = {name: f.result(timeout=30) for name, f in futures.items()}
+                steady_result = steady_future.result(timeout=30)
+        finally:
+            stop.set()
+            poller.join(timeout=10)
+    failures = []
+    for name, (parts, status) in cases.items():
+        got = results[name]
+        if got["closed_at"] is None or got["closed_at"] > READ_TIMEOUT + CLOSE_SLACK:
+            failures.append(f"{name}: closed at {got['closed_at']}")
+            continue
+        if got["closed_at"] < READ_TIMEOUT - 0.05:
+            failures.append(f"{name}: closed after {got['closed_at']:.2f} s, before the read timeout")
+        statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", got["received"])]
+        expected = ([200] if name.startswith(("second", "body the route")) else []) + ([status] if status else [])
+        if statuses != expected:
+            failures.append(f"{name}: answered {statuses}, expected {expected}")
+        if status == 408 and b"too slowly" not in got["received"]:
+            failures.append(f"{name}: the 408 does not say why: {got['received'][-200:]!r}")
+    assert not failures, failures
+    # sent at about 53 KB/s for ~1.8 s (longer than the read timeout, faster than the minimum rate): served
+    assert b"HTTP/1.1 200" in steady_result["received"] and b'"ids"' in steady_result["received"], steady_result
+    assert health["statuses"] and set(health["statuses"]) == {200}
+    assert max(health["latencies"]) < 2.0, max(health["latencies"])
+    lines = [r for r in caplog.records if r.name.startswith("learn2hash")]
+    assert not any(r.exc_info for r in caplog.records)
+    timeouts = [r.getMessage() for r in lines if "read timeout" in r.getMessage()]
+    assert len(timeouts) == sum(1 for name, (_, status) in cases.items() if name != "nothing sent"), timeouts
+    assert not [r.getMessage() for r in lines if "disconnected" in r.getMessage()]
+
+
+# --------------------------------------------------------------------------- API keys (issue 27.3)
+API_KEY = "test-key-0123456789abcdef"
+READ_REQUESTS = [("GET", "/health", {}), ("GET", "/info", {}), ("GET", "/queries?limit=3", {}),
+                 ("GET", "/queries/2/image", {}), ("GET", "/items/5/image", {}),
+                 ("POST", "/search", {"json": {"query_index": 1, "k": 3}}),
+                 ("POST", "/search", {"files": {"image": ("q.png", png_bytes(np.zeros((8, 8), np.uint8)), "image/png")}}),
+                 ("GET", "/openapi.json", {}), ("GET", "/docs", {})]
+
+
+def _bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_without_a_key_every_route_is_open_and_none_declares_security(client):
+    for method, url, kwargs in READ_REQUESTS:
+        assert client.request(method, url, **kwargs).status_code == 200, url
+    spec = client.get("/openapi.json").json()
+    assert "securitySchemes" not in spec.get("components", {})
+    assert not any("security" in op or "401" in op["responses"] for ops in spec["paths"].values() for op in ops.values())
+
+
+def test_with_a_key_every_route_needs_it(service):
+    app = create_app(service, api_key=API_KEY)
+    c = TestClient(app, raise_server_exceptions=False)
+    for method, url, kwargs in READ_REQUESTS:
+        for headers in ({}, _bearer("wrong-key-0123456789abcdef"), _bearer(API_KEY + "x"), _bearer(API_KEY[:-1]),
+                        {"Authorization": f"Basic {API_KEY}"}, {"Authorization": API_KEY}, _bearer(""),
+                        {"Authorization": ("Bearer " + "é" * 30).encode("utf-8")}):
+            r = c.request(method, url, headers=headers, **kwargs)
+            assert r.status_code == 401, (url, headers, r.status_code)
+            assert r.headers["www-authenticate"] == "Bearer" and "key" in r.json()["detail"]
+        r = c.request(method, url, headers=_bearer(API_KEY), **kwargs)
+        assert r.status_code == 200, (url, r.text[:200])
+    r = c.request("POST", "/search", headers={"authorization": f"bearer {API_KEY}"}, json={"query_index": 1})
+    assert r.status_code == 200  # the scheme's name is case-insensitive (RFC 7235)
+    # the page and its static files hold no data: served to anyone (the page asks for the key)
+    assert c.get("/").status_code == 200 and c.get("/static/app.js").status_code == 200
+    # an unauthorised request learns nothing about its parameters: 401 before 422 or 404
+    assert c.post("/search", json={"query_index": -5, "k": 0}).status_code == 401
+    assert c.get("/items/999999/image").status_code == 401
+    # the document declares the scheme, on every operation, with 401 among the answers
+    spec = c.get("/openapi.json", headers=_bearer(API_KEY)).json()
+    assert spec["components"]["securitySchemes"] == {"apiKey": {
+        "type": "http", "scheme": "bearer", "description": spec["components"]["securitySchemes"]["apiKey"]["description"]}}
+    for path, ops in spec["paths"].items():
+        for name, op in ops.items():
+            assert op["security"] == [{"apiKey": []}], (path, name)
+            assert op["responses"]["401"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+
+
+def test_public_read_opens_the_read_routes(service):
+    c = TestClient(create_app(service, api_key=API_KEY, public_read=True), raise_server_exceptions=False)
+    for method, url, kwargs in READ_REQUESTS:
+        assert c.request(method, url, **kwargs).status_code == 200, url
+    spec = c.get("/openapi.json").json()
+    assert not any("security" in op for ops in spec["paths"].values() for op in ops.values())  # a run has no writes
+
+
+def test_keys_are_compared_in_constant_time(service, monkeypatch):
+    """The decision is secrets.compare_digest's alone, on SHA-256 digests of the token and the key (equal lengths
+    whatever the token's, so neither where they differ nor how long the token is shows in the time taken)."""
+    import hashlib
+    import secrets
+
+    calls = []
+    real = secrets.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(secrets, "compare_digest", spy)
+    c = TestClient(create_app(service, api_key=API_KEY), raise_server_exceptions=False)
+    digest = lambda text: hashlib.sha256(text.encode()).digest()  # noqa: E731
+    for token, status in (("nope", 401), (API_KEY, 200), ("x" * 5000, 401), (API_KEY[:-1] + "X", 401)):
+        calls.clear()
+        assert c.get("/health", headers=_bearer(token)).status_code == status
+        assert calls == [(digest(token), digest(API_KEY))]
+    calls.clear()
+    assert c.get("/health").status_code == 401 and calls == []  # no token: nothing to compare
+    # and the comparison decides: a comparison that says "equal" lets a wrong token in
+    monkeypatch.setattr(secrets, "compare_digest", lambda a, b: True)
+    assert c.get("/health", headers=_bearer("wrong")).status_code == 200
+    monkeypatch.setattr(secrets, "compare_digest", lambda a, b: False)
+    assert c.get("/health", headers=_bearer(API_KEY)).status_code == 401
+
+
+def test_api_keys_are_read_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    from learn2hash.errors import Learn2HashError
+    from learn2hash.serve.app import API_KEY_ENV, load_api_key
+
+    key_file = tmp_path / "key"
+    key_file.write_text(f"  {API_KEY}\n")
+    assert load_api_key(key_file, environ={}) == API_KEY
+    assert load_api_key(key_file, environ={API_KEY_ENV: "other-key-0123456789"}) == API_KEY  # the file wins
+    assert load_api_key(None, environ={API_KEY_ENV: f" {API_KEY} "}) == API_KEY
+    assert load_api_key(None, environ={}) is None and load_api_key(None, environ={API_KEY_ENV: "  "}) is None
+    for text in ("short", "has a space inside it", "tab\there-0123456789", "é" * 20, "x" * 5000):
+        key_file.write_bytes(text.encode())
+        with pytest.raises(Learn2HashError) as err:
+            load_api_key(key_file, environ={})
+        assert str(key_file) in str(err.value) and text[:12] not in str(err.value)  # names the file, not the key
+    with pytest.raises(Learn2HashError, match="cannot read --api-key-file"):
+        load_api_key(tmp_path / "missing", environ={})
+    with pytest.raises(Learn2HashError, match=API_KEY_ENV):
+        load_api_key(None, environ={API_KEY_ENV: "short"})
+
+
+def test_cli_serve_refuses_bad_key_settings(image_run, tmp_path, capsys, monkeypatch):
+    from learn2hash.cli import main
+    from learn2hash.serve.app import API_KEY_ENV
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    assert main(["serve", "--run", str(image_run.folder), "--public-read"]) == 2
+    assert "--public-read" in capsys.readouterr().err
+    (tmp_path / "key").write_text("short")
+    assert main(["serve", "--run", str(image_run.folder), "--api-key-file", str(tmp_path / "key")]) == 2
+    err = capsys.readouterr().err
+    assert "at least 16" in err and len(err.strip().splitlines()) == 1
+    assert main(["serve", "--run", str(image_run.folder), "--read-timeout", "0"]) == 2
+    assert "--read-timeout" in capsys.readouterr().err

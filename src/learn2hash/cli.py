@@ -625,7 +625,7 @@ def _query_items(run, spec: str):
         except (OSError, ValueError) as exc:
             raise Learn2HashError(f"cannot read --query {path}: {exc}") from None
         shape = dataset.database.item_shape
-        if x.shape == shape:
+        if x.shape == tuple(shape) or x.ndim == 1:  # one item (a 1-D array is one feature vector)
             x = x[None]
         return x, None, [f"{path.name}[{i}]" for i in range(len(x))]
     from learn2hash import images
@@ -913,26 +913,43 @@ def _search_collection(args) -> int:
 # --------------------------------------------------------------------------- serve
 @command
 def _add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="HTTP search service and web page over a run's hasher and index",
+    p = sub.add_parser("serve", help="HTTP search service and web page over a run's or a collection's index",
                        description="Serve POST /search, item images, /health, OpenAPI docs at /docs and a web "
-                                   "page at / for run DIR. Binds 127.0.0.1 unless --host says otherwise.")
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="run folder to serve")
+                                   "page at / for run DIR, or for collection COLL (thumbnails of its images; with an "
+                                   "API key, POST /items and DELETE /items/{id} change it live). Binds 127.0.0.1 "
+                                   "unless --host says otherwise.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", metavar="RUN_DIR", help="run folder to serve (its dataset's database split)")
+    which.add_argument("--collection", metavar="COLL", help="collection to serve (learn2hash collection create)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--max-upload-mb", type=float, default=5.0, help="largest accepted upload in MiB (default 5)")
     p.add_argument("--max-k", type=int, default=1000, help="most results one request may ask for (default 1000)")
     p.add_argument("--max-decode-mb", type=float, default=256.0,
-                   help="memory for decoding uploads at once, in MiB: sets how many are decoded concurrently "
-                        "(default 256: one maximum-size image at a time)")
+                   help="memory for decoding uploads at once, in MiB: sets how many are decoded concurrently, "
+                        "in two lanes by size so that small images never wait behind large ones (default 256: "
+                        "a quarter for images up to 1 M pixels, five at a time; the rest for larger ones, one "
+                        "maximum-size image at a time)")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="a Host name the service answers to, besides the loopback names and the --host address "
                         "(repeatable; '*.example.org' for its subdomains, '*' for any)")
+    p.add_argument("--api-key-file", metavar="FILE", default=None,
+                   help="file holding the API key (else the environment variable LEARN2HASH_API_KEY): every "
+                        "request then needs 'Authorization: Bearer <key>' (401 otherwise); without a key there are "
+                        "no routes that write")
+    p.add_argument("--public-read", action="store_true",
+                   help="with a key, let anyone use the routes that only read (search, images, info)")
+    p.add_argument("--read-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds a client has to send a request's headers, and its body (plus 1 s per 64 KiB "
+                        "received); slower clients are answered 408 and disconnected (default 5)")
     p.set_defaults(func=_cmd_serve)
 
 
 def _cmd_serve(args) -> int:
-    from learn2hash.serve import Limits, serve
+    from learn2hash.serve import Limits, load_api_key, serve
 
+    if not 0 < args.read_timeout <= 3600:
+        raise Learn2HashError(f"--read-timeout must be in (0, 3600] seconds, got {args.read_timeout}")
     if not 0 < args.max_upload_mb <= 1024:
         raise Learn2HashError(f"--max-upload-mb must be in (0, 1024], got {args.max_upload_mb}")
     if args.max_k < 1:
@@ -940,9 +957,10 @@ def _cmd_serve(args) -> int:
     if not 0 < args.max_decode_mb <= 1 << 20:
         raise Learn2HashError(f"--max-decode-mb must be in (0, 1048576], got {args.max_decode_mb}")
     _check_bind_address(args.host, args.port)
-    serve(args.run, host=args.host, port=args.port, allowed_hosts=args.allowed_host,
+    serve(args.run, collection=args.collection, host=args.host, port=args.port, allowed_hosts=args.allowed_host,
           limits=Limits(max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_k=args.max_k,
-                        max_decode_bytes=int(args.max_decode_mb * (1 << 20))))
+                        max_decode_bytes=int(args.max_decode_mb * (1 << 20)), read_timeout=args.read_timeout),
+          api_key=load_api_key(args.api_key_file), public_read=args.public_read)
     return 0
 
 

@@ -22,6 +22,11 @@ class CorruptFileError(Learn2HashError):
     """A file that exists but cannot be trusted: truncated, wrong checksum, wrong format version."""
 
 
+class ImageTooLargeError(CorruptFileError):
+    """An image whose pixels or metadata would decompress to more than the decoder allows
+    (a decompression bomb: Pillow's pixel limit, an oversized compressed text or profile chunk)."""
+
+
 class MissingFileError(Learn2HashError, FileNotFoundError):
     """A file that a reader needs and that does not exist."""
 

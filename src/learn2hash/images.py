@@ -39,7 +39,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from learn2hash.errors import CorruptFileError, Learn2HashError
+from learn2hash.errors import CorruptFileError, ImageTooLargeError, Learn2HashError
 
 #: file name endings read as images
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -96,6 +96,19 @@ def geometry_for(hasher: Any, item_shape: tuple[int, ...]) -> Geometry:
     return Geometry((h, w), c)
 
 
+#: what Pillow's messages say when a compressed chunk would inflate past its limits (a decompression bomb)
+_BOMB_MESSAGES = ("Decompressed data too large", "Too much memory used in text chunks")
+
+
+def _decode_error(name: str, exc: BaseException) -> CorruptFileError:
+    """The error for a file Pillow could not decode: :class:`ImageTooLargeError` for a decompression bomb."""
+    from PIL import Image
+
+    if isinstance(exc, Image.DecompressionBombError) or any(m in str(exc) for m in _BOMB_MESSAGES):
+        return ImageTooLargeError(f"cannot decode {name}: it would decompress to more than the decoder allows ({exc})")
+    return CorruptFileError(f"cannot decode {name}: {exc}")
+
+
 def _name(source: Any, what: str | None) -> str:
     if what:
         return what
@@ -122,7 +135,7 @@ def open_image(source: Source, what: str | None = None):
     except Image.UnidentifiedImageError:
         raise CorruptFileError(f"cannot decode {name}: not an image format Pillow can read") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise CorruptFileError(f"cannot decode {name}: {exc}") from None
+        raise _decode_error(name, exc) from None
 
 
 def _orientation(img) -> int:
@@ -213,7 +226,7 @@ def _guarded(source: Source, what: str | None, work):
     except Learn2HashError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-        raise CorruptFileError(f"cannot decode {name}: {exc}") from None
+        raise _decode_error(name, exc) from None
     finally:
         if not isinstance(source, Image.Image):
             img.close()

@@ -505,7 +505,8 @@ class ItemDataset(torch.utils.data.Dataset):
                     part = self.x[int(pos[0]):int(pos[0]) + len(pos)]  # a slice: a view of an array
                 else:
                     part = self.x[pos]
-                xb = torch.from_numpy(np.ascontiguousarray(np.asarray(part)))
+                a = np.ascontiguousarray(np.asarray(part))
+                xb = torch.from_numpy(a if a.flags.writeable else a.copy())  # torch warns on read-only arrays
             return {"index": index, "x": xb, "skipped": [], "error": None}
         c, (h, w) = self.geometry.channels, self.geometry.size
         out = np.empty((len(keys), h, w, c), dtype=np.uint8)

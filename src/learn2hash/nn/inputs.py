@@ -16,7 +16,11 @@ from learn2hash.errors import Learn2HashError
 
 def as_input_tensor(x: Any, device: torch.device | str = "cpu", what: str = "input") -> torch.Tensor:
     """A float32 tensor on ``device`` from a numpy array or tensor (uint8 scaled by 1/255)."""
-    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(x)))
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        a = np.ascontiguousarray(np.asarray(x))
+        t = torch.from_numpy(a if a.flags.writeable else a.copy())  # torch warns on read-only arrays
     if t.dtype == torch.bool or not (t.is_floating_point() or t.dtype in (torch.uint8, torch.int8, torch.int16,
                                                                           torch.int32, torch.int64)):
         raise Learn2HashError(f"{what} must be a numeric array, got dtype {t.dtype}")

@@ -4,7 +4,7 @@
 :class:`SearchService` does the work and can be used without the web framework.
 """
 
-from learn2hash.serve.app import create_app, serve
-from learn2hash.serve.service import Limits, RequestError, SearchService
+from learn2hash.serve.app import create_app, load_api_key, make_server, serve
+from learn2hash.serve.service import Decoder, Limits, RequestError, SearchService
 
-__all__ = ["Limits", "RequestError", "SearchService", "create_app", "serve"]
+__all__ = ["Decoder", "Limits", "RequestError", "SearchService", "create_app", "load_api_key", "make_server", "serve"]

@@ -78,3 +78,65 @@ class SearchResult(BaseModel):
     relevant: list[bool] | None = Field(default=None, description="whether each shares a label with the query "
                                                                   "(query_index queries only)")
     seconds: float = Field(ge=0, description="time spent encoding and searching")
+
+
+# ----------------------------------------------------------------------------- a collection's service
+class CollectionHealth(BaseModel):
+    status: Literal["ok"]
+    collection: str = Field(description="name of the collection folder")
+    bits: int = Field(ge=1, description="code length K")
+    n_items: int = Field(ge=0, description="number of items now")
+
+
+class CollectionLimits(BaseModel):
+    max_upload_bytes: int = Field(ge=1, description="largest accepted image upload, in bytes")
+    max_image_pixels: int = Field(ge=1, description="most pixels (width x height) an uploaded image may have")
+    max_k: int = Field(ge=1, description="most results one request may ask for")
+    max_external_id: int = Field(ge=1, description="longest external id, in characters")
+    image_formats: list[str] = Field(description="image formats an upload may have")
+
+
+class CollectionInfo(BaseModel):
+    collection: str = Field(description="name of the collection folder")
+    method: str = Field(description="hashing method of the run whose hasher encodes the items")
+    bits: int = Field(ge=1)
+    n_items: int = Field(ge=0)
+    item_shape: list[int] = Field(description="what an image is decoded to for the hasher: channels, height, width")
+    has_root: bool = Field(description="whether items may have files (with thumbnails at /items/{item_id}/image)")
+    writable: bool = Field(description="whether POST /items and DELETE /items/{item_id} exist (an API key is set)")
+    limits: CollectionLimits
+
+
+class ItemRecord(BaseModel):
+    id: int = Field(ge=0, description="the item's id")
+    path: str | None = Field(description="its file, relative to the collection's root (null for an uploaded item)")
+    external_id: str | None = Field(description="the id given when it was added (null for an item with a file)")
+
+
+class ItemPage(BaseModel):
+    total: int = Field(ge=0, description="number of items")
+    offset: int = Field(ge=0)
+    items: list[ItemRecord] = Field(description="items in the order they were added")
+
+
+class Hit(ItemRecord):
+    distance: int = Field(ge=0, description="Hamming distance to the query")
+
+
+class CollectionSearchResult(BaseModel):
+    k: int = Field(ge=1)
+    bits: int = Field(ge=1)
+    code: str = Field(pattern="^[01]+$", description="the query's code, one character per bit")
+    results: list[Hit] = Field(description="the k nearest items, nearest first (ties by the order they were added); "
+                                           "fewer when the collection holds fewer")
+    n_items: int = Field(ge=0, description="items searched")
+    seconds: float = Field(ge=0, description="time spent decoding, encoding and searching")
+
+
+class AddedItem(ItemRecord):
+    n_items: int = Field(ge=0, description="items in the collection after the addition")
+
+
+class RemovedItem(ItemRecord):
+    removed: Literal[True]
+    n_items: int = Field(ge=0, description="items in the collection after the removal")

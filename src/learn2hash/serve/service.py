@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 import reprlib
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -35,8 +37,10 @@ UPLOAD_CONTENT_TYPES = IMAGE_MEDIA_TYPES + ("image/x-ms-bmp", "application/octet
 #: 32-bit images, EXIF transposition makes a copy and the mode conversion another (a 25 M-pixel RGB PNG took
 #: 190 MB turned into gray; 12 covers a 4-byte conversion too)
 DECODE_BYTES_PER_PIXEL = 12
-#: most uploads decoded at once, however small the images
+#: most uploads decoded at once in one lane, however small the images
 MAX_DECODE_SLOTS = 32
+#: share of the decoding budget kept for small images (their own lane, so they never wait behind large ones)
+SMALL_LANE_SHARE = 0.25
 
 
 def _brief_repr() -> reprlib.Repr:
@@ -66,22 +70,110 @@ class RequestError(Learn2HashError):
         self.status = status
 
 
+def _slots(budget: float, pixels: int) -> int:
+    """How many images of ``pixels`` pixels ``budget`` bytes decode at once (1 to :data:`MAX_DECODE_SLOTS`)."""
+    return int(max(1, min(MAX_DECODE_SLOTS, budget // (max(1, pixels) * DECODE_BYTES_PER_PIXEL))))
+
+
 @dataclass(frozen=True)
 class Limits:
-    """What a request may carry."""
+    """What a request may carry, and how long a client may take to send it."""
 
     max_upload_bytes: int = 5 << 20
     max_image_pixels: int = 25_000_000
     max_k: int = 1000
-    #: memory that uploads being decoded at the same time may take; sets :attr:`decode_slots`
+    #: memory that uploads being decoded at the same time may take; sets the decoding lanes' slots
     max_decode_bytes: int = 256 << 20
+    #: uploads of at most this many pixels are decoded in the small lane
+    small_image_pixels: int = 1_000_000
+    #: seconds a client has to send a request's headers, and its body (see :mod:`learn2hash.serve.protocol`)
+    read_timeout: float = 5.0
+    #: bytes per second that extend the body's deadline by one second each
+    min_body_rate: int = 64 << 10
+
+    @property
+    def split_lanes(self) -> bool:
+        """Whether images over :attr:`small_image_pixels` can arrive (else every upload is small: one lane)."""
+        return self.max_image_pixels > self.small_image_pixels
 
     @property
     def decode_slots(self) -> int:
-        """How many uploads are decoded at once: as many maximum-size images as ``max_decode_bytes`` holds
-        (at :data:`DECODE_BYTES_PER_PIXEL`), at least 1, at most :data:`MAX_DECODE_SLOTS`."""
-        per_image = max(1, self.max_image_pixels) * DECODE_BYTES_PER_PIXEL
-        return max(1, min(MAX_DECODE_SLOTS, self.max_decode_bytes // per_image))
+        """How many large uploads are decoded at once: as many maximum-size images as the budget's large-lane
+        share (all of it with one lane) holds at :data:`DECODE_BYTES_PER_PIXEL`, at least 1."""
+        share = 1 - SMALL_LANE_SHARE if self.split_lanes else 1.0
+        return _slots(self.max_decode_bytes * share, self.max_image_pixels)
+
+    @property
+    def small_decode_slots(self) -> int:
+        """How many small uploads are decoded at once, beside the large ones: as many images of
+        :attr:`small_image_pixels` as the budget's small-lane share holds, at least 1 (0 with one lane)."""
+        if not self.split_lanes:
+            return 0
+        return _slots(self.max_decode_bytes * SMALL_LANE_SHARE, self.small_image_pixels)
+
+
+class Decoder:
+    """Decodes uploaded image files in two lanes by size, so that small uploads never wait behind large ones.
+
+    An upload's header is read first (in the caller's thread: format and size, nothing decoded); images of
+    at most ``limits.small_image_pixels`` pixels are then decoded by ``limits.small_decode_slots`` threads
+    of their own, larger ones by ``limits.decode_slots`` threads. Each lane's threads are the only ones that
+    decode its images, so at most that many are in memory at once (each may take
+    :data:`DECODE_BYTES_PER_PIXEL` bytes a pixel), and only these threads hold the memory allocator's
+    per-thread arenas that decoding grows (any request thread decoding would keep its own).
+    Safe to share between threads.
+    """
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.large = ThreadPoolExecutor(max_workers=limits.decode_slots, thread_name_prefix="learn2hash-decode")
+        self.small = (ThreadPoolExecutor(max_workers=limits.small_decode_slots,
+                                         thread_name_prefix="learn2hash-decode-small")
+                      if limits.split_lanes else self.large)
+
+    def decode(self, data: bytes, geometry: Any, content_type: str | None = None) -> np.ndarray:
+        """``uint8[C, H, W]`` of an uploaded image file through :func:`learn2hash.images.encode_image`
+        (EXIF orientation, any mode, shorter side resized and centre-cropped to ``geometry``); refusals are
+        :class:`RequestError` (413 too large or a decompression bomb, 415 not an image format we take,
+        422 unreadable)."""
+        from learn2hash import images
+        from learn2hash.errors import ImageTooLargeError
+
+        lim = self.limits
+        if content_type and content_type.split(";")[0].strip().lower() not in UPLOAD_CONTENT_TYPES:
+            raise RequestError(415, f"unsupported upload type {content_type!r}: send a PNG, JPEG, GIF, BMP or WEBP image")
+        if len(data) == 0:
+            raise RequestError(422, "the uploaded image is empty (0 bytes)")
+        if len(data) > lim.max_upload_bytes:
+            raise RequestError(413, f"the uploaded image has {len(data)} bytes, the limit is {lim.max_upload_bytes}")
+        try:
+            img = images.open_image(data, "the upload")
+            try:
+                if img.format not in IMAGE_FORMATS:
+                    raise RequestError(415, f"unsupported image format {img.format}: send {', '.join(IMAGE_FORMATS)}")
+                pixels = img.width * img.height
+                if pixels > lim.max_image_pixels:
+                    raise RequestError(413, f"the image is {img.width}x{img.height} pixels, the limit is "
+                                            f"{lim.max_image_pixels} pixels")
+                arr = self.run(pixels, images.encode_image, img, geometry, "the upload")
+            finally:
+                img.close()
+        except RequestError:
+            raise
+        except ImageTooLargeError as exc:
+            raise RequestError(413, f"the upload is a decompression bomb or over the decoder's limits ({exc})") from None
+        except Learn2HashError as exc:
+            raise RequestError(422, f"the upload is not a readable image ({exc})") from None
+        return np.ascontiguousarray(arr)
+
+    def run(self, pixels: int, work: Any, *args: Any) -> Any:
+        """``work(*args)`` in the lane of an image of ``pixels`` pixels, waiting for a slot; its result."""
+        lane = self.small if pixels <= self.limits.small_image_pixels else self.large
+        return lane.submit(work, *args).result()
+
+    def close(self) -> None:
+        self.large.shutdown(wait=False)
+        self.small.shutdown(wait=False)
 
 
 class SearchService:
@@ -104,10 +196,7 @@ class SearchService:
         self.kind = self.dataset.database.kind
         # one search at a time: the native kernels use all cores for a single query batch already
         self._lock = threading.Lock()
-        # uploads are decoded by decode_slots threads of their own: at most that many at once (each may take
-        # DECODE_BYTES_PER_PIXEL x max_image_pixels bytes), and only these threads hold the memory allocator's
-        # per-thread arenas that large images grow (any request thread decoding would keep its own)
-        self._decoder = ThreadPoolExecutor(max_workers=limits.decode_slots, thread_name_prefix="learn2hash-decode")
+        self._decoder = Decoder(limits)
         self._png = functools.lru_cache(maxsize=8192)(self._render_png)
 
     def _open_index(self):
@@ -192,32 +281,13 @@ class SearchService:
         return position
 
     def decode_image(self, data: bytes, content_type: str | None = None) -> np.ndarray:
-        """An uploaded image file -> ``uint8[1, C, H, W]`` through :func:`learn2hash.images.encode_image`
-        (EXIF orientation, any mode, shorter side resized and centre-cropped to what the hasher takes)."""
+        """An uploaded image file -> ``uint8[1, C, H, W]`` (see :meth:`Decoder.decode`)."""
         from learn2hash import images
 
         if "image" not in self.accepts:
             raise RequestError(422, f"this run hashes {self.kind} items of shape {list(self.item_shape)}, not images: "
                                     "send {\"features\": [...]} or {\"query_index\": i} instead")
-        if content_type and content_type.split(";")[0].strip().lower() not in UPLOAD_CONTENT_TYPES:
-            raise RequestError(415, f"unsupported upload type {content_type!r}: send a PNG, JPEG, GIF, BMP or WEBP image")
-        if len(data) == 0:
-            raise RequestError(422, "the uploaded image is empty (0 bytes)")
-        if len(data) > self.limits.max_upload_bytes:
-            raise RequestError(413, f"the uploaded image has {len(data)} bytes, the limit is {self.limits.max_upload_bytes}")
-        try:
-            img = images.open_image(data, "the upload")
-            if img.format not in IMAGE_FORMATS:
-                raise RequestError(415, f"unsupported image format {img.format}: send {', '.join(IMAGE_FORMATS)}")
-            if img.width * img.height > self.limits.max_image_pixels:
-                raise RequestError(413, f"the image is {img.width}x{img.height} pixels, the limit is "
-                                        f"{self.limits.max_image_pixels} pixels")
-            arr = images.encode_image(img, images.geometry_for(self.hasher, self.item_shape), what="the upload")
-        except RequestError:
-            raise
-        except Learn2HashError as exc:
-            raise RequestError(422, f"the upload is not a readable image ({exc})") from None
-        return np.ascontiguousarray(arr)[None]
+        return self._decoder.decode(data, images.geometry_for(self.hasher, self.item_shape), content_type)[None]
 
     def decode_features(self, features: Any) -> np.ndarray:
         """A JSON list of numbers -> ``float32[1, d]``; the length must be the run's feature dimension."""
@@ -270,7 +340,7 @@ class SearchService:
                 dist, ids = self.index.search(codes, k)
         else:
             if image is not None:
-                x = self._decoder.submit(self.decode_image, image, image_type).result()
+                x = self.decode_image(image, image_type)
             else:
                 x = self.decode_features(features)
             with self._lock:
@@ -303,3 +373,287 @@ class SearchService:
         buf = io.BytesIO()
         Image.fromarray(item_image(split_obj.x[i])).save(buf, format="PNG")
         return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- collections
+#: longest side of a thumbnail, in pixels
+THUMBNAIL_SIDE = 256
+#: largest image file a thumbnail is made from, in bytes
+MAX_THUMBNAIL_SOURCE_BYTES = 64 << 20
+#: longest external id an upload may carry, in characters
+MAX_EXTERNAL_ID = 256
+#: what an external id may be (as the OpenAPI document says): 1 to MAX_EXTERNAL_ID characters, no control ones
+_EXTERNAL_ID = re.compile(f"[^\\x00-\\x1f\\x7f]{{1,{MAX_EXTERNAL_ID}}}")
+#: thumbnails kept in memory
+THUMBNAIL_CACHE = 1024
+
+
+def open_under_root(root: Any, rel: str) -> int:
+    """A read-only file descriptor of the regular file ``rel`` (``/``-separated, relative) under folder ``root``,
+    never of a file outside it: refused (:class:`RequestError` 404) when ``rel`` is absolute, has ``..``, ``.``,
+    a backslash, a NUL or an empty component, or leads through a symbolic link anywhere (each component is
+    opened with ``O_NOFOLLOW`` relative to the one before, so a link swapped in after any check is refused
+    too), or is not a regular file. The caller closes it."""
+    import os
+    import stat
+
+    refuse = RequestError(404, "the item's file is not a regular file under the collection's root")
+    if not isinstance(rel, str) or not rel or "\x00" in rel or rel.startswith("/") or "\\" in rel:
+        raise refuse
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise refuse
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    directory = flags | getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(os.fspath(root), directory & ~getattr(os, "O_NOFOLLOW", 0))  # the root itself may be a link
+    except OSError:
+        raise RequestError(404, "the collection's root folder is not there") from None
+    try:
+        for part in parts[:-1]:
+            try:
+                nxt = os.open(part, directory, dir_fd=fd)
+            except OSError:
+                raise refuse from None
+            os.close(fd)
+            fd = nxt
+        try:
+            f = os.open(parts[-1], flags | getattr(os, "O_NONBLOCK", 0), dir_fd=fd)  # a FIFO must not block us
+        except OSError:
+            raise refuse from None
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(f).st_mode):
+        os.close(f)
+        raise refuse
+    return f
+
+
+def read_under_root(root: Any, rel: str, max_bytes: int = MAX_THUMBNAIL_SOURCE_BYTES) -> bytes:
+    """The bytes of file ``rel`` under ``root`` (see :func:`open_under_root`); 413 over ``max_bytes``."""
+    import os
+
+    with os.fdopen(open_under_root(root, rel), "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise RequestError(413, f"the item's file has more than {max_bytes} bytes")
+    return data
+
+
+def _thumbnail(img, side: int) -> bytes:
+    """JPEG bytes of an opened image (decoded here), oriented, in RGB, at most ``side`` pixels a side."""
+    from PIL import ImageOps
+
+    from learn2hash import images
+
+    img.load()
+    img = ImageOps.exif_transpose(img) or img
+    img = images.to_mode(img, 3)
+    img.thumbnail((side, side))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+class CollectionService:
+    """Search, add and remove over a :class:`~learn2hash.collections.Collection`, and thumbnails of its files.
+
+    Uploads are decoded through the :class:`Decoder`'s lanes and encoded by the collection's hasher;
+    :meth:`add` and :meth:`remove` go through the collection's writer lock, so the CLI (``collection add``,
+    ``collection remove``) and this service change one collection in turn without losing anything, and
+    every search reads the latest committed version. Thumbnails are read from files under the collection's
+    root only (:func:`read_under_root`). Safe to share between threads.
+    """
+
+    def __init__(self, folder_or_collection: Any, limits: Limits = Limits()):
+        from learn2hash.collections import Collection
+
+        coll = folder_or_collection
+        if not isinstance(coll, Collection):
+            coll = Collection.open(folder_or_collection)
+        self.collection = coll
+        self.limits = limits
+        self.hasher = coll.hasher
+        self.geometry = self.hasher.image_geometry()
+        self.bits = coll.bits
+        self.name = coll.folder.name
+        self._decoder = Decoder(limits)
+        # encoding one query is small: one at a time keeps the network's threads for it
+        self._encode_lock = threading.Lock()
+        self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()  # (id, path, size, mtime) -> JPEG, least recent first
+        self._thumbs_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ description
+    @property
+    def n_items(self) -> int:
+        return len(self.collection)
+
+    def info(self) -> dict[str, Any]:
+        c = self.collection
+        return {"collection": self.name, "method": c.meta["method"], "bits": self.bits, "n_items": self.n_items,
+                "item_shape": list(self.geometry.item_shape), "has_root": c.root is not None,
+                "limits": {"max_upload_bytes": self.limits.max_upload_bytes,
+                           "max_image_pixels": self.limits.max_image_pixels,
+                           "max_k": self.limits.max_k, "max_external_id": MAX_EXTERNAL_ID,
+                           "image_formats": list(IMAGE_FORMATS)}}
+
+    def check_k(self, k: Any) -> int:
+        value = _integer(k)
+        if value is None:
+            raise RequestError(422, f"k must be an integer, got {_brief(k)}")
+        if not 1 <= value <= self.limits.max_k:
+            raise RequestError(422, f"k must be between 1 and {self.limits.max_k}, got {value}")
+        return value
+
+    def check_id(self, item_id: Any) -> int:
+        value = _integer(item_id)
+        if value is None or not 0 <= value < 2**63:
+            raise RequestError(422, f"item id must be an integer >= 0, got {_brief(item_id)}")
+        return value
+
+    # ------------------------------------------------------------------ uploads -> codes
+    def encode_upload(self, data: bytes, content_type: str | None = None):
+        """An uploaded image file -> its :class:`~learn2hash.codes.Codes` (one row) under the collection's hasher."""
+        x = self._decoder.decode(data, self.geometry, content_type)[None]
+        with self._encode_lock:
+            try:
+                codes = self.hasher.encode(x)
+            except Learn2HashError as exc:
+                raise RequestError(422, f"cannot encode the upload: {exc}") from None
+        return codes.check_bits(self.bits, "codes of the upload")
+
+    # ------------------------------------------------------------------ search
+    def search(self, k: Any, image: bytes | None = None, image_type: str | None = None) -> dict[str, Any]:
+        """The ``k`` nearest items of an uploaded image: ``results`` of ``{id, distance, path, external_id}``,
+        nearest first (ties by insertion order), fewer when the collection holds fewer."""
+        if image is None:
+            raise RequestError(422, "send an image upload (multipart field 'image')")
+        k = self.check_k(k)
+        t0 = time.perf_counter()
+        codes = self.encode_upload(image, image_type)
+        (hits,) = self.collection.search(codes, k)
+        return {"k": k, "bits": self.bits, "code": "".join("1" if b else "0" for b in codes.to_bits()[0]),
+                "results": [h.as_dict() for h in hits], "n_items": self.n_items,
+                "seconds": time.perf_counter() - t0}
+
+    # ------------------------------------------------------------------ items
+    def item(self, item_id: Any) -> dict[str, Any]:
+        item_id = self.check_id(item_id)
+        try:
+            return self.collection.item(item_id)
+        except Learn2HashError:
+            raise RequestError(404, f"no item {item_id} in the collection") from None
+
+    def items(self, offset: int, limit: int) -> dict[str, Any]:
+        """A page of the items, in insertion order: ``{total, offset, items: [{id, path, external_id}]}``."""
+        if offset < 0 or not 1 <= limit <= 500:
+            raise RequestError(422, f"offset must be >= 0 and limit between 1 and 500, got offset={offset}, "
+                                    f"limit={limit}")
+        index = _collection_index(self.collection)
+        ids = index.ids
+        page = ids[offset:offset + limit]
+        payloads = index.payloads(page) if page.size else []
+        return {"total": int(ids.size), "offset": offset,
+                "items": [{"id": int(i), **_collection_source(p)} for i, p in zip(page.tolist(), payloads)]}
+
+    def add(self, image: bytes, image_type: str | None = None, external_id: Any = None) -> dict[str, Any]:
+        """Encode an uploaded image and add it (with ``external_id`` as its source, if given) through the
+        collection's writer lock; returns ``{id, path, external_id, n_items}``."""
+        if external_id is not None:
+            if not isinstance(external_id, str) or not _EXTERNAL_ID.fullmatch(external_id):
+                raise RequestError(422, f"external_id must be 1 to {MAX_EXTERNAL_ID} characters without control "
+                                        f"characters, got "
+                                        f"{_brief(external_id)}")
+        codes = self.encode_upload(image, image_type)
+        item_id = _add_codes(self.collection, codes, external_id)
+        return {"id": item_id, "path": None, "external_id": external_id if external_id is not None else "",
+                "n_items": self.n_items}
+
+    def remove(self, item_id: Any) -> dict[str, Any]:
+        """Remove item ``item_id`` through the collection's writer lock (404 when it is not there)."""
+        item_id = self.check_id(item_id)
+        record = self.item(item_id)
+        try:
+            removed = self.collection.remove(ids=[item_id])
+        except Learn2HashError:
+            self.item(item_id)  # removed by another writer meanwhile: 404
+            raise
+        if removed != 1:
+            raise RequestError(404, f"no item {item_id} in the collection")
+        return {**record, "removed": True, "n_items": self.n_items}
+
+    # ------------------------------------------------------------------ thumbnails
+    def thumbnail(self, item_id: Any) -> bytes:
+        """JPEG thumbnail (at most :data:`THUMBNAIL_SIDE` pixels a side) of the file of item ``item_id``, read
+        from under the collection's root only; 404 for an item without a file (added with an external id)."""
+        record = self.item(item_id)
+        if record["path"] is None:
+            raise RequestError(404, f"item {record['id']} has no file (it was added with an external id)")
+        root = self.collection.root
+        if root is None:
+            raise RequestError(404, "the collection has no root folder")
+        import os
+
+        fd = open_under_root(root, record["path"])
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            key = (record["id"], record["path"], st.st_size, st.st_mtime_ns)
+            with self._thumbs_lock:
+                if key in self._thumbs:
+                    self._thumbs.move_to_end(key)
+                    return self._thumbs[key]
+            if st.st_size > MAX_THUMBNAIL_SOURCE_BYTES:
+                raise RequestError(413, f"the file of item {record['id']} has {st.st_size} bytes, thumbnails are "
+                                        f"made of files of at most {MAX_THUMBNAIL_SOURCE_BYTES}")
+            data = f.read(MAX_THUMBNAIL_SOURCE_BYTES + 1)
+        jpeg = self._render_thumbnail(record["id"], data)
+        with self._thumbs_lock:
+            self._thumbs[key] = jpeg
+            while len(self._thumbs) > THUMBNAIL_CACHE:
+                self._thumbs.popitem(last=False)
+        return jpeg
+
+    def _render_thumbnail(self, item_id: int, data: bytes) -> bytes:
+        from learn2hash import images
+        from learn2hash.errors import ImageTooLargeError
+
+        try:
+            img = images.open_image(data, f"the file of item {item_id}")
+            try:
+                if img.format == "JPEG":
+                    img.draft("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))  # decoded at up to 1/8 of its size
+                pixels = img.width * img.height
+                if pixels > self.limits.max_image_pixels:
+                    raise RequestError(413, f"the file of item {item_id} is {img.width}x{img.height} pixels, "
+                                            f"thumbnails are made of images of at most {self.limits.max_image_pixels}")
+                return self._decoder.run(pixels, _thumbnail, img, THUMBNAIL_SIDE)
+            finally:
+                img.close()
+        except RequestError:
+            raise
+        except ImageTooLargeError as exc:
+            raise RequestError(413, f"the file of item {item_id} is over the decoder's limits ({exc})") from None
+        except Learn2HashError as exc:
+            raise RequestError(404, f"the file of item {item_id} is not a readable image ({exc})") from None
+
+
+# ----------------------------------------------------------------------------- the collection, below its public API
+def _collection_index(coll: Any):
+    """The collection's latest committed :class:`~learn2hash.HammingIndex` (for listing its ids and sources)."""
+    return coll._current()
+
+
+def _collection_source(payload: bytes | None) -> dict[str, Any]:
+    from learn2hash import collections
+
+    return collections._source(payload)
+
+
+def _add_codes(coll: Any, codes: Any, external_id: str | None) -> int:
+    """Add one item whose codes the service has already computed (decoded in its lanes), with ``external_id``
+    as its source, through the collection's writer lock; its id. (``Collection.add_item`` takes images and
+    decodes them itself, in the caller's thread and without the service's pixel limit.)"""
+    from learn2hash import collections
+
+    with coll._writing() as index:
+        return int(index.add(codes, payloads=[collections._payload(external_id=external_id)])[0])
