@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from learn2hash.nn.fixed_order import channel_sums
 from learn2hash.nn.registry import Backbone
 
 
@@ -79,8 +80,12 @@ def standardize_head(model: "HashModel", xb: torch.Tensor, target: float = 1.0) 
     for name, b in model.named_buffers():
         b.copy_(buffers[name])
     model.train(was_training)
-    mean, std = a.mean(0), a.std(0).clamp_min(1e-6)
+    # float64 sums over the items, one bit at a time: the same bits at any thread count
+    a = a.double()
+    mean = channel_sums(a) / len(a)
+    std = (channel_sums((a - mean) ** 2) / max(len(a) - 1, 1)).sqrt().clamp_min(1e-6)
     scale = (float(target) / std).to(out.weight.dtype)
+    mean = mean.to(out.weight.dtype)
     out.weight.mul_(scale[:, None])
     if out.bias is not None:
         out.bias.sub_(mean.to(out.bias.dtype)).mul_(scale)
