@@ -186,6 +186,8 @@ class DeepHasher(Hasher):
     #: parameters that do not change what is learned (a resumed run may change them)
     runtime_params = _RUNTIME_PARAMS
     takes_image_files = True
+    #: the hash layer ends in a BatchNorm1d over the K outputs (a method's choice, e.g. OrthoHash's)
+    head_batch_norm = False
     _parameter_constraints = {
         "backbone": [String()], "backbone_options": [None, Dict()],
         "hidden": [ListOf(Interval("int", 1))], "dropout": [Interval("real", 0, 1, closed="left")],
@@ -298,7 +300,8 @@ class DeepHasher(Hasher):
                          else (self.backbone, self.backbone_options or {}))
         bb = create_backbone(name, tuple(input_shape), untrained=untrained, **options)
         # batch norms and convolutions that train to the same bits at any CPU thread count
-        return fixed_order(HashModel(bb, HashHead(bb.out_dim, self.bits, hidden, self.dropout)))
+        head = HashHead(bb.out_dim, self.bits, hidden, self.dropout, batch_norm=self.head_batch_norm)
+        return fixed_order(HashModel(bb, head))
 
     def identity(self) -> dict[str, Any]:
         """What enters the resume fingerprint besides the training-loop settings."""
