@@ -15,7 +15,7 @@ from test_datasets_cifar import fixture_pool, write_binary
 def test_recipes_cover_the_papers_main_settings():
     assert set(recipes.RECIPES) == {("csq", "imagenet-100"), ("csq", "coco"), ("csq", "nus-wide-21"),
                                     ("dhn", "cifar10"), ("dhn", "nus-wide-21"), ("lemon", "mirflickr-25k-mat"),
-                                    ("lemon", "nus-wide-mat")}
+                                    ("lemon", "nus-wide-mat"), ("orthohash", "imagenet-100")}
     csq = recipes.recipe("csq", "imagenet-100")
     assert csq.params["backbone"] == "resnet50" and csq.params["backbone_options"] == {"weights": "IMAGENET1K_V1"}
     assert (csq.params["optimizer"], csq.params["lr"], csq.params["batch_size"], csq.params["lam"]) == \
@@ -32,6 +32,12 @@ def test_recipes_cover_the_papers_main_settings():
             assert r.topk == (info.topk if not isinstance(info.topk, dict) else info.topk[r.protocol])
     p, _ = recipes.resolved(csq, quick=True)
     assert p["backbone"] == "smallcnn" and not set(recipes.FINE_TUNING) & set(p)
+    # OrthoHash: the reference code's main.py defaults (AlexNet, Adam 1e-4, backbone at 0.1x, batch 256, s 8, m 0.2)
+    oh = recipes.recipe("orthohash", "imagenet-100")
+    assert (oh.params["backbone"], oh.params["optimizer"], oh.params["lr"], oh.params["backbone_lr_mult"],
+            oh.params["batch_size"], oh.params["epochs"], oh.params["scale"], oh.params["margin"],
+            oh.params["center_method"]) == ("alexnet", "adam", 1e-4, 0.1, 256, 100, 8.0, 0.2, "bernoulli")
+    assert (recipes.figure(oh.paper, 64), recipes.figure(oh.reference, 64), oh.topk) == ("0.711", "0.709", 1000)
     with pytest.raises(Exception, match="no recipe for csq on mnist; recipes: csq --dataset imagenet-100"):
         recipes.recipe("csq", "mnist")
 
@@ -67,6 +73,12 @@ def test_reproduce_csq_imagenet_quick_and_unknown_recipe(tmp_path, capsys):
     assert code == 0, out
     row = _table(out)["mAP@1000"]
     assert 0.0 <= float(row[1]) <= 1.0 and row[2:] == ["0.873", "0.881"]
+    code = cli.main(["reproduce", "orthohash", "--dataset", "imagenet-100", "--quick", "--no-progress",
+                     "--data-path", str(tmp_path / "in100"), "--out", str(tmp_path / "run-oh")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    row = _table(out)["mAP@1000"]
+    assert 0.0 <= float(row[1]) <= 1.0 and row[2:] == ["0.711", "0.709"]
     assert cli.main(["reproduce", "csq", "--dataset", "cifar10", "--quick"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no recipe for csq on cifar10" in err

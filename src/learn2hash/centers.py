@@ -97,6 +97,22 @@ class HashCenters:
         """``[m, K]`` array of +-1."""
         return self.codes.to_signs(dtype)
 
+    def to_state(self) -> tuple[dict[str, Any], np.ndarray]:
+        """``(JSON metadata, packed codes)``: how a hasher saves its centers (:meth:`from_state` reads them)."""
+        meta = {"method": self.method, "bits": self.bits, "min_distance": self.min_distance,
+                "mean_distance": self.mean_distance, "bound": self.bound, "negated": list(self.negated)}
+        return meta, self.codes.packed
+
+    @classmethod
+    def from_state(cls, meta: dict[str, Any] | None, packed: np.ndarray | None, bits: int, where: str) -> "HashCenters":
+        """The centers saved by :meth:`to_state`; ``where`` names the saved hasher in errors."""
+        if meta is None or packed is None:
+            raise Learn2HashError(f"{where} has no hash centers")
+        if int(meta["bits"]) != int(bits):
+            raise Learn2HashError(f"{where}: centers have {meta['bits']} bits, the hasher {bits}")
+        return cls(Codes.from_packed(packed, int(meta["bits"])), meta["method"], meta["min_distance"],
+                   meta["mean_distance"], meta["bound"], tuple(int(i) for i in meta.get("negated", ())))
+
     def __str__(self) -> str:
         bound = f", bound {self.bound}" if self.bound is not None else ""
         mean = "n/a" if self.mean_distance is None else f"{self.mean_distance:.3f}"

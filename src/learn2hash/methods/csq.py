@@ -33,7 +33,6 @@ import torch.nn.functional as F
 
 from learn2hash.centers import HashCenters, centroid_centers, hash_centers
 from learn2hash.codes import Codes
-from learn2hash.errors import Learn2HashError
 from learn2hash.methods.base import HasCenters
 from learn2hash.methods.deep import DeepHasher, TrainingTask
 from learn2hash.methods.dhn import dhn_loss
@@ -106,24 +105,13 @@ class CSQ(HasCenters, DeepHasher):
     # ------------------------------------------------------------------ state
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         state, arrays = super()._get_state()
-        c = self.centers_
-        state["centers"] = {"method": c.method, "bits": c.bits, "min_distance": c.min_distance,
-                            "mean_distance": c.mean_distance, "bound": c.bound,
-                            "negated": list(c.negated)}
-        arrays["centers"] = c.codes.packed
+        state["centers"], arrays["centers"] = self.centers_.to_state()
         return state, arrays
 
     def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path,
                    files: dict[str, Path]) -> None:
-        meta = state.get("centers")
-        if meta is None or "centers" not in arrays:
-            raise Learn2HashError(f"saved csq hasher in {folder} has no hash centers")
-        if int(meta["bits"]) != int(self.bits):
-            raise Learn2HashError(f"saved csq hasher in {folder}: centers have {meta['bits']} bits, "
-                                  f"the hasher {self.bits}")
-        self.centers_ = HashCenters(Codes.from_packed(arrays["centers"], int(meta["bits"])), meta["method"],
-                                    meta["min_distance"], meta["mean_distance"], meta["bound"],
-                                    tuple(int(i) for i in meta.get("negated", ())))
+        self.centers_ = HashCenters.from_state(state.get("centers"), arrays.get("centers"), self.bits,
+                                               f"saved {self.name} hasher in {folder}")
         super()._set_state(state, arrays, folder, files)
 
 

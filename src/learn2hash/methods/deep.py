@@ -114,6 +114,7 @@ from learn2hash.methods.base import FitContext, Hasher, as_items
 from learn2hash.methods.validation import Dict, Interval, ListOf, Options, String
 from learn2hash.nn import HashHead, HashModel, create_backbone, standardize_head
 from learn2hash.nn import augment as _augment
+from learn2hash.nn.fixed_order import fixed_order
 from learn2hash.nn.registry import plain_options
 from learn2hash.train import Batch, TrainConfig, encode_items, read_items, resolve_device, train
 
@@ -185,6 +186,8 @@ class DeepHasher(Hasher):
     #: parameters that do not change what is learned (a resumed run may change them)
     runtime_params = _RUNTIME_PARAMS
     takes_image_files = True
+    #: the hash layer ends in a BatchNorm1d over the K outputs (a method's choice, e.g. OrthoHash's)
+    head_batch_norm = False
     _parameter_constraints = {
         "backbone": [String()], "backbone_options": [None, Dict()],
         "hidden": [ListOf(Interval("int", 1))], "dropout": [Interval("real", 0, 1, closed="left")],
@@ -296,7 +299,9 @@ class DeepHasher(Hasher):
         name, options = ((backbone["name"], backbone["options"]) if backbone is not None
                          else (self.backbone, self.backbone_options or {}))
         bb = create_backbone(name, tuple(input_shape), untrained=untrained, **options)
-        return HashModel(bb, HashHead(bb.out_dim, self.bits, hidden, self.dropout))
+        # batch norms and convolutions that train to the same bits at any CPU thread count
+        head = HashHead(bb.out_dim, self.bits, hidden, self.dropout, batch_norm=self.head_batch_norm)
+        return fixed_order(HashModel(bb, head))
 
     def identity(self) -> dict[str, Any]:
         """What enters the resume fingerprint besides the training-loop settings."""
@@ -354,6 +359,8 @@ class DeepHasher(Hasher):
             model.scale = task.model.scale
             model.to(task.device())
         self.model_ = model.eval()
+        # the same bits at any CPU thread count (learn2hash.nn.fixed_order); a GPU's kernels decide for themselves
+        self.thread_invariant_ = task.device().type == "cpu"
         self._finish(task)
 
     def _feature_split(self, model: HashModel, split: Split, context: FitContext) -> Split:
@@ -466,7 +473,7 @@ class DeepHasher(Hasher):
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         backbone = self.model_.backbone
         return ({"input_shape": list(self.input_shape_), "history": self.history_,
-                 "augment": self.augment_,
+                 "augment": self.augment_, "thread_invariant": bool(getattr(self, "thread_invariant_", False)),
                  "backbone": {"name": backbone.registered_name, "options": backbone.resolved_options()}}, {})
 
     def _extra_files(self) -> dict[str, bytes]:
@@ -486,6 +493,7 @@ class DeepHasher(Hasher):
         self.input_shape_ = tuple(int(s) for s in state["input_shape"])
         self.history_ = state.get("history", [])
         self.augment_ = str(state.get("augment", self.augment))
+        self.thread_invariant_ = bool(state.get("thread_invariant", False))
         recorded = state.get("backbone")
         if recorded is not None:
             given = self.backbone_options or {}

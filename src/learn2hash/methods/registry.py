@@ -56,6 +56,8 @@ _BUILTIN = (
                "Online cross-modal hashing: ``partial_fit(views, labels)`` per chunk, ``encode(x, modality=...)``."),
     MethodInfo("lsh", _P + "shallow:LSH", "features", False,
                "Locality-sensitive hashing: ``sign((x - mean) W)`` with ``W`` i.i.d. standard normal ``[d, K]``."),
+    MethodInfo("orthohash", _P + "orthohash:OrthoHash", "any", True,
+               "OrthoHash: cross-entropy on scaled cosine similarities to a fixed +-1 codebook, with a margin."),
     MethodInfo("sdh", _P + "shallow:SDH", "features", True, "Supervised discrete hashing (Shen, Shen, Liu & Shen, CVPR 2015)."),
 )
 

@@ -14,13 +14,16 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from learn2hash.nn.fixed_order import channel_sums
 from learn2hash.nn.registry import Backbone
 
 
 class HashHead(nn.Module):
-    """``in_dim`` features -> K pre-activations, through ``hidden`` fc + ReLU layers."""
+    """``in_dim`` features -> K pre-activations, through ``hidden`` fc + ReLU layers; with
+    ``batch_norm`` the K outputs pass through a ``BatchNorm1d(K)`` (OrthoHash's hash layer)."""
 
-    def __init__(self, in_dim: int, bits: int, hidden: Sequence[int] = (), dropout: float = 0.0):
+    def __init__(self, in_dim: int, bits: int, hidden: Sequence[int] = (), dropout: float = 0.0,
+                 batch_norm: bool = False):
         super().__init__()
         layers: list[nn.Module] = []
         dim = int(in_dim)
@@ -30,6 +33,8 @@ class HashHead(nn.Module):
                 layers.append(nn.Dropout(float(dropout)))
             dim = int(h)
         layers.append(nn.Linear(dim, int(bits)))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(int(bits)))
         self.net = nn.Sequential(*layers)
         self.bits = int(bits)
 
@@ -69,7 +74,7 @@ def standardize_head(model: "HashModel", xb: torch.Tensor, target: float = 1.0) 
     about 0.07 around biases of about 0.2, so every item starts with nearly the same code; after
     this, each bit starts balanced over the items and the codes of different items differ.
     """
-    out = model.head.net[-1]
+    out = [m for m in model.head.net if isinstance(m, nn.Linear)][-1]
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     was_training = model.training
     devices = [xb.device.index or 0] if xb.device.type == "cuda" else []
@@ -79,8 +84,12 @@ def standardize_head(model: "HashModel", xb: torch.Tensor, target: float = 1.0) 
     for name, b in model.named_buffers():
         b.copy_(buffers[name])
     model.train(was_training)
-    mean, std = a.mean(0), a.std(0).clamp_min(1e-6)
+    # float64 sums over the items, one bit at a time: the same bits at any thread count
+    a = a.double()
+    mean = channel_sums(a) / len(a)
+    std = (channel_sums((a - mean) ** 2) / max(len(a) - 1, 1)).sqrt().clamp_min(1e-6)
     scale = (float(target) / std).to(out.weight.dtype)
+    mean = mean.to(out.weight.dtype)
     out.weight.mul_(scale[:, None])
     if out.bias is not None:
         out.bias.sub_(mean.to(out.bias.dtype)).mul_(scale)
