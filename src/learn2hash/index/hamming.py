@@ -276,8 +276,12 @@ class HammingIndex:
         padded slots), read under the same lock as the search: ``(distances, ids, payloads)``.
 
         ``method`` (native backend): ``"scan"`` (linear scan), ``"mih"`` (multi-index hashing,
-        building its tables if needed), or ``"auto"`` (multi-index hashing for ``k <= 64`` when
-        its tables exist and a pilot of the batch shows it pays, else the scan).
+        building its tables if needed), or ``"auto"``: multi-index hashing when its cost model
+        (from n, k, the substring lengths and the distances within a sample of the stored codes)
+        says it is at most half the scan's cost, its tables built once the batches that would
+        have used them had paid for building them; a query that turns out costlier goes to the
+        scan. The answers are the same either way; the choice is logged (``learn2hash.index``,
+        DEBUG). See :meth:`NativeEngine._knn_choice <learn2hash.index.native.NativeEngine>`.
         """
         queries = self._queries(query_codes)
         k = check_int(k, "k", 1)

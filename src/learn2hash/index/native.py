@@ -9,6 +9,7 @@ The engine sees items by position (insertion order, ``0 .. n-1``) and a mask of 
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -18,10 +19,13 @@ from learn2hash.errors import Learn2HashError
 from learn2hash.index import _bitplanes, _kernels, mih
 from learn2hash.index.results import MISSING_DISTANCE, MISSING_ID
 
+log = logging.getLogger("learn2hash.index")
+
 #: ``method=`` values of the native engine.
 METHODS = ("auto", "scan", "mih")
-#: k-NN by multi-index hashing is tried (when its tables exist) only up to this k.
-MIH_KNN_MAX_K = 64
+#: ``method="auto"`` answers a k-NN batch by multi-index hashing when :func:`mih.knn_cost`
+#: estimates it at most this fraction of the scan's cost.
+MIH_KNN_MARGIN = 0.5
 #: Queries of a k-NN batch that test whether multi-index hashing pays before the batch uses it.
 MIH_KNN_PILOT = 8
 #: A k-NN scan starts from thresholds found by a k-NN scan of every PILOT_STRIDE-th block of 256
@@ -49,6 +53,8 @@ class NativeEngine:
         self._n = 0
         self._owned = True
         self._tables: dict[tuple[int, ...], mih.Tables] = {}
+        self._knn_saved = 0.0  # estimated ns the k-NN scans since the last add would have saved with tables
+        self._profile: tuple[tuple[int, ...], mih.Profile] | None = None  # of the codes, for a layout
         self.shape = _bitplanes.Shape(bits)
         self._planes = _bitplanes.zeros(0, self.shape.PB)
 
@@ -71,6 +77,8 @@ class NativeEngine:
             self._n = need
         self._extend_planes(before)
         self._tables.clear()
+        self._knn_saved = 0.0
+        self._profile = None
 
     def _extend_planes(self, before: int) -> None:
         """Bit planes for the codes after the first ``before`` (the block holding code ``before`` is redone)."""
@@ -106,11 +114,51 @@ class NativeEngine:
             return out_d, out_p
         qw = np.ascontiguousarray(as_words(queries))
         todo = np.arange(nq)
-        if method == "mih" or (method == "auto" and kk <= MIH_KNN_MAX_K and self._tables):
-            todo = self._knn_mih(qw, kk, alive, out_d, out_p, threads, pilot=(method == "auto"))
+        tables = self._tables_for_knn(threads) if method == "mih" else None
+        if method == "auto":
+            tables = self._knn_choice(nq, kk, threads)
+        if tables is not None:
+            todo = self._knn_mih(tables, qw, kk, alive, out_d, out_p, threads, pilot=(method == "auto"))
         if todo.size:
             self._knn_scan(qw[todo] if todo.size < nq else qw, kk, alive, threads, out_d, out_p, todo)
+        if tables is not None and log.isEnabledFor(logging.DEBUG):
+            log.debug("k-NN of %d queries (k=%d): multi-index hashing answered %d, the scan %d", nq, kk,
+                      nq - todo.size, todo.size)
         return out_d, out_p
+
+    def _knn_choice(self, nq: int, k: int, threads: int) -> mih.Tables | None:
+        """The tables to answer a k-NN batch with (``method="auto"``), or ``None`` for the scan.
+
+        Multi-index hashing is chosen when :func:`mih.knn_cost` (from ``n``, ``k``, the substring
+        lengths and the distances between pairs of a sample of the codes: :func:`mih.profile`) is at most :data:`MIH_KNN_MARGIN` of :func:`mih.scan_cost`. Tables
+        that do not exist yet are built once the batches answered by the scan since the last
+        :meth:`add` would together have saved what building them costs (ski rental: never more
+        than about twice the better choice's cost). The choice is logged (``learn2hash.index``, DEBUG)."""
+        n = self._n
+        tables = self._closest_tables()
+        lay = tables.layout if tables is not None else mih.knn_layout(n, self.bits)
+        build = 0.0 if tables is not None else mih.build_cost(n, lay)
+        key = tuple(int(v) for v in lay.length)
+        cached = self._profile
+        if cached is None or cached[0] != key:
+            cached = self._profile = (key, mih.profile(self.db, self.bits, lay))
+        prof = cached[1]
+        scan = mih.scan_cost(n, nq, self.bits)
+        cost = mih.knn_cost(n, nq, self.bits, k, lay, prof)
+        use = cost <= MIH_KNN_MARGIN * scan
+        if use and build:
+            # Concurrent searches may each add their saving; a lost update only delays the build.
+            self._knn_saved += scan - cost
+            use = self._knn_saved >= build
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("k-NN of %d queries (k=%d, n=%d, %d bits): %s; estimated scan %.3g ms, multi-index hashing "
+                      "%.3g ms over substrings %s%s", nq, k, n, self.bits,
+                      "multi-index hashing" if use else "scan", scan / 1e6, cost / 1e6, list(key),
+                      f", tables to build: {build / 1e6:.3g} ms, saved so far {self._knn_saved / 1e6:.3g} ms"
+                      if build else "")
+        if not use:
+            return None
+        return tables if tables is not None else self._build(lay, threads)
 
     def _knn_scan(self, qw, k, alive, threads, out_d, out_p, rows) -> None:
         plan = _kernels.Plan.of(qw, self.shape)
@@ -163,9 +211,8 @@ class NativeEngine:
         found = np.where(thr == (self.bits + 1 if start is None else start), run, k).sum(axis=0)
         return sub_d, sub_p, found
 
-    def _knn_mih(self, qw, k, alive, out_d, out_p, threads, pilot: bool) -> np.ndarray:
+    def _knn_mih(self, tables, qw, k, alive, out_d, out_p, threads, pilot: bool) -> np.ndarray:
         """k-NN by multi-index hashing; returns the rows it did not finish (left to the scan)."""
-        tables = self._tables_for_knn(threads)
         nq = qw.shape[0]
         # Automatic use must clearly beat the scan; an explicit request only bounds runaway queries.
         budget = self._budget() // 4 if pilot else 4 * self._budget()
@@ -185,11 +232,17 @@ class NativeEngine:
         out_p[done, :k] = sub_p[done]
         return np.flatnonzero(~done)
 
+    def _closest_tables(self) -> mih.Tables | None:
+        """Of the built tables, those whose substrings are nearest ``log2(n)`` bits long."""
+        tables = list(self._tables.values())
+        if not tables:
+            return None
+        target = np.log2(max(2, self._n))
+        return min(tables, key=lambda t: abs(float(t.layout.length.mean()) - target))
+
     def _tables_for_knn(self, threads: int) -> mih.Tables:
-        if self._tables:
-            target = np.log2(max(2, self._n))
-            return min(self._tables.values(), key=lambda t: abs(float(t.layout.length.mean()) - target))
-        return self._build(mih.knn_layout(self._n, self.bits), threads)
+        tables = self._closest_tables()
+        return tables if tables is not None else self._build(mih.knn_layout(self._n, self.bits), threads)
 
     def _build(self, lay: mih.Layout, threads: int) -> mih.Tables:
         key = tuple(int(v) for v in lay.length)
