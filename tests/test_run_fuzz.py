@@ -270,7 +270,13 @@ def _odd_cases(folder: Path, tmp: Path) -> list:
     return cases
 
 
-def test_odd_files_and_arguments_are_one_line_errors(run_folder, tmp_path, capsys):
+def test_odd_files_and_arguments_are_one_line_errors(run_folder, tmp_path, capsys, monkeypatch):
+    import learn2hash.serve
+
+    def no_server(*a, **k):
+        raise AssertionError("the service must not start")
+
+    monkeypatch.setattr(learn2hash.serve, "serve", no_server)
     cases = _odd_cases(run_folder, tmp_path)
     originals = {p: p.read_bytes() for p in run_folder.rglob("*") if p.is_file() and not p.is_symlink()}
     bad = []
