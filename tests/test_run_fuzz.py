@@ -25,6 +25,8 @@ METRICS = {"map@all": float, "precision_at_radius2": float, "recall_at_radius2":
 HASHER = {"format": str, "version": int, "method": str, "params": dict, "arrays": dict, "state": dict}
 CODES_META = {"format": str, "version": int, "bits": int, "n": int, "file": str}
 INDEX = {"format": str, "version": int, "bits": int, "segments": list, "checksum": str}
+# optional keys (codes saved without provenance are recomputed by a run; an index without a hasher is an
+# older one): only their wrong values are damage
 
 WRONG = {"a list": [1], "a string": "x", "an integer": 7, "a fraction": 0.5, "null": None, "an object": {"k": 1},
          "true": True}
@@ -120,9 +122,19 @@ def _cases(folder: Path, tmp: Path) -> list:
                         ("file elsewhere", {**obj, "file": "../config.json"}),
                         ("file missing", {**obj, "file": obj["file"][:-16] + "000000000000.npy"}),
                         ("checksum wrong", {**obj, "sha256": "0" * 64}), ("version 99", {**obj, "version": 99}),
-                        ("format other", {**obj, "format": "learn2hash-hasher"})]
+                        ("format other", {**obj, "format": "learn2hash-hasher"}),
+                        *[(f"provenance is {label}", {**obj, "provenance": value}) for label, value in
+                          _wrong_values(dict).items()],
+                        ("provenance hasher not a sha256", {**obj, "provenance": {**obj["provenance"],
+                                                                                  "hasher_sha256": "abc"}}),
+                        ("provenance hasher a number", {**obj, "provenance": {**obj["provenance"], "hasher_sha256": 7}}),
+                        ("provenance source a list", {**obj, "provenance": {**obj["provenance"], "source": [1]}}),
+                        ("provenance with an unknown key", {**obj, "provenance": {**obj["provenance"], "x": 1}})]
         if rel == "metrics.json":
             objects += [("topk without its map", {**obj, "topk": 50})]
+        if rel == "index/manifest.json":
+            objects += [(f"hasher_sha256 is {label}", {**obj, "hasher_sha256": value})
+                        for label, value in {**_wrong_values(str), "not a sha256": "xyz"}.items() if value is not None]
         if rel == "config.json":
             objects += [("bits 0", {**obj, "bits": 0}), ("version 99", {**obj, "version": 99}),
                         ("format other", {**obj, "format": "learn2hash-stream"})]
@@ -258,7 +270,13 @@ def _odd_cases(folder: Path, tmp: Path) -> list:
     return cases
 
 
-def test_odd_files_and_arguments_are_one_line_errors(run_folder, tmp_path, capsys):
+def test_odd_files_and_arguments_are_one_line_errors(run_folder, tmp_path, capsys, monkeypatch):
+    import learn2hash.serve
+
+    def no_server(*a, **k):
+        raise AssertionError("the service must not start")
+
+    monkeypatch.setattr(learn2hash.serve, "serve", no_server)
     cases = _odd_cases(run_folder, tmp_path)
     originals = {p: p.read_bytes() for p in run_folder.rglob("*") if p.is_file() and not p.is_symlink()}
     bad = []

@@ -107,7 +107,8 @@ def test_torchvision_file_passing_the_hash_check_is_still_not_unpickled(tmp_path
     cache = tmp_path / "torch" / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     (cache / name).write_bytes(data)
-    monkeypatch.setattr(models.ResNet18_Weights.IMAGENET1K_V1.value, "url", f"https://download.pytorch.org/models/{name}")
+    member = models.ResNet18_Weights.IMAGENET1K_V1
+    monkeypatch.setattr(member.value, "url", f"https://download.pytorch.org/models/{name}")
     with pytest.raises(Learn2HashError) as refused:
         create_backbone("resnet18", (3, 32, 32), weights="IMAGENET1K_V1")
     assert not marker.exists()  # checked first: whatever the error, no code ran

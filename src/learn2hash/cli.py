@@ -966,10 +966,17 @@ def _cmd_serve(args) -> int:
 
 def _check_bind_address(host: str, port: int) -> None:
     """Refuse (one line) a --host that is no address of this machine's resolver or a --port out of range."""
+    import ipaddress
     import socket
 
     if not 0 <= port <= 65535:
         raise Learn2HashError(f"--port must be in 0..65535, got {port}")
+    parts = host.split(".")
+    if len(parts) == 4 and all(p.isdigit() for p in parts):  # numbers: an IPv4 address, never a name to look up
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise Learn2HashError(f"--host {host!r} is not an IPv4 address (four numbers 0..255)") from None
     try:
         socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:

@@ -132,7 +132,8 @@ class Codes:
                 f"packed codes for {bits} bits have non-zero padding in the last {pad} bits of the last byte"
             )
         if provenance is not None and not isinstance(provenance, Provenance):
-            raise Learn2HashError(f"provenance must be a learn2hash.codes.Provenance or None, got {type(provenance).__name__}")
+            raise Learn2HashError(f"provenance must be a learn2hash.codes.Provenance or None, "
+                                  f"got {type(provenance).__name__}")
         self._packed = packed
         self._bits = bits
         self.provenance = provenance

@@ -181,7 +181,8 @@ def read_saved_splits(folder: str | os.PathLike) -> dict[str, Any]:
         if info is None:
             raise CorruptFileError(f"saved splits {path} have no {name!r} split")
         if not isinstance(info, dict):
-            raise CorruptFileError(f"saved splits {path}: split {name!r} is {_atomic.json_type(info)}, expected an object")
+            raise CorruptFileError(f"saved splits {path}: split {name!r} is {_atomic.json_type(info)}, "
+                                   "expected an object")
         _atomic.check_fields(info, f"saved splits {path}: split {name!r}",
                              required={"source": str, "n": int, "sha256": str})
         npy = folder / f"split_{name}.npy"

@@ -304,7 +304,8 @@ class Hasher(abc.ABC):
                                    f"{codes.bits}-bit codes (a damaged or edited hasher.json?)")
         return codes.with_provenance(self.provenance())
 
-    #: the checksum of the saved hasher this one was loaded from or last saved as (see :func:`hasher_checksum`); None: never saved
+    #: the checksum of the saved hasher this one was loaded from or last saved as (see
+    #: :func:`hasher_checksum`); None: never saved
     checksum_: str | None = None
 
     def provenance(self, source: str | None = None, source_sha256: str | None = None) -> Provenance | None:

@@ -456,7 +456,8 @@ class DeepHasher(Hasher):
                                         on_bad_image=on_bad_image or self.on_bad_image,
                                         item_shape=self.input_shape_, progress=progress)
         codes = Codes.from_signs(u.numpy()) if len(u) else Codes.empty(self.bits)
-        return codes.with_provenance(self.provenance()), kept, [{"position": i, "path": p, "error": m} for i, p, m in skipped]
+        skipped = [{"position": i, "path": p, "error": m} for i, p, m in skipped]
+        return codes.with_provenance(self.provenance()), kept, skipped
 
     def _encode(self, x: Any) -> Codes:
         u = self.transform(x)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import logging
 import os
 import re
@@ -45,6 +44,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
+from learn2hash import _atomic
 from learn2hash.errors import Learn2HashError, WeightsDownloadError
 from learn2hash.nn._torchvision import import_torchvision
 from learn2hash.nn.backbones import _PretrainedImageNet, image_spec, stages_by_boundaries
@@ -149,14 +149,6 @@ HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9.]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class WeightsHashError(Learn2HashError):
     """A weights file whose content does not match the sha256 its publisher gave: never read."""
 
@@ -164,7 +156,7 @@ class WeightsHashError(Learn2HashError):
 def check_weights_hash(path: Path, expected: str, what: str, where: str) -> None:
     """Raise :class:`WeightsHashError` unless the sha256 of ``path`` starts with ``expected``
     (``where`` says where that hash comes from, for the message)."""
-    digest = _sha256(path)
+    digest = _atomic.sha256_file(path)
     if not digest.startswith(expected):
         raise WeightsHashError(
             f"{what} weights file {path} does not match the sha256 {expected} of {where} (its own is "
@@ -253,7 +245,8 @@ def hub_weights_file(repo_id: str, filenames: Sequence[str], what: str) -> Path:
     try:
         from huggingface_hub import hf_hub_download, try_to_load_from_cache
     except ImportError:
-        raise Learn2HashError(f"the {what} weights come from the Hugging Face hub: pip install huggingface_hub") from None
+        raise Learn2HashError(f"the {what} weights come from the Hugging Face hub: "
+                              "pip install huggingface_hub") from None
     cache = hub_cache()
     candidates = _safe_first(filenames)
     found = None
@@ -477,8 +470,8 @@ class OpenCLIPNet(_PretrainedImageNet):
     output (the projected image embedding) is the feature vector.
 
     ``pretrained``: an OpenCLIP tag of the model (``"openai"``, ``"laion2b_s34b_b79k"`` ...;
-    from the Hugging Face cache, or downloaded there; hash checked); ``weights``: a local checkpoint of the whole CLIP model or
-    of the image tower alone. Input spec from the model's preprocess config.
+    from the Hugging Face cache, or downloaded there; hash checked); ``weights``: a local checkpoint
+    of the whole CLIP model or of the image tower alone. Input spec from the model's preprocess config.
     """
 
     channels_last = False  # transformer towers reshape their patch grids
@@ -574,7 +567,8 @@ def _openclip_weights_file(tag_cfg: dict, what: str) -> Path:
 for _arch in TORCHVISION_ARCHS:
     register_backbone(BackboneInfo(
         _arch, ("image",), lambda shape, _a=_arch, **o: TorchvisionNet(shape, **{**o, "arch": _a}),
-        f"torchvision {_arch}; weights=NAME (e.g. IMAGENET1K_V1, torch.hub's cache or downloaded, hash checked) or weights=PATH",
+        f"torchvision {_arch}; weights=NAME (e.g. IMAGENET1K_V1, cached or downloaded, hash checked) "
+        "or weights=PATH",
         untrained_options={"untrained": True}))
 register_backbone(BackboneInfo(
     "timm", ("image",), TimmNet, "any timm model (timm:MODEL); pretrained=True or weights=PATH",
