@@ -41,7 +41,6 @@ import json
 import os
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -168,6 +167,30 @@ class _Progress:
 
 
 # ----------------------------------------------------------------------------- the job of an encoding
+ACTIVE = ".active"
+
+
+@contextlib.contextmanager
+def _encoding(work: Path, exclusive: bool = False) -> Iterator[bool]:
+    """A lock on ``work/.active``: encoders hold it shared while they write shards; ``exclusive``
+    (never waiting) tells whether no encoder is alive, so that unfinished files are orphans."""
+    work.mkdir(parents=True, exist_ok=True)
+    fd = os.open(work / ACTIVE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+            held = True
+        except BlockingIOError:
+            held = False
+        except ImportError:  # pragma: no cover - not POSIX: unfinished files are left to age
+            held = not exclusive
+        yield held
+    finally:
+        os.close(fd)
+
+
 class _Job:
     """The files of one ``add_images`` still to encode, in shards of ``shard_size``. Each shard is
     named by a checksum of everything that decides its codes (the hasher, the root, its files with
@@ -218,7 +241,10 @@ class _Job:
 
     def encode(self, rank: int, world: int, progress: Any, workers: int | None) -> None:
         """Encode this rank's unfinished shards (every one in a single process)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        with _encoding(self.folder):
+            self._encode(rank, world, progress, workers)
+
+    def _encode(self, rank: int, world: int, progress: Any, workers: int | None) -> None:
         finished = {i for i in range(self.n_shards) if self.read_shard(i) is not None}
         count = lambda: sum(len(self.files_of(i)) for i in finished)  # noqa: E731
         bar = _Progress(progress if rank == 0 else None, len(self.rel), count())
@@ -540,6 +566,8 @@ class Collection:
             self.last_skipped = []
             self.last_added = np.zeros(0, np.int64)
             if not todo:
+                if rank == 0:
+                    self._collect_work()  # shards a killed run committed but did not delete
                 return self.last_added
             job = _Job(self, todo, shard_size, on_bad_image)
             job.encode(rank, world, progress, workers)
@@ -552,20 +580,22 @@ class Collection:
             return ids
 
     def _commit_job(self, job: _Job) -> np.ndarray:
-        shards = []
-        for i in range(job.n_shards):
-            done = job.read_shard(i)
-            if done is None:
-                raise Learn2HashError(f"shard {i} of the encoding in {job.folder} is missing or damaged; run the "
-                                      "same command again to encode it")
-            shards.append(done)
         new_ids = []
         skipped = []
         with self._writing() as index:
             names = [job.files_of(i) for i in range(job.n_shards)]
             wanted = [_payload(path=n) for part in names for n in part]
             present = index.find_payloads(wanted)  # added by another writer since the job was planned
-            for i, (codes, meta) in enumerate(shards):
+            shards = []
+            for i in range(job.n_shards):
+                done = job.read_shard(i)
+                if done is None:
+                    if all(_payload(path=n) in present for n in names[i]):
+                        continue  # committed by another run of the same files, which deleted the shard
+                    raise Learn2HashError(f"shard {job.keys[i]} of the encoding in {job.folder} is missing or "
+                                          "damaged; run the same command again to encode it")
+                shards.append((i, done))
+            for i, (codes, meta) in shards:
                 kept = np.asarray(meta["kept"], np.int64)
                 payloads = [_payload(path=names[i][k]) for k in kept.tolist()]
                 fresh = np.array([p not in present for p in payloads], bool)
@@ -575,8 +605,44 @@ class Collection:
                 new_ids.append(index.add(Codes.from_packed(codes[fresh], self.bits),
                                          payloads=[p for p, f in zip(payloads, fresh) if f]))
         job.remove()
+        self._collect_work()
         self.last_skipped = skipped
         return np.concatenate(new_ids) if new_ids else np.zeros(0, np.int64)
+
+    def _collect_work(self) -> int:
+        """Delete the finished shards in ``work/`` whose kept files are all in the collection (left by
+        a run killed between its commit and its clean-up) and, when no encoder is alive, the
+        unfinished ones and temporary files of killed writes. Finished shards of an encoding still
+        to be committed are kept. Returns the number of files deleted."""
+        work = self.folder / WORK
+        if not work.is_dir():
+            return 0
+        records = {}
+        for path in work.glob("shard-*.json"):
+            try:
+                meta = _atomic.load_json(path, "collection shard", format=SHARD_FORMAT, versions=(1,),
+                                         required={"kept": list, "files": list})
+                records[path] = [meta["files"][int(k)] for k in meta["kept"]]
+            except (Learn2HashError, OSError, ValueError, IndexError, TypeError):
+                continue
+        deleted = 0
+        with self._write_lock, storage.writer_lock(self._index_dir):
+            present = self._current().find_payloads([_payload(path=n) for kept in records.values() for n in kept])
+            for path, kept in records.items():
+                if all(_payload(path=n) in present for n in kept):
+                    for victim in (path, path.with_suffix(".npy")):  # the record first
+                        with contextlib.suppress(FileNotFoundError):
+                            victim.unlink()
+                            deleted += 1
+        with _encoding(work, exclusive=True) as alone:
+            if alone:
+                for path in work.iterdir():
+                    if path.name.endswith(".tmp") or (path.name.startswith("shard-") and path.suffix == ".npy"
+                                                      and not path.with_suffix(".json").exists()):
+                        with contextlib.suppress(FileNotFoundError):
+                            path.unlink()
+                            deleted += 1
+        return deleted
 
     def add_item(self, image: Any, external_id: str | None = None) -> int:
         """Encode one image and add it; returns its id. ``image``: the bytes of an image file, a
