@@ -155,6 +155,14 @@ def test_add_item_remove_and_reopen(run, photos, tmp_path):
     assert payloads2 == [p for p, k in zip(payloads, keep) if k]
     # the first object sees what the other committed
     assert len(coll) == 14 and coll.info()["segments"] == 1
+    assert coll.ids().tolist() == ids2.tolist()
+    assert coll.items(2, 3) == [{"id": int(i), **coll.item(int(i))} for i in ids2[2:5]]
+    # codes computed elsewhere (a service decoding uploads itself), with their sources
+    new = coll.add_codes(ref[[25, 26]], external_ids=["a", None], paths=[None, names[26]])
+    assert new.tolist() == [18, 19] and coll.items(14) == [
+        {"id": 18, "path": None, "external_id": "a"}, {"id": 19, "path": names[26], "external_id": None}]
+    with pytest.raises(Learn2HashError, match="not both"):
+        coll.add_codes(ref[[1]], external_ids=["a"], paths=[names[1]])
 
 
 def test_hasher_changed_is_refused_in_one_line(run, photos, tmp_path, capsys):

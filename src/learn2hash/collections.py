@@ -661,6 +661,32 @@ class Collection:
         with self._writing() as index:
             return int(index.add(codes, payloads=[_payload(path=path, external_id=external_id)])[0])
 
+    def add_codes(self, codes: Codes, *, paths: Sequence[str | os.PathLike | None] | None = None,
+                  external_ids: Sequence[str | None] | None = None) -> np.ndarray:
+        """Add items whose codes the caller has computed with this collection's hasher (see
+        :meth:`encode`; e.g. a service that decodes uploads itself), with their sources: ``paths``
+        (files under the root) or ``external_ids``, one per code (``None``: no source of that
+        kind). Returns their ids. Nothing checks that the codes come from the collection's hasher:
+        codes of any other hasher would make its searches meaningless."""
+        codes = codes.check_bits(self.bits, "codes to add") if isinstance(codes, Codes) else \
+            Codes.from_packed(np.ascontiguousarray(codes), self.bits)
+        n = len(codes)
+        paths = list(paths) if paths is not None else [None] * n
+        external_ids = list(external_ids) if external_ids is not None else [None] * n
+        if len(paths) != n or len(external_ids) != n:
+            raise Learn2HashError(f"give one path / external id per code ({n}), got {len(paths)} / {len(external_ids)}")
+        payloads = []
+        for path, xid in zip(paths, external_ids):
+            if path is not None and xid is not None:
+                raise Learn2HashError("an item's source is a path or an external id, not both")
+            if xid is not None and not isinstance(xid, str):
+                raise Learn2HashError(f"external ids must be strings, got {type(xid).__name__}")
+            rel = None if path is None else (self._relative(path) if os.path.isabs(os.fspath(path))
+                                             else self._relative(self._abs(Path(os.fspath(path)).as_posix())))
+            payloads.append(_payload(path=rel, external_id=xid))
+        with self._writing() as index:
+            return index.add(codes, payloads=payloads)
+
     def remove(self, ids: Iterable[int] | None = None, paths: Iterable[str | os.PathLike] | None = None,
                external_ids: Iterable[str] | None = None) -> int:
         """Remove items by id, by path (relative to the root, or a path to the file) and by external
@@ -743,6 +769,16 @@ class Collection:
         """``{"id", "path", "external_id"}`` of a stored item (an error when it is not stored)."""
         index = self._current()
         return {"id": int(id), **_source(index.payloads([int(id)])[0])}
+
+    def ids(self) -> np.ndarray:
+        """The ids of the items, in insertion order (``int64``)."""
+        return self._current().ids
+
+    def items(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """``[{"id", "path", "external_id"}]`` of the items ``offset .. offset + limit - 1`` in
+        insertion order, from one committed version (a consistent page)."""
+        ids, payloads = self._current().page(offset, limit)
+        return [{"id": int(i), **_source(p)} for i, p in zip(ids.tolist(), payloads)]
 
     def info(self) -> dict[str, Any]:
         """What the collection holds: items, bits, run, method, hasher checksum, root, index segments,
