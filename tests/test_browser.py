@@ -177,3 +177,108 @@ def test_upload_an_image(server, browser, tmp_path):
     assert distances == sorted(distances)
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "browser_upload.png"))
+
+
+# --------------------------------------------------------------------------- a collection (issue 27.3)
+COLLECTION_KEY = "browser-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def collection_server(tmp_path_factory):
+    """`learn2hash serve --collection` with an API key and --public-read, on a free loopback port."""
+    _require_browser()
+    pytest.importorskip("fastapi")
+    from PIL import Image
+
+    from learn2hash.collections import Collection
+    from learn2hash.runs import train_run
+
+    folder = tmp_path_factory.mktemp("browser-collection")
+    rng = np.random.default_rng(1)
+    for i in range(24):
+        a = rng.integers(0, 90, (36, 48, 3)).astype(np.uint8)
+        a[..., i % 3] += 120
+        (folder / "photos" / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(folder / "photos" / f"c{i % 3}" / f"{i:03d}.jpg", quality=90)
+    run = train_run("csq", "image-folder", 16, folder / "run", progress=False,
+                    params=dict(epochs=1, batch_size=8, backbone_options={"widths": [8, 16]}),
+                    data_params={"path": str(folder / "photos"), "size": 16, "query_per_class": 2})
+    Collection.create(folder / "coll", run.folder, folder / "photos")
+    (folder / "key").write_text(COLLECTION_KEY)
+    port = _free_port()
+    log = open(folder / "serve.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "learn2hash", "serve", "--collection", str(folder / "coll"),
+                             "--port", str(port), "--api-key-file", str(folder / "key"), "--public-read"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, f"server exited: {(folder / 'serve.log').read_text()}"
+            assert time.monotonic() < deadline, "server did not answer /health within 90 s"
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
+                    if json.loads(resp.read())["status"] == "ok":
+                        break
+            except OSError:
+                time.sleep(0.2)
+        yield {"base": base, "folder": folder}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_collection_page_thumbnails_search_add_and_remove(collection_server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from learn2hash.collections import Collection
+
+    base, folder = collection_server["base"], collection_server["folder"]
+    browser.get(base + "/")
+    # the collection's own images, as thumbnails served from under its root
+    WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#browse .photo-card img")) == 24)
+    thumbs = browser.find_elements(By.CSS_SELECTOR, "#browse .photo-card img")
+    WebDriverWait(browser, 30).until(lambda d: all(
+        d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", t) for t in thumbs))
+    assert "24 items" in browser.find_element(By.ID, "run-info").text
+    # search by an uploaded photograph: the cards are the API's answer, in order
+    upload = folder / "photos" / "c1" / "004.jpg"
+    browser.find_element(By.ID, "upload-file").send_keys(str(upload))
+    k_field = browser.find_element(By.ID, "k")
+    k_field.clear()
+    k_field.send_keys("6")
+    browser.find_element(By.ID, "upload-search").click()
+    WebDriverWait(browser, 30).until(
+        lambda d: d.find_element(By.ID, "status").get_attribute("data-state") in ("done", "error"))
+    assert browser.find_element(By.ID, "status").get_attribute("data-state") == "done"
+    cards = browser.find_elements(By.CSS_SELECTOR, "#results .photo-card")
+    boundary = "b0"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"k\"\r\n\r\n6\r\n--{boundary}\r\n"
+            f"Content-Disposition: form-data; name=\"image\"; filename=\"q.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+            ).encode() + upload.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(f"{base}/search", data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        expected = json.loads(resp.read())["results"]
+    assert [int(c.get_attribute("data-id")) for c in cards] == [h["id"] for h in expected]
+    assert [int(c.get_attribute("data-distance")) for c in cards] == [h["distance"] for h in expected]
+    # with the key, add the upload (with an external id), then remove it
+    browser.find_element(By.ID, "api-key").send_keys(COLLECTION_KEY)
+    browser.find_element(By.ID, "use-key").click()
+    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "status").text == "key in use")
+    browser.find_element(By.ID, "external-id").send_keys("from-the-page")
+    browser.find_element(By.ID, "add-item").click()
+    WebDriverWait(browser, 30).until(lambda d: "added as item 24" in d.find_element(By.ID, "status").text)
+    assert Collection.open(folder / "coll").item(24) == {"id": 24, "path": None, "external_id": "from-the-page"}
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "browser_collection.png"))
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, '#browse .photo-card[data-id="24"]'))
+    browser.find_element(By.CSS_SELECTOR, '#browse .photo-card[data-id="24"] .remove').click()
+    WebDriverWait(browser, 30).until(lambda d: "removed item 24" in d.find_element(By.ID, "status").text)
+    assert len(Collection.open(folder / "coll")) == 24

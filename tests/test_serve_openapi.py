@@ -188,3 +188,98 @@ def test_schemathesis_finds_no_contract_violation(which, request, tmp_path):
     assert seconds < TIME_LIMIT, f"schemathesis took {seconds:.0f} s"
     print(f"schemathesis ({which} run): {result['test_cases']['generated']} cases, "
           f"{result['operations']['tested']} operations, {seconds:.1f} s")
+
+
+# --------------------------------------------------------------------------- a collection's service (issue 27.3)
+KEY = "openapi-key-0123456789abcdef"
+COLLECTION_OPERATIONS = {("/health", "GET"), ("/info", "GET"), ("/items", "GET"), ("/items/{item_id}", "GET"),
+                         ("/items/{item_id}/image", "GET"), ("/search", "POST")}
+WRITE_OPERATIONS = {("/items", "POST"), ("/items/{item_id}", "DELETE")}
+
+
+@pytest.fixture(scope="module")
+def collection_folder(tmp_path_factory):
+    from PIL import Image
+
+    from learn2hash.collections import Collection
+
+    folder = tmp_path_factory.mktemp("openapi-collection")
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        a = rng.integers(0, 90, (36, 48, 3)).astype(np.uint8)
+        a[..., i % 3] += 120
+        (folder / "photos" / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(folder / "photos" / f"c{i % 3}" / f"{i:03d}.jpg", quality=90)
+    run = train_run("csq", "image-folder", 16, folder / "run", progress=False,
+                    params=dict(epochs=1, batch_size=8, backbone_options={"widths": [8, 16]}),
+                    data_params={"path": str(folder / "photos"), "size": 16, "query_per_class": 2})
+    Collection.create(folder / "coll", run.folder, folder / "photos")
+    return folder / "coll"
+
+
+@pytest.mark.parametrize("access", ["no key", "key", "public read"])
+def test_collection_openapi_document_is_valid_and_complete(access, collection_folder):
+    import jsonschema_rs
+    import schemathesis
+    from fastapi.routing import APIRoute
+
+    options = {"no key": {}, "key": {"api_key": KEY}, "public read": {"api_key": KEY, "public_read": True}}[access]
+    app = create_app(collection_folder, **options)
+    with TestClient(app) as client:
+        spec = client.get("/openapi.json", headers={"Authorization": f"Bearer {KEY}"}).json()
+    assert spec["openapi"].startswith("3.1")
+    schemathesis.openapi.from_dict(spec).validate()
+    for where, schema in _schema_objects(spec):
+        assert jsonschema_rs.meta.is_valid(schema), (where, schema)
+    routes = {(r.path, m) for r in app.routes if isinstance(r, APIRoute) and r.include_in_schema for m in r.methods}
+    documented = {(path, method.upper()) for path, ops in spec["paths"].items() for method in ops}
+    expected = COLLECTION_OPERATIONS | (WRITE_OPERATIONS if "api_key" in options else set())
+    assert routes == documented == expected
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            secured = "api_key" in options and ((path, method.upper()) in WRITE_OPERATIONS or access == "key")
+            assert ("security" in op) == secured and ("401" in op["responses"]) == secured, (path, method)
+    if "api_key" in options:
+        assert spec["components"]["securitySchemes"]["apiKey"] == {
+            "type": "http", "scheme": "bearer", "description": spec["components"]["securitySchemes"]["apiKey"]["description"]}
+        body = spec["paths"]["/items"]["post"]["requestBody"]["content"]["multipart/form-data"]
+        assert body["schema"]["required"] == ["image"] and body["schema"]["properties"]["external_id"]["maxLength"] == 256
+        assert set(spec["paths"]["/items"]["post"]["responses"]) == {"201", "400", "401", "413", "415", "422"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("access", ["key", "public read"])
+def test_schemathesis_finds_no_contract_violation_on_a_collection(access, collection_folder, tmp_path):
+    """Schemathesis against a live collection service with an API key (sent with every request; its
+    ``ignored_auth`` check also sends requests without it), the write routes included."""
+    import shutil
+
+    folder = tmp_path / "coll"
+    shutil.copytree(collection_folder, folder)  # the run writes to it
+    options = {"api_key": KEY, "public_read": access == "public read"}
+    app = create_app(folder, **options)
+    with TestClient(app) as client:
+        spec = client.get("/openapi.json", headers={"Authorization": f"Bearer {KEY}"}).json()
+    (tmp_path / "openapi.json").write_text(json.dumps(spec))
+    report = tmp_path / "schemathesis.json"
+    st_cli = [sys.executable, "-c", "import sys; from schemathesis.cli import schemathesis; sys.exit(schemathesis())"]
+    env = dict(os.environ, SCHEMATHESIS_HOOKS=str(HOOKS), OMP_NUM_THREADS="1", NO_COLOR="1")
+    from _live import live_server
+
+    with live_server(app) as base:
+        command = st_cli + ["run", str(tmp_path / "openapi.json"), "--url", base, "--checks", "all", "--mode", "all",
+                            "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES), "--workers", "1",
+                            "--phases", "examples,coverage,fuzzing,stateful", "--request-timeout", "20",
+                            "-H", f"Authorization: Bearer {KEY}", "--report", "json",
+                            "--report-json-path", str(report)]
+        t0 = time.monotonic()
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=TIME_LIMIT * 3)
+        seconds = time.monotonic() - t0
+    output = done.stdout[-6000:] + done.stderr[-2000:]
+    result = json.loads(report.read_text())
+    assert result["exit_code"] == 0 and done.returncode == 0, output
+    assert result["failures"] == [] and result["errors"] == [], output
+    assert result["operations"]["tested"] == result["operations"]["total"] == 8, result["operations"]
+    assert result["test_cases"]["generated"] >= 200, result["test_cases"]
+    assert seconds < TIME_LIMIT * 2, f"schemathesis took {seconds:.0f} s"
+    print(f"schemathesis (collection, {access}): {result['test_cases']['generated']} cases, {seconds:.1f} s")

@@ -551,6 +551,7 @@ class CollectionService:
                                     f"limit={limit}")
         index = _collection_index(self.collection)
         ids = index.ids
+        offset = min(offset, ids.size)
         page = ids[offset:offset + limit]
         payloads = index.payloads(page) if page.size else []
         return {"total": int(ids.size), "offset": offset,
