@@ -183,3 +183,38 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     for epoch in ("0", "1"):  # each process trains on its own half of the 500 items
         a, b = set(r0["seen"][epoch]), set(r1["seen"][epoch])
         assert not a & b and len(a) == len(b) == 250 and a | b == set(range(500))
+
+
+def test_eval_every_records_one_evaluation_per_n_epochs_and_reports_their_best(tmp_path, capsys):
+    import json
+
+    from learn2hash import cli
+
+    out = tmp_path / "run"
+    code = cli.main(["train", "--method", "csq", "--dataset", "digits", "--bits", "16", "--epochs", "5",
+                     "--eval-every", "2", "--out", str(out), "--no-progress",
+                     "--param", 'backbone_options={"widths": [8, 16]}'])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    history = json.loads((out / "history.json").read_text())
+    history = history["history"] if isinstance(history, dict) else history
+    evaluated = {r["epoch"]: r["evaluation"] for r in history if "evaluation" in r}
+    assert sorted(evaluated) == [2, 4, 5]            # every 2nd epoch, and the last
+    metrics = json.loads((out / "metrics.json").read_text())
+    topk = metrics["topk"]
+    values = {e: ev[f"map@{topk}"] for e, ev in evaluated.items()}
+    best = metrics["best_of_evaluations"]
+    assert best["value"] == max(values.values()) and values[best["epoch"]] == best["value"]
+    assert best["evaluations"] == 3 and best["every"] == 2 and "reference code's protocol" in best["protocol"]
+    # the evaluation after the last epoch is the run's own figure (same weights, same codes)
+    assert values[5] == pytest.approx(metrics[f"map@{topk}"], abs=1e-12)
+    assert "evaluations (every 2 epochs)" in printed and "reference code's protocol" in printed
+    # evaluating along the way leaves the training as it was: the same codes as a run without it
+    assert cli.main(["train", "--method", "csq", "--dataset", "digits", "--bits", "16", "--epochs", "5",
+                     "--out", str(tmp_path / "plain"), "--no-progress",
+                     "--param", 'backbone_options={"widths": [8, 16]}']) == 0
+    capsys.readouterr()
+    for split in ("query", "database"):
+        assert (out / "codes" / f"{split}.npy").read_bytes() == (tmp_path / "plain" / "codes" / f"{split}.npy").read_bytes()
+    assert cli.main(["train", "--method", "csq", "--dataset", "digits", "--eval-every", "-1",
+                     "--out", str(tmp_path / "bad")]) == 2

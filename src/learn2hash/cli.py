@@ -163,6 +163,10 @@ def _print_metrics(metrics: dict, file=None) -> None:
             rows.append({"metric": metric_name(key), "value": f"{metrics[key]:.1f}"})
     rows.append({"metric": metric_name("ties"), "value": metrics.get("ties", "")})
     _print_table(rows, ["metric", "value"], file=file)
+    best = metrics.get("best_of_evaluations")
+    if best:
+        print(f"best {metric_name(best['metric'])} of {best['evaluations']} evaluations (every {best['every']} "
+              f"epochs): {best['value']:.4f} after epoch {best['epoch']} - {best['protocol']}", file=file)
 
 
 @command
@@ -188,6 +192,10 @@ def _add_train(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder's configuration")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_features_flags(p)
+    p.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="also evaluate on the query split after every N-th epoch and the last; the best of these "
+                        "is reported as the reference code's protocol, beside the figure after the last epoch "
+                        "(default 0: only the final evaluation)")
     _add_json_flag(p)
     p.set_defaults(func=_cmd_train)
 
@@ -253,7 +261,7 @@ def _cmd_train(args) -> int:
     run = train_run(args.method, args.dataset, args.bits, args.out, protocol=args.protocol, seed=args.seed,
                     params=params, data_params=data_params, topk=args.topk if args.topk is not None else "default",
                     resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
-                    log=lambda msg: print(msg, file=sys.stderr), features=features)
+                    log=lambda msg: print(msg, file=sys.stderr), features=features, eval_every=args.eval_every)
     if run is None:  # a non-zero rank under torchrun
         return 0
     evaluated = (run.folder / "metrics.json").exists()
@@ -1104,6 +1112,9 @@ def _cmd_reproduce(args) -> int:
     print(f"{r.method}, {args.bits} bits, {r.dataset} [{r.protocol}] -> {result['run']}"
           + ("  (quick run: not comparable with the published figures)" if args.quick else ""))
     _print_table(result["rows"], ["metric", "this run", "paper", "reference code"])
+    if any("-best-of-" in row["metric"] for row in result["rows"]):
+        print(f"note: -best-of-N is the reference code's protocol: the best of the evaluations on the query split "
+              f"every {r.eval_every} epochs (the queries choose the epoch); the first line is after the last epoch")
     if r.notes:
         print(f"note: {r.notes}")
     return 0

@@ -168,6 +168,9 @@ class TrainTask(Protocol):
 
     def on_epoch_end(self, epoch: int, model: nn.Module) -> None: ...
 
+    # optional: ``epoch_record(epoch, model) -> dict``, more entries for the epoch's history record
+    # (on the main process only; e.g. an evaluation on the query split)
+
     def extra_state(self) -> dict[str, Any]: ...
 
     def load_extra_state(self, state: dict[str, Any]) -> None: ...
@@ -771,6 +774,8 @@ def _train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config
         task.on_epoch_end(epoch, model)
         record = {"epoch": epoch + 1, **{k: v / max(count, 1) for k, v in sums.items()},
                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+        if info.is_main and hasattr(task, "epoch_record"):  # e.g. an evaluation on the query split
+            record.update(task.epoch_record(epoch, model))
         if epoch_skipped:
             record["skipped_images"] = epoch_skipped
         history.append(record)

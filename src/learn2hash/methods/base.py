@@ -85,6 +85,10 @@ class FitContext:
     place for the checkpoints; ``resume``: continue from the checkpoint there; ``progress``: show
     progress bars (None: when stderr is a terminal); ``log``: where the run's messages go;
     ``report_dir``: another place for the plots a fit draws (see :meth:`reports`).
+    ``evaluate_every`` / ``evaluate``: deep methods call ``evaluate(encode)`` after every
+    ``evaluate_every``-th epoch and after the last (``encode(x)`` gives the codes of items ``x`` under
+    the weights of that moment) and record the figures it returns in that epoch's history entry
+    (``learn2hash train --eval-every N``; the reference code's protocol).
     Methods that need none of it (the shallow ones) ignore it.
     """
 
@@ -94,6 +98,8 @@ class FitContext:
     progress: bool | None = None
     log: Callable[[str], None] | None = None
     report_dir: Path | None = None
+    evaluate_every: int = 0
+    evaluate: Callable[[Callable[[Any], Any]], dict[str, float]] | None = None
 
     def checkpoints(self) -> Path | None:
         """Where checkpoints go: ``checkpoint_dir``, else ``folder/checkpoints``, else nowhere."""

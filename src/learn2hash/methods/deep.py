@@ -171,6 +171,23 @@ class TrainingTask:
     def on_epoch_end(self, epoch: int, model: torch.nn.Module) -> None:
         self.hasher.on_epoch_end(self, epoch)
 
+    def epoch_record(self, epoch: int, model: torch.nn.Module) -> dict[str, Any]:
+        """What the context's ``evaluate`` gives after every ``evaluate_every``-th epoch and the last."""
+        every, evaluate = int(self.context.evaluate_every or 0), self.context.evaluate
+        last = epoch + 1 == int(self.hasher.epochs)
+        if evaluate is None or every <= 0 or not ((epoch + 1) % every == 0 or last):
+            return {}
+        network = self.scratch.network  # the whole network (the head is shared with a frozen-feature model)
+        hasher = self.hasher
+
+        def encode(x: Any) -> Codes:
+            u, _, _ = encode_items(network, x, int(hasher.encode_batch_size), self.device(),
+                                   workers=hasher.workers, amp=hasher.amp, item_shape=hasher.input_shape_,
+                                   on_bad_image="blank" if hasher.on_bad_image == "skip" else hasher.on_bad_image)
+            return Codes.from_signs(u.numpy()) if len(u) else Codes.empty(hasher.bits)
+
+        return {"evaluation": dict(evaluate(encode))}
+
     def extra_state(self) -> dict[str, Any]:
         return self.hasher.extra_state(self)
 
@@ -347,6 +364,7 @@ class DeepHasher(Hasher):
                                 self._feature_split(model, split, context))
         else:
             task = TrainingTask(self, split, context, model, split)
+        task.scratch.network = model
         self._prepare(task)
         if self.head_init == "standardized":
             self._standardize_head(task, config)

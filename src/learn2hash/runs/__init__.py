@@ -55,7 +55,24 @@ METRICS_OPTIONAL = {"topk": (int, type(None)), "pr_curve": dict, "precision_at_n
                     "encode_seconds": (float, type(None)), "epochs": (int, type(None)),
                     "seconds_per_epoch": (float, type(None))}
 #: metrics.json keys that come from training, kept when a run is evaluated again
-TRAINING_METRICS = ("train_seconds", "encode_seconds", "epochs", "seconds_per_epoch", "skipped_images")
+TRAINING_METRICS = ("train_seconds", "encode_seconds", "epochs", "seconds_per_epoch", "skipped_images",
+                    "best_of_evaluations")
+#: how ``best_of_evaluations`` is labelled: not the figure after the last epoch
+REFERENCE_PROTOCOL = ("the reference code's protocol: the best of the evaluations on the query split made every "
+                      "{every} epochs (the queries choose the epoch; the run's own figure is the one after the "
+                      "last epoch)")
+
+
+def best_of_evaluations(history: list[dict[str, Any]], every: int) -> dict[str, Any] | None:
+    """The best figure of the per-epoch evaluations in ``history`` (``train --eval-every``), labelled as
+    the reference code's protocol; None when no epoch was evaluated."""
+    evaluated = [(r["epoch"], r["evaluation"]) for r in history if r.get("evaluation")]
+    if not evaluated:
+        return None
+    metric = next(iter(evaluated[0][1]))
+    epoch, best = max(((e, float(ev[metric])) for e, ev in evaluated), key=lambda t: (t[1], -t[0]))
+    return {"metric": metric, "value": best, "epoch": epoch, "evaluations": len(evaluated), "every": int(every),
+            "protocol": REFERENCE_PROTOCOL.format(every=int(every))}
 
 
 class Run:
@@ -257,7 +274,7 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
               seed: int = 0, params: dict[str, Any] | None = None, data_params: dict[str, Any] | None = None,
               topk: int | None | str = "default", resume: bool = False, overwrite: bool = False,
               progress: bool = True, log: Callable[[str], None] | None = None,
-              features: dict[str, Any] | None = None) -> Run | None:
+              features: dict[str, Any] | None = None, eval_every: int = 0) -> Run | None:
     """Train ``method`` on ``dataset``, save everything in run folder ``out``, evaluate, return the run.
 
     ``features``: parameters of an :class:`~learn2hash.features.ImageFeatures` stage in front of the
@@ -265,6 +282,11 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
     then encodes raw images itself. Data without labels (an unlabelled split) trains unsupervised
     methods; the evaluation, which needs labels, is skipped with a note (no ``metrics.json``), and a
     supervised method is refused before anything is written.
+
+    ``eval_every``: N > 0 evaluates the query codes against the database codes (mAP at the run's
+    cutoff) after every N-th epoch and after the last, records each figure in the history
+    (``"evaluation"``) and their best in the metrics as ``best_of_evaluations``, labelled as the
+    reference code's protocol; the run's figures stay those after the last epoch.
 
     Under ``torchrun`` every process trains its shard; only rank 0 writes the folder and returns the
     :class:`Run` (the others return ``None``).
@@ -327,8 +349,24 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
             folder.save_splits(ds)
         log(ds.summary())
 
+        evaluation = None
+        if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
+            raise Learn2HashError(f"eval_every must be a whole number of epochs >= 0, got {eval_every!r}")
+        if eval_every:
+            from learn2hash.metrics import evaluate as _evaluate
+
+            cut = default_topk(dataset, ds.protocol) if topk == "default" else topk
+            key = f"map@{cut}" if cut else "map@all"
+
+            def evaluation(encode: Callable[[Any], Any]) -> dict[str, float]:
+                q, db = encode(ds.query.x), encode(ds.database.x)
+                value = _evaluate(q, ds.query.labels, db, ds.database.labels, topk=cut)["map"]
+                log(f"evaluation on the query split: {key} {value:.4f}")
+                return {key: float(value)}
+
         t0 = time.perf_counter()
-        hasher.fit(ds.train, context=FitContext(folder=out, resume=resume, progress=progress, log=log))
+        hasher.fit(ds.train, context=FitContext(folder=out, resume=resume, progress=progress, log=log,
+                                                evaluate_every=int(eval_every), evaluate=evaluation))
         train_seconds = time.perf_counter() - t0
         if not is_main_process():
             return None
@@ -351,7 +389,9 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
         if ds.query.labels.shape[1] == 0 or ds.database.labels.shape[1] == 0:
             log(f"{dataset}: no labels, so no evaluation (mAP needs them); codes are in {out / 'codes'}")
             return run
+        best = best_of_evaluations(history or [], eval_every) if eval_every else None
         run.evaluate(topk=topk, extra={"train_seconds": train_seconds, "encode_seconds": encode_seconds,
+                                       **({"best_of_evaluations": best} if best else {}),
                                        "epochs": epochs, **({"skipped_images": len(skipped)} if skipped else {}),
                                        "seconds_per_epoch": (train_seconds / epochs) if epochs else None})
         return run
