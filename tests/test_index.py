@@ -159,7 +159,9 @@ def test_bit_planes_built_piece_by_piece_equal_planes_built_at_once():
     pieces = HammingIndex(72, threads=1)
     for lo, hi in [(0, 1), (1, 255), (255, 256), (256, 700), (700, 1300)]:
         pieces.add(Codes.from_bits(db_bits[lo:hi]))
+        pieces._engine._sync_planes()  # planes are built lazily: extend them after each piece
     a, b = whole._engine, pieces._engine
+    a._sync_planes()
     blocks = -(-1300 // _bitplanes.BLOCK)
     np.testing.assert_array_equal(a._planes[:blocks], b._planes[:blocks])
     assert a._planes.ctypes.data % 64 == 0 and b._planes.ctypes.data % 64 == 0

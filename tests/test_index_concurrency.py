@@ -166,6 +166,8 @@ ZYGOTE = textwrap.dedent("""
     {codes_for}
     folder = sys.argv[1]
     HammingIndex.load(folder, threads=1).search(Codes(np.zeros((1, 8), np.uint8), 64), 1)  # warm
+    import gc
+    gc.freeze()  # else a child's first collection walks (and copies) the whole inherited heap: 0.1-0.3 s
     print("ready", flush=True)
     for line in sys.stdin:  # one line per child: the first batch it appends
         batch = int(line)

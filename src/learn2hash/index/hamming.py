@@ -248,7 +248,8 @@ class HammingIndex:
 
     def _all_ids(self) -> np.ndarray:
         if self._ids_cache is None:
-            self._ids_cache = np.concatenate(self._ids_parts) if self._ids_parts else np.zeros(0, np.int64)
+            parts = self._ids_parts  # one part (a loaded segment, maybe memory-mapped) is used as it is
+            self._ids_cache = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, np.int64)
         return self._ids_cache
 
     def _id_lookup(self) -> tuple[np.ndarray, np.ndarray]:
@@ -256,7 +257,11 @@ class HammingIndex:
             ids = self._all_ids()
             pos = np.flatnonzero(self._removed == 0) if self._n_removed else np.arange(self._n)
             order = np.argsort(ids[pos], kind="stable")
-            self._lookup = (ids[pos][order], pos[order])
+            sorted_ids = ids[pos][order]
+            if sorted_ids.size and (sorted_ids[0] < 0 or np.any(sorted_ids[1:] == sorted_ids[:-1])):
+                raise Learn2HashError(f"index{'' if self._folder is None else ' ' + str(self._folder)} has negative or "
+                                      "repeated ids (damaged)")
+            self._lookup = (sorted_ids, pos[order])
         return self._lookup
 
     def _alive_mask(self) -> np.ndarray:
@@ -433,6 +438,8 @@ class HammingIndex:
         out = np.full(positions.shape, MISSING_ID, np.int64)
         ok = positions >= 0
         out[ok] = ids[positions[ok]]
+        if np.any(out[ok] < 0):  # stored ids are checked here, and on the first look-up by id, not at load
+            raise Learn2HashError(f"index{'' if self._folder is None else ' ' + str(self._folder)} has negative ids (damaged)")
         return out
 
     # ------------------------------------------------------------------------ persistence
@@ -471,8 +478,12 @@ class HammingIndex:
              threads: int | None = None, verify: bool = True, **options) -> "HammingIndex":
         """Open a saved index. ``mmap=True`` maps the segments instead of reading them (a single
         segment of a multiple of 64 bits is then searched in place); ``verify`` checks every file
-        against its sha256. ``backend`` defaults to the one it was saved with. Never waits for a
-        writer of the folder."""
+        against its sha256, which reads every byte once (through the page cache, not into this
+        process's memory; see benchmarks/RESULTS.md for its cost at 10**8 codes). ``backend``
+        defaults to the one it was saved with. Never waits for a writer of the folder.
+
+        Loading reads no codes and no ids: the native backend builds its bit planes on the first
+        scan, and ids are checked (no repeats, none negative) when first looked up."""
         stored = storage.read(folder, mmap=mmap, verify=verify)
         index = cls(stored.bits, backend=backend or stored.backend, threads=threads, **options)
         for seg in stored.segments:
@@ -481,9 +492,6 @@ class HammingIndex:
             index._ids_parts.append(seg.ids)
             index._n += len(seg)
         index._next_id = stored.next_id
-        all_ids = index._all_ids()
-        if all_ids.size and (all_ids.min() < 0 or np.unique(all_ids).size != all_ids.size):
-            raise Learn2HashError(f"saved index {folder} has negative or repeated ids (damaged)")
         if stored.removed.size:
             index._removed = np.zeros(index._n, np.uint8)
             index._removed[stored.removed] = 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 
 import numpy as np
 
@@ -42,7 +43,9 @@ PILOT_MIN_BLOCKS = 8
 class NativeEngine:
     """Codes as a growable ``uint64[n, W]`` word array (a zero-copy view of a single loaded segment
     when the code length is a multiple of 64) and their bit planes, with multi-index tables built
-    on demand."""
+    on demand. Words are joined and planes built when a search first needs them, under a lock of
+    their own: concurrent searches are safe; :meth:`add` must not run at the same time as a
+    search (:class:`~learn2hash.index.HammingIndex` holds its write lock for it)."""
 
     name = "native"
 
@@ -57,28 +60,57 @@ class NativeEngine:
         self._profile: tuple[tuple[int, ...], mih.Profile] | None = None  # of the codes, for a layout
         self.shape = _bitplanes.Shape(bits)
         self._planes = _bitplanes.zeros(0, self.shape.PB)
+        self._planes_n = 0  # codes the planes hold
+        self._pending: list[np.ndarray] = []  # word arrays added since the last search
+        self._sync_lock = threading.RLock()
 
     # ------------------------------------------------------------------------ data
     def add(self, packed: np.ndarray) -> None:
-        """Append codes (packed ``uint8[m, ceil(bits/8)]``) after the current ones."""
+        """Append codes (packed ``uint8[m, ceil(bits/8)]``, not changed afterwards: the caller
+        hands them over) after the current ones. Nothing is copied or read here: the words are
+        joined when a search first needs them, and the bit planes built when a scan does, so
+        loading a memory-mapped index reads none of its codes."""
         words = as_words(packed)
-        m = words.shape[0]
-        before = self._n
-        if self._n == 0 and words.base is not None and not words.flags.writeable:
-            # A read-only view (a memory-mapped segment): use it as it is until something is added.
-            self._words, self._n, self._owned = words, m, False
-        else:
-            need = self._n + m
-            if not self._owned or need > self._words.shape[0]:
-                grown = np.zeros((max(need, 2 * self._words.shape[0], 1024), self.W), np.uint64)
-                grown[: self._n] = self._words[: self._n]
-                self._words, self._owned = grown, True
-            self._words[self._n : need] = words
-            self._n = need
-        self._extend_planes(before)
+        if words.shape[0] == 0:
+            return
+        self._pending.append(words)
+        self._n += words.shape[0]
         self._tables.clear()
         self._knn_saved = 0.0
         self._profile = None
+
+    def _join(self) -> None:
+        """Fold the codes added since the last search into ``_words`` (a single first part, such
+        as a memory-mapped segment, is used in place until more is added). Safe to call from
+        concurrent searches."""
+        if not self._pending:
+            return
+        with self._sync_lock:
+            if not self._pending:
+                return
+            have = self._n - sum(p.shape[0] for p in self._pending)
+            if have == 0 and len(self._pending) == 1:
+                self._words, self._owned = self._pending[0], False
+            else:
+                need = self._n
+                if not self._owned or need > self._words.shape[0]:
+                    grown = np.zeros((max(need, 2 * self._words.shape[0], 1024), self.W), np.uint64)
+                    grown[:have] = self._words[:have]
+                    self._words, self._owned = grown, True
+                for part in self._pending:
+                    self._words[have : have + part.shape[0]] = part
+                    have += part.shape[0]
+            self._pending = []  # last: a search that sees no pending part sees the joined words
+
+    def _sync_planes(self) -> np.ndarray:
+        """The bit planes, brought up to date with every code (built on the first scan after an
+        add, only for the codes added since). Safe to call from concurrent searches."""
+        if self._planes_n < self._n:
+            with self._sync_lock:
+                if self._planes_n < self._n:
+                    self._extend_planes(self._planes_n)
+                    self._planes_n = self._n
+        return self._planes
 
     def _extend_planes(self, before: int) -> None:
         """Bit planes for the codes after the first ``before`` (the block holding code ``before`` is redone)."""
@@ -100,6 +132,7 @@ class NativeEngine:
     @property
     def db(self) -> np.ndarray:
         """The flat ``uint64[n * W]`` words of the stored codes."""
+        self._join()
         return self._words[: self._n].reshape(-1)
 
     # ------------------------------------------------------------------------ search
@@ -161,6 +194,7 @@ class NativeEngine:
         return tables if tables is not None else self._build(lay, threads)
 
     def _knn_scan(self, qw, k, alive, threads, out_d, out_p, rows) -> None:
+        self._sync_planes()
         plan = _kernels.Plan.of(qw, self.shape)
         start = self._pilot_thresholds(plan, k, threads)
         sub_d, sub_p, found = self._knn_pass(plan, self._planes, self._n, alive, k, threads, start)
@@ -294,6 +328,7 @@ class NativeEngine:
         queries with more hits are scanned again with room for all of them."""
         nq = qw.shape[0]
         cap = 64
+        self._sync_planes()
         plan = _kernels.Plan.of(qw, self.shape)
         cnt, hd, hp = self._range_pass(plan, radius, alive, threads, cap)
         over = cnt.max(axis=0) > cap
