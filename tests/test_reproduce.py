@@ -15,7 +15,8 @@ from test_datasets_cifar import fixture_pool, write_binary
 def test_recipes_cover_the_papers_main_settings():
     assert set(recipes.RECIPES) == {("csq", "imagenet-100"), ("csq", "coco"), ("csq", "nus-wide-21"),
                                     ("dhn", "cifar10"), ("dhn", "nus-wide-21"), ("lemon", "mirflickr-25k-mat"),
-                                    ("lemon", "nus-wide-mat"), ("orthohash", "imagenet-100")}
+                                    ("lemon", "nus-wide-mat"), ("orthohash", "imagenet-100"),
+                                    *((m, d) for m in ("lsh", "itq", "sdh") for d in ("fashion-mnist", "cifar10"))}
     csq = recipes.recipe("csq", "imagenet-100")
     assert csq.params["backbone"] == "resnet50" and csq.params["backbone_options"] == {"weights": "IMAGENET1K_V1"}
     assert (csq.params["optimizer"], csq.params["lr"], csq.params["batch_size"], csq.params["lam"]) == \
