@@ -254,6 +254,7 @@ def test_edit_commits_a_block_and_threads_take_turns(run, photos, tmp_path):
         coll.remove(ids=[0])
         coll.add_images([photos / names[6]], workers=0)
     assert len(Collection.open(tmp_path / "c")) == 6
+    assert [p.name for p in (tmp_path / "c" / "work").iterdir()] == [".active"]  # its shards, once committed
     # threads of one process (one shared object) and a second object add at once: nothing lost
     shared, other = Collection.open(tmp_path / "c"), Collection.open(tmp_path / "c")
     arrays = [np.asarray(Image.open(photos / n).convert("RGB")) for n in names[10:22]]

@@ -364,6 +364,8 @@ class Collection:
                     _atomic.save_json(folder / META, meta)
                 _barrier(world)
             coll = cls.open(folder)
+            if getattr(run_obj, "_hasher", None) is not None:  # loaded above: the same file, just checked
+                coll._hasher = run_obj._hasher
             coll.add_images(images, on_bad_image=on_bad_image, shard_size=shard_size, progress=progress,
                             workers=workers)
         return coll
@@ -413,6 +415,8 @@ class Collection:
                 raise
             finally:
                 coll._edit_owner = None
+            if (coll.folder / WORK).is_dir():
+                coll._collect_work()  # the shards of images added in the block, now committed
 
     # ------------------------------------------------------------------ properties
     @property
@@ -604,8 +608,9 @@ class Collection:
                     continue
                 new_ids.append(index.add(Codes.from_packed(codes[fresh], self.bits),
                                          payloads=[p for p, f in zip(payloads, fresh) if f]))
-        job.remove()
-        self._collect_work()
+        if self._edit_owner != threading.get_ident():  # in an edit block: once the block is committed
+            job.remove()
+            self._collect_work()
         self.last_skipped = skipped
         return np.concatenate(new_ids) if new_ids else np.zeros(0, np.int64)
 
