@@ -528,10 +528,12 @@ class Collection:
 
     def _relative(self, path: str | os.PathLike, what: str = "image") -> str:
         """``path`` (absolute, or relative to the current folder) as a path relative to the root."""
-        root = self.meta["root"]
+        root = self.meta["root"]  # resolved when the collection was made
         full = os.path.abspath(os.fspath(path))
         rel = os.path.relpath(full, root)
-        if rel == os.curdir or rel.startswith(os.pardir + os.sep) or rel == os.pardir or os.path.isabs(rel):
+        if rel.split(os.sep)[0] == os.pardir:  # given through a link to the root (or one of its parents)?
+            rel = os.path.relpath(os.path.join(os.path.realpath(os.path.dirname(full)), os.path.basename(full)), root)
+        if rel == os.curdir or rel.split(os.sep)[0] == os.pardir or os.path.isabs(rel):
             raise Learn2HashError(f"{what} {path} lies outside the collection's root {root}: a collection holds "
                                   "files under its root only (make a new collection with a root above both)")
         return Path(rel).as_posix()
