@@ -543,11 +543,19 @@ class Collection:
         in order, each once."""
         from learn2hash import images
 
-        if isinstance(source, (str, os.PathLike)):
-            _, files = images.list_images(source)
-        else:
-            files = [Path(p) for p in source]
-        rel = [self._relative(p) for p in files]
+        if not isinstance(source, (str, os.PathLike)):
+            return list(dict.fromkeys(self._relative(p) for p in source))
+        src_root, names = images.list_image_names(source)
+        base = os.path.relpath(os.path.realpath(src_root), self.meta["root"])
+        if base.split(os.sep)[0] == os.pardir:
+            base = None  # outside the root: each file says so below
+        rel = []
+        for name in names:  # plain strings: a listing of millions stays small
+            if base is not None and not os.path.isabs(name) and os.path.normpath(name) == name \
+                    and name.split("/")[0] != os.pardir:
+                rel.append(name if base == os.curdir else f"{Path(base).as_posix()}/{name}")
+            else:
+                rel.append(self._relative(os.path.join(src_root, name)))
         return list(dict.fromkeys(rel))
 
     # ------------------------------------------------------------------ changes
