@@ -362,6 +362,8 @@ class Collection:
                     _atomic.save_json(folder / META, meta)
                 _barrier(world)
             coll = cls.open(folder)
+            if getattr(run_obj, "_hasher", None) is not None:  # loaded above: the same file, just checked
+                coll._hasher = run_obj._hasher
             coll.add_images(images, on_bad_image=on_bad_image, shard_size=shard_size, progress=progress,
                             workers=workers)
         return coll
@@ -411,6 +413,8 @@ class Collection:
                 raise
             finally:
                 coll._edit_owner = None
+            if (coll.folder / WORK).is_dir():
+                coll._collect_work()  # the shards of images added in the block, now committed
 
     # ------------------------------------------------------------------ properties
     @property
@@ -522,10 +526,12 @@ class Collection:
 
     def _relative(self, path: str | os.PathLike, what: str = "image") -> str:
         """``path`` (absolute, or relative to the current folder) as a path relative to the root."""
-        root = self.meta["root"]
+        root = self.meta["root"]  # resolved when the collection was made
         full = os.path.abspath(os.fspath(path))
         rel = os.path.relpath(full, root)
-        if rel == os.curdir or rel.startswith(os.pardir + os.sep) or rel == os.pardir or os.path.isabs(rel):
+        if rel.split(os.sep)[0] == os.pardir:  # given through a link to the root (or one of its parents)?
+            rel = os.path.relpath(os.path.join(os.path.realpath(os.path.dirname(full)), os.path.basename(full)), root)
+        if rel == os.curdir or rel.split(os.sep)[0] == os.pardir or os.path.isabs(rel):
             raise Learn2HashError(f"{what} {path} lies outside the collection's root {root}: a collection holds "
                                   "files under its root only (make a new collection with a root above both)")
         return Path(rel).as_posix()
@@ -535,12 +541,22 @@ class Collection:
         in order, each once."""
         from learn2hash import images
 
-        if isinstance(source, (str, os.PathLike)):
-            _, files = images.list_images(source)
-        else:
-            files = [Path(p) for p in source]
-        rel = [self._relative(p) for p in files]
-        return list(dict.fromkeys(rel))
+        if not isinstance(source, (str, os.PathLike)):
+            return list(dict.fromkeys(self._relative(p) for p in source))
+        src_root, names = images.list_image_names(source)
+        base = os.path.relpath(os.path.realpath(src_root), self.meta["root"])
+        if base.split(os.sep)[0] == os.pardir:
+            base = None  # outside the root: each file says so below
+        prefix = None if base is None or base == os.curdir else Path(base).as_posix() + "/"
+        for i, name in enumerate(names):  # in place, plain strings: a listing of millions stays small
+            if base is not None and not os.path.isabs(name) and os.path.normpath(name) == name \
+                    and name.split("/")[0] != os.pardir:
+                if prefix:
+                    names[i] = prefix + name
+            else:
+                names[i] = self._relative(os.path.join(src_root, name))
+        # a folder's walk names each file once; a list may repeat one
+        return names if Path(source).is_dir() else list(dict.fromkeys(names))
 
     # ------------------------------------------------------------------ changes
     def add_images(self, images: Any, *, on_bad_image: str = "error", shard_size: int = DEFAULT_SHARD_SIZE,
@@ -558,9 +574,14 @@ class Collection:
             raise Learn2HashError(f"shard_size must be an integer >= 1, got {shard_size!r}")
         rel = self._files(images)
         with _process_group() as (rank, world):
-            present = self._current().find_payloads([_payload(path=r) for r in rel])
-            todo = [r for r in rel if _payload(path=r) not in present]
-            del present
+            index = self._current()
+            if len(index):  # leave out what is in the collection already
+                present = index.find_payloads(_payload(path=r) for r in rel)
+                todo = [r for r in rel if _payload(path=r) not in present]
+                del present
+            else:
+                todo = rel
+            del rel, index
             self.last_skipped = []
             self.last_added = np.zeros(0, np.int64)
             if not todo:
@@ -582,8 +603,8 @@ class Collection:
         skipped = []
         with self._writing() as index:
             names = [job.files_of(i) for i in range(job.n_shards)]
-            wanted = [_payload(path=n) for part in names for n in part]
-            present = index.find_payloads(wanted)  # added by another writer since the job was planned
+            # added by another writer since the job was planned
+            present = index.find_payloads(_payload(path=n) for part in names for n in part) if len(index) else {}
             shards = []
             for i in range(job.n_shards):
                 done = job.read_shard(i)
@@ -602,8 +623,9 @@ class Collection:
                     continue
                 new_ids.append(index.add(Codes.from_packed(codes[fresh], self.bits),
                                          payloads=[p for p, f in zip(payloads, fresh) if f]))
-        job.remove()
-        self._collect_work()
+        if self._edit_owner != threading.get_ident():  # in an edit block: once the block is committed
+            job.remove()
+            self._collect_work()
         self.last_skipped = skipped
         return np.concatenate(new_ids) if new_ids else np.zeros(0, np.int64)
 
