@@ -1,6 +1,7 @@
-"""The HTTP API (FastAPI) and the web page over a :class:`~learn2hash.serve.service.SearchService`.
+"""The HTTP API (FastAPI) and the web page over a :class:`~learn2hash.serve.service.SearchService` (a run)
+or a :class:`~learn2hash.serve.service.CollectionService` (a collection).
 
-Routes::
+Routes of a run::
 
     GET  /                      the web page (serve/static/index.html)
     GET  /health                liveness and the run's size
@@ -11,6 +12,17 @@ Routes::
     POST /search                multipart (field ``image``, optional ``k``) or JSON
                                 ``{"query_index": i, "k": 10}`` / ``{"features": [...], "k": 10}``
     GET  /docs, /openapi.json   OpenAPI documentation
+
+Routes of a collection::
+
+    GET    /                      the web page (serve/static/collection.html): thumbnails, search, add, remove
+    GET    /health, /info         liveness and size; the collection, whether it is writable, the limits
+    GET    /items?offset&limit    the items (id, path under the root or external id), in the order added
+    GET    /items/{id}            one item
+    GET    /items/{id}/image      JPEG thumbnail of the item's file, read from under the collection's root only
+    POST   /search                multipart: field ``image``, optional ``k``
+    POST   /items                 (with a key) multipart: field ``image``, optional ``external_id``: add it (201)
+    DELETE /items/{id}            (with a key) remove it
 
 Every refused request gets a 4xx status and ``{"detail": "<what was wrong>"}`` (the ``Error`` model),
 and ``/openapi.json`` lists, per route, the parameters with their bounds, both request bodies of

@@ -1,13 +1,17 @@
-"""The search service behind the HTTP API, independent of the web framework.
+"""The search services behind the HTTP API, independent of the web framework.
 
-A :class:`SearchService` holds one run's hasher, its dataset splits and a
+A :class:`CollectionService` serves a :class:`~learn2hash.collections.Collection`: search by an
+uploaded image, items added and removed live through the collection's writer lock, thumbnails of
+its files (read from under its root only). A :class:`SearchService` holds one run's hasher, its dataset splits and a
 :class:`~learn2hash.HammingIndex` of the database codes (loaded from ``RUN/index`` when present,
 else built in memory). It turns a query — a position in the query split, an uploaded image, or a
 feature vector — into a code, searches the index and describes the results. Every problem with
 a request raises :class:`RequestError` with the HTTP status it deserves and a message that says
 what was wrong; nothing a client sends can make it fail otherwise.
 
-Ids of database items are their positions in the run's database split.
+Ids of a run's database items are their positions in its database split. Uploads are decoded by
+a :class:`Decoder` in two lanes by size (small images never wait behind large ones), within a
+memory budget (:class:`Limits`).
 """
 
 from __future__ import annotations
