@@ -646,6 +646,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_bind(host: str, port: int) -> None:
+    """Refuse, in one line, a ``host:port`` this machine cannot listen on (not an address of it, no such
+    name, the port in use), before anything is loaded; uvicorn would log its error and exit."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        raise Learn2HashError(f"--host {host!r} is not an address or a name this machine knows ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            s.bind(address)
+    except OSError as exc:
+        raise Learn2HashError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def make_server(app: Any, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None):
     """A ``uvicorn.Server`` for ``app`` on ``host:port`` whose connections have the read deadlines of
     :mod:`learn2hash.serve.protocol` (``limits.read_timeout``, ``limits.min_body_rate``); start it with
@@ -677,6 +695,7 @@ def serve(run_dir: Any = None, host: str = "127.0.0.1", port: int = 8000, limits
 
     if not 0 <= int(port) <= 65535:
         raise Learn2HashError(f"--port must be between 0 and 65535, got {port}")
+    check_bind(host, int(port))
     hosts = default_allowed_hosts(host, allowed_hosts)  # checked before the run is opened
     if api_key is None and public_read:
         raise Learn2HashError("--public-read opens the read routes of a service that has an API key, and none is "
