@@ -99,7 +99,7 @@ def test_create_holds_the_runs_codes_and_searches_as_brute_force(run, photos, tm
     assert coll.item(4) == {"id": 4, "path": names[4], "external_id": None}
     info = coll.info()
     assert info["items"] == 30 and info["hasher_sha256"] and info["pending_shards"] == 0
-    assert not any((tmp_path / "c" / "work").iterdir())
+    assert [p.name for p in (tmp_path / "c" / "work").iterdir()] == [".active"]
     # a query by path, by file bytes, by decoded array: the same hits, equal to brute force
     q = photos / names[13]
     qcode = coll.encode(q)
@@ -155,6 +155,14 @@ def test_add_item_remove_and_reopen(run, photos, tmp_path):
     assert payloads2 == [p for p, k in zip(payloads, keep) if k]
     # the first object sees what the other committed
     assert len(coll) == 14 and coll.info()["segments"] == 1
+    assert coll.ids().tolist() == ids2.tolist()
+    assert coll.items(2, 3) == [{"id": int(i), **coll.item(int(i))} for i in ids2[2:5]]
+    # codes computed elsewhere (a service decoding uploads itself), with their sources
+    new = coll.add_codes(ref[[25, 26]], external_ids=["a", None], paths=[None, names[26]])
+    assert new.tolist() == [18, 19] and coll.items(14) == [
+        {"id": 18, "path": None, "external_id": "a"}, {"id": 19, "path": names[26], "external_id": None}]
+    with pytest.raises(Learn2HashError, match="not both"):
+        coll.add_codes(ref[[1]], external_ids=["a"], paths=[names[1]])
 
 
 def test_hasher_changed_is_refused_in_one_line(run, photos, tmp_path, capsys):
@@ -246,6 +254,7 @@ def test_edit_commits_a_block_and_threads_take_turns(run, photos, tmp_path):
         coll.remove(ids=[0])
         coll.add_images([photos / names[6]], workers=0)
     assert len(Collection.open(tmp_path / "c")) == 6
+    assert [p.name for p in (tmp_path / "c" / "work").iterdir()] == [".active"]  # its shards, once committed
     # threads of one process (one shared object) and a second object add at once: nothing lost
     shared, other = Collection.open(tmp_path / "c"), Collection.open(tmp_path / "c")
     arrays = [np.asarray(Image.open(photos / n).convert("RGB")) for n in names[10:22]]
@@ -410,55 +419,146 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "learn2hash", *args]
 
 
+def _kill_after(proc: subprocess.Popen, work: Path, rng: np.random.Generator) -> bool:
+    """SIGKILL ``proc`` at a random moment: half the time anywhere in its first seconds, half the time
+    just after its first shard is written (inside the encoding and the commit). True if it was killed."""
+    if rng.random() < 0.5:
+        deadline = time.monotonic() + rng.uniform(0.2, 2.5)
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+    else:
+        before = set(work.glob("shard-*.json")) if work.is_dir() else set()
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if work.is_dir() and set(work.glob("shard-*.json")) - before:
+                break
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.3))
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(60)
+    return True
+
+
 @pytest.mark.slow
 def test_kill_loop_create_and_add(run, tmp_path):
-    """`collection create` then `collection add` of 500 photographs, killed with SIGKILL 20 times: the
-    collection always loads, holding what an uninterrupted run held at one of its commits, and after
-    running the commands again it equals the uninterrupted run's codes, ids and paths byte for byte."""
+    """`collection create` then `collection add` of 500 photographs (320 x 256), killed with SIGKILL 20
+    times: the collection always loads, holding what an uninterrupted run held at one of its commits,
+    and once the commands have run to the end it equals the uninterrupted run's codes, ids and paths,
+    byte for byte (then the cycle starts again in a new folder until 20 kills are done)."""
     root = tmp_path / "photos"
-    write_photos(root, 300, seed=5, prefix="a/")
-    write_photos(root, 200, seed=6, prefix="b/")
+    write_photos(root, 300, seed=5, prefix="a/", size=(256, 320))
+    write_photos(root, 200, seed=6, prefix="b/", size=(256, 320))
     lists = {}
     for part in ("a", "b"):  # list files in the root: the collection's root holds both parts
         lists[part] = root / f"{part}.txt"
         lists[part].write_text("".join(f"{p.relative_to(root).as_posix()}\n"
                                        for p in sorted((root / part).rglob("*.jpg"))))
-    common = ["--shard-size", "40", "--workers", "0", "--no-progress"]
-    create = ["collection", "create", "--run", str(run.folder), "--images", str(lists["a"]), "--out",
-              str(tmp_path / "k"), *common]
-    add = ["collection", "add", str(tmp_path / "k"), "--images", str(lists["b"]), *common]
-    ref = Collection.create(tmp_path / "ref", run.folder, lists["a"], shard_size=40, workers=0)
-    ref.add_images(lists["b"], shard_size=40, workers=0)
+    common = ["--shard-size", "25", "--workers", "0", "--no-progress"]
+    ref = Collection.create(tmp_path / "ref", run.folder, lists["a"], shard_size=25, workers=0)
+    ref.add_images(lists["b"], shard_size=25, workers=0)
     ref_state = stored(tmp_path / "ref")
     assert len(ref_state[1]) == 500
-    commits = {0: None, 300: None, 500: None}
     rng = np.random.default_rng(0)
-    kills = 0
+    kills = cycles = 0
     started = time.monotonic()
+
+    def same_as_reference(folder: Path, n: int) -> None:
+        codes, ids, payloads = stored(folder)
+        assert np.array_equal(codes, ref_state[0][:n]) and ids.tolist() == ref_state[1][:n].tolist()
+        assert payloads == ref_state[2][:n]
+
     while kills < 20:
         assert time.monotonic() - started < 600, "the kill loop takes too long"
-        folder = tmp_path / "k"
-        step = create if not (folder / "collection.json").exists() or len(Collection.open(folder)) < 300 else add
-        proc = subprocess.Popen(_cli(*step), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.3, 4.0))
+        folder = tmp_path / f"k{cycles}"
+        n = len(Collection.open(folder)) if (folder / "collection.json").exists() else 0
+        if n == 500:  # a whole cycle done: run `add` again (adds nothing, clears the work folder); it equals
+            proc = subprocess.run(_cli("collection", "add", str(folder), "--images", str(lists["b"]), *common),
+                                  env=ENV, capture_output=True, text=True, timeout=300)  # the uninterrupted run
+            assert proc.returncode == 0 and "0 images added" in proc.stdout, proc.stderr[-2000:]
+            same_as_reference(folder, 500)
+            assert [p.name for p in (folder / "work").iterdir()] == [".active"]
+            cycles += 1
+            continue
+        step = (["collection", "create", "--run", str(run.folder), "--images", str(lists["a"]), "--out", str(folder)]
+                if n < 300 else ["collection", "add", str(folder), "--images", str(lists["b"])])
+        proc = subprocess.Popen(_cli(*step, *common), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        kills += _kill_after(proc, folder / "work", rng)
+        if proc.returncode not in (0, -signal.SIGKILL):
+            raise AssertionError(proc.stderr.read().decode()[-2000:])
+        proc.stderr.close()
+        if (folder / "collection.json").exists():
+            n = len(Collection.open(folder))  # always loads
+            assert n in (0, 300, 500), n  # what the uninterrupted run held after one of its commits
+            if n:
+                same_as_reference(folder, n)
+    folder = tmp_path / f"k{cycles}"
+    for step in (["collection", "create", "--run", str(run.folder), "--images", str(lists["a"]), "--out", str(folder)],
+                 ["collection", "add", str(folder), "--images", str(lists["b"])]):
+        proc = subprocess.run(_cli(*step, *common), env=ENV, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    same_as_reference(folder, 500)
+    assert [p.name for p in (folder / "work").iterdir()] == [".active"]
+
+
+def build_random_collection(folder: Path, run, n: int, segments: int, removed: int, seed: int = 0) -> None:
+    """A collection of ``n`` random 16-bit codes with paths, in ``segments`` saved segments, ``removed``
+    of them removed (written through the index, not encoded)."""
+    coll = Collection.create(folder, run.folder, [], root=folder.parent)
+    rng = np.random.default_rng(seed)
+    codes = Codes.from_bits(rng.integers(0, 2, (n, 16)).astype(bool))
+    index = HammingIndex(16)
+    index.built_from = coll._built_from()
+    index.max_segments = None
+    per = n // segments
+    for s in range(0, n, per):
+        index.add(codes[s:s + per], payloads=[f"p{i}.jpg".encode() for i in range(s, s + per)])
+        index.save(folder / "index")
+    index.remove(rng.choice(n, removed, replace=False))
+    index.compact_removed = None
+    index.save(folder / "index")
+
+
+@pytest.mark.slow
+def test_kill_during_compaction_loses_nothing(run, tmp_path):
+    """`collection compact` killed with SIGKILL at random moments (half of them just after it has begun
+    writing the new segment): the collection always loads with the same items (ids, codes, paths),
+    whether it holds the old segments or the compacted one, and compacting again finishes the job."""
+    template = tmp_path / "template"
+    build_random_collection(template, run, 20_000, 100, 2_000)
+    want = stored(template)
+    assert len(want[1]) == 18_000
+    rng = np.random.default_rng(3)
+    kills = rounds = 0
+    started = time.monotonic()
+    while kills < 5:
+        assert time.monotonic() - started < 300, "the compaction kill loop takes too long"
+        folder = tmp_path / f"c{rounds}"
+        shutil.copytree(template, folder)
+        old_files = set(os.listdir(folder / "index"))
+        proc = subprocess.Popen(_cli("collection", "compact", str(folder)), env=ENV, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        if rng.random() < 0.5:
+            time.sleep(rng.uniform(0.3, 2.0))
+        else:
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline and set(os.listdir(folder / "index")) <= old_files:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.0, 0.05))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait(60)
-        if (folder / "collection.json").exists():
-            coll = Collection.open(folder)  # always loads
-            n = len(coll)
-            assert n in commits, n
-            if n:
-                codes, ids, payloads = stored(folder)
-                assert np.array_equal(codes, ref_state[0][:n]) and ids.tolist() == ref_state[1][:n].tolist()
-                assert payloads == ref_state[2][:n]
-    for step in (create, add):
-        proc = subprocess.run(_cli(*step), env=ENV, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    codes, ids, payloads = stored(tmp_path / "k")
-    assert np.array_equal(codes, ref_state[0]) and np.array_equal(ids, ref_state[1]) and payloads == ref_state[2]
-    assert not any((tmp_path / "k" / "work").iterdir())
+        got = stored(folder)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]) and got[2] == want[2]
+        coll = Collection.open(folder)
+        assert len(coll) == 18_000 and coll.compact()["segments_after"] == 1  # a rerun finishes the job
+        got = stored(folder)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]) and got[2] == want[2]
+        assert len(list((folder / "index").glob("*.npy"))) == 4  # one segment's files, nothing else
+        shutil.rmtree(folder)
+        rounds += 1
 
 
 @pytest.mark.slow

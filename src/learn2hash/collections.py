@@ -41,7 +41,6 @@ import json
 import os
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -168,6 +167,30 @@ class _Progress:
 
 
 # ----------------------------------------------------------------------------- the job of an encoding
+ACTIVE = ".active"
+
+
+@contextlib.contextmanager
+def _encoding(work: Path, exclusive: bool = False) -> Iterator[bool]:
+    """A lock on ``work/.active``: encoders hold it shared while they write shards; ``exclusive``
+    (never waiting) tells whether no encoder is alive, so that unfinished files are orphans."""
+    work.mkdir(parents=True, exist_ok=True)
+    fd = os.open(work / ACTIVE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+            held = True
+        except BlockingIOError:
+            held = False
+        except ImportError:  # pragma: no cover - not POSIX: unfinished files are left to age
+            held = not exclusive
+        yield held
+    finally:
+        os.close(fd)
+
+
 class _Job:
     """The files of one ``add_images`` still to encode, in shards of ``shard_size``. Each shard is
     named by a checksum of everything that decides its codes (the hasher, the root, its files with
@@ -218,7 +241,10 @@ class _Job:
 
     def encode(self, rank: int, world: int, progress: Any, workers: int | None) -> None:
         """Encode this rank's unfinished shards (every one in a single process)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        with _encoding(self.folder):
+            self._encode(rank, world, progress, workers)
+
+    def _encode(self, rank: int, world: int, progress: Any, workers: int | None) -> None:
         finished = {i for i in range(self.n_shards) if self.read_shard(i) is not None}
         count = lambda: sum(len(self.files_of(i)) for i in finished)  # noqa: E731
         bar = _Progress(progress if rank == 0 else None, len(self.rel), count())
@@ -338,6 +364,8 @@ class Collection:
                     _atomic.save_json(folder / META, meta)
                 _barrier(world)
             coll = cls.open(folder)
+            if getattr(run_obj, "_hasher", None) is not None:  # loaded above: the same file, just checked
+                coll._hasher = run_obj._hasher
             coll.add_images(images, on_bad_image=on_bad_image, shard_size=shard_size, progress=progress,
                             workers=workers)
         return coll
@@ -387,6 +415,8 @@ class Collection:
                 raise
             finally:
                 coll._edit_owner = None
+            if (coll.folder / WORK).is_dir():
+                coll._collect_work()  # the shards of images added in the block, now committed
 
     # ------------------------------------------------------------------ properties
     @property
@@ -540,6 +570,8 @@ class Collection:
             self.last_skipped = []
             self.last_added = np.zeros(0, np.int64)
             if not todo:
+                if rank == 0:
+                    self._collect_work()  # shards a killed run committed but did not delete
                 return self.last_added
             job = _Job(self, todo, shard_size, on_bad_image)
             job.encode(rank, world, progress, workers)
@@ -552,20 +584,22 @@ class Collection:
             return ids
 
     def _commit_job(self, job: _Job) -> np.ndarray:
-        shards = []
-        for i in range(job.n_shards):
-            done = job.read_shard(i)
-            if done is None:
-                raise Learn2HashError(f"shard {i} of the encoding in {job.folder} is missing or damaged; run the "
-                                      "same command again to encode it")
-            shards.append(done)
         new_ids = []
         skipped = []
         with self._writing() as index:
             names = [job.files_of(i) for i in range(job.n_shards)]
             wanted = [_payload(path=n) for part in names for n in part]
             present = index.find_payloads(wanted)  # added by another writer since the job was planned
-            for i, (codes, meta) in enumerate(shards):
+            shards = []
+            for i in range(job.n_shards):
+                done = job.read_shard(i)
+                if done is None:
+                    if all(_payload(path=n) in present for n in names[i]):
+                        continue  # committed by another run of the same files, which deleted the shard
+                    raise Learn2HashError(f"shard {job.keys[i]} of the encoding in {job.folder} is missing or "
+                                          "damaged; run the same command again to encode it")
+                shards.append((i, done))
+            for i, (codes, meta) in shards:
                 kept = np.asarray(meta["kept"], np.int64)
                 payloads = [_payload(path=names[i][k]) for k in kept.tolist()]
                 fresh = np.array([p not in present for p in payloads], bool)
@@ -574,9 +608,46 @@ class Collection:
                     continue
                 new_ids.append(index.add(Codes.from_packed(codes[fresh], self.bits),
                                          payloads=[p for p, f in zip(payloads, fresh) if f]))
-        job.remove()
+        if self._edit_owner != threading.get_ident():  # in an edit block: once the block is committed
+            job.remove()
+            self._collect_work()
         self.last_skipped = skipped
         return np.concatenate(new_ids) if new_ids else np.zeros(0, np.int64)
+
+    def _collect_work(self) -> int:
+        """Delete the finished shards in ``work/`` whose kept files are all in the collection (left by
+        a run killed between its commit and its clean-up) and, when no encoder is alive, the
+        unfinished ones and temporary files of killed writes. Finished shards of an encoding still
+        to be committed are kept. Returns the number of files deleted."""
+        work = self.folder / WORK
+        if not work.is_dir():
+            return 0
+        records = {}
+        for path in work.glob("shard-*.json"):
+            try:
+                meta = _atomic.load_json(path, "collection shard", format=SHARD_FORMAT, versions=(1,),
+                                         required={"kept": list, "files": list})
+                records[path] = [meta["files"][int(k)] for k in meta["kept"]]
+            except (Learn2HashError, OSError, ValueError, IndexError, TypeError):
+                continue
+        deleted = 0
+        with self._write_lock, storage.writer_lock(self._index_dir):
+            present = self._current().find_payloads([_payload(path=n) for kept in records.values() for n in kept])
+            for path, kept in records.items():
+                if all(_payload(path=n) in present for n in kept):
+                    for victim in (path, path.with_suffix(".npy")):  # the record first
+                        with contextlib.suppress(FileNotFoundError):
+                            victim.unlink()
+                            deleted += 1
+        with _encoding(work, exclusive=True) as alone:
+            if alone:
+                for path in work.iterdir():
+                    if path.name.endswith(".tmp") or (path.name.startswith("shard-") and path.suffix == ".npy"
+                                                      and not path.with_suffix(".json").exists()):
+                        with contextlib.suppress(FileNotFoundError):
+                            path.unlink()
+                            deleted += 1
+        return deleted
 
     def add_item(self, image: Any, external_id: str | None = None) -> int:
         """Encode one image and add it; returns its id. ``image``: the bytes of an image file, a
@@ -594,6 +665,32 @@ class Collection:
         codes = self.encode([image if path is None else self._abs(path)])
         with self._writing() as index:
             return int(index.add(codes, payloads=[_payload(path=path, external_id=external_id)])[0])
+
+    def add_codes(self, codes: Codes, *, paths: Sequence[str | os.PathLike | None] | None = None,
+                  external_ids: Sequence[str | None] | None = None) -> np.ndarray:
+        """Add items whose codes the caller has computed with this collection's hasher (see
+        :meth:`encode`; e.g. a service that decodes uploads itself), with their sources: ``paths``
+        (files under the root) or ``external_ids``, one per code (``None``: no source of that
+        kind). Returns their ids. Nothing checks that the codes come from the collection's hasher:
+        codes of any other hasher would make its searches meaningless."""
+        codes = codes.check_bits(self.bits, "codes to add") if isinstance(codes, Codes) else \
+            Codes.from_packed(np.ascontiguousarray(codes), self.bits)
+        n = len(codes)
+        paths = list(paths) if paths is not None else [None] * n
+        external_ids = list(external_ids) if external_ids is not None else [None] * n
+        if len(paths) != n or len(external_ids) != n:
+            raise Learn2HashError(f"give one path / external id per code ({n}), got {len(paths)} / {len(external_ids)}")
+        payloads = []
+        for path, xid in zip(paths, external_ids):
+            if path is not None and xid is not None:
+                raise Learn2HashError("an item's source is a path or an external id, not both")
+            if xid is not None and not isinstance(xid, str):
+                raise Learn2HashError(f"external ids must be strings, got {type(xid).__name__}")
+            rel = None if path is None else (self._relative(path) if os.path.isabs(os.fspath(path))
+                                             else self._relative(self._abs(Path(os.fspath(path)).as_posix())))
+            payloads.append(_payload(path=rel, external_id=xid))
+        with self._writing() as index:
+            return index.add(codes, payloads=payloads)
 
     def remove(self, ids: Iterable[int] | None = None, paths: Iterable[str | os.PathLike] | None = None,
                external_ids: Iterable[str] | None = None) -> int:
@@ -677,6 +774,16 @@ class Collection:
         """``{"id", "path", "external_id"}`` of a stored item (an error when it is not stored)."""
         index = self._current()
         return {"id": int(id), **_source(index.payloads([int(id)])[0])}
+
+    def ids(self) -> np.ndarray:
+        """The ids of the items, in insertion order (``int64``)."""
+        return self._current().ids
+
+    def items(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """``[{"id", "path", "external_id"}]`` of the items ``offset .. offset + limit - 1`` in
+        insertion order, from one committed version (a consistent page)."""
+        ids, payloads = self._current().page(offset, limit)
+        return [{"id": int(i), **_source(p)} for i, p in zip(ids.tolist(), payloads)]
 
     def info(self) -> dict[str, Any]:
         """What the collection holds: items, bits, run, method, hasher checksum, root, index segments,

@@ -323,6 +323,16 @@ class HammingIndex:
             pos = self._positions_of(arr)
             return [self._payload_at(int(p)) for p in pos]
 
+    def page(self, offset: int = 0, limit: int | None = None) -> tuple[np.ndarray, list[bytes]]:
+        """``(ids, payloads)`` of the stored items ``offset .. offset + limit - 1`` in insertion order
+        (all from ``offset`` when ``limit`` is None), read under one lock: a consistent page."""
+        offset = check_int(offset, "offset", 0)
+        with self._lock.reading():
+            alive = np.flatnonzero(self._removed == 0) if self._n_removed else np.arange(self._n)
+            pos = alive[offset:] if limit is None else alive[offset:offset + check_int(limit, "limit", 0)]
+            ids = self._all_ids()[pos] if pos.size else np.zeros(0, np.int64)
+            return ids, [self._payload_at(int(p)) for p in pos]
+
     def find_payloads(self, values) -> dict[bytes, np.ndarray]:
         """``{payload: ids}`` for each payload of ``values`` that stored items carry (ids sorted;
         payloads no item carries are left out): a scan of the payloads, ``O(items)``."""
