@@ -553,13 +553,9 @@ class CollectionService:
         if offset < 0 or not 1 <= limit <= 500:
             raise RequestError(422, f"offset must be >= 0 and limit between 1 and 500, got offset={offset}, "
                                     f"limit={limit}")
-        index = _collection_index(self.collection)
-        ids = index.ids
-        offset = min(offset, ids.size)
-        page = ids[offset:offset + limit]
-        payloads = index.payloads(page) if page.size else []
-        return {"total": int(ids.size), "offset": offset,
-                "items": [{"id": int(i), **_collection_source(p)} for i, p in zip(page.tolist(), payloads)]}
+        total = len(self.collection)
+        offset = min(offset, total)
+        return {"total": total, "offset": offset, "items": self.collection.items(offset, limit)}
 
     def add(self, image: bytes, image_type: str | None = None, external_id: Any = None) -> dict[str, Any]:
         """Encode an uploaded image and add it (with ``external_id`` as its source, if given) through the
@@ -570,7 +566,7 @@ class CollectionService:
                                         f"characters, got "
                                         f"{_brief(external_id)}")
         codes = self.encode_upload(image, image_type)
-        item_id = _add_codes(self.collection, codes, external_id)
+        item_id = int(self.collection.add_codes(codes, external_ids=[external_id])[0])
         return {"id": item_id, "path": None, "external_id": external_id if external_id is not None else "",
                 "n_items": self.n_items}
 
@@ -640,25 +636,3 @@ class CollectionService:
             raise RequestError(413, f"the file of item {item_id} is over the decoder's limits ({exc})") from None
         except Learn2HashError as exc:
             raise RequestError(404, f"the file of item {item_id} is not a readable image ({exc})") from None
-
-
-# ----------------------------------------------------------------------------- the collection, below its public API
-def _collection_index(coll: Any):
-    """The collection's latest committed :class:`~learn2hash.HammingIndex` (for listing its ids and sources)."""
-    return coll._current()
-
-
-def _collection_source(payload: bytes | None) -> dict[str, Any]:
-    from learn2hash import collections
-
-    return collections._source(payload)
-
-
-def _add_codes(coll: Any, codes: Any, external_id: str | None) -> int:
-    """Add one item whose codes the service has already computed (decoded in its lanes), with ``external_id``
-    as its source, through the collection's writer lock; its id. (``Collection.add_item`` takes images and
-    decodes them itself, in the caller's thread and without the service's pixel limit.)"""
-    from learn2hash import collections
-
-    with coll._writing() as index:
-        return int(index.add(codes, payloads=[collections._payload(external_id=external_id)])[0])
