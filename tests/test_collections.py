@@ -184,6 +184,9 @@ def test_bad_inputs_are_refused(run, photos, tmp_path, capsys):
     coll = Collection.create(tmp_path / "c", run.folder, photos / "class0", workers=0)
     with pytest.raises(Learn2HashError, match="outside the collection's root"):
         coll.add_images(photos / "class1")
+    (tmp_path / "link").symlink_to(photos)  # the root reached through a link is the root
+    assert coll.add_images([tmp_path / "link" / "class0" / "0000.jpg"]).size == 0  # already in it
+    assert coll.item(0)["path"] == "0000.jpg"
     with pytest.raises(Learn2HashError, match="already holds a collection of another root"):
         Collection.create(tmp_path / "c", run.folder, photos / "class1")
     (tmp_path / "other").mkdir()

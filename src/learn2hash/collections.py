@@ -528,10 +528,12 @@ class Collection:
 
     def _relative(self, path: str | os.PathLike, what: str = "image") -> str:
         """``path`` (absolute, or relative to the current folder) as a path relative to the root."""
-        root = self.meta["root"]
+        root = self.meta["root"]  # resolved when the collection was made
         full = os.path.abspath(os.fspath(path))
         rel = os.path.relpath(full, root)
-        if rel == os.curdir or rel.startswith(os.pardir + os.sep) or rel == os.pardir or os.path.isabs(rel):
+        if rel.split(os.sep)[0] == os.pardir:  # given through a link to the root (or one of its parents)?
+            rel = os.path.relpath(os.path.join(os.path.realpath(os.path.dirname(full)), os.path.basename(full)), root)
+        if rel == os.curdir or rel.split(os.sep)[0] == os.pardir or os.path.isabs(rel):
             raise Learn2HashError(f"{what} {path} lies outside the collection's root {root}: a collection holds "
                                   "files under its root only (make a new collection with a root above both)")
         return Path(rel).as_posix()
@@ -541,11 +543,19 @@ class Collection:
         in order, each once."""
         from learn2hash import images
 
-        if isinstance(source, (str, os.PathLike)):
-            _, files = images.list_images(source)
-        else:
-            files = [Path(p) for p in source]
-        rel = [self._relative(p) for p in files]
+        if not isinstance(source, (str, os.PathLike)):
+            return list(dict.fromkeys(self._relative(p) for p in source))
+        src_root, names = images.list_image_names(source)
+        base = os.path.relpath(os.path.realpath(src_root), self.meta["root"])
+        if base.split(os.sep)[0] == os.pardir:
+            base = None  # outside the root: each file says so below
+        rel = []
+        for name in names:  # plain strings: a listing of millions stays small
+            if base is not None and not os.path.isabs(name) and os.path.normpath(name) == name \
+                    and name.split("/")[0] != os.pardir:
+                rel.append(name if base == os.curdir else f"{Path(base).as_posix()}/{name}")
+            else:
+                rel.append(self._relative(os.path.join(src_root, name)))
         return list(dict.fromkeys(rel))
 
     # ------------------------------------------------------------------ changes
