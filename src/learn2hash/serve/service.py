@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import re
 import reprlib
 import threading
@@ -398,7 +399,6 @@ def open_under_root(root: Any, rel: str) -> int:
     a backslash, a NUL or an empty component, or leads through a symbolic link anywhere (each component is
     opened with ``O_NOFOLLOW`` relative to the one before, so a link swapped in after any check is refused
     too), or is not a regular file. The caller closes it."""
-    import os
     import stat
 
     refuse = RequestError(404, "the item's file is not a regular file under the collection's root")
@@ -433,17 +433,6 @@ def open_under_root(root: Any, rel: str) -> int:
     return f
 
 
-def read_under_root(root: Any, rel: str, max_bytes: int = MAX_THUMBNAIL_SOURCE_BYTES) -> bytes:
-    """The bytes of file ``rel`` under ``root`` (see :func:`open_under_root`); 413 over ``max_bytes``."""
-    import os
-
-    with os.fdopen(open_under_root(root, rel), "rb") as f:
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise RequestError(413, f"the item's file has more than {max_bytes} bytes")
-    return data
-
-
 def _thumbnail(img, side: int) -> bytes:
     """JPEG bytes of an opened image (decoded here), oriented, in RGB, at most ``side`` pixels a side."""
     from PIL import ImageOps
@@ -466,7 +455,7 @@ class CollectionService:
     :meth:`add` and :meth:`remove` go through the collection's writer lock, so the CLI (``collection add``,
     ``collection remove``) and this service change one collection in turn without losing anything, and
     every search reads the latest committed version. Thumbnails are read from files under the collection's
-    root only (:func:`read_under_root`). Safe to share between threads.
+    root only (:func:`open_under_root`). Safe to share between threads.
     """
 
     def __init__(self, folder_or_collection: Any, limits: Limits = Limits()):
@@ -593,8 +582,6 @@ class CollectionService:
         root = self.collection.root
         if root is None:
             raise RequestError(404, "the collection has no root folder")
-        import os
-
         fd = open_under_root(root, record["path"])
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
@@ -615,6 +602,8 @@ class CollectionService:
         return jpeg
 
     def _render_thumbnail(self, item_id: int, data: bytes) -> bytes:
+        from PIL import Image
+
         from learn2hash import images
         from learn2hash.errors import ImageTooLargeError
 
@@ -632,7 +621,7 @@ class CollectionService:
                 img.close()
         except RequestError:
             raise
-        except ImageTooLargeError as exc:
+        except (ImageTooLargeError, Image.DecompressionBombError) as exc:
             raise RequestError(413, f"the file of item {item_id} is over the decoder's limits ({exc})") from None
-        except Learn2HashError as exc:
+        except (Learn2HashError, OSError, ValueError, SyntaxError, EOFError) as exc:  # decoding fails in the lane too
             raise RequestError(404, f"the file of item {item_id} is not a readable image ({exc})") from None
