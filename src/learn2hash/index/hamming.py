@@ -382,12 +382,10 @@ class HammingIndex:
                 keep = self._removed == 0
                 codes, ids = codes[keep], ids[keep]
                 if offsets is not None:
-                    starts, ends = offsets[:-1][keep], offsets[1:][keep]
-                    lengths = ends - starts
-                    new_off = np.zeros(lengths.size + 1, np.int64)
-                    np.cumsum(lengths, out=new_off[1:])
-                    take = np.repeat(starts - new_off[:-1], lengths) + np.arange(int(new_off[-1]), dtype=np.int64)
-                    payload, offsets = np.asarray(payload)[take], new_off
+                    lengths = np.diff(np.asarray(offsets))
+                    payload = np.asarray(payload)[np.repeat(keep, lengths)]  # a mask of one byte per payload byte
+                    offsets = np.zeros(int(keep.sum()) + 1, np.int64)
+                    np.cumsum(lengths[keep], out=offsets[1:])
             codes = np.ascontiguousarray(codes)
             ids = np.array(ids, np.int64, copy=True)
             engine = _make_engine(self._bits, self._backend, self._options)
