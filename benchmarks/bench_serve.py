@@ -18,6 +18,16 @@ decoding was bounded). Every upload must be answered 200.
 
     .venv/bin/python benchmarks/bench_serve.py --run runs/itq16 --memory --uploads 12 --rounds 3
 
+With ``--small-during-large`` it measures head-of-line blocking instead: ``--uploads`` threads keep
+that many large uploads in flight (``--side`` x ``--side`` RGB PNGs, 25 M pixels by default), and
+meanwhile one client sends ``--small`` small uploads (64 x 64 PNGs), one after the other, and
+times each; it prints their p50 / p99 / max latency and the large uploads' latencies. Run it once
+against each version of the service, side by side (``--server-src`` picks the source tree the
+server runs from; the client is this script either way):
+
+    .venv/bin/python benchmarks/bench_serve.py --run runs/itq32 --small-during-large --server-src /path/to/old/src
+    .venv/bin/python benchmarks/bench_serve.py --run runs/itq32 --small-during-large
+
 Client and server share this machine's cores, so the latencies include client time and the
 interference of whatever else runs; compare runs taken side by side only.
 """
@@ -51,10 +61,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: str, port: int, log_path: Path, extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
+def start_server(run: str, port: int, log_path: Path, extra_args: tuple[str, ...] = (),
+                 server_src: str | None = None) -> subprocess.Popen:
     log = open(log_path, "w")
+    env = dict(os.environ)
+    if server_src:
+        env["PYTHONPATH"] = server_src
     proc = subprocess.Popen([sys.executable, "-m", "learn2hash", "serve", "--run", run, "--port", str(port),
-                             *extra_args], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+                             *extra_args], stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     deadline = time.monotonic() + 180
     while True:
         if proc.poll() is not None:
@@ -254,6 +268,80 @@ def memory_main(args) -> int:
     return 0 if ok and under else 1
 
 
+def small_during_large(args) -> int:
+    """p50 / p99 latency of small uploads while ``args.uploads`` large uploads are kept in flight."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (args.side, args.side), (90, 140, 200)).save(buf, format="PNG")
+    large, ctype = multipart_png(buf.getvalue())
+    rng = np.random.default_rng(0)
+    smalls = []
+    for _ in range(args.small):
+        b = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(b, format="PNG")
+        smalls.append(multipart_png(b.getvalue())[0])
+    port = free_port()
+    src = args.server_src or str(REPO / "src")
+    proc = start_server(args.run, port, Path("/tmp") / f"bench_serve_hol_{port}.log", server_src=src)
+    stop = threading.Event()
+    large_lat: list[float] = []
+    large_status: list[int] = []
+    in_flight = [0]
+    lock = threading.Lock()
+
+    def keep_uploading() -> None:
+        while not stop.is_set():
+            with lock:
+                in_flight[0] += 1
+            try:
+                status, seconds = upload(port, large, ctype)
+            finally:
+                with lock:
+                    in_flight[0] -= 1
+            large_status.append(status)
+            large_lat.append(seconds)
+
+    small_lat, small_status, in_flight_seen = [], [], []
+    t_start = time.perf_counter()
+    try:
+        status, _ = upload(port, smalls[0], ctype)  # load the decoders
+        if status != 200:
+            raise SystemExit(f"a small upload was answered {status}")
+        threads = [threading.Thread(target=keep_uploading, daemon=True) for _ in range(args.uploads)]
+        for t in threads:
+            t.start()
+        time.sleep(2.0)  # every large upload has been sent and is decoding or waiting to
+        deadline = time.monotonic() + args.time_limit
+        for body in smalls:
+            if time.monotonic() > deadline:
+                break
+            in_flight_seen.append(in_flight[0])
+            status, seconds = upload(port, body, ctype)
+            small_status.append(status)
+            small_lat.append(seconds)
+            time.sleep(0.05)
+        stop.set()
+        for t in threads:
+            t.join(timeout=600)
+    finally:
+        stop.set()
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    bad = [s for s in small_status + large_status if s != 200]
+    print(f"run {args.run}; server from {src}; {args.uploads} large uploads ({args.side}x{args.side} RGB PNG, "
+          f"{len(buf.getvalue()):,} bytes) kept in flight, {len(small_lat)} small uploads (64x64 PNG) one after "
+          f"the other; machine: {platform.machine()}, {os.cpu_count()} cores; {time.perf_counter() - t_start:.0f} s")
+    print(f"  small upload latency  {percentiles(small_lat)}")
+    print(f"  large upload latency  {percentiles(large_lat)}")
+    print(f"  large uploads in flight when each small one was sent: min {min(in_flight_seen)}, "
+          f"median {int(np.median(in_flight_seen))}; non-200 answers: {len(bad)}")
+    return 0 if not bad and len(small_lat) == args.small else 1
+
+
 def percentiles(values: list[float]) -> str:
     if not values:
         return "n=0"
@@ -274,7 +362,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--uploads", type=int, default=12, help="--memory: concurrent uploads (default 12)")
     p.add_argument("--rounds", type=int, default=3, help="--memory: rounds of concurrent uploads (default 3)")
     p.add_argument("--side", type=int, default=5000, help="--memory: image side in pixels (default 5000)")
+    p.add_argument("--small-during-large", action="store_true",
+                   help="measure small uploads' latency while --uploads large ones are in flight")
+    p.add_argument("--small", type=int, default=30, help="--small-during-large: small uploads to time (default 30)")
+    p.add_argument("--server-src", default=None, help="source tree the server runs from (default: this one's src)")
     args = p.parse_args(argv)
+    if args.small_during_large:
+        if not (1 <= args.uploads <= 64 and 1 <= args.small <= 1000 and 1 <= args.side <= 5000):
+            raise SystemExit("--uploads must be 1..64, --small 1..1000 and --side 1..5000")
+        return small_during_large(args)
     if args.memory:
         if not (1 <= args.uploads <= 64 and 1 <= args.rounds <= 20 and 1 <= args.side <= 5000):
             raise SystemExit("--uploads must be 1..64, --rounds 1..20 and --side 1..5000")

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -282,3 +283,50 @@ def test_collection_page_thumbnails_search_add_and_remove(collection_server, bro
     browser.find_element(By.CSS_SELECTOR, '#browse .photo-card[data-id="24"] .remove').click()
     WebDriverWait(browser, 30).until(lambda d: "removed item 24" in d.find_element(By.ID, "status").text)
     assert len(Collection.open(folder / "coll")) == 24
+
+
+def test_run_page_with_a_key_asks_for_it_and_sends_it(server, browser):
+    """`serve --run` with a key (LEARN2HASH_API_KEY) and no --public-read: the page shows the key field, and
+    once the key is given its thumbnails and searches work (each request sends it)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = _free_port()
+    folder = server["folder"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", LEARN2HASH_API_KEY=COLLECTION_KEY)
+    with open(folder / "serve-key.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "learn2hash", "serve", "--run", str(server["run"].folder),
+                                 "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, (folder / "serve-key.log").read_text()
+            assert time.monotonic() < deadline, "server did not start"
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+            except urllib.error.HTTPError as err:
+                assert err.code == 401
+                break
+            except OSError:
+                time.sleep(0.2)
+        browser.get(base + "/")
+        WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "key-form").is_displayed())
+        browser.find_element(By.ID, "api-key").send_keys(COLLECTION_KEY)
+        browser.find_element(By.ID, "use-key").click()
+        WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".query-thumb img")) > 0)
+        thumbs = browser.find_elements(By.CSS_SELECTOR, ".query-thumb img")
+        WebDriverWait(browser, 30).until(lambda d: all(
+            d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", t) for t in thumbs))
+        browser.find_element(By.CSS_SELECTOR, '.query-thumb[data-index="3"]').click()
+        cards = wait_for_results(browser, 10)
+        assert [int(c.get_attribute("data-distance")) for c in cards] == sorted(
+            int(c.get_attribute("data-distance")) for c in cards)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        browser.execute_script("sessionStorage.clear()")

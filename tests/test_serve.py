@@ -395,6 +395,16 @@ def test_cli_serve_refuses_bad_arguments(image_run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["serve", "--run", str(image_run.folder), "--max-decode-mb", "0"]) == 2
     assert "--max-decode-mb" in capsys.readouterr().err
+    for host in ("999.1.1.1", "192.0.2.55", "no such host.invalid"):  # not an address of this machine, or no name
+        assert main(["serve", "--run", str(image_run.folder), "--host", host, "--port", "0"]) == 2
+        err = capsys.readouterr().err
+        assert host in err and len(err.strip().splitlines()) == 1, err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert main(["serve", "--run", str(image_run.folder), "--port", str(busy.getsockname()[1])]) == 2
+        err = capsys.readouterr().err
+        assert "cannot listen on 127.0.0.1" in err and len(err.strip().splitlines()) == 1, err
     for bad in ("bad host!", "example.org:8000", "a*.example.org", ""):
         assert main(["serve", "--run", str(image_run.folder), "--allowed-host", bad]) == 2
         err = capsys.readouterr().err

@@ -223,6 +223,8 @@ def test_thumbnails_come_from_under_the_root_only(run, collection, tmp_path):
     (root / "linkdir").symlink_to(outside, target_is_directory=True)  # a folder link out of the root
     (root / "inner.jpg").symlink_to(root / "class0" / "0102.jpg")  # a link that stays inside: not followed either
     os.mkfifo(root / "fifo.jpg")  # must not block the service
+    (root / "class1" / "truncated.jpg").write_bytes(jpeg(photo(5, (200, 300)))[:700])  # decoding fails midway
+    (root / "class1" / "text.jpg").write_text("not an image")
     crafted = ["../outside/secret.jpg", str(outside / "secret.jpg"), "class0/../../outside/secret.jpg",
                "./class0/0102.jpg", "class0//0102.jpg", "class0\\..\\..\\outside\\secret.jpg", "evil.jpg",
                "linkdir/secret.jpg", "inner.jpg", "fifo.jpg", "class0", "missing.jpg", "class0/0102.jpg\x00.png", ""]
@@ -231,6 +233,12 @@ def test_thumbnails_come_from_under_the_root_only(run, collection, tmp_path):
     with coll._writing() as index:  # items whose stored paths an attacker chose (a collection folder is user data)
         first = int(index.add(Codes_repeat(codes, len(crafted)), payloads=[_payload(path=p) for p in crafted])[0])
     c = TestClient(create_app(collection), raise_server_exceptions=False)
+    with coll._writing() as index:  # files under the root that are no images: 404 too, never a 500
+        broken = int(index.add(Codes_repeat(codes, 2), payloads=[_payload(path="class1/truncated.jpg"),
+                                                                  _payload(path="class1/text.jpg")])[0])
+    for item_id in (broken, broken + 1):
+        r = c.get(f"/items/{item_id}/image")
+        assert r.status_code == 404 and "not a readable image" in r.json()["detail"], r.text
     for i, path in enumerate(crafted):
         t0 = time.monotonic()
         r = c.get(f"/items/{first + i}/image")

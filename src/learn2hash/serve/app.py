@@ -1,6 +1,7 @@
-"""The HTTP API (FastAPI) and the web page over a :class:`~learn2hash.serve.service.SearchService`.
+"""The HTTP API (FastAPI) and the web page over a :class:`~learn2hash.serve.service.SearchService` (a run)
+or a :class:`~learn2hash.serve.service.CollectionService` (a collection).
 
-Routes::
+Routes of a run::
 
     GET  /                      the web page (serve/static/index.html)
     GET  /health                liveness and the run's size
@@ -11,6 +12,17 @@ Routes::
     POST /search                multipart (field ``image``, optional ``k``) or JSON
                                 ``{"query_index": i, "k": 10}`` / ``{"features": [...], "k": 10}``
     GET  /docs, /openapi.json   OpenAPI documentation
+
+Routes of a collection::
+
+    GET    /                      the web page (serve/static/collection.html): thumbnails, search, add, remove
+    GET    /health, /info         liveness and size; the collection, whether it is writable, the limits
+    GET    /items?offset&limit    the items (id, path under the root or external id), in the order added
+    GET    /items/{id}            one item
+    GET    /items/{id}/image      JPEG thumbnail of the item's file, read from under the collection's root only
+    POST   /search                multipart: field ``image``, optional ``k``
+    POST   /items                 (with a key) multipart: field ``image``, optional ``external_id``: add it (201)
+    DELETE /items/{id}            (with a key) remove it
 
 Every refused request gets a 4xx status and ``{"detail": "<what was wrong>"}`` (the ``Error`` model),
 and ``/openapi.json`` lists, per route, the parameters with their bounds, both request bodies of
@@ -634,6 +646,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_bind(host: str, port: int) -> None:
+    """Refuse, in one line, a ``host:port`` this machine cannot listen on (not an address of it, no such
+    name, the port in use), before anything is loaded; uvicorn would log its error and exit."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        raise Learn2HashError(f"--host {host!r} is not an address or a name this machine knows ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            s.bind(address)
+    except OSError as exc:
+        raise Learn2HashError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def make_server(app: Any, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None):
     """A ``uvicorn.Server`` for ``app`` on ``host:port`` whose connections have the read deadlines of
     :mod:`learn2hash.serve.protocol` (``limits.read_timeout``, ``limits.min_body_rate``); start it with
@@ -665,6 +695,7 @@ def serve(run_dir: Any = None, host: str = "127.0.0.1", port: int = 8000, limits
 
     if not 0 <= int(port) <= 65535:
         raise Learn2HashError(f"--port must be between 0 and 65535, got {port}")
+    check_bind(host, int(port))
     hosts = default_allowed_hosts(host, allowed_hosts)  # checked before the run is opened
     if api_key is None and public_read:
         raise Learn2HashError("--public-read opens the read routes of a service that has an API key, and none is "

@@ -1,19 +1,24 @@
-"""The search service behind the HTTP API, independent of the web framework.
+"""The search services behind the HTTP API, independent of the web framework.
 
-A :class:`SearchService` holds one run's hasher, its dataset splits and a
+A :class:`CollectionService` serves a :class:`~learn2hash.collections.Collection`: search by an
+uploaded image, items added and removed live through the collection's writer lock, thumbnails of
+its files (read from under its root only). A :class:`SearchService` holds one run's hasher, its dataset splits and a
 :class:`~learn2hash.HammingIndex` of the database codes (loaded from ``RUN/index`` when present,
 else built in memory). It turns a query — a position in the query split, an uploaded image, or a
 feature vector — into a code, searches the index and describes the results. Every problem with
 a request raises :class:`RequestError` with the HTTP status it deserves and a message that says
 what was wrong; nothing a client sends can make it fail otherwise.
 
-Ids of database items are their positions in the run's database split.
+Ids of a run's database items are their positions in its database split. Uploads are decoded by
+a :class:`Decoder` in two lanes by size (small images never wait behind large ones), within a
+memory budget (:class:`Limits`).
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import os
 import re
 import reprlib
 import threading
@@ -394,7 +399,6 @@ def open_under_root(root: Any, rel: str) -> int:
     a backslash, a NUL or an empty component, or leads through a symbolic link anywhere (each component is
     opened with ``O_NOFOLLOW`` relative to the one before, so a link swapped in after any check is refused
     too), or is not a regular file. The caller closes it."""
-    import os
     import stat
 
     refuse = RequestError(404, "the item's file is not a regular file under the collection's root")
@@ -429,17 +433,6 @@ def open_under_root(root: Any, rel: str) -> int:
     return f
 
 
-def read_under_root(root: Any, rel: str, max_bytes: int = MAX_THUMBNAIL_SOURCE_BYTES) -> bytes:
-    """The bytes of file ``rel`` under ``root`` (see :func:`open_under_root`); 413 over ``max_bytes``."""
-    import os
-
-    with os.fdopen(open_under_root(root, rel), "rb") as f:
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise RequestError(413, f"the item's file has more than {max_bytes} bytes")
-    return data
-
-
 def _thumbnail(img, side: int) -> bytes:
     """JPEG bytes of an opened image (decoded here), oriented, in RGB, at most ``side`` pixels a side."""
     from PIL import ImageOps
@@ -462,7 +455,7 @@ class CollectionService:
     :meth:`add` and :meth:`remove` go through the collection's writer lock, so the CLI (``collection add``,
     ``collection remove``) and this service change one collection in turn without losing anything, and
     every search reads the latest committed version. Thumbnails are read from files under the collection's
-    root only (:func:`read_under_root`). Safe to share between threads.
+    root only (:func:`open_under_root`). Safe to share between threads.
     """
 
     def __init__(self, folder_or_collection: Any, limits: Limits = Limits()):
@@ -549,13 +542,9 @@ class CollectionService:
         if offset < 0 or not 1 <= limit <= 500:
             raise RequestError(422, f"offset must be >= 0 and limit between 1 and 500, got offset={offset}, "
                                     f"limit={limit}")
-        index = _collection_index(self.collection)
-        ids = index.ids
-        offset = min(offset, ids.size)
-        page = ids[offset:offset + limit]
-        payloads = index.payloads(page) if page.size else []
-        return {"total": int(ids.size), "offset": offset,
-                "items": [{"id": int(i), **_collection_source(p)} for i, p in zip(page.tolist(), payloads)]}
+        total = len(self.collection)
+        offset = min(offset, total)
+        return {"total": total, "offset": offset, "items": self.collection.items(offset, limit)}
 
     def add(self, image: bytes, image_type: str | None = None, external_id: Any = None) -> dict[str, Any]:
         """Encode an uploaded image and add it (with ``external_id`` as its source, if given) through the
@@ -566,7 +555,7 @@ class CollectionService:
                                         f"characters, got "
                                         f"{_brief(external_id)}")
         codes = self.encode_upload(image, image_type)
-        item_id = _add_codes(self.collection, codes, external_id)
+        item_id = int(self.collection.add_codes(codes, external_ids=[external_id])[0])
         return {"id": item_id, "path": None, "external_id": external_id if external_id is not None else "",
                 "n_items": self.n_items}
 
@@ -593,8 +582,6 @@ class CollectionService:
         root = self.collection.root
         if root is None:
             raise RequestError(404, "the collection has no root folder")
-        import os
-
         fd = open_under_root(root, record["path"])
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
@@ -615,6 +602,8 @@ class CollectionService:
         return jpeg
 
     def _render_thumbnail(self, item_id: int, data: bytes) -> bytes:
+        from PIL import Image
+
         from learn2hash import images
         from learn2hash.errors import ImageTooLargeError
 
@@ -632,29 +621,7 @@ class CollectionService:
                 img.close()
         except RequestError:
             raise
-        except ImageTooLargeError as exc:
+        except (ImageTooLargeError, Image.DecompressionBombError) as exc:
             raise RequestError(413, f"the file of item {item_id} is over the decoder's limits ({exc})") from None
-        except Learn2HashError as exc:
+        except (Learn2HashError, OSError, ValueError, SyntaxError, EOFError) as exc:  # decoding fails in the lane too
             raise RequestError(404, f"the file of item {item_id} is not a readable image ({exc})") from None
-
-
-# ----------------------------------------------------------------------------- the collection, below its public API
-def _collection_index(coll: Any):
-    """The collection's latest committed :class:`~learn2hash.HammingIndex` (for listing its ids and sources)."""
-    return coll._current()
-
-
-def _collection_source(payload: bytes | None) -> dict[str, Any]:
-    from learn2hash import collections
-
-    return collections._source(payload)
-
-
-def _add_codes(coll: Any, codes: Any, external_id: str | None) -> int:
-    """Add one item whose codes the service has already computed (decoded in its lanes), with ``external_id``
-    as its source, through the collection's writer lock; its id. (``Collection.add_item`` takes images and
-    decodes them itself, in the caller's thread and without the service's pixel limit.)"""
-    from learn2hash import collections
-
-    with coll._writing() as index:
-        return int(index.add(codes, payloads=[collections._payload(external_id=external_id)])[0])

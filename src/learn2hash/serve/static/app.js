@@ -1,9 +1,12 @@
 // The search page: pick a query-split item (or upload an image / paste features), POST /search,
-// and show the k nearest database items with their Hamming distances and labels.
+// and show the k nearest database items with their Hamming distances and labels. When the service has an
+// API key, the page asks for it and sends it with every request (images are then fetched and shown from
+// blob URLs).
 "use strict";
 
 const PAGE_SIZE = 40;
-const state = { info: null, offset: 0, selected: null };
+const KEY_STORAGE = "learn2hash-api-key";
+const state = { info: null, offset: 0, selected: null, key: sessionStorage.getItem(KEY_STORAGE) || "" };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, children = []) {
@@ -24,15 +27,34 @@ function setStatus(text, kind) {
   status.dataset.state = kind;
 }
 
-async function getJSON(url, options) {
-  const response = await fetch(url, options);
+function withKey(headers = {}) {
+  return state.key ? { ...headers, Authorization: `Bearer ${state.key}` } : headers;
+}
+
+async function getJSON(url, options = {}) {
+  const response = await fetch(url, { ...options, headers: withKey(options.headers || {}) });
   let body = null;
   try { body = await response.json(); } catch (err) { body = null; }
+  if (response.status === 401) $("key-form").hidden = false;
   if (!response.ok) {
     const detail = body && body.detail ? body.detail : response.statusText;
     throw new Error(`${response.status}: ${detail}`);
   }
   return body;
+}
+
+// an <img> of an API image: a plain src without a key; with one, fetched with the key into a blob URL
+function apiImage(url, alt) {
+  const img = el("img", { alt });
+  if (!state.key) {
+    img.src = url;
+  } else {
+    fetch(url, { headers: withKey() })
+      .then((r) => (r.ok ? r.blob() : Promise.reject(new Error(String(r.status)))))
+      .then((blob) => { img.src = URL.createObjectURL(blob); })
+      .catch(() => { img.dispatchEvent(new Event("error")); });
+  }
+  return img;
 }
 
 function kValue() {
@@ -72,7 +94,7 @@ async function loadQueries(offset) {
       "data-index": String(item.index),
     });
     if (state.info.has_images) {
-      button.append(el("img", { src: `/queries/${item.index}/image`, alt: `query ${item.index}` }));
+      button.append(apiImage(`/queries/${item.index}/image`, `query ${item.index}`));
     } else {
       button.append(el("span", { class: "thumb-text", text: item.labels.join(", ") || "—" }));
     }
@@ -112,7 +134,7 @@ function searchQuery(index) {
     b.classList.toggle("selected", Number(b.dataset.index) === index);
   }
   const picture = state.info.has_images
-    ? el("img", { src: `/queries/${index}/image`, alt: `query ${index}` })
+    ? apiImage(`/queries/${index}/image`, `query ${index}`)
     : null;
   return runSearch({
     method: "POST", headers: { "Content-Type": "application/json" },
@@ -162,7 +184,7 @@ function showResults(result) {
       class: `result ${relevance}`, "data-id": String(id), "data-distance": String(result.distances[rank]),
     });
     if (state.info.has_images) {
-      const img = el("img", { src: `/items/${id}/image`, alt: `database item ${id}` });
+      const img = apiImage(`/items/${id}/image`, `database item ${id}`);
       loads.push(new Promise((resolve) => { img.onload = resolve; img.onerror = resolve; }));
       card.append(img);
     } else {
@@ -199,5 +221,13 @@ document.addEventListener("DOMContentLoaded", () => {
     searchQuery(index);
   });
   $("upload-form").addEventListener("submit", searchUpload);
+  $("api-key").value = state.key;
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.key = $("api-key").value.trim();
+    sessionStorage.setItem(KEY_STORAGE, state.key);
+    loadInfo().then(() => setStatus("key in use", "idle"))
+      .catch((err) => setStatus(`cannot load the run: ${err.message}`, "error"));
+  });
   loadInfo().catch((err) => setStatus(`cannot load the run: ${err.message}`, "error"));
 });
