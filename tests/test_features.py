@@ -131,6 +131,11 @@ def test_unlabelled_photos_train_encode_index_search_with_cached_features(photos
     assert status == 0, err
     result = json.loads(out)["queries"][0]["results"]
     assert result[0]["distance"] == 0 and 7 in [r["id"] for r in result if r["distance"] == 0]
+    # the service searches by an uploaded photograph through the run's hasher
+    from learn2hash.serve.service import SearchService
+
+    found = SearchService(run).search(3, image=photos["files"][7].read_bytes())
+    assert found["distances"][0] == 0 and 7 in [i for i, d in zip(found["ids"], found["distances"]) if d == 0]
 
     # a changed file is recomputed: a new entry for the lists holding it, the old ones untouched
     from PIL import Image
@@ -335,3 +340,20 @@ def test_pca_that_cannot_fit_is_refused_up_front(monkeypatch):
         P.fit_pca(x, 16, boom, method="gram", who="itq")
     assert "\n" not in str(info.value)
     assert P.peak_bytes(10_000, 57_600, 64, "randomized") < 1 << 30
+
+
+def test_features_in_front_of_a_deep_method_is_its_frozen_backbone(tmp_path, capsys):
+    from learn2hash.runs import with_features
+
+    csq = with_features("csq", create("csq", bits=16), {}, {"backbone": "smallcnn", "image_size": 48})
+    p = csq.get_params()
+    assert (p["backbone"], p["frozen_features"], p["augment"]) == ("smallcnn", True, "none")
+    assert p["backbone_options"] == {"image_size": 48} and csq.takes_image_files
+    wrapped = with_features("itq", create("itq", bits=16), {}, {"backbone": "smallcnn"})
+    assert isinstance(wrapped, F.FeatureHasher) and wrapped.name == "itq" and wrapped.takes_image_files
+    with pytest.raises(Learn2HashError, match="give one or the other"):
+        with_features("csq", create("csq", bits=16, backbone="resnet18"), {"backbone": "resnet18"},
+                      {"backbone": "smallcnn"})
+    status, _, err = _cli(capsys, "train", "--method", "itq", "--dataset", "digits", "--out", tmp_path / "r",
+                          "--features-size", 64)
+    assert status == 2 and "go with --features BACKBONE" in err and len(err.strip().splitlines()) == 1
