@@ -78,7 +78,8 @@ def _cli(capsys, *argv):
 
 def _entries(cache_dir: Path) -> dict[str, int]:
     """The cache's feature entries and their modification times."""
-    return {p.name: p.stat().st_mtime_ns for p in cache_dir.glob("*.npy")} if cache_dir.exists() else {}
+    return ({p.name: p.stat().st_mtime_ns for p in cache_dir.glob("*.npy") if not p.name.endswith(".files.npy")}
+            if cache_dir.exists() else {})
 
 
 def _sha(path: Path) -> str:
@@ -92,7 +93,23 @@ def _train(capsys, photos, out, *extra, size=SIZE, weights=None):
 
 
 # ----------------------------------------------------------------------------- end to end, no labels
-def test_unlabelled_photos_train_encode_index_search_with_cached_features(photos, cache, tmp_path, capsys):
+@pytest.fixture
+def decoded(monkeypatch):
+    """Counts the image files the feature stage decodes and runs through the network."""
+    import learn2hash.train as T
+
+    counted = []
+    real = T.encode_items
+
+    def counting(model, x, *a, **k):
+        counted.append(len(x))
+        return real(model, x, *a, **k)
+
+    monkeypatch.setattr(T, "encode_items", counting)
+    return counted
+
+
+def test_unlabelled_photos_train_encode_index_search_with_cached_features(photos, cache, tmp_path, capsys, decoded):
     status, out, err = _train(capsys, photos, tmp_path / "run")
     assert status == 0, err
     assert "no labels, so no evaluation" in err
@@ -101,6 +118,7 @@ def test_unlabelled_photos_train_encode_index_search_with_cached_features(photos
     assert (run / "codes" / "database.npy").exists()
     first = _entries(cache)
     assert len(first) == 1  # train, query and database are the same 70 files: one entry, computed once
+    assert sum(decoded) == N_PHOTOS
 
     # the saved hasher is self-contained: it encodes image files and image arrays by itself
     hasher = Hasher.load(run / "hasher")
@@ -114,16 +132,18 @@ def test_unlabelled_photos_train_encode_index_search_with_cached_features(photos
     arr = np.stack([encode_image(p, hasher.image_geometry()) for p in photos["files"][:5]])
     assert np.array_equal(hasher.encode(arr).packed, db.packed[:5])
 
-    # a second run reads the cache: no entry is written or rewritten
+    # a second run reads the cache: no entry is written or rewritten, no image decoded
+    decoded.clear()
     status, _, err = _train(capsys, photos, tmp_path / "run2")
     assert status == 0, err
-    assert _entries(cache) == first
+    assert _entries(cache) == first and sum(decoded) == 0
     assert _sha(run / "hasher" / "hasher.json") == _sha(tmp_path / "run2" / "hasher" / "hasher.json")
 
     # encode --images, index build, search by an image file: the photo finds itself at distance 0
     status, out, err = _cli(capsys, "encode", "--run", run, "--images", photos["folder"], "--out",
                             tmp_path / "mine.npy", "--no-progress")
     assert status == 0, err
+    assert sum(decoded) == 0
     assert np.array_equal(Codes.load(tmp_path / "mine.npy").packed, db.packed)
     status, out, err = _cli(capsys, "index", "build", "--run", run)
     assert status == 0, err
@@ -137,22 +157,34 @@ def test_unlabelled_photos_train_encode_index_search_with_cached_features(photos
     found = SearchService(run).search(3, image=photos["files"][7].read_bytes())
     assert found["distances"][0] == 0 and 7 in [i for i, d in zip(found["ids"], found["distances"]) if d == 0]
 
-    # a changed file is recomputed: a new entry for the lists holding it, the old ones untouched
+    # a changed file is recomputed, and only it: the other rows come from the entry of the folder as it was
     from PIL import Image
 
     changed = photos["root"] / "changed"
     changed.mkdir()
     for p in photos["files"]:
         os.link(p, changed / p.name)
+
+    def train_changed(out):
+        return _cli(capsys, "train", "--method", "itq", "--dataset", "image-folder", "--data-path", changed,
+                    "--bits", 16, "--features", "efficientnet-lite0", "--features-weights", photos["weights"],
+                    "--features-size", SIZE, "--features-param", "workers=0", "--out", out, "--no-progress")
+
+    assert train_changed(tmp_path / "run3")[0] == 0  # other paths: other files, computed
+    before = _entries(cache)
     os.unlink(changed / "img010.jpg")
     Image.fromarray(_photo(np.random.default_rng(99), 3)).save(changed / "img010.jpg")
-    status, _, err = _cli(capsys, "train", "--method", "itq", "--dataset", "image-folder", "--data-path", changed,
-                          "--bits", 16, "--features", "efficientnet-lite0", "--features-weights", photos["weights"],
-                          "--features-size", SIZE, "--features-param", "workers=0", "--out", tmp_path / "run3",
-                          "--no-progress")
+    decoded.clear()
+    status, _, err = train_changed(tmp_path / "run4")
     assert status == 0, err
     now = _entries(cache)
-    assert {k: v for k, v in now.items() if k in first} == first and len(now) == 2
+    assert {k: v for k, v in now.items() if k in before} == before and len(now) == len(before) + 1
+    assert sum(decoded) == 1  # the other 69 rows come from the earlier entry (same path, size and time)
+    # a subset of the files (a training sample) is read from the entries, nothing decoded
+    decoded.clear()
+    sample = F.ImageFeatures("efficientnet-lite0", weights=str(photos["weights"]), image_size=SIZE, workers=0)
+    zs = sample.transform(photos["files"][5:40:3])
+    assert sum(decoded) == 0 and zs.shape == (12, 1280)
     f = F.ImageFeatures("efficientnet-lite0", weights=str(photos["weights"]), image_size=SIZE, workers=0)
     z_old, z_new = f.transform(photos["files"]), f.transform(sorted(changed.glob("*.jpg")))
     scale = np.abs(z_old).max()  # random-init weights give small features: compare relative to them

@@ -227,6 +227,21 @@ def files_sha256(paths: Any, transform: Any = None) -> str:
     return h.hexdigest()
 
 
+def file_digests(paths: Any) -> np.ndarray:
+    """``uint8[n, 32]``: per image file, the sha256 of its resolved path, size and modification time (ns),
+    the identity :func:`files_sha256` gives a whole list; a row of a cache entry is reused for a file
+    whose digest (and decoding) matches."""
+    out = np.empty((len(paths), 32), dtype=np.uint8)
+    for i, p in enumerate(paths):
+        try:
+            st = os.stat(p)
+        except OSError as exc:
+            raise Learn2HashError(f"image {p} cannot be read: {exc.strerror or exc}") from None
+        out[i] = np.frombuffer(hashlib.sha256(json.dumps([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
+                                              .encode()).digest(), dtype=np.uint8)
+    return out
+
+
 def cache_key(x: Any, extractor: FeatureExtractor, data_sha256: str | None = None) -> str:
     """The cache entry name of ``extractor``'s features of ``x`` (``data_sha256``: the items' identity
     when it is not the checksum of the array ``x``, e.g. :func:`files_sha256` of image files)."""
@@ -587,26 +602,26 @@ class ImageFeatures:
                                 progress=progress, description=description or f"{self.backbone} features")
             return z, []
         geom = self.geometry()
-        data_sha256 = files_sha256(paths, {"geometry": self.geometry_dict(), "pipeline": "encode_image"})
-        skipped: list[dict[str, Any]] = []
+        paths = [Path(p) for p in paths]
 
-        def compute(out: np.ndarray) -> list[dict[str, Any]]:
+        def compute(out: np.ndarray, positions: np.ndarray) -> list[dict[str, Any]]:
             from learn2hash.datasets.files import LazyImages
             from learn2hash.train import encode_items
 
             model = _BackboneOnly(net)
             found = []
-            for s in range(0, len(paths), FILE_CHUNK):
-                part = LazyImages(paths[s:s + FILE_CHUNK], geom.size, geom.channels, "images")
+            for s in range(0, len(positions), FILE_CHUNK):
+                chunk = positions[s:s + FILE_CHUNK]
+                part = LazyImages([paths[int(i)] for i in chunk], geom.size, geom.channels, "images")
                 z, _, bad = encode_items(model, part, int(self.batch_size), torch.device(self.device), "features",
                                          workers=self.workers, on_bad_image="blank" if policy == "skip" else "error",
                                          item_shape=geom.item_shape, progress=bool(progress))
-                out[s:s + len(z)] = z.numpy()
-                found += [{"position": s + i, "path": p, "error": m} for i, p, m in bad]
+                out[chunk] = z.numpy()
+                found += [{"position": int(chunk[i]), "path": p, "error": m} for i, p, m in bad]
             return found
 
-        z, skipped = file_features(len(paths), self.extractor_, data_sha256, compute, out_dim=self.out_dim_,
-                                   cache=bool(self.cache), cache_dir=self.cache_dir)
+        z, skipped = file_features(paths, self.extractor_, {"geometry": self.geometry_dict(), "pipeline": "encode_image"},
+                                   compute, out_dim=self.out_dim_, cache=bool(self.cache), cache_dir=self.cache_dir)
         if skipped and policy == "error":
             first = skipped[0]
             raise CorruptFileError(f"{first['error']} ({len(skipped)} unreadable image(s); on_bad_image='skip' "
@@ -618,33 +633,46 @@ _DEFAULTS = {k: v.default for k, v in __import__("inspect").signature(ImageFeatu
              if k != "self"}
 
 
-def file_features(n: int, extractor: FeatureExtractor, data_sha256: str,
-                  compute: Callable[[np.ndarray], list[dict[str, Any]]], out_dim: int, cache: bool = True,
+def file_features(paths: list[Path], extractor: FeatureExtractor, transform: dict[str, Any],
+                  compute: Callable[[np.ndarray, np.ndarray], list[dict[str, Any]]], out_dim: int, cache: bool = True,
                   cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Features of ``n`` image files identified by ``data_sha256`` (:func:`files_sha256`): the cached entry,
-    or ``compute(out)`` filling ``out`` (``float32[n, out_dim]``, a memory map of the new entry's file,
-    so nothing of size ``n`` is held in memory) and returning the files it could not read (their rows
-    hold a blank image's features). The entry's sidecar records those, so a later call reports them too."""
+    """Features of the image files ``paths`` decoded with ``transform`` (JSON-able: the geometry), from the
+    cache when present.
+
+    The entry of the list is keyed by :func:`files_sha256`; beside its ``.npy`` and sidecar it keeps
+    ``<key>.files.npy``, the :func:`file_digests` of its rows. When the list has no entry yet, every file
+    that a previous entry of the same extractor and transform holds (same path, size and modification
+    time) is copied from there, and ``compute(out, positions)`` fills only the rows of the others (into
+    ``out``, a memory map of the new entry's file, so nothing of size ``n`` is held in memory), returning
+    the files it could not read (their rows hold a blank image's features). A changed file is therefore
+    the only one recomputed, and a training sample of a folder reuses the folder's features. The
+    sidecar lists the unreadable files, so a later call reports them too."""
+    n = len(paths)
     if not cache:
         out = np.zeros((n, out_dim), dtype=np.float32)
-        skipped = compute(out)
+        skipped = compute(out, np.arange(n))
         _check_finite(out)
         return out, skipped
-    key = cache_key(None, extractor, data_sha256)
+    key = cache_key(None, extractor, files_sha256(paths, transform))
     folder = (Path(cache_dir) if cache_dir is not None else cache_root()) / "features"
-    npy, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
+    npy, meta_path, files_npy = folder / f"{key}.npy", folder / f"{key}.json", folder / f"{key}.files.npy"
     z = _read_entry(npy, meta_path, key, n, mmap=True)
     if z is not None:
         log.info("features of %d image files read from %s", n, npy)
         return z, list(_atomic.load_json(meta_path).get("skipped", []))
     folder.mkdir(parents=True, exist_ok=True)
+    digests = file_digests(paths)
     import tempfile
 
     fd, tmp = tempfile.mkstemp(prefix=f".{npy.name}.", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, out_dim))
-        skipped = compute(out)
+        done = _reuse_rows(folder, extractor.key, transform, digests, out, exclude=key)
+        todo = np.flatnonzero(~done)
+        log.info("features of %d image files: %d reused from earlier entries, %d to compute", n, n - len(todo),
+                 len(todo))
+        skipped = compute(out, todo) if len(todo) else []
         _check_finite(out)
         out.flush()
         del out
@@ -656,9 +684,50 @@ def file_features(n: int, extractor: FeatureExtractor, data_sha256: str,
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _atomic.save_npy(files_npy, digests)
     _atomic.save_json(meta_path, {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key, "model": extractor.key,
-                                  "shape": [n, out_dim], "sha256": _atomic.sha256_file(npy), "skipped": skipped})
+                                  "shape": [n, out_dim], "sha256": _atomic.sha256_file(npy), "skipped": skipped,
+                                  "transform": transform, "files_sha256": _atomic.sha256_file(files_npy)})
     return _atomic.load_npy(npy, mmap=True), skipped
+
+
+def _reuse_rows(folder: Path, model: str, transform: dict[str, Any], digests: np.ndarray, out: np.ndarray,
+                exclude: str) -> np.ndarray:
+    """Copy into ``out`` the rows that earlier file entries of ``model`` and ``transform`` hold for files of
+    these ``digests`` (unreadable files excepted); returns which rows were filled. An entry that does not
+    check out (checksums, shapes) is passed over."""
+    done = np.zeros(len(digests), dtype=bool)
+    wanted = {bytes(d): i for i, d in enumerate(digests)}
+    for meta_path in sorted(folder.glob("*.json")):
+        if done.all():
+            break
+        try:
+            meta = _atomic.load_json(meta_path)
+            if meta.get("model") != model or meta.get("transform") != plain_json(transform) or meta.get("key") == exclude:
+                continue
+            files_npy = meta_path.with_name(f"{meta['key']}.files.npy")
+            if _atomic.sha256_file(files_npy) != meta.get("files_sha256"):
+                continue
+            theirs = _atomic.load_npy(files_npy)
+            z = _read_entry(meta_path.with_suffix(".npy"), meta_path, meta["key"], len(theirs), mmap=True)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, Learn2HashError):
+            continue
+        if z is None or z.shape[1] != out.shape[1] or theirs.shape != (len(z), 32):
+            continue
+        blank = {int(s["position"]) for s in meta.get("skipped", [])}
+        mine, rows = [], []
+        for row, d in enumerate(theirs):
+            i = wanted.get(bytes(d))
+            if i is not None and not done[i] and row not in blank:
+                mine.append(i)
+                rows.append(row)
+        if mine:
+            order = np.argsort(rows)
+            mine_a, rows_a = np.asarray(mine)[order], np.asarray(rows)[order]
+            for s in range(0, len(rows_a), CHECK_BLOCK):
+                out[mine_a[s:s + CHECK_BLOCK]] = z[rows_a[s:s + CHECK_BLOCK]]
+            done[mine_a] = True
+    return done
 
 
 def _check_finite(z: np.ndarray) -> None:
