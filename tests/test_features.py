@@ -389,3 +389,32 @@ def test_features_in_front_of_a_deep_method_is_its_frozen_backbone(tmp_path, cap
     status, _, err = _cli(capsys, "train", "--method", "itq", "--dataset", "digits", "--out", tmp_path / "r",
                           "--features-size", 64)
     assert status == 2 and "go with --features BACKBONE" in err and len(err.strip().splitlines()) == 1
+
+
+def test_arrays_are_cached_by_content_and_a_sample_reuses_the_pool(photos, cache, monkeypatch):
+    seen = []
+    real = F.BackboneExtractor.__call__
+
+    def counting(self, batch):
+        seen.append(len(batch))
+        return real(self, batch)
+
+    monkeypatch.setattr(F.BackboneExtractor, "__call__", counting)
+    rng = np.random.default_rng(5)
+    pool = rng.integers(0, 256, (F.MIN_CACHED_ITEMS + 44, 20, 24, 3), dtype=np.uint8)  # [n, H, W, C]
+    f = F.ImageFeatures("efficientnet-lite0", weights=str(photos["weights"]), image_size=SIZE)
+    z = f.transform(pool)
+    assert sum(seen) == len(pool) and z.shape == (len(pool), 1280)
+    seen.clear()
+    assert np.array_equal(f.transform(pool), z) and sum(seen) == 0  # the same array: its entry
+    sample = pool[rng.permutation(len(pool))[:F.MIN_CACHED_ITEMS]]
+    new = sample.copy()
+    new[3] = 255 - new[3]  # one item that no entry holds
+    zs = f.transform(new)
+    assert sum(seen) == 1  # every other row is the pool's
+    where = [int(np.flatnonzero((pool == row).all(axis=(1, 2, 3)))[0]) for row in sample]
+    keep = [i for i in range(len(sample)) if i != 3]
+    assert np.array_equal(zs[keep], z[np.asarray(where)[keep]])
+    seen.clear()
+    few = f.transform(pool[:5])  # a few items (a query): computed, not cached
+    assert sum(seen) == 5 and np.allclose(few, z[:5], rtol=1e-4, atol=np.abs(z).max() * 1e-5)

@@ -597,9 +597,9 @@ class ImageFeatures:
             if tuple(np.shape(X)[1:]) != self.item_shape_ and not hasattr(net, "prepare"):
                 net.check_input_shape(tuple(np.shape(X)[1:]), "image")
             # a few items (a query, an upload) cost less to compute than an entry on disk
-            z = visual_features(X, self.extractor_, cache=bool(self.cache) and len(X) >= MIN_CACHED_ITEMS,
-                                cache_dir=self.cache_dir,
-                                progress=progress, description=description or f"{self.backbone} features")
+            z = array_features(X, self.extractor_, self.out_dim_, cache=bool(self.cache) and len(X) >= MIN_CACHED_ITEMS,
+                               cache_dir=self.cache_dir, progress=progress,
+                               description=description or f"{self.backbone} features")
             return z, []
         geom = self.geometry()
         paths = [Path(p) for p in paths]
@@ -654,14 +654,69 @@ def file_features(paths: list[Path], extractor: FeatureExtractor, transform: dic
         _check_finite(out)
         return out, skipped
     key = cache_key(None, extractor, files_sha256(paths, transform))
+    return _entry_with_reuse(n, key, lambda: file_digests(paths), extractor, transform, compute, out_dim, cache_dir,
+                             "image files")
+
+
+def row_digests(x: Any, chunk_items: int = 4096) -> np.ndarray:
+    """``uint8[n, 32]``: the sha256 of each item's bytes (``x`` read in blocks, so lazy arrays stream)."""
+    out = np.empty((len(x), 32), dtype=np.uint8)
+    for s in range(0, len(x), chunk_items):
+        block = np.ascontiguousarray(np.asarray(x[s:s + chunk_items]))
+        for i, row in enumerate(block):
+            out[s + i] = np.frombuffer(hashlib.sha256(row.tobytes()).digest(), dtype=np.uint8)
+    return out
+
+
+def array_features(x: Any, extractor: FeatureExtractor, out_dim: int, cache: bool = True,
+                   cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
+                   description: str = "features") -> np.ndarray:
+    """:func:`visual_features` of an item array with the reuse of :func:`file_features`: the entry is keyed
+    by the array's checksum (:func:`cache_key`, as before), and when it is missing every item that an
+    earlier entry of the same extractor holds (the same bytes, dtype and shape) is copied from there, so
+    a training sample of a pool reads the pool's features."""
+    first = np.asarray(x[:1])
+    transform = {"items": "array", "dtype": str(first.dtype), "item_shape": list(first.shape[1:])}
+
+    def compute(out: np.ndarray, positions: np.ndarray) -> list[dict[str, Any]]:
+        from tqdm.auto import tqdm
+
+        show = sys.stderr.isatty() if progress is None else bool(progress)
+        step = max(1, int(extractor.batch_size))
+        with tqdm(total=len(positions), desc=description, unit="item", disable=not show, file=sys.stderr,
+                  dynamic_ncols=True) as bar:
+            for s in range(0, len(positions), step):
+                pos = positions[s:s + step]
+                contiguous = len(pos) and pos[-1] - pos[0] == len(pos) - 1
+                part = x[int(pos[0]):int(pos[-1]) + 1] if contiguous else x[pos]
+                f = extractor(as_input_tensor(np.asarray(part), "cpu", "items"))
+                out[pos] = f.detach().cpu().numpy() if isinstance(f, torch.Tensor) else np.asarray(f)
+                bar.update(len(pos))
+        return []
+
+    if not cache:
+        out = np.zeros((len(x), out_dim), dtype=np.float32)
+        compute(out, np.arange(len(x)))
+        _check_finite(out)
+        return out
+    return _entry_with_reuse(len(x), cache_key(x, extractor), lambda: row_digests(x), extractor, transform, compute,
+                             out_dim, cache_dir, "items")[0]
+
+
+def _entry_with_reuse(n: int, key: str, digests_of: Callable[[], np.ndarray], extractor: FeatureExtractor,
+                      transform: dict[str, Any], compute: Callable[[np.ndarray, np.ndarray], list[dict[str, Any]]],
+                      out_dim: int, cache_dir: str | os.PathLike | None, what: str
+                      ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The cache entry ``key`` of ``n`` items, or a new one: rows reused from earlier entries of the same
+    extractor and ``transform`` by the items' digests, the rest computed into a memory map of its file."""
     folder = (Path(cache_dir) if cache_dir is not None else cache_root()) / "features"
     npy, meta_path, files_npy = folder / f"{key}.npy", folder / f"{key}.json", folder / f"{key}.files.npy"
     z = _read_entry(npy, meta_path, key, n, mmap=True)
     if z is not None:
-        log.info("features of %d image files read from %s", n, npy)
+        log.info("features of %d %s read from %s", n, what, npy)
         return z, list(_atomic.load_json(meta_path).get("skipped", []))
     folder.mkdir(parents=True, exist_ok=True)
-    digests = file_digests(paths)
+    digests = digests_of()
     import tempfile
 
     fd, tmp = tempfile.mkstemp(prefix=f".{npy.name}.", suffix=".tmp", dir=folder)
@@ -670,7 +725,7 @@ def file_features(paths: list[Path], extractor: FeatureExtractor, transform: dic
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, out_dim))
         done = _reuse_rows(folder, extractor.key, transform, digests, out, exclude=key)
         todo = np.flatnonzero(~done)
-        log.info("features of %d image files: %d reused from earlier entries, %d to compute", n, n - len(todo),
+        log.info("features of %d %s: %d reused from earlier entries, %d to compute", n, what, n - len(todo),
                  len(todo))
         skipped = compute(out, todo) if len(todo) else []
         _check_finite(out)
