@@ -418,3 +418,27 @@ def test_arrays_are_cached_by_content_and_a_sample_reuses_the_pool(photos, cache
     seen.clear()
     few = f.transform(pool[:5])  # a few items (a query): computed, not cached
     assert sum(seen) == 5 and np.allclose(few, z[:5], rtol=1e-4, atol=np.abs(z).max() * 1e-5)
+
+
+def test_stream_hashes_an_image_modality_through_the_backbone(photos, cache, tmp_path, capsys):
+    """LEMON on a .mat whose image modality holds images: --features hashes their features instead."""
+    import scipy.io
+
+    rng = np.random.default_rng(3)
+    n, classes = 300, 3
+    y = rng.integers(0, classes, n)
+    imgs = np.stack([_photo(rng, int(c))[::4, ::4].transpose(2, 0, 1) for c in y])  # uint8 [n, 3, 30, 40]
+    text = np.eye(classes)[y] * 2 + rng.normal(size=(n, classes))
+    scipy.io.savemat(tmp_path / "d.mat", {"IMG": imgs, "TXT": text, "LAB": np.eye(classes, dtype=np.uint8)[y]})
+    argv = ["stream", "--mat", tmp_path / "d.mat", "--mat-keys", "image=IMG,text=TXT,labels=LAB", "--queries", 50,
+            "--chunk", 125, "--bits", 8, "--quiet", "--features", "efficientnet-lite0", "--features-weights",
+            photos["weights"], "--features-size", SIZE]
+    status, out, err = _cli(capsys, *argv, "--out", tmp_path / "s")
+    assert status == 0, err
+    config = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert config["features"]["backbone"] == "efficientnet-lite0"
+    rec = json.loads((tmp_path / "s" / "stream.json").read_text())
+    assert rec["total_rounds"] == 2 and set(rec["rounds"][-1]["map"]) == {"image->text", "text->image"}
+    status, _, err = _cli(capsys, "stream", "--mat", tmp_path / "d.mat", "--mat-keys", "image=TXT,text=TXT,labels=LAB",
+                          "--queries", 50, "--out", tmp_path / "t", "--features", "efficientnet-lite0")
+    assert status == 2 and "no modality" in err and len(err.strip().splitlines()) == 1
