@@ -442,3 +442,27 @@ def test_stream_hashes_an_image_modality_through_the_backbone(photos, cache, tmp
     status, _, err = _cli(capsys, "stream", "--mat", tmp_path / "d.mat", "--mat-keys", "image=TXT,text=TXT,labels=LAB",
                           "--queries", 50, "--out", tmp_path / "t", "--features", "efficientnet-lite0")
     assert status == 2 and "no modality" in err and len(err.strip().splitlines()) == 1
+
+
+def test_feature_hasher_clone_save_load(photos, cache, tmp_path):
+    from sklearn.base import clone
+
+    import learn2hash as l2h
+
+    h = l2h.FeatureHasher(l2h.ImageFeatures("efficientnet-lite0", weights=str(photos["weights"]), image_size=SIZE,
+                                            workers=0), create("itq", bits=16, n_iter=5))
+    twin = clone(h)
+    assert twin.get_params()["hasher__n_iter"] == 5 and twin.features is not h.features
+    h.fit(photos["files"])
+    assert not getattr(twin.hasher, "fitted_", False)
+    h.save(tmp_path / "h")
+    back = Hasher.load(tmp_path / "h")
+    assert isinstance(back, l2h.FeatureHasher) and back.features.identity() == h.features.identity()
+    assert back.encode(photos["files"][:9]) == h.encode(photos["files"][:9])
+    meta = json.loads((tmp_path / "h" / "hasher.json").read_text())
+    entry = meta["files"]["features.pt"]
+    assert entry["sha256"] == _sha(tmp_path / "h" / entry["file"])
+    # a damaged weights file is refused, naming it
+    (tmp_path / "h" / entry["file"]).write_bytes(b"damaged")
+    with pytest.raises(Learn2HashError, match="does not match its checksum"):
+        Hasher.load(tmp_path / "h")
