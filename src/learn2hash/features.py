@@ -886,10 +886,15 @@ class FeatureHasher:
                                             description=f"{self.features.backbone} features (train)")
         feats = Split(x=z, labels=split.labels, name=split.name, kind="features", source=split.source,
                       indices=split.indices, dataset=split.dataset)
-        if skipped:
+        if skipped:  # left out, lazily: the rows of a memory map are read a block at a time
+            from learn2hash.datasets.base import LazyRows
+
             bad = np.zeros(len(z), dtype=bool)
             bad[[s["position"] for s in skipped]] = True
-            feats = feats.subset(np.flatnonzero(~bad))
+            keep = np.flatnonzero(~bad)
+            feats = Split(x=LazyRows(z, keep), labels=split.labels[keep], name=split.name, kind="features",
+                          source=split.source, indices=None if split.indices is None else split.indices[keep],
+                          dataset=split.dataset)
         self.hasher.fit(feats, context=context)
         self.hasher.skipped_images_ = list(skipped)
         self.fitted_ = True
@@ -927,7 +932,12 @@ class FeatureHasher:
         bad = np.zeros(len(paths), dtype=bool)
         bad[[s["position"] for s in skipped]] = True
         kept = np.flatnonzero(~bad)
-        codes = self.hasher.encode(z[kept]) if len(kept) else Codes.empty(self.hasher.bits)
+        if not len(kept):
+            codes = Codes.empty(self.hasher.bits)
+        else:
+            from learn2hash.datasets.base import LazyRows
+
+            codes = self.hasher.encode(z if len(kept) == len(z) else LazyRows(z, kept))
         return codes, kept, [{"position": int(s["position"]), "path": str(s["path"]), "error": s["error"]}
                              for s in skipped]
 
