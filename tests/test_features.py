@@ -294,6 +294,14 @@ def test_unlabelled_npy_list_and_flat_folder_load(photos, tmp_path, capsys):
     assert status == 2 and "supervised" in err and len(err.strip().splitlines()) == 1
     status, out, err = _cli(capsys, "search", "--run", tmp_path / "r", "--query", 0, "-k", 2, "--rebuild-index")
     assert status == 0, err
+    # what needs labels says so in one line and writes nothing; compare shows the run with blank metrics
+    for argv in (["evaluate", "--run", tmp_path / "r"], ["report", "--run", tmp_path / "r"]):
+        status, _, err = _cli(capsys, *argv)
+        assert status == 2 and "has no labels" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r" / "metrics.json").exists() and not (tmp_path / "r" / "report").exists()
+    status, out, err = _cli(capsys, "compare", tmp_path / "r", "--markdown")
+    assert status == 0, err
+    assert "| r | itq | 8 | npz | standard |" in out
 
 
 # ----------------------------------------------------------------------------- scikit-learn

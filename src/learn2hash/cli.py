@@ -515,6 +515,7 @@ def _cmd_evaluate(args) -> int:
         from learn2hash.runs import default_topk
 
         run = Run.open(args.run)
+        run.require_labels()
         ds = run.dataset()
         inputs = (run.codes("query"), ds.query.labels, run.codes("database"), ds.database.labels)
     else:
