@@ -474,3 +474,17 @@ def test_feature_hasher_clone_save_load(photos, cache, tmp_path):
     (tmp_path / "h" / entry["file"]).write_bytes(b"damaged")
     with pytest.raises(Learn2HashError, match="does not match its checksum"):
         Hasher.load(tmp_path / "h")
+
+
+def test_a_damaged_entry_is_recomputed_never_used(photos, cache, caplog):
+    f = F.ImageFeatures("efficientnet-lite0", weights=str(photos["weights"]), image_size=SIZE, workers=0)
+    z = np.array(f.transform(photos["files"][:20]))
+    (entry,) = [p for p in cache.glob("*.npy") if not p.name.endswith(".files.npy")]
+    raw = bytearray(entry.read_bytes())
+    raw[-8:] = b"\x00\x00\xc0\x7f" * 2  # two NaN floats in the last row, the sidecar's checksum now wrong
+    entry.write_bytes(bytes(raw))
+    with caplog.at_level("WARNING", logger="learn2hash.features"):
+        again = f.transform(photos["files"][:20])
+    assert "unusable" in caplog.text and np.array_equal(np.asarray(again), z)
+    # a list holding those files does not copy rows from the damaged entry either (it was replaced)
+    assert np.all(np.isfinite(f.transform(photos["files"][:25])))

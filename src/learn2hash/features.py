@@ -774,18 +774,20 @@ def _reuse_rows(folder: Path, model: str, transform: dict[str, Any], digests: np
             if _atomic.sha256_file(files_npy) != meta.get("files_sha256"):
                 continue
             theirs = _atomic.load_npy(files_npy)
+            blank = {int(s["position"]) for s in meta.get("skipped", [])}
+            mine, rows = [], []
+            for row, d in enumerate(theirs):
+                i = wanted.get(bytes(d))
+                if i is not None and not done[i] and row not in blank:
+                    mine.append(i)
+                    rows.append(row)
+            if not mine:  # nothing to take: its features are not even read
+                continue
             z = _read_entry(meta_path.with_suffix(".npy"), meta_path, meta["key"], len(theirs), mmap=True)
         except (OSError, ValueError, KeyError, TypeError, AttributeError, Learn2HashError):
             continue
         if z is None or z.shape[1] != out.shape[1] or theirs.shape != (len(z), 32):
             continue
-        blank = {int(s["position"]) for s in meta.get("skipped", [])}
-        mine, rows = [], []
-        for row, d in enumerate(theirs):
-            i = wanted.get(bytes(d))
-            if i is not None and not done[i] and row not in blank:
-                mine.append(i)
-                rows.append(row)
         if mine:
             order = np.argsort(rows)
             mine_a, rows_a = np.asarray(mine)[order], np.asarray(rows)[order]
