@@ -244,6 +244,12 @@ def _cmd_train(args) -> int:
     if args.data_path:
         data_params["path"] = args.data_path
     features = _features_from_args(args)
+    if args.backbone is not None:
+        from learn2hash.methods import method_class
+
+        if "backbone" not in method_class(args.method)._param_names():
+            raise Learn2HashError(f"method {args.method!r} has no backbone; to hash a pretrained network's features "
+                                  f"with it, give --features {args.backbone}")
     if features is None and args.on_bad_image is not None:
         if "on_bad_image" in params:
             raise Learn2HashError("on_bad_image is given twice: as --on-bad-image and as --param on_bad_image=...")
