@@ -201,7 +201,7 @@ def _add_train(sub) -> None:
 
 
 def _add_features_flags(p) -> None:
-    """The feature stage's options (train, reproduce): a pretrained backbone's features as the input."""
+    """The feature stage's options (train, stream): a pretrained backbone's features as the input."""
     p.add_argument("--features", default=None, metavar="BACKBONE",
                    help="put a registered backbone's pooled features (e.g. efficientnet-lite0, resnet50, "
                         "timm:MODEL; a wrong name lists them) in front of any method: shallow and multi-view "
@@ -254,6 +254,12 @@ def _cmd_train(args) -> int:
     if args.data_path:
         data_params["path"] = args.data_path
     features = _features_from_args(args)
+    if args.backbone is not None:
+        from learn2hash.methods import method_class
+
+        if "backbone" not in method_class(args.method)._param_names():
+            raise Learn2HashError(f"method {args.method!r} has no backbone; to hash a pretrained network's features "
+                                  f"with it, give --features {args.backbone}")
     if features is None and args.on_bad_image is not None:
         if "on_bad_image" in params:
             raise Learn2HashError("on_bad_image is given twice: as --on-bad-image and as --param on_bad_image=...")
@@ -356,8 +362,16 @@ def _cmd_compare(args) -> int:
 
     rows = [summary_row(Run.open(d)) for d in args.runs]
     if any("features" in r for r in rows):  # which backbone's features each method hashed ("-": the items)
-        rows = [{**{k: v for k, v in r.items() if k != "features" and list(r).index(k) <= list(r).index("protocol")},
-                 "features": r.get("features") or "-", **r} for r in rows]
+        def with_features_column(row: dict) -> dict:
+            out = {}
+            for key, value in row.items():
+                if key != "features":
+                    out[key] = value
+                if key == "protocol":
+                    out["features"] = row.get("features") or "-"
+            return out
+
+        rows = [with_features_column(r) for r in rows]
     columns = list(dict.fromkeys(k for r in rows for k in r))
     fmt = [{k: (f"{v:.4f}" if isinstance(v, float) and not k.endswith("s") else
                 f"{v:.1f}" if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()} for r in rows]
@@ -531,6 +545,7 @@ def _cmd_evaluate(args) -> int:
         from learn2hash.runs import default_topk
 
         run = Run.open(args.run)
+        run.require_labels()
         ds = run.dataset()
         inputs = (run.codes("query"), ds.query.labels, run.codes("database"), ds.database.labels)
     else:
@@ -1021,6 +1036,7 @@ def _add_stream(sub) -> None:
     p.add_argument("--eval-every", type=int, default=1,
                    help="evaluate every N rounds (default 1; the last round always; 0: only the last)")
     p.add_argument("--quiet", action="store_true", help="no per-round lines on stderr")
+    _add_features_flags(p)
     p.set_defaults(func=_cmd_stream)
 
 
@@ -1039,7 +1055,8 @@ def _cmd_stream(args) -> int:
     result = run_stream(args.method, args.dataset or "mat", args.bits, args.chunk, args.out, seed=args.seed,
                         params=_parse_assignments(args.param, "--param"), data_params=data_params,
                         retrain=args.retrain, max_rounds=args.rounds, evaluate_every=args.eval_every,
-                        log=None if args.quiet else (lambda msg: print(msg, file=sys.stderr)))
+                        log=None if args.quiet else (lambda msg: print(msg, file=sys.stderr)),
+                        features=_features_from_args(args))
     rounds = result["rounds"]
     rows = [{"round": r["round"], "items": f"{r['n_seen']:,}", "train s": f"{r['train_seconds']:.3f}",
              **{f"mAP {d}": f"{r['map'][d]:.4f}" for d in result["directions"] if "map" in r}} for r in rounds]
