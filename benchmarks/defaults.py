@@ -34,7 +34,7 @@ from reproduce import _fmt, collect, run_cell, write_section  # noqa: E402
 
 SECTION = "## Defaults"
 SHALLOW = ["lsh", "itq", "sdh"]
-DEEP = ["dhn", "hashnet", "dch", "eddh", "csq"]
+DEEP = ["dhn", "hashnet", "dch", "eddh", "csq", "orthohash"]
 #: the most training seconds a default may take on the 2-core CPU
 BUDGET_S = 15 * 60
 #: how far above SDH every deep method must be (mAP points)
@@ -63,6 +63,11 @@ def checks(rows: list[dict], key: str, dataset: str) -> list[str]:
                 ok, claim = s > sdh, "> SDH"
             out.append(f"- {bits} bits: {m.upper()} {claim}: {'holds' if ok else '**FAILS**'} "
                        f"({s:.4f} vs {sdh:.4f}, {100 * (s - sdh):+.2f} points)")
+    for bits in sorted({r["bits"] for r in rows}):  # the target: OrthoHash at least CSQ
+        oh, csq = score.get(("orthohash", bits)), score.get(("csq", bits))
+        if oh is not None and csq is not None:
+            out.append(f"- {bits} bits: ORTHOHASH >= CSQ: {'holds' if oh >= csq else '**FAILS**'} "
+                       f"({oh:.4f} vs {csq:.4f}, {100 * (oh - csq):+.2f} points)")
     if dataset == "fashion-mnist":
         for m in ("dhn", "hashnet"):
             s = score.get((m, 64))

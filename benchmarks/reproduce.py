@@ -47,7 +47,7 @@ SECTION = "## Comparison"
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"dhn": ("dhn", {"lam": 0.1}),
                                                     "dhn-bank": ("dhn", {"memory_bank": True, "lam": 0.1})}
 #: the order of the table's rows
-ORDER = ["lsh", "itq", "sdh", "dhn", "dhn-bank", "hashnet", "dch", "csq"]
+ORDER = ["lsh", "itq", "sdh", "dhn", "dhn-bank", "hashnet", "dch", "csq", "orthohash"]
 #: the one training recipe of every deep method in the table
 DEEP_RECIPE: dict[str, Any] = dict(backbone_options={"widths": [64, 128, 256]}, epochs=60, batch_size=64, lr=2e-3,
                                    weight_decay=5e-4, optimizer="adamw", schedule="cosine", warmup_epochs=1.0,

@@ -141,7 +141,7 @@ def test_capabilities_are_declared_on_the_class(name):
     centers come with the HasCenters mixin (CSQ); takes_image_files says whether encode_images exists."""
     klass = method_class(name)
     assert isinstance(klass.runtime_params, tuple) and set(klass.runtime_params) <= set(klass._param_names())
-    assert issubclass(klass, HasCenters) == (name == "csq")
+    assert issubclass(klass, HasCenters) == (name in ("csq", "orthohash"))
     # deep hashers decode image files themselves (encode_images) to the geometry they declare
     assert klass.takes_image_files == hasattr(klass, "encode_images") == (family(name) == "deep")
     if family(name) != "deep":

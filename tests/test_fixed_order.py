@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from learn2hash.nn.fixed_order import (FixedOrderBatchNorm1d, FixedOrderBatchNorm2d, FixedOrderConv2d, channel_sums,
+from learn2hash.nn.fixed_order import (FixedOrderBatchNorm1d, FixedOrderConv2d, channel_sums,
                                        fixed_order)
 
 CL = torch.channels_last

@@ -181,3 +181,43 @@ def test_geometry_comes_from_the_backbone_spec():
     assert images.geometry(InputSpec(size=224, resize=256), (1, 28, 28)) == Geometry((224, 224), 3, 256)
     assert images.geometry(InputSpec(channels=1), (1, 28, 30)) == Geometry((28, 30), 1, None)
     assert images.geometry(None, (3, 12, 16)) == Geometry((12, 16), 3, None)
+
+
+@pytest.mark.parametrize("size", [(300, 200), (200, 333), (256, 256)])
+def test_resize_crop_gives_torchvisions_crops_for_a_fixed_seed(tmp_path, size):
+    """The recipes' training crop (augmentation ``crop,flip``) is torchvision's Resize(256) + RandomCrop(224)
+    + RandomHorizontalFlip(): the same pixels for the same seed."""
+    import torch
+    from PIL import Image
+
+    from learn2hash.nn._torchvision import import_torchvision
+
+    T = import_torchvision().transforms
+    rng = np.random.default_rng(0)
+    path = tmp_path / "photo.png"
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    geom = images.Geometry((224, 224), 3, resize=256)
+    reference = T.Compose([T.Resize(256), T.RandomCrop(224), T.RandomHorizontalFlip()])
+    outputs = []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        with Image.open(path) as im:
+            expect = np.asarray(reference(im.convert("RGB"))).transpose(2, 0, 1)
+        ours = images.resize_crop_image(path, geom, torch.Generator().manual_seed(seed))
+        np.testing.assert_array_equal(ours, expect)
+        outputs.append(ours.tobytes())
+    # the seeds give different crops and flips (a square 256 image has only the flip to vary)
+    assert len(set(outputs)) > (1 if size == (256, 256) else 4)
+
+
+def test_crop_augmentation_is_refused_for_arrays_and_with_an_argument():
+    from learn2hash.nn import augment as aug
+
+    assert aug.parse("crop,flip") == [("crop", None), ("flip", None)]
+    with pytest.raises(Learn2HashError, match="'crop' takes no argument"):
+        aug.parse("crop:256")
+    from learn2hash import datasets, methods
+
+    ds = datasets.load("digits")
+    with pytest.raises(Learn2HashError, match="'crop' is the training crop of image files"):
+        methods.create("csq", bits=8, epochs=1, augment="crop,flip").fit(ds.train)

@@ -146,7 +146,7 @@ def test_full_csq_recipe_resolves_resnet50_and_offline_says_how_to_pass_weights(
     p, dp = recipes.resolved(r)
     # the pipeline crops and flips image files; no pre-resize of the list images, no device shift on top
     assert p["backbone"] == "resnet50" and p["backbone_options"] == {"weights": "IMAGENET1K_V1"}
-    assert p["augment"] == "flip" and "size" not in dp
+    assert p["augment"] == "crop,flip" and "size" not in dp
     p2, _ = recipes.resolved(r, params={"backbone_options": {"image_size": 32}}, weights="/w/r50.pt")
     assert p2["backbone_options"] == {"image_size": 32, "weights": "/w/r50.pt"}
     with pytest.raises(Exception, match="runs no pretrained backbone with --quick"):
@@ -161,14 +161,15 @@ def test_full_csq_recipe_resolves_resnet50_and_offline_says_how_to_pass_weights(
     assert last.startswith("learn2hash reproduce: error: cannot download the torchvision resnet50 IMAGENET1K_V1 "
                            "weights of the csq recipe (URLError")
     assert "download https://download.pytorch.org/models/resnet50-" in last and "--weights PATH" in last
-    assert "resnet50" in err[0] and "augment=flip" in err[0]  # the recipe line, before the error
+    assert "resnet50" in err[0] and "augment=crop,flip" in err[0]  # the recipe line, before the error
 
 
 @pytest.mark.slow
 def test_csq_recipe_with_local_weights_trains_on_the_pipelines_crops(tmp_path, monkeypatch, capsys):
     """The real recipe (ResNet-50 from a local state dict) scaled down by overrides: 1 epoch at 32 px. The
-    batches the network sees are exactly the pipeline's: training a random-resized crop + flip of each
-    original image, encoding the resize of the shorter side + centre crop, nothing added on top."""
+    batches the network sees are exactly the pipeline's: training the reference code's resize + random
+    crop + flip of each original image, encoding the resize of the shorter side + centre crop, nothing
+    added on top."""
     import torch
 
     from learn2hash import images
@@ -207,7 +208,7 @@ def test_csq_recipe_with_local_weights_trains_on_the_pipelines_crops(tmp_path, m
     train_paths, query_paths = images.image_paths(ds.train.x), images.image_paths(ds.query.x)
     trained = [x for training, x in seen if training]
     assert len(trained) == 1 and trained[0].shape == (6, 3, 32, 32)  # one batch of all 6 (batch 64), in order
-    expect = np.stack([images.train_image(p, geom, images.item_rng(hasher.seed, 0, i), flip=True)
+    expect = np.stack([images.resize_crop_image(p, geom, images.item_generator(hasher.seed, 0, i), flip=True)
                        for i, p in enumerate(train_paths)])
     np.testing.assert_array_equal(trained[0].numpy(), expect)
     centre = np.stack([images.encode_image(p, geom) for p in train_paths])

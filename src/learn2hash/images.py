@@ -22,6 +22,9 @@ An image (a file path, the bytes of a file, or an opened :class:`PIL.Image.Image
      (:func:`item_rng`: one per item, epoch and seed, so worker processes do not matter).
 
    The crop and the resize are one bilinear (antialiased) Pillow resize of the crop box.
+   The reference code's training transform (:func:`resize_crop_image`, the augmentation ``crop``)
+   is torchvision's ``Resize(resize)`` + ``RandomCrop(size)`` + ``RandomHorizontalFlip()``, its
+   random numbers drawn from a torch generator in torchvision's order (:func:`item_generator`).
 
 The network normalises (mean/std) itself, on its device; this module hands it ``uint8``.
 A file that cannot be read raises :class:`~learn2hash.errors.CorruptFileError` naming it (a
@@ -298,6 +301,53 @@ def train_image(source: Source, geom: Geometry, rng: np.random.Generator, flip: 
         return _finish(img, (left * fx, top * fy, right * fx, bottom * fy), geom, mirrored)
 
     return _guarded(source, what, work)
+
+
+def resize_crop_image(source: Source, geom: Geometry, generator: "Any", flip: bool = True,
+                      what: str | None = None) -> np.ndarray:
+    """``uint8[C, H, W]``: torchvision's ``Resize(resize)`` + ``RandomCrop(size)`` + ``RandomHorizontalFlip()``
+    (when ``flip``) of ``source``, with ``resize = geom.resize`` (256 for a 224 input) and ``size = geom.size``.
+
+    The shorter side is scaled to ``resize`` and the longer to ``int(resize * longer / shorter)``
+    (bilinear, antialiased: Pillow's resize, as torchvision's on a PIL image); the crop's top and left
+    are ``torch.randint`` draws from ``generator`` in that order, then the flip when
+    ``torch.rand(1) < 0.5``, as torchvision draws them: with the global torch generator seeded s,
+    torchvision's transform gives the same pixels as this one with a generator seeded s. (Unlike
+    torchvision, the EXIF orientation is applied first, as everywhere in this module.)"""
+    import torch
+
+    if geom.resize is None:
+        raise Learn2HashError("the 'crop' augmentation needs the network's resize (its input spec's resize "
+                              "before the centre crop)")
+
+    def work(img):
+        from PIL import Image
+
+        img = _decode(img, 1.0, geom.channels)
+        w, h = img.size
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = int(geom.resize), int(int(geom.resize) * long / short)
+        size = (new_short, new_long) if w <= h else (new_long, new_short)
+        if size != (w, h):
+            img = img.resize(size, Image.Resampling.BILINEAR)
+        (th, tw), (nw, nh) = geom.size, size
+        if nh < th or nw < tw:
+            raise Learn2HashError(f"{_name(source, what)}: resized to {nw}x{nh}, smaller than the {tw}x{th} crop")
+        top = left = 0
+        if (nw, nh) != (tw, th):
+            top = int(torch.randint(0, nh - th + 1, size=(1,), generator=generator).item())
+            left = int(torch.randint(0, nw - tw + 1, size=(1,), generator=generator).item())
+        mirrored = bool(flip and torch.rand(1, generator=generator).item() < 0.5)
+        return _finish(img.crop((left, top, left + tw, top + th)), (0, 0, tw, th), geom, mirrored)
+
+    return _guarded(source, what, work)
+
+
+def item_generator(seed: int, epoch: int, index: int) -> "Any":
+    """A torch generator for one training item's :func:`resize_crop_image`, seeded from :func:`item_rng`."""
+    import torch
+
+    return torch.Generator().manual_seed(int(item_rng(seed, epoch, index).integers(0, 2 ** 63 - 1)))
 
 
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:

@@ -68,8 +68,10 @@ class Recipe:
     data_params: dict[str, Any] = field(default_factory=dict)
     #: images: (resize, crop) of the reference code. Image files are decoded from the originals by
     #: :mod:`learn2hash.images` to the backbone's input spec (torchvision's ImageNet weights: resize
-    #: 256, crop 224): for training a random-resized crop and a flip (``augment="flip"``), for encoding
-    #: the resize of the shorter side and the centre crop
+    #: 256, crop 224): for training the reference code's resize of the shorter side, random crop and
+    #: flip (``augment="crop,flip"``: torchvision's Resize(256) + RandomCrop(224) + RandomHorizontalFlip;
+    #: OrthoHash's ImageNet-100 code uses a random-resized crop and a flip instead, ``augment="flip"``),
+    #: for encoding the resize of the shorter side and the centre crop
     resize_crop: tuple[int, int] | None = None
     #: the cutoff of the reported mAP (None: the whole database)
     topk: int | None = None
@@ -101,7 +103,7 @@ def _csq(dataset: str, epochs: int, topk: int, paper: dict, reference: dict, est
         params=dict(backbone="resnet50", backbone_options={"weights": "IMAGENET1K_V1"}, backbone_lr_mult=1.0,
                     freeze="none", frozen_features=False, hidden=[], optimizer="rmsprop", lr=1e-5, weight_decay=1e-5,
                     batch_size=64, epochs=epochs, schedule="none", warmup_epochs=0.0, lam=1e-4,
-                    quantization="squared", augment="flip"),
+                    quantization="squared", augment="crop,flip"),
         resize_crop=(256, 224), topk=topk, paper=paper, reference=reference,
         estimate=estimate, notes=notes)
 
@@ -113,7 +115,7 @@ def _dhn(dataset: str, protocol: str, data_params: dict, topk: int | None, paper
         params=dict(backbone="alexnet", backbone_options={"weights": "IMAGENET1K_V1"}, backbone_lr_mult=1.0,
                     freeze="none", frozen_features=False, hidden=[], optimizer="rmsprop", lr=1e-5, weight_decay=1e-5,
                     batch_size=128, epochs=90, schedule="none", warmup_epochs=0.0, lam=0.1, memory_bank=True,
-                    augment="flip" if dataset != "cifar10" else "none"),
+                    augment="crop,flip" if dataset != "cifar10" else "none"),
         data_params=data_params, resize_crop=(256, 224) if dataset != "cifar10" else (224, 224), topk=topk,
         paper=paper, reference=reference, estimate=estimate, notes=notes)
 

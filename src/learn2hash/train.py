@@ -466,7 +466,9 @@ class ItemDataset(torch.utils.data.Dataset):
     Keys are ``(epoch, position)`` pairs. Arrays (numpy, or lazily read array-likes) are indexed;
     image files (:func:`learn2hash.images.image_paths`) are decoded and transformed to ``geometry``:
     with ``train=True`` a random-resized crop (and a flip when ``flip``) drawn from
-    :func:`learn2hash.images.item_rng` ``(seed, epoch, position)``, else the encode transform. A batch
+    :func:`learn2hash.images.item_rng` ``(seed, epoch, position)`` (``crop="resize-crop"``: the
+    reference code's resize + random crop, :func:`learn2hash.images.resize_crop_image`), else the
+    encode transform. A batch
     is a dict: ``index`` (positions kept), ``x`` (items; images ``uint8[n, C, H, W]`` in channels-last
     memory), ``skipped`` ((position, path, message) of bad images left out under
     ``on_bad_image="skip"``, or kept as a blank (all-zero) image under ``"blank"``, which keeps an
@@ -475,7 +477,7 @@ class ItemDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, x: Any, geometry: "_images.Geometry | None" = None, train: bool = False, seed: int = 0,
-                 flip: bool = False, on_bad_image: str = "error"):
+                 flip: bool = False, on_bad_image: str = "error", crop: str = "random-resized"):
         self.paths = _images.image_paths(x)
         if self.paths is not None and geometry is None:
             c, h, w = (int(s) for s in np.shape(x)[1:])
@@ -489,6 +491,8 @@ class ItemDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.flip = bool(flip)
         self.on_bad_image = on_bad_image
+        #: training crops of image files: "random-resized" or "resize-crop" (the augmentation ``crop``)
+        self.crop = crop
 
     def __len__(self) -> int:
         return len(self.paths) if self.paths is not None else len(self.x)
@@ -518,7 +522,10 @@ class ItemDataset(torch.utils.data.Dataset):
         for epoch, pos in keys:
             path = self.paths[int(pos)]
             try:
-                if self.train:
+                if self.train and self.crop == "resize-crop":
+                    a = _images.resize_crop_image(path, self.geometry, _images.item_generator(self.seed, epoch, pos),
+                                                  self.flip)
+                elif self.train:
                     a = _images.train_image(path, self.geometry, _images.item_rng(self.seed, epoch, pos), self.flip)
                 else:
                     a = _images.encode_image(path, self.geometry)
@@ -692,9 +699,13 @@ def _train(model: nn.Module, x: Any, labels: np.ndarray, task: TrainTask, config
     files = _images.image_paths(x) is not None
     # image files: the crop (and the flip when asked) is their augmentation, done while decoding;
     # the other ops (erase) still run on the device. No augmentation asked: the encode transform.
+    if any(name == "crop" for name, _ in ops) and not files:
+        raise Learn2HashError(f"augmentation {config.augment!r}: 'crop' is the training crop of image files "
+                              "(resize + random crop while decoding); these items are arrays")
     dataset = ItemDataset(x, _input_geometry(model, x, None), train=bool(ops), seed=int(config.seed),
-                          flip=any(name == "flip" for name, _ in ops), on_bad_image=config.on_bad_image)
-    device_ops = [op for op in ops if op[0] not in ("flip", "shift")] if files else ops
+                          flip=any(name == "flip" for name, _ in ops), on_bad_image=config.on_bad_image,
+                          crop="resize-crop" if any(name == "crop" for name, _ in ops) else "random-resized")
+    device_ops = [op for op in ops if op[0] not in ("flip", "shift", "crop")] if files else ops
     workers = config.workers if config.workers is not None else default_workers(x)
     loader, batches = make_loader(dataset, workers, device, int(config.seed), persistent=True)
     dtype = amp_dtype(config.amp, device)

@@ -8,7 +8,11 @@ A spec is a comma-separated list of:
   2 pixels at 28, 16 at 224, none below 14 pixels, where one pixel already moves a stroke off a
   tiny image);
 - ``erase`` or ``erase:S``: zero one random square of side S (default a quarter of the image side)
-  with probability 1/2 (cutout).
+  with probability 1/2 (cutout);
+- ``crop`` (image files only): instead of the random-resized crop the files are decoded with, the
+  reference code's crop, torchvision's ``Resize(R)`` + ``RandomCrop(size)`` with R the network's
+  resize before its centre crop (256 for 224) (:func:`learn2hash.images.resize_crop_image`);
+  ``crop,flip`` adds the horizontal flip.
 
 ``"none"`` (or an empty string) is no augmentation. ``"auto"`` is resolved from what the training data
 is before training (:func:`resolve`): the augmentations its dataset's registration declares
@@ -30,7 +34,7 @@ import torch
 
 from learn2hash.errors import Learn2HashError
 
-OPS = ("flip", "shift", "erase")
+OPS = ("flip", "shift", "erase", "crop")
 AUTO = "auto"
 #: what ``"auto"`` gives any image: small shifts (1/14 of the side) keep every label
 ANY_IMAGE = "shift"
@@ -77,6 +81,9 @@ def parse(spec: str | None) -> list[tuple[str, int | None]]:
         name, _, arg = part.strip().partition(":")
         if name not in OPS:
             raise Learn2HashError(f"unknown augmentation {name!r} in {spec!r}; known: {', '.join(OPS)} (or 'none')")
+        if name == "crop" and arg:
+            raise Learn2HashError(f"augmentation {part!r}: 'crop' takes no argument (it resizes as the network's "
+                                  "encoding does)")
         if arg and (not arg.isdigit() or int(arg) < 1):
             raise Learn2HashError(f"augmentation {part!r}: the argument must be a positive integer")
         ops.append((name, int(arg) if arg else None))
