@@ -132,7 +132,7 @@ class Profile:
     pairs: int
 
 
-def profile(db: np.ndarray, bits: int, lay: Layout, sample: int = 2048) -> Profile:
+def profile(db: np.ndarray, bits: int, lay: Layout, sample: int = 1024) -> Profile:
     """:class:`Profile` of the codes ``db`` (flat ``uint64`` words) for substrings ``lay``, from
     every pair of an evenly spaced sample of at most ``sample`` codes."""
     W = (bits + 63) // 64
