@@ -146,3 +146,27 @@ def test_tables_are_built_only_once_the_scans_would_have_paid_for_them(caplog):
     assert index._engine._tables  # built, and kept until the next add
     index.add(db[:10])
     assert not index._engine._tables
+
+
+def test_auto_range_search_checks_the_codes_crowding(caplog):
+    rng = np.random.default_rng(2)
+    bits, n, nq = 64, 120_000, 50
+    caplog.set_level(logging.DEBUG, logger="learn2hash.index")
+
+    def run(db, queries):
+        index = HammingIndex(bits, threads=1)
+        index.add(db)
+        caplog.clear()
+        got = index.range_search(queries, 2, method="auto")
+        said = [r.getMessage().split(": ")[1].split(";")[0] for r in caplog.records
+                if r.getMessage().startswith("range search of")]
+        want = index.range_search(queries, 2, method="scan")
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+        return said
+
+    # Spread-out codes: a query's probed buckets hold a handful of items.
+    assert run(packed_random(rng, n, bits), packed_random(rng, 10 * nq, bits)) == ["multi-index hashing"]
+    # 3 clusters: every probed bucket of a query holds a share of its cluster; the scan is cheaper.
+    db = packed_clustered(rng, n, bits, centers=3, flips=2)
+    assert run(db, db[:nq]) == ["scan"]

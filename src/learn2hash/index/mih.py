@@ -87,13 +87,20 @@ def knn_layout(n: int, bits: int) -> Layout:
     return layout(bits, max(1, round(bits / length)))
 
 
-def range_cost(n: int, n_queries: int, bits: int, radius: int, lay: Layout, built: bool) -> float:
-    """Estimated nanoseconds of a multi-index range search (uniformly spread keys assumed)."""
+def range_cost(n: int, n_queries: int, bits: int, radius: int, lay: Layout, built: bool,
+               prof: "Profile | None" = None) -> float:
+    """Estimated nanoseconds of a multi-index range search: uniformly spread keys assumed, or,
+    with a :class:`Profile` of the codes, the share of them within the sub-radius of a query's
+    key (queries like the stored codes; at least the uniform share), each read at random."""
     r = radius // lay.m
     per_query = 0.0
-    for L in lay.length:
+    for t, L in enumerate(lay.length):
         p = _probes(int(L), r)
-        per_query += p * (PROBE_NS + VERIFY_NS * n / 2.0 ** int(L))
+        if prof is None:
+            per_query += p * (PROBE_NS + VERIFY_NS * n / 2.0 ** int(L))
+        else:
+            seen = max(float(prof.sub[t, min(r, int(L))]), p / 2.0 ** int(L))
+            per_query += p * PROBE_NS + KNN_VERIFY_NS * min(1.0, seen) * n
     build = 0.0 if built else BUILD_NS * n * lay.m
     return n_queries * per_query + build
 
