@@ -9,6 +9,10 @@ item leaves a tombstone, so positions never move. Every backend answers the same
   with fewer than ``k`` items available is padded with id :data:`MISSING_ID` (-1) and distance
   :data:`MISSING_DISTANCE` (2**31 - 1), so the result always has ``k`` columns.
 - :meth:`HammingIndex.range_search` -> :class:`RangeResult`, every item at distance ``<= radius``.
+
+An item may carry a *payload*: a short byte string given to :meth:`HammingIndex.add`, stored and
+removed with its code (:meth:`HammingIndex.payloads`, ``search(..., with_payloads=True)``), so
+that what an application keeps per item is never out of step with the index.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from learn2hash.index.native import NativeEngine, check_method
 from learn2hash.index.results import MISSING_ID, RangeResult
 
 BACKENDS = ("native", "faiss", "milvus")
+#: A save compacts an index with at least this many removed items, when they are more than half of all.
+COMPACT_REMOVED = 4096
 #: A k-NN result padded beyond the stored items may hold at most this many ``(distance, id)`` slots.
 MAX_PADDED_RESULT = 1 << 26
 
@@ -81,6 +87,13 @@ class HammingIndex:
         self._folder: Path | None = None
         self._base: str | None = None  # checksum of the manifest in _folder this state was read or saved as
         self.built_from: dict | None = None
+        #: a save that would leave more segments merges the newest (None: never; see storage.merge_plan)
+        self.max_segments: int | None = storage.MAX_SEGMENTS
+        #: a save compacts first (:meth:`compact`) when at least this many items are removed and they
+        #: are more than half of those stored (None: never)
+        self.compact_removed: int | None = COMPACT_REMOVED
+        self._starts: np.ndarray | None = None  # first position of each segment, and n
+        self._compacted = False  # the next save deletes the previous version's files
         self._lock = RWLock()
         self._save_lock = threading.Lock()
 
@@ -145,15 +158,23 @@ class HammingIndex:
                 raise Learn2HashError(f"{what}: {exc}") from None
         return as_codes(codes, what).check_bits(self._bits, what)
 
-    def add(self, codes: Codes | np.ndarray, ids=None) -> np.ndarray:
+    def add(self, codes: Codes | np.ndarray, ids=None, payloads=None) -> np.ndarray:
         """Append ``codes`` (:class:`Codes` or packed ``uint8[n, ceil(K/8)]``); ``ids`` (distinct
         integers >= 0, not already stored) default to consecutive integers after the largest id
-        ever given. Returns the ids."""
+        ever given; ``payloads``: one ``bytes`` per code, kept with it (default: none, ``b""``).
+        Returns the ids."""
         codes = self._codes_in(codes, "codes to add")
+        blob = None
+        if payloads is not None:
+            payloads = list(payloads)
+            if len(payloads) != len(codes) or not all(isinstance(b, (bytes, bytearray)) for b in payloads):
+                raise Learn2HashError(f"payloads must be one bytes object per code ({len(codes)}), got "
+                                      f"{len(payloads)} items")
+            blob = storage.payload_arrays([bytes(b) for b in payloads])
         with self._lock.writing():
-            return self._add(codes, ids)
+            return self._add(codes, ids, blob)
 
-    def _add(self, codes: Codes, ids) -> np.ndarray:
+    def _add(self, codes: Codes, ids, blob: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         m = len(codes)
         if ids is None:
             new_ids = np.arange(self._next_id, self._next_id + m, dtype=np.int64)
@@ -163,7 +184,9 @@ class HammingIndex:
             return new_ids
         packed = np.array(codes.packed, copy=True)  # the caller may reuse its array
         self._engine.add(packed)
-        self._segments.append(storage.Segment(packed, new_ids))
+        self._segments.append(storage.Segment(packed, new_ids, payload=blob[0] if blob else None,
+                                              offsets=blob[1] if blob else None))
+        self._starts = None
         self._ids_parts.append(new_ids)
         self._ids_cache = None
         self._lookup = None
@@ -198,14 +221,7 @@ class HammingIndex:
             return self._remove(arr)
 
     def _remove(self, arr: np.ndarray) -> int:
-        sorted_ids, positions = self._id_lookup()
-        where = np.searchsorted(sorted_ids, arr)
-        where = np.minimum(where, max(0, sorted_ids.size - 1))
-        found = sorted_ids.size > 0
-        hit = (sorted_ids[where] == arr) if found else np.zeros(arr.size, bool)
-        if not hit.all():
-            raise Learn2HashError(f"ids not in the index: {arr[~hit][:5].tolist()}")
-        pos = positions[where]
+        pos = self._positions_of(arr)
         if not self._removed.size:
             self._removed = np.zeros(self._n, np.uint8)
         self._removed[pos] = 1
@@ -240,9 +256,11 @@ class HammingIndex:
     def _queries(self, query_codes) -> np.ndarray:
         return self._codes_in(query_codes, "query codes").packed
 
-    def search(self, query_codes: Codes | np.ndarray, k: int, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query_codes: Codes | np.ndarray, k: int, method: str = "auto", with_payloads: bool = False):
         """Exact k nearest items of each query: ``(distances int32[q, k], ids int64[q, k])``.
         ``query_codes``: :class:`Codes` or packed ``uint8[q, ceil(K/8)]``, as for :meth:`add`.
+        ``with_payloads``: also return the hits' payloads, ``list[list[bytes | None]]`` (``None`` in
+        padded slots), read under the same lock as the search: ``(distances, ids, payloads)``.
 
         ``method`` (native backend): ``"scan"`` (linear scan), ``"mih"`` (multi-index hashing,
         building its tables if needed), or ``"auto"``: multi-index hashing when its cost model
@@ -266,6 +284,8 @@ class HammingIndex:
             d, p = self._engine.search(queries, k, self._alive_mask(), n_alive, self._threads, method)
             if self._backend != "native":
                 d, p = _order_rows(d, p)
+            if with_payloads:
+                return d, self._to_ids(p), [[self._payload_at(int(i)) if i >= 0 else None for i in row] for row in p]
             return d, self._to_ids(p)
 
     def range_search(self, query_codes: Codes, radius: int, method: str = "auto") -> RangeResult:
@@ -294,6 +314,105 @@ class HammingIndex:
         with self._lock.reading():  # tables are derived data: searches may build them concurrently too
             self._engine.build_tables(m, self._threads)
 
+    # ------------------------------------------------------------------------ payloads
+    def _segment_starts(self) -> np.ndarray:
+        if self._starts is None:
+            self._starts = np.cumsum([0] + [len(s) for s in self._segments], dtype=np.int64)
+        return self._starts
+
+    def _payload_at(self, position: int) -> bytes:
+        starts = self._segment_starts()
+        j = int(np.searchsorted(starts, position, side="right")) - 1
+        return self._segments[j].payload_of(position - int(starts[j]))
+
+    def payloads(self, ids) -> list[bytes]:
+        """The payloads of the stored items with these ids (each must be stored), in the given order."""
+        arr = np.asarray(ids, dtype=np.int64).reshape(-1)
+        with self._lock.reading():
+            pos = self._positions_of(arr)
+            return [self._payload_at(int(p)) for p in pos]
+
+    def page(self, offset: int = 0, limit: int | None = None) -> tuple[np.ndarray, list[bytes]]:
+        """``(ids, payloads)`` of the stored items ``offset .. offset + limit - 1`` in insertion order
+        (all from ``offset`` when ``limit`` is None), read under one lock: a consistent page."""
+        offset = check_int(offset, "offset", 0)
+        with self._lock.reading():
+            alive = np.flatnonzero(self._removed == 0) if self._n_removed else np.arange(self._n)
+            pos = alive[offset:] if limit is None else alive[offset:offset + check_int(limit, "limit", 0)]
+            ids = self._all_ids()[pos] if pos.size else np.zeros(0, np.int64)
+            return ids, [self._payload_at(int(p)) for p in pos]
+
+    def find_payloads(self, values) -> dict[bytes, np.ndarray]:
+        """``{payload: ids}`` for each payload of ``values`` that stored items carry (ids sorted;
+        payloads no item carries are left out): a scan of the payloads, ``O(items)``."""
+        wanted = {bytes(v) for v in values}
+        found: dict[bytes, list[int]] = {}
+        lengths = {len(v) for v in wanted}
+        with self._lock.reading():
+            alive = self._removed == 0 if self._n_removed else None
+            at = 0
+            for seg in self._segments:
+                n = len(seg)
+                if seg.offsets is None:
+                    cand = np.arange(n) if 0 in lengths else np.zeros(0, np.int64)
+                else:
+                    off = np.asarray(seg.offsets)
+                    cand = np.flatnonzero(np.isin(np.diff(off), list(lengths)))
+                if alive is not None and cand.size:
+                    cand = cand[alive[at + cand]]
+                ids = np.asarray(seg.ids)
+                for i in cand.tolist():
+                    v = seg.payload_of(i)
+                    if v in wanted:
+                        found.setdefault(v, []).append(int(ids[i]))
+                at += n
+        return {v: np.array(sorted(found[v]), np.int64) for v in found}
+
+    def _positions_of(self, arr: np.ndarray) -> np.ndarray:
+        sorted_ids, positions = self._id_lookup()
+        where = np.minimum(np.searchsorted(sorted_ids, arr), max(0, sorted_ids.size - 1))
+        hit = (sorted_ids[where] == arr) if sorted_ids.size else np.zeros(arr.size, bool)
+        if not hit.all():
+            raise Learn2HashError(f"ids not in the index: {arr[~hit][:5].tolist()}")
+        return positions[where]
+
+    # ------------------------------------------------------------------------ compaction
+    def compact(self) -> int:
+        """Rewrite the items left into one segment and forget the removed ones (ids, codes and
+        payloads stay; positions change). Saved by the next :meth:`save` as one new segment, the
+        old segments' files deleted. Returns the number of removed items dropped. Takes the
+        exclusive lock: searches wait for it, and see the index before or after."""
+        with self._lock.writing():
+            dropped = self._n_removed
+            if len(self._segments) <= 1 and not dropped:
+                return 0
+            codes, ids, payload, offsets = storage.merge_segments(self._segments)
+            if dropped:
+                keep = self._removed == 0
+                codes, ids = codes[keep], ids[keep]
+                if offsets is not None:
+                    lengths = np.diff(np.asarray(offsets))
+                    payload = np.asarray(payload)[np.repeat(keep, lengths)]  # a mask of one byte per payload byte
+                    offsets = np.zeros(int(keep.sum()) + 1, np.int64)
+                    np.cumsum(lengths[keep], out=offsets[1:])
+            codes = np.ascontiguousarray(codes)
+            ids = np.array(ids, np.int64, copy=True)
+            engine = _make_engine(self._bits, self._backend, self._options)
+            engine.add(codes)
+            self._engine.close()
+            self._engine = engine
+            self._segments = [storage.Segment(codes, ids, payload=None if offsets is None else np.asarray(payload),
+                                              offsets=offsets)]
+            self._ids_parts = [ids]
+            self._ids_cache = None
+            self._lookup = None
+            self._starts = None
+            self._n = int(ids.shape[0])
+            self._removed = np.zeros(0, np.uint8)
+            self._n_removed = 0
+            self._compacted = True
+            return dropped
+
     def _to_ids(self, positions: np.ndarray) -> np.ndarray:
         ids = self._all_ids()
         out = np.full(positions.shape, MISSING_ID, np.int64)
@@ -309,7 +428,8 @@ class HammingIndex:
 
         Segments already in that folder are kept; new codes go to one new segment; removals to a
         new tombstone file; the manifest is replaced last, atomically, under the folder's writer
-        lock. Saving back to the folder this index was read from or saved to refuses
+        lock. Past :attr:`max_segments` segments the newest are merged; past :attr:`compact_removed`
+        removed items (more than half) the index is compacted first. Saving back to the folder this index was read from or saved to refuses
         (:class:`~learn2hash.index.storage.IndexConflictError`, nothing written) when another
         writer has changed that folder meanwhile; saving anywhere else replaces what is there.
         """
@@ -318,11 +438,17 @@ class HammingIndex:
                 raise Learn2HashError("save() needs a folder: this index was neither loaded nor saved before")
             folder = self._folder
         folder = Path(folder)
+        if self.compact_removed is not None and self._n_removed >= self.compact_removed and 2 * self._n_removed > self._n:
+            self.compact()
         with self._save_lock, self._lock.reading():
             same = self._folder is not None and os.path.realpath(folder) == os.path.realpath(self._folder)
             removed = np.flatnonzero(self._removed).astype(np.int64) if self._n_removed else np.zeros(0, np.int64)
+            compacted = self._compacted
             self._segments, self._base = storage.write(folder, self._bits, self._segments, removed, self._next_id,
-                                                       self._backend, self.built_from, self._base if same else None)
+                                                       self._backend, self.built_from, self._base if same else None,
+                                                       max_segments=self.max_segments, keep_previous=not compacted)
+            self._starts = None
+            self._compacted = False
             self._folder = folder
         return folder
 

@@ -54,6 +54,11 @@ def _hasher_checksum(run) -> str:
         raise Learn2HashError(f"run {run.folder} has no trained hasher yet (training did not finish?)") from None
 
 
+#: sha256 of a run's ``hasher/hasher.json``: the identity of its hasher (that file lists the checksum
+#: of every other file of the hasher); what an index or a collection records and is checked against
+hasher_checksum = _hasher_checksum
+
+
 def run_source(run, codes: Codes | None = None) -> dict[str, Any]:
     """What an index of ``run``'s database codes is built from (``codes``: those codes, if at hand)."""
     codes = run.codes("database") if codes is None else codes

@@ -6,6 +6,8 @@ folder/
                                     built_from (what the index was derived from, or null), checksum
   seg-<generation>-<n>.codes.npy    uint8[n, ceil(bits/8)] packed codes of one segment
   seg-<generation>-<n>.ids.npy      int64[n] ids of the same items
+  seg-<generation>-<n>.payload.npy  uint8 bytes of the items' payloads, one after another (when any
+  seg-<generation>-<n>.offsets.npy  item has one) and int64[n + 1] where each item's bytes start and end
   tomb-<generation>.npy             int64 sorted positions of removed items (when there are any)
   .writer.lock                      the writers' lock file (never deleted)
 ```
@@ -15,7 +17,20 @@ carries a checksum of its own content. A save writes the new files first (each a
 temporary file, fsync, rename), replaces the manifest last, and only then deletes files that
 neither the new nor the previous manifest mentions; so an interrupted save leaves the old index
 (or the new one) loadable, and a reader that loaded the previous generation can still open it.
-Segments are never rewritten: adding codes to a saved index writes one new segment.
+Adding codes to a saved index writes one new segment; stored segments are not rewritten, except
+when merged:
+
+- **automatic merging**: when a save would leave more than ``max_segments`` segments (default
+  :data:`MAX_SEGMENTS`), the newest segments are merged into one (a suffix chosen so that segment
+  sizes stay roughly geometric, which bounds the bytes rewritten per item by the log of the index
+  size). Merging concatenates in order, so positions and tombstones stay as they are.
+- **compaction** (:meth:`HammingIndex.compact`): the items left are rewritten into one segment and
+  the tombstones dropped, saved like any change (new files, then the manifest).
+
+Either way the manifest switch is the commit: a reader sees the old segments or the merged one, and
+a kill before the switch leaves the old index (its unused new files are collected by the next save).
+An item may carry a *payload*, a short byte string stored beside its code and id (a collection
+keeps each item's source there); an index with payloads is saved as format version 2.
 
 Writers take an exclusive lock (:func:`writer_lock`, ``flock`` on ``.writer.lock``) for the whole
 save, from reading the previous manifest to the garbage collection, so generations are numbered
@@ -45,26 +60,74 @@ from learn2hash.errors import CorruptFileError, Learn2HashError
 
 FORMAT = "learn2hash-hamming-index"
 VERSION = 1
+#: the format version of an index with payloads (version 1 readers would drop them)
+PAYLOAD_VERSION = 2
+#: a save that would leave more segments than this merges the newest ones (see the module's docstring)
+MAX_SEGMENTS = 32
 MANIFEST = "manifest.json"
 LOCK = ".writer.lock"
 #: How often a reader starts again when the manifest keeps changing under it.
 READ_ATTEMPTS = 50
-_OWN_FILE = re.compile(r"^(seg-\d+-\w+\.(codes|ids)\.npy|tomb-\d+-\w+\.npy)$")
+_OWN_FILE = re.compile(r"^(seg-\d+-\w+\.(codes|ids|payload|offsets)\.npy|tomb-\d+-\w+\.npy)$")
 # Temporary files of an atomic write that was killed before its rename.
 _STALE_TEMP = re.compile(r"^\.(seg-|tomb-|manifest\.json).*\.tmp$")
 
 
 @dataclass
 class Segment:
-    """Codes and ids of consecutive items; ``files`` names them in ``folder`` once saved there."""
+    """Codes and ids of consecutive items; ``files`` names them in ``folder`` once saved there.
+
+    ``payload`` / ``offsets``: the items' payloads (item ``i`` holds ``payload[offsets[i]:offsets[i+1]]``),
+    or ``None`` when no item of the segment has one."""
 
     codes: np.ndarray
     ids: np.ndarray
     folder: Path | None = None
     files: dict[str, Any] = field(default_factory=dict)
+    payload: np.ndarray | None = None
+    offsets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
+
+    def payload_of(self, i: int) -> bytes:
+        """The payload of the segment's ``i``-th item (``b""`` when it has none)."""
+        if self.offsets is None:
+            return b""
+        return bytes(self.payload[int(self.offsets[i]):int(self.offsets[i + 1])])
+
+
+def merge_segments(segments: list[Segment]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``(codes, ids, payload, offsets)`` of ``segments`` one after another (payloads ``None`` when
+    none of them has any)."""
+    if len(segments) == 1:
+        s = segments[0]
+        return np.asarray(s.codes), np.asarray(s.ids), s.payload, s.offsets
+    codes = np.concatenate([np.asarray(s.codes) for s in segments])
+    ids = np.concatenate([np.asarray(s.ids) for s in segments])
+    if all(s.offsets is None for s in segments):
+        return codes, ids, None, None
+    payload = np.concatenate([np.asarray(s.payload) if s.offsets is not None else np.zeros(0, np.uint8)
+                              for s in segments])
+    offsets = np.zeros(ids.shape[0] + 1, np.int64)
+    at, base = 0, 0
+    for s in segments:
+        n = len(s)
+        if s.offsets is not None:
+            offsets[at + 1:at + n + 1] = np.asarray(s.offsets[1:]) + base
+            base += int(s.offsets[-1])
+        else:
+            offsets[at + 1:at + n + 1] = base
+        at += n
+    return codes, ids, payload, offsets
+
+
+def payload_arrays(payloads: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """``(payload uint8[...], offsets int64[n + 1])`` of a list of byte strings."""
+    lengths = np.fromiter((len(p) for p in payloads), np.int64, len(payloads))
+    offsets = np.zeros(len(payloads) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return np.frombuffer(b"".join(payloads), np.uint8).copy(), offsets
 
 
 @dataclass
@@ -122,7 +185,7 @@ def read_manifest(folder: str | os.PathLike) -> dict:
     path = Path(folder) / MANIFEST
     if not path.exists():
         raise Learn2HashError(f"{folder} is not a saved Hamming index: it has no {MANIFEST}")
-    manifest = _atomic.load_json(path, "Hamming index manifest", format=FORMAT, versions=(VERSION,))
+    manifest = _atomic.load_json(path, "Hamming index manifest", format=FORMAT, versions=(VERSION, PAYLOAD_VERSION))
     if manifest.get("checksum") != _checksum(manifest):
         raise CorruptFileError(f"index manifest {path} does not match its own checksum (edited or damaged)")
     return manifest
@@ -195,7 +258,20 @@ def _read(folder: Path, manifest: dict, mmap: bool, verify: bool) -> Stored:
         pad = 8 * n_bytes(bits) - bits
         if pad and n and np.any(np.asarray(codes[:, -1]) & np.uint8((1 << pad) - 1)):
             raise CorruptFileError(f"index file {folder / entry['codes']} has codes longer than {bits} bits")
-        segments.append(Segment(codes, ids, folder, {k: entry[k] for k in ("codes", "ids", "codes_sha256", "ids_sha256", "n")}))
+        payload = offsets = None
+        if "payload" in entry:
+            payload = _load_array(folder, entry, "payload", verify, mmap)
+            offsets = _load_array(folder, entry, "offsets", verify, mmap)
+            if payload.dtype != np.uint8 or payload.ndim != 1 or offsets.dtype != np.int64 or offsets.shape != (n + 1,):
+                raise CorruptFileError(f"index files {folder / entry['payload']} / {folder / entry['offsets']} hold "
+                                       f"{payload.dtype} {payload.shape} / {offsets.dtype} {offsets.shape}, expected "
+                                       f"uint8 bytes and int64 ({n + 1},) offsets")
+            o = np.asarray(offsets)
+            if o[0] != 0 or o[-1] != payload.shape[0] or np.any(np.diff(o) < 0):
+                raise CorruptFileError(f"index file {folder / entry['offsets']} holds offsets outside its payload")
+        keys = ("codes", "ids", "codes_sha256", "ids_sha256", "n") + (
+            ("payload", "offsets", "payload_sha256", "offsets_sha256") if payload is not None else ())
+        segments.append(Segment(codes, ids, folder, {k: entry[k] for k in keys}, payload, offsets))
         total += n
     removed = np.zeros(0, np.int64)
     tomb = manifest.get("tombstones")
@@ -225,7 +301,8 @@ def _previous(folder: Path) -> dict | None:
 
 
 def write(folder: str | os.PathLike, bits: int, segments: list[Segment], removed: np.ndarray, next_id: int,
-          backend: str, built_from: dict | None = None, base: str | None = None) -> tuple[list[Segment], str]:
+          backend: str, built_from: dict | None = None, base: str | None = None,
+          max_segments: int | None = MAX_SEGMENTS, keep_previous: bool = True) -> tuple[list[Segment], str]:
     """Save an index to ``folder`` under the writer lock; returns the segment list as now stored
     (unsaved segments are merged into one new segment) and the new manifest's checksum. Segments
     already stored in this folder are not rewritten.
@@ -233,14 +310,36 @@ def write(folder: str | os.PathLike, bits: int, segments: list[Segment], removed
     ``base``: the checksum of the manifest the index was read from (or last saved as) in this
     folder; when the folder's manifest is no longer that one, another writer has changed it and
     :class:`IndexConflictError` is raised with nothing written. ``None`` replaces whatever the
-    folder holds."""
+    folder holds.
+
+    ``max_segments``: past this many segments the newest are merged (:func:`merge_plan`; ``None``:
+    never). ``keep_previous=False`` deletes the files of the previous version too once the new
+    manifest is in place (a compaction leaves one segment behind; a reader that read the previous
+    manifest just before finds its files gone, reads the new manifest and starts again)."""
     folder = Path(folder)
     with writer_lock(folder):
-        return _write(folder, bits, segments, removed, next_id, backend, built_from, base)
+        return _write(folder, bits, segments, removed, next_id, backend, built_from, base, max_segments,
+                      keep_previous)
+
+
+def merge_plan(sizes: list[int], max_segments: int) -> int:
+    """Where the merged suffix starts when segments of ``sizes`` (oldest first) exceed ``max_segments``
+    (``len(sizes)``: nothing to merge). The suffix holds at least the newest half of ``max_segments``
+    and then every older segment not larger than what is merged so far, so sizes stay roughly
+    geometric (older segments larger) and an item is rewritten about log2(n) times in all."""
+    if len(sizes) <= max_segments:
+        return len(sizes)
+    start = len(sizes) - max(2, len(sizes) - max_segments // 2)
+    total = sum(sizes[start:])
+    while start > 0 and sizes[start - 1] <= total:
+        start -= 1
+        total += sizes[start]
+    return start
 
 
 def _write(folder: Path, bits: int, segments: list[Segment], removed: np.ndarray, next_id: int,
-           backend: str, built_from: dict | None, base: str | None) -> tuple[list[Segment], str]:
+           backend: str, built_from: dict | None, base: str | None, max_segments: int | None = MAX_SEGMENTS,
+           keep_previous: bool = True) -> tuple[list[Segment], str]:
     previous = _previous(folder)
     if base is not None and (previous or {}).get("checksum") != base:
         now = f"generation {previous.get('generation')}" if previous else "no readable manifest"
@@ -270,21 +369,37 @@ def _write(folder: Path, bits: int, segments: list[Segment], removed: np.ndarray
     def flush() -> None:
         if not pending:
             return
-        codes = np.concatenate([np.asarray(s.codes) for s in pending]) if len(pending) > 1 else np.asarray(pending[0].codes)
-        ids = np.concatenate([np.asarray(s.ids) for s in pending]) if len(pending) > 1 else np.asarray(pending[0].ids)
+        codes, ids, payload, offsets = merge_segments(pending)
         stem = f"seg-{generation:06d}-{len(out)}{token}"
         files = {"codes": f"{stem}.codes.npy", "ids": f"{stem}.ids.npy", "n": int(ids.shape[0])}
-        _atomic.save_npy(folder / files["codes"], np.ascontiguousarray(codes, np.uint8))
-        _atomic.save_npy(folder / files["ids"], np.ascontiguousarray(ids, np.int64))
-        files["codes_sha256"] = _atomic.sha256_file(folder / files["codes"])
-        files["ids_sha256"] = _atomic.sha256_file(folder / files["ids"])
-        out.append(Segment(codes, ids, folder, files))
+        arrays = {"codes": np.ascontiguousarray(codes, np.uint8), "ids": np.ascontiguousarray(ids, np.int64)}
+        if payload is not None:
+            files.update(payload=f"{stem}.payload.npy", offsets=f"{stem}.offsets.npy")
+            arrays.update(payload=np.ascontiguousarray(payload, np.uint8), offsets=np.ascontiguousarray(offsets, np.int64))
+        for key, array in arrays.items():
+            _atomic.save_npy(folder / files[key], array)
+            files[key + "_sha256"] = _atomic.sha256_file(folder / files[key])
+        out.append(Segment(arrays["codes"], arrays["ids"], folder, files, arrays.get("payload"), arrays.get("offsets")))
         pending.clear()
 
-    for seg in segments:
-        if len(seg) == 0:
-            continue
-        if stored_here(seg):
+    segments = [seg for seg in segments if len(seg)]
+    stored = [stored_here(seg) for seg in segments]
+    # the segments a save leaves: each stored one, and one per run of unsaved ones
+    runs = sum(1 for i, ok in enumerate(stored) if ok or i == 0 or stored[i - 1])
+    merge_from = len(segments)
+    if max_segments is not None and runs > max_segments:
+        sizes: list[int] = []
+        starts: list[int] = []
+        for i, seg in enumerate(segments):
+            if stored[i] or i == 0 or stored[i - 1]:
+                sizes.append(0)
+                starts.append(i)
+            sizes[-1] += len(seg)
+        first = merge_plan(sizes, max_segments)
+        if first < len(sizes):
+            merge_from = starts[first]
+    for i, seg in enumerate(segments):
+        if stored[i] and i < merge_from:
             flush()
             out.append(seg)
         else:
@@ -298,7 +413,7 @@ def _write(folder: Path, bits: int, segments: list[Segment], removed: np.ndarray
         tomb = {"file": name, "n": int(removed.size), "file_sha256": _atomic.sha256_file(folder / name)}
     manifest = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": PAYLOAD_VERSION if any(s.offsets is not None for s in out) else VERSION,
         "bits": int(bits),
         "generation": generation,
         "n": int(sum(len(s) for s in out)),
@@ -310,7 +425,7 @@ def _write(folder: Path, bits: int, segments: list[Segment], removed: np.ndarray
     }
     manifest["checksum"] = _checksum(manifest)
     _atomic.save_json(folder / MANIFEST, manifest)
-    _collect_garbage(folder, manifest, previous)
+    _collect_garbage(folder, manifest, previous if keep_previous else None)
     return out, manifest["checksum"]
 
 
@@ -320,7 +435,7 @@ def _referenced(manifest: dict | None) -> set[str]:
     names = set()
     for s in manifest.get("segments", []) or []:
         if isinstance(s, dict):
-            names.update(str(s.get(k)) for k in ("codes", "ids"))
+            names.update(str(s.get(k)) for k in ("codes", "ids", "payload", "offsets") if k in s)
     tomb = manifest.get("tombstones")
     if isinstance(tomb, dict):
         names.add(str(tomb.get("file")))

@@ -1,0 +1,860 @@
+"""Collections: a user's own images (files under a root, or items given by an external id), their
+codes under one run's hasher, and the Hamming index that searches them.
+
+```
+COLL/
+  collection.json   format, version, the run folder, the hasher's identity (sha256 of the run's
+                    hasher/hasher.json), bits, the root the item paths are relative to
+  index/            a HammingIndex (see learn2hash.index.storage): codes, ids and, as each item's
+                    payload, its source (b"p" + path relative to the root, or b"x" + external id)
+  work/             encoding in progress: shard-<key>.npy (packed codes) and shard-<key>.json
+                    (written last: the shard's files, which were kept, which skipped), the key a
+                    checksum of the hasher, the root and the shard's files (names, sizes, times);
+                    deleted once committed to the index
+```
+
+**Consistency.** An item's code, id and source are one record of the index, so every committed
+version of the index holds matching codes and sources, and a reader (another process, or
+:meth:`Collection.search` in this one) sees the collection before or after a whole change. Every
+change goes through the index folder's writer lock (``index/.writer.lock``): the CLI, the service
+and any number of processes and threads take turns, each change applied to the latest committed
+state, so no change is lost. A process that holds a :class:`Collection` sees the changes of others
+at its next search (the manifest is compared, not re-read when it is unchanged).
+
+**Encoding** (:meth:`Collection.create`, :meth:`Collection.add_images`) lists the images (sorted by
+path), leaves out those already in the collection (by path), and encodes the rest in shards of
+``shard_size`` files through the run's hasher (``hasher.encode_images``). Each finished shard is
+written atomically (codes first, its JSON last), so after a ``kill -9`` at any point running the
+same command again keeps the finished shards and gives exactly the codes and ids of an
+uninterrupted run. Memory holds one shard at a time while encoding; the commit adds the shards to
+the index one by one. Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank encodes the shards
+``i % world_size == rank`` of the same job (gloo on CPU, nccl on GPU), then rank 0 commits them in
+order: the collection is the same, byte for byte, as a one-process run's. The ranks must share the
+collection's folder (one machine, or a shared file system).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from learn2hash import _atomic
+from learn2hash.codes import Codes
+from learn2hash.errors import CorruptFileError, Learn2HashError
+from learn2hash.index import storage
+from learn2hash.index.hamming import HammingIndex
+
+FORMAT = "learn2hash-collection"
+VERSION = 1
+META = "collection.json"
+INDEX = "index"
+WORK = "work"
+#: ``built_from["kind"]`` of a collection's index
+KIND = "collection"
+#: files encoded per shard by default: a shard is the unit of resumption and of the progress bar
+DEFAULT_SHARD_SIZE = 1024
+SHARD_FORMAT = "learn2hash-collection-shard"
+_PATH = b"p"
+_EXTERNAL = b"x"
+_ON_BAD_IMAGE = ("error", "skip")
+_META_FIELDS = {"bits": int, "run": str, "hasher_sha256": str, "root": (str, type(None)), "method": str}
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: the item's ``id``, its Hamming ``distance`` to the query, and its source:
+    ``path`` (relative to the collection's root, ``/``-separated) or ``external_id`` (the other is
+    ``None``)."""
+
+    id: int
+    distance: int
+    path: str | None = None
+    external_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "distance": self.distance, "path": self.path, "external_id": self.external_id}
+
+
+def _payload(path: str | None = None, external_id: str | None = None) -> bytes:
+    if path is not None:
+        return _PATH + path.encode("utf-8")
+    return _EXTERNAL + (external_id or "").encode("utf-8")
+
+
+def _source(payload: bytes | None) -> dict[str, str | None]:
+    if not payload:
+        return {"path": None, "external_id": None}
+    text = payload[1:].decode("utf-8", errors="replace")
+    if payload[:1] == _PATH:
+        return {"path": text, "external_id": None}
+    return {"path": None, "external_id": text}
+
+
+def _hasher_checksum(run_folder: Path) -> str:
+    from types import SimpleNamespace
+
+    from learn2hash.index.provenance import hasher_checksum
+
+    return hasher_checksum(SimpleNamespace(folder=run_folder))  # it reads the run's folder only
+
+
+# ----------------------------------------------------------------------------- distributed
+@contextlib.contextmanager
+def _process_group() -> Iterator[tuple[int, int]]:
+    """``(rank, world_size)``; under ``torchrun`` inside the process group (joined here if needed,
+    gloo on CPU, nccl on GPU), else ``(0, 1)``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        yield 0, 1
+        return
+    from learn2hash.train import _destroy_distributed, _init_distributed, dist_info, resolve_device
+
+    info = dist_info()
+    owns = _init_distributed(info, resolve_device("auto", info))
+    try:
+        yield info.rank, info.world_size
+    finally:
+        if owns:
+            _destroy_distributed()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# ----------------------------------------------------------------------------- progress
+class _Progress:
+    """``progress``: False/None (nothing), True (a tqdm bar on stderr: images per second, time left),
+    or a callable ``(done, total)``."""
+
+    def __init__(self, progress: Any, total: int, initial: int):
+        self.callback = progress if callable(progress) else None
+        self.bar = None
+        self.done = initial
+        self.total = total
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="encoding", unit="img", dynamic_ncols=True,
+                            file=sys.stderr, smoothing=0.1)
+        self._report()
+
+    def set(self, done: int) -> None:
+        if self.bar is not None and done > self.done:
+            self.bar.update(done - self.done)
+        self.done = max(self.done, done)
+        self._report()
+
+    def _report(self) -> None:
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ----------------------------------------------------------------------------- the job of an encoding
+ACTIVE = ".active"
+
+
+@contextlib.contextmanager
+def _encoding(work: Path, exclusive: bool = False) -> Iterator[bool]:
+    """A lock on ``work/.active``: encoders hold it shared while they write shards; ``exclusive``
+    (never waiting) tells whether no encoder is alive, so that unfinished files are orphans."""
+    work.mkdir(parents=True, exist_ok=True)
+    fd = os.open(work / ACTIVE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+            held = True
+        except BlockingIOError:
+            held = False
+        except ImportError:  # pragma: no cover - not POSIX: unfinished files are left to age
+            held = not exclusive
+        yield held
+    finally:
+        os.close(fd)
+
+
+class _Job:
+    """The files of one ``add_images`` still to encode, in shards of ``shard_size``. Each shard is
+    named by a checksum of everything that decides its codes (the hasher, the root, its files with
+    their sizes and modification times, the bad-image policy), so a rerun finds every finished shard
+    whose files have not changed, and redoes only the others."""
+
+    def __init__(self, coll: "Collection", rel: list[str], shard_size: int, on_bad_image: str):
+        self.coll = coll
+        self.rel = rel
+        self.shard_size = shard_size
+        self.on_bad_image = on_bad_image
+        self.folder = coll.folder / WORK
+        self.n_shards = -(-len(rel) // shard_size)
+        settings = json.dumps({"hasher": coll.meta["hasher_sha256"], "root": coll.meta["root"],
+                               "on_bad_image": on_bad_image}).encode()
+        self.keys = []
+        for i in range(self.n_shards):
+            h = hashlib.sha256(settings)
+            for name in self.files_of(i):
+                try:
+                    st = os.stat(coll._abs(name))
+                    h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                except OSError:  # missing: on_bad_image decides when the shard is encoded
+                    h.update(f"{name}\0missing\n".encode())
+            self.keys.append(h.hexdigest()[:32])
+
+    def shard_files(self, i: int) -> tuple[Path, Path]:
+        return self.folder / f"shard-{self.keys[i]}.npy", self.folder / f"shard-{self.keys[i]}.json"
+
+    def read_shard(self, i: int) -> tuple[np.ndarray, dict] | None:
+        """``(packed codes, record)`` of a finished shard, else ``None`` (missing or damaged: redone)."""
+        codes_path, meta_path = self.shard_files(i)
+        try:
+            meta = _atomic.load_json(meta_path, "collection shard", format=SHARD_FORMAT, versions=(1,),
+                                     required={"kept": list, "skipped": list, "codes_sha256": str, "files": list})
+            if meta["files"] != self.files_of(i) or _atomic.sha256_file(codes_path) != meta["codes_sha256"]:
+                return None
+            codes = _atomic.load_npy(codes_path)
+        except (Learn2HashError, OSError, ValueError):
+            return None
+        bits = self.coll.bits
+        if codes.dtype != np.uint8 or codes.shape != (len(meta["kept"]), (bits + 7) // 8):
+            return None
+        return codes, meta
+
+    def files_of(self, i: int) -> list[str]:
+        return self.rel[i * self.shard_size:(i + 1) * self.shard_size]
+
+    def encode(self, rank: int, world: int, progress: Any, workers: int | None) -> None:
+        """Encode this rank's unfinished shards (every one in a single process)."""
+        with _encoding(self.folder):
+            self._encode(rank, world, progress, workers)
+
+    def _encode(self, rank: int, world: int, progress: Any, workers: int | None) -> None:
+        finished = {i for i in range(self.n_shards) if self.read_shard(i) is not None}
+        count = lambda: sum(len(self.files_of(i)) for i in finished)  # noqa: E731
+        bar = _Progress(progress if rank == 0 else None, len(self.rel), count())
+        try:
+            todo = [i for i in range(self.n_shards) if i % world == rank and i not in finished]
+            if todo and workers is not None:
+                self.coll.hasher.workers = workers  # a runtime parameter: what is learned stays the same
+            for i in todo:
+                self._encode_shard(i)
+                finished.add(i)
+                if world > 1:  # the other ranks' shards count too
+                    finished.update(j for j in range(self.n_shards) if self.shard_files(j)[1].exists())
+                bar.set(count())
+        finally:
+            bar.close()
+
+    def _encode_shard(self, i: int) -> None:
+        names = self.files_of(i)
+        codes, kept, skipped = self.coll.hasher.encode_images([self.coll._abs(n) for n in names],
+                                                              on_bad_image=self.on_bad_image, progress=False)
+        if codes.bits != self.coll.bits:
+            raise CorruptFileError(f"the run's hasher gave {codes.bits}-bit codes, the collection holds "
+                                   f"{self.coll.bits} bits")
+        codes_path, meta_path = self.shard_files(i)
+        _atomic.save_npy(codes_path, np.ascontiguousarray(codes.packed, np.uint8))
+        _atomic.save_json(meta_path, {  # last: the shard is finished once this file exists
+            "format": SHARD_FORMAT, "version": 1, "files": names, "codes_sha256": _atomic.sha256_file(codes_path),
+            "kept": [int(k) for k in kept],
+            "skipped": [{"position": int(s["position"]), "error": str(s["error"])} for s in skipped]})
+
+    def remove(self) -> None:
+        """Delete the job's shards (after its commit)."""
+        for i in range(self.n_shards):
+            for path in reversed(self.shard_files(i)):  # the record first: a half-deleted shard is unfinished
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+
+# ----------------------------------------------------------------------------- the collection
+class Collection:
+    """A collection folder, opened. Make one with :meth:`create`, open one with :meth:`open`.
+
+    Threads: one object may be shared by any number of threads. :meth:`search`, :meth:`item`,
+    :meth:`info` and ``len()`` read the latest committed version (a whole change or none of it);
+    changes (:meth:`add_images`, :meth:`add_item`, :meth:`remove`, :meth:`compact`) take turns
+    through the writer lock, and encode their images before taking it. A search in the process
+    that makes a change may see it a moment before it is on disk (never half of it); other
+    processes see it once committed.
+    """
+
+    def __init__(self, folder: Path, meta: dict[str, Any]):
+        self.folder = folder
+        self.meta = meta
+        self._index_dir = folder / INDEX
+        self._index: HammingIndex | None = None
+        self._manifest_bytes: bytes | None = None
+        self._hasher = None
+        self._hasher_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._write_lock = threading.RLock()
+        self._edit_owner: int | None = None
+        #: the images the last :meth:`add_images` of this object left out (``on_bad_image="skip"``):
+        #: ``[{"path": ..., "error": ...}]``
+        self.last_skipped: list[dict[str, str]] = []
+        #: the ids the last :meth:`add_images` (or :meth:`create`) of this object added
+        self.last_added = np.zeros(0, np.int64)
+
+    # ------------------------------------------------------------------ making and opening
+    @classmethod
+    def create(cls, folder: str | os.PathLike, run: Any, images: Any, *, on_bad_image: str = "error",
+               shard_size: int = DEFAULT_SHARD_SIZE, progress: Any = None, workers: int | None = None,
+               root: str | os.PathLike | None = None) -> "Collection":
+        """Create collection ``folder`` of the images ``images`` encoded by run ``run``'s hasher.
+
+        ``run``: a run folder (or :class:`~learn2hash.runs.Run`) whose hasher takes image files.
+        ``images``: a folder (searched recursively), a list file (one path per line, relative to
+        the list's folder), or a sequence of image paths; item paths are kept relative to
+        ``root``, which defaults to the folder, the list's folder, or the common folder of the paths.
+        Files added later must lie under the root. ``on_bad_image``: ``"error"`` (stop, naming the
+        file) or ``"skip"`` (left out, listed in :attr:`last_skipped`). ``shard_size``: files per
+        shard (see the module's docstring); ``progress``: True for a progress bar on stderr, or a
+        callable ``(done, total)``; ``workers``: image decoding processes.
+
+        Running it again on the same folder with the same run and root continues an interrupted
+        creation (finished shards are kept) and adds nothing twice; a folder holding another
+        collection or other files is refused. Under ``torchrun`` the ranks share the work.
+        """
+        from learn2hash.runs import Run
+
+        folder = Path(folder)
+        run_folder = Path(run.folder if hasattr(run, "folder") else run)
+        run_obj = run if hasattr(run, "folder") else Run.open(run_folder)
+        hasher_sha = _hasher_checksum(run_folder)
+        files_root = Path(root) if root is not None else _default_root(images)
+        if not files_root.is_dir():
+            raise Learn2HashError(f"the collection's root {files_root} is not a folder")
+        meta = {"format": FORMAT, "version": VERSION, "bits": int(run_obj.bits), "run": str(run_folder.resolve()),
+                "hasher_sha256": hasher_sha, "root": str(files_root.resolve()), "method": run_obj.method}
+        with _process_group() as (rank, world):
+            if (folder / META).exists():
+                have = _read_meta(folder)
+                for key, what in (("run", "run"), ("hasher_sha256", "hasher"), ("root", "root")):
+                    if have.get(key) != meta[key]:
+                        raise Learn2HashError(
+                            f"{folder} already holds a collection of another {what} ({have.get(key)}); add images "
+                            f"to it with `learn2hash collection add {folder} --images ...`, or choose another --out")
+            else:
+                if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+                    raise Learn2HashError(f"--out {folder} exists and is not a collection: choose a new folder")
+                hasher = run_obj.hasher()
+                if not getattr(hasher, "takes_image_files", False):
+                    raise Learn2HashError(f"run {run_folder} holds a {run_obj.method} hasher, which does not take "
+                                          "image files: a collection needs a hasher trained on images")
+                _barrier(world)  # every rank has checked the folder before rank 0 writes
+                if rank == 0:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    _atomic.save_json(folder / META, meta)
+                _barrier(world)
+            coll = cls.open(folder)
+            if getattr(run_obj, "_hasher", None) is not None:  # loaded above: the same file, just checked
+                coll._hasher = run_obj._hasher
+            coll.add_images(images, on_bad_image=on_bad_image, shard_size=shard_size, progress=progress,
+                            workers=workers)
+        return coll
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> "Collection":
+        """Open collection ``folder``. Refused (one-line :class:`Learn2HashError`) when it is not a
+        collection, when its run folder is gone, or when the run's hasher has changed since the
+        collection was made (its codes would not match new queries). Never waits for a writer."""
+        folder = Path(folder)
+        meta = _read_meta(folder)
+        run = Path(meta["run"])
+        try:
+            now = _hasher_checksum(run)
+        except Learn2HashError:
+            raise Learn2HashError(f"collection {folder} was made with the hasher of run {run}, which is no longer "
+                                  "there (moved or deleted?)") from None
+        if now != meta["hasher_sha256"]:
+            raise Learn2HashError(
+                f"collection {folder} was made with the hasher of run {run} as it was then (sha256 "
+                f"{meta['hasher_sha256'][:12]}...); that hasher has changed since ({now[:12]}...), so its codes no "
+                "longer match new queries: create a new collection")
+        coll = cls(folder, meta)
+        coll._current()
+        return coll
+
+    @classmethod
+    @contextlib.contextmanager
+    def edit(cls, folder: str | os.PathLike) -> Iterator["Collection"]:
+        """Hold the collection's writer lock for a block of changes, committed together when it ends
+        without an exception (nothing is committed otherwise)::
+
+            with Collection.edit(folder) as coll:
+                coll.remove(paths=["old.jpg"])
+                coll.add_images(["new.jpg"])
+
+        Other writers (processes, threads, the CLI, the service) wait for the block; readers do not."""
+        coll = cls.open(folder)
+        with coll._write_lock, storage.writer_lock(coll._index_dir):
+            index = coll._for_write()
+            coll._edit_owner = threading.get_ident()
+            try:
+                yield coll
+                coll._commit(index)
+            except BaseException:
+                coll._discard()
+                raise
+            finally:
+                coll._edit_owner = None
+            if (coll.folder / WORK).is_dir():
+                coll._collect_work()  # the shards of images added in the block, now committed
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def bits(self) -> int:
+        return int(self.meta["bits"])
+
+    @property
+    def root(self) -> Path | None:
+        """The folder item paths are relative to."""
+        return Path(self.meta["root"]) if self.meta.get("root") else None
+
+    @property
+    def run(self) -> Path:
+        return Path(self.meta["run"])
+
+    @property
+    def hasher(self):
+        """The run's hasher, loaded on first use (checked against the collection's record)."""
+        if self._hasher is None:
+            with self._hasher_lock:
+                if self._hasher is None:
+                    from learn2hash.runs import Run
+
+                    if _hasher_checksum(self.run) != self.meta["hasher_sha256"]:
+                        raise Learn2HashError(f"the hasher of run {self.run} changed while collection {self.folder} "
+                                              "was open: open it again")
+                    self._hasher = Run.open(self.run).hasher()
+        return self._hasher
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+    def __repr__(self) -> str:
+        return f"Collection({str(self.folder)!r}: {len(self)} items, {self.bits} bits)"
+
+    # ------------------------------------------------------------------ the index, as committed
+    def _load_index(self) -> tuple[HammingIndex, bytes | None]:
+        manifest = self._index_dir / storage.MANIFEST
+        for _ in range(storage.READ_ATTEMPTS):
+            try:
+                raw = manifest.read_bytes()
+            except FileNotFoundError:
+                index = HammingIndex(self.bits)
+                index.built_from = self._built_from()
+                return index, None
+            index = HammingIndex.load(self._index_dir)
+            if index.built_from is None or index.built_from.get("hasher_sha256") != self.meta["hasher_sha256"]:
+                raise CorruptFileError(f"the index of collection {self.folder} was not built with its hasher")
+            if index.bits != self.bits:
+                raise CorruptFileError(f"the index of collection {self.folder} holds {index.bits}-bit codes, "
+                                       f"the collection {self.bits}")
+            if index._base == json.loads(raw).get("checksum"):
+                return index, raw
+        raise Learn2HashError(f"the index of collection {self.folder} keeps changing; try again")
+
+    def _built_from(self) -> dict[str, Any]:
+        return {"kind": KIND, "hasher_sha256": self.meta["hasher_sha256"], "bits": self.bits}
+
+    def _current(self) -> HammingIndex:
+        """The latest committed index (reloaded when another writer has changed it)."""
+        if self._edit_owner == threading.get_ident():
+            return self._index
+        try:
+            raw = (self._index_dir / storage.MANIFEST).read_bytes()
+        except FileNotFoundError:
+            raw = None
+        if self._index is not None and raw == self._manifest_bytes:
+            return self._index
+        with self._refresh_lock:
+            if self._index is None or raw != self._manifest_bytes:
+                self._index, self._manifest_bytes = self._load_index()
+            return self._index
+
+    def refresh(self) -> None:
+        """Read the latest committed version now (searches do this themselves)."""
+        self._current()
+
+    def _for_write(self) -> HammingIndex:
+        """The latest committed index, to change (with the writer lock held)."""
+        return self._current()
+
+    def _commit(self, index: HammingIndex) -> None:
+        index.save(self._index_dir)
+        self._manifest_bytes = (self._index_dir / storage.MANIFEST).read_bytes()
+        self._index = index
+
+    def _discard(self) -> None:
+        with self._refresh_lock:
+            self._index, self._manifest_bytes = self._load_index()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[HammingIndex]:
+        """The index to change, committed at the end of the block (inside :meth:`edit`: at its end)."""
+        if self._edit_owner == threading.get_ident():
+            yield self._index
+            return
+        with self._write_lock, storage.writer_lock(self._index_dir):
+            index = self._for_write()
+            try:
+                yield index
+                self._commit(index)
+            except BaseException:
+                self._discard()
+                raise
+
+    # ------------------------------------------------------------------ paths
+    def _abs(self, rel: str) -> Path:
+        return Path(self.meta["root"]) / rel
+
+    def _relative(self, path: str | os.PathLike, what: str = "image") -> str:
+        """``path`` (absolute, or relative to the current folder) as a path relative to the root."""
+        root = self.meta["root"]  # resolved when the collection was made
+        full = os.path.abspath(os.fspath(path))
+        rel = os.path.relpath(full, root)
+        if rel.split(os.sep)[0] == os.pardir:  # given through a link to the root (or one of its parents)?
+            rel = os.path.relpath(os.path.join(os.path.realpath(os.path.dirname(full)), os.path.basename(full)), root)
+        if rel == os.curdir or rel.split(os.sep)[0] == os.pardir or os.path.isabs(rel):
+            raise Learn2HashError(f"{what} {path} lies outside the collection's root {root}: a collection holds "
+                                  "files under its root only (make a new collection with a root above both)")
+        return Path(rel).as_posix()
+
+    def _files(self, source: Any) -> list[str]:
+        """Paths relative to the root of the images ``source`` names (folder, list file, or paths),
+        in order, each once."""
+        from learn2hash import images
+
+        if not isinstance(source, (str, os.PathLike)):
+            return list(dict.fromkeys(self._relative(p) for p in source))
+        src_root, names = images.list_image_names(source)
+        base = os.path.relpath(os.path.realpath(src_root), self.meta["root"])
+        if base.split(os.sep)[0] == os.pardir:
+            base = None  # outside the root: each file says so below
+        rel = []
+        for name in names:  # plain strings: a listing of millions stays small
+            if base is not None and not os.path.isabs(name) and os.path.normpath(name) == name \
+                    and name.split("/")[0] != os.pardir:
+                rel.append(name if base == os.curdir else f"{Path(base).as_posix()}/{name}")
+            else:
+                rel.append(self._relative(os.path.join(src_root, name)))
+        return list(dict.fromkeys(rel))
+
+    # ------------------------------------------------------------------ changes
+    def add_images(self, images: Any, *, on_bad_image: str = "error", shard_size: int = DEFAULT_SHARD_SIZE,
+                   progress: Any = None, workers: int | None = None) -> np.ndarray:
+        """Encode and add image files: a folder (recursively), a list file, or a sequence of paths,
+        all under the collection's root. Files whose path is already in the collection are left
+        out, so running the same command again adds nothing twice (remove an item first to encode
+        its file again). Returns the new items' ids (``int64``, in path order).
+
+        Resumable and distributed as :meth:`create` (see the module's docstring). Under
+        ``torchrun`` the ids are returned on rank 0 (an empty array elsewhere)."""
+        if on_bad_image not in _ON_BAD_IMAGE:
+            raise Learn2HashError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
+        if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
+            raise Learn2HashError(f"shard_size must be an integer >= 1, got {shard_size!r}")
+        rel = self._files(images)
+        with _process_group() as (rank, world):
+            present = self._current().find_payloads([_payload(path=r) for r in rel])
+            todo = [r for r in rel if _payload(path=r) not in present]
+            del present
+            self.last_skipped = []
+            self.last_added = np.zeros(0, np.int64)
+            if not todo:
+                if rank == 0:
+                    self._collect_work()  # shards a killed run committed but did not delete
+                return self.last_added
+            job = _Job(self, todo, shard_size, on_bad_image)
+            job.encode(rank, world, progress, workers)
+            _barrier(world)
+            ids = np.zeros(0, np.int64)
+            if rank == 0:
+                ids = self._commit_job(job)
+            _barrier(world)
+            self.last_added = ids
+            return ids
+
+    def _commit_job(self, job: _Job) -> np.ndarray:
+        new_ids = []
+        skipped = []
+        with self._writing() as index:
+            names = [job.files_of(i) for i in range(job.n_shards)]
+            wanted = [_payload(path=n) for part in names for n in part]
+            present = index.find_payloads(wanted)  # added by another writer since the job was planned
+            shards = []
+            for i in range(job.n_shards):
+                done = job.read_shard(i)
+                if done is None:
+                    if all(_payload(path=n) in present for n in names[i]):
+                        continue  # committed by another run of the same files, which deleted the shard
+                    raise Learn2HashError(f"shard {job.keys[i]} of the encoding in {job.folder} is missing or "
+                                          "damaged; run the same command again to encode it")
+                shards.append((i, done))
+            for i, (codes, meta) in shards:
+                kept = np.asarray(meta["kept"], np.int64)
+                payloads = [_payload(path=names[i][k]) for k in kept.tolist()]
+                fresh = np.array([p not in present for p in payloads], bool)
+                skipped += [{"path": names[i][s["position"]], "error": s["error"]} for s in meta["skipped"]]
+                if not fresh.any():
+                    continue
+                new_ids.append(index.add(Codes.from_packed(codes[fresh], self.bits),
+                                         payloads=[p for p, f in zip(payloads, fresh) if f]))
+        if self._edit_owner != threading.get_ident():  # in an edit block: once the block is committed
+            job.remove()
+            self._collect_work()
+        self.last_skipped = skipped
+        return np.concatenate(new_ids) if new_ids else np.zeros(0, np.int64)
+
+    def _collect_work(self) -> int:
+        """Delete the finished shards in ``work/`` whose kept files are all in the collection (left by
+        a run killed between its commit and its clean-up) and, when no encoder is alive, the
+        unfinished ones and temporary files of killed writes. Finished shards of an encoding still
+        to be committed are kept. Returns the number of files deleted."""
+        work = self.folder / WORK
+        if not work.is_dir():
+            return 0
+        records = {}
+        for path in work.glob("shard-*.json"):
+            try:
+                meta = _atomic.load_json(path, "collection shard", format=SHARD_FORMAT, versions=(1,),
+                                         required={"kept": list, "files": list})
+                records[path] = [meta["files"][int(k)] for k in meta["kept"]]
+            except (Learn2HashError, OSError, ValueError, IndexError, TypeError):
+                continue
+        deleted = 0
+        with self._write_lock, storage.writer_lock(self._index_dir):
+            present = self._current().find_payloads([_payload(path=n) for kept in records.values() for n in kept])
+            for path, kept in records.items():
+                if all(_payload(path=n) in present for n in kept):
+                    for victim in (path, path.with_suffix(".npy")):  # the record first
+                        with contextlib.suppress(FileNotFoundError):
+                            victim.unlink()
+                            deleted += 1
+        with _encoding(work, exclusive=True) as alone:
+            if alone:
+                for path in work.iterdir():
+                    if path.name.endswith(".tmp") or (path.name.startswith("shard-") and path.suffix == ".npy"
+                                                      and not path.with_suffix(".json").exists()):
+                        with contextlib.suppress(FileNotFoundError):
+                            path.unlink()
+                            deleted += 1
+        return deleted
+
+    def add_item(self, image: Any, external_id: str | None = None) -> int:
+        """Encode one image and add it; returns its id. ``image``: the bytes of an image file, a
+        decoded image (``uint8[H, W, C]`` or ``[H, W]`` array, or a PIL image), or the path of an
+        image file under the root (then its source is that path). ``external_id``: a string of
+        yours stored as the item's source (ids need not be unique: :meth:`remove` by external id
+        removes every item carrying it)."""
+        path = None
+        if isinstance(image, (str, os.PathLike)):
+            path = self._relative(image)
+            if external_id is not None:
+                raise Learn2HashError("give an image file's path or an external id as the item's source, not both")
+        if external_id is not None and not isinstance(external_id, str):
+            raise Learn2HashError(f"external_id must be a string, got {type(external_id).__name__}")
+        codes = self.encode([image if path is None else self._abs(path)])
+        with self._writing() as index:
+            return int(index.add(codes, payloads=[_payload(path=path, external_id=external_id)])[0])
+
+    def add_codes(self, codes: Codes, *, paths: Sequence[str | os.PathLike | None] | None = None,
+                  external_ids: Sequence[str | None] | None = None) -> np.ndarray:
+        """Add items whose codes the caller has computed with this collection's hasher (see
+        :meth:`encode`; e.g. a service that decodes uploads itself), with their sources: ``paths``
+        (files under the root) or ``external_ids``, one per code (``None``: no source of that
+        kind). Returns their ids. Nothing checks that the codes come from the collection's hasher:
+        codes of any other hasher would make its searches meaningless."""
+        codes = codes.check_bits(self.bits, "codes to add") if isinstance(codes, Codes) else \
+            Codes.from_packed(np.ascontiguousarray(codes), self.bits)
+        n = len(codes)
+        paths = list(paths) if paths is not None else [None] * n
+        external_ids = list(external_ids) if external_ids is not None else [None] * n
+        if len(paths) != n or len(external_ids) != n:
+            raise Learn2HashError(f"give one path / external id per code ({n}), got {len(paths)} / {len(external_ids)}")
+        payloads = []
+        for path, xid in zip(paths, external_ids):
+            if path is not None and xid is not None:
+                raise Learn2HashError("an item's source is a path or an external id, not both")
+            if xid is not None and not isinstance(xid, str):
+                raise Learn2HashError(f"external ids must be strings, got {type(xid).__name__}")
+            rel = None if path is None else (self._relative(path) if os.path.isabs(os.fspath(path))
+                                             else self._relative(self._abs(Path(os.fspath(path)).as_posix())))
+            payloads.append(_payload(path=rel, external_id=xid))
+        with self._writing() as index:
+            return index.add(codes, payloads=payloads)
+
+    def remove(self, ids: Iterable[int] | None = None, paths: Iterable[str | os.PathLike] | None = None,
+               external_ids: Iterable[str] | None = None) -> int:
+        """Remove items by id, by path (relative to the root, or a path to the file) and by external
+        id; every one named must be in the collection (else nothing is removed). Returns how many
+        items were removed."""
+        wanted: list[bytes] = [_payload(path=self._relative(p) if os.path.isabs(os.fspath(p)) else
+                                        Path(os.fspath(p)).as_posix()) for p in (paths or [])]
+        wanted += [_payload(external_id=str(e)) for e in (external_ids or [])]
+        id_list = [int(i) for i in (ids or [])]
+        with self._writing() as index:
+            found = index.find_payloads(wanted) if wanted else {}
+            missing = [_source(w)["path"] or _source(w)["external_id"] for w in wanted if w not in found]
+            if missing:
+                raise Learn2HashError(f"not in collection {self.folder}: {', '.join(map(str, missing[:5]))}"
+                                      + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+            all_ids = np.unique(np.concatenate([np.asarray(id_list, np.int64)] + list(found.values())))
+            if not all_ids.size:
+                return 0
+            return index.remove(all_ids)
+
+    def compact(self) -> dict[str, int]:
+        """Rewrite the index's segments into one and drop removed items for good (ids stay), atomically
+        (a reader sees the old segments or the new one; a kill leaves the old ones). Returns the
+        segments before and after and the removed items dropped."""
+        with self._writing() as index:
+            before = len(index._segments)
+            dropped = index.compact()
+        return {"segments_before": before, "segments_after": len(self._current()._segments), "dropped": dropped}
+
+    # ------------------------------------------------------------------ queries
+    def encode(self, queries: Any) -> Codes:
+        """Codes of images: a path, the bytes of an image file, an array (``[H, W, C]``, ``[H, W]``
+        or a batch ``[n, H, W, C]``), a PIL image, or a list of these; each decoded to the hasher's
+        input the way the service decodes uploads (:func:`learn2hash.images.encode_image`)."""
+        from learn2hash import images
+
+        hasher = self.hasher
+        geom = hasher.image_geometry()
+        if geom is None:
+            raise Learn2HashError(f"the {hasher.name} hasher of run {self.run} does not decode images itself")
+        items = _as_list(queries)
+        if not items:
+            return Codes.empty(self.bits)
+        arrays = []
+        for i, item in enumerate(items):
+            what = f"image {item}" if isinstance(item, (str, os.PathLike)) else f"query image {i}"
+            if isinstance(item, np.ndarray):
+                item = _array_image(item, what)
+            arrays.append(images.encode_image(item, geom, what=what))
+        codes = hasher.encode(np.stack(arrays))
+        return codes.check_bits(self.bits, "codes of the query images")
+
+    def search(self, query: Any, k: int = 10) -> list[list[Hit]]:
+        """The ``k`` nearest items of each query, nearest first (ties by insertion order); a query is
+        an image (see :meth:`encode`: paths, bytes, arrays, PIL images, or a list of them) or
+        :class:`Codes` of the collection's bits. Returns one
+        list of :class:`Hit` per query (shorter than ``k`` when the collection holds fewer items)."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise Learn2HashError(f"k must be an integer >= 1, got {k!r}")
+        if isinstance(query, Codes):
+            codes = query.check_bits(self.bits, "query codes")
+        else:
+            codes = self.encode(query)
+        index = self._current()
+        n = len(index)
+        if n == 0:
+            return [[] for _ in range(len(codes))]
+        d, ids, payloads = index.search(codes, min(k, n), with_payloads=True)
+        out = []
+        for qi in range(len(codes)):
+            row = []
+            for dist, i, p in zip(d[qi], ids[qi], payloads[qi]):
+                if i < 0:
+                    break
+                row.append(Hit(int(i), int(dist), **_source(p)))
+            out.append(row)
+        return out
+
+    def item(self, id: int) -> dict[str, Any]:
+        """``{"id", "path", "external_id"}`` of a stored item (an error when it is not stored)."""
+        index = self._current()
+        return {"id": int(id), **_source(index.payloads([int(id)])[0])}
+
+    def ids(self) -> np.ndarray:
+        """The ids of the items, in insertion order (``int64``)."""
+        return self._current().ids
+
+    def items(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """``[{"id", "path", "external_id"}]`` of the items ``offset .. offset + limit - 1`` in
+        insertion order, from one committed version (a consistent page)."""
+        ids, payloads = self._current().page(offset, limit)
+        return [{"id": int(i), **_source(p)} for i, p in zip(ids.tolist(), payloads)]
+
+    def info(self) -> dict[str, Any]:
+        """What the collection holds: items, bits, run, method, hasher checksum, root, index segments,
+        removed items not yet compacted, finished shards of interrupted encodings in ``work/``."""
+        index = self._current()
+        work = self.folder / WORK
+        return {"folder": str(self.folder), "items": len(index), "bits": self.bits, "run": self.meta["run"],
+                "method": self.meta["method"], "hasher_sha256": self.meta["hasher_sha256"], "root": self.meta["root"],
+                "segments": len(index._segments), "removed_not_compacted": int(index._n_removed),
+                "next_id": int(index._next_id),
+                "pending_shards": sum(1 for p in work.glob("shard-*.json")) if work.is_dir() else 0}
+
+
+# ----------------------------------------------------------------------------- helpers
+def _read_meta(folder: Path) -> dict[str, Any]:
+    path = folder / META
+    if not path.exists():
+        raise Learn2HashError(f"{folder} is not a collection (no {META}); make one with "
+                              "`learn2hash collection create --run RUN --images DIR --out COLL`")
+    return _atomic.load_json(path, "collection metadata", format=FORMAT, versions=(VERSION,), required=_META_FIELDS)
+
+
+def _default_root(images: Any) -> Path:
+    if isinstance(images, (str, os.PathLike)):
+        src = Path(images)
+        if src.is_dir():
+            return src
+        if src.is_file():
+            return src.parent
+        raise Learn2HashError(f"--images {src} is neither a folder of images nor a list file")
+    paths = [os.path.abspath(os.fspath(p)) for p in images]
+    if not paths:
+        raise Learn2HashError("no images given")
+    return Path(os.path.commonpath([os.path.dirname(p) for p in paths]))
+
+
+def _as_list(queries: Any) -> list[Any]:
+    if isinstance(queries, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return [queries]
+    if isinstance(queries, np.ndarray):  # [n, H, W, C] and [n, H, W] are batches, [H, W, 1|3|4] and [H, W] one image
+        if queries.ndim == 4 or (queries.ndim == 3 and queries.shape[-1] not in (1, 3, 4)):
+            return list(queries)
+        return [queries]
+    if hasattr(queries, "getbands"):  # a PIL image
+        return [queries]
+    if isinstance(queries, Sequence):
+        return list(queries)
+    raise Learn2HashError(f"a query is an image path, image bytes, an image array or a PIL image (or a list of "
+                          f"them), or Codes; got {type(queries).__name__}")
+
+
+def _array_image(a: np.ndarray, what: str):
+    """A decoded image ``uint8[H, W]``, ``[H, W, 1|3|4]`` as a PIL image."""
+    from PIL import Image
+
+    if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
+        raise Learn2HashError(f"{what}: an image array must be uint8 [H, W], [H, W, 3] or [H, W, 4]; got "
+                              f"{a.dtype}{list(a.shape)}")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+__all__ = ["Collection", "Hit", "DEFAULT_SHARD_SIZE"]
