@@ -289,14 +289,14 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, section: str = SECTION) -> None:
     """Replace (or append) this benchmark's section of RESULTS.md, leaving the others as they are."""
     old = RESULTS.read_text() if RESULTS.exists() else "# Results\n"
-    start = old.find(SECTION + "\n")
+    start = old.find(section + "\n")
     if start < 0:
         new = old.rstrip("\n") + "\n\n" + text
     else:
-        end = old.find("\n## ", start + len(SECTION))
+        end = old.find("\n## ", start + len(section))
         new = old[:start] + text.rstrip("\n") + "\n\n" + (old[end + 1:] if end >= 0 else "")
     from learn2hash._atomic import atomic_open
 
@@ -552,6 +552,80 @@ def scaling_plot(records: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=70)
 
 
+
+def scaling_section(report: dict) -> str:
+    """Markdown tables of a scaling report (what ``--scaling --write`` puts in RESULTS.md)."""
+    bw = report["bandwidth"]
+    lines = [SCALING_SECTION, "",
+             f"`{report['command']}` at commit {report['commit']} on {report['machine']}; faiss {report['faiss']}. "
+             f"Milliseconds per query, wall-clock, best of the repeats, every engine of a cell timed in turn in one "
+             f"process (so the columns are side by side; absolute figures move with the load of this shared machine, "
+             f"given per cell as the 1/5/15-minute load average). {report['records'][0]['threads']} threads. Queries "
+             f"per cell: 200 at 10^6, fewer above (at least 20). Each random query has one planted near-duplicate "
+             f"(0-2 bits flipped) in the database; clustered codes are 100 centers with 0-4 bits flipped. Every answer "
+             f"of `mih` and `auto` is checked identical to the scan's, Faiss flat's k-NN distances equal to ours, and "
+             f"the range hit counts of Faiss equal to ours. `mih` = `method=\"mih\"` forced (its tables built "
+             f"beforehand, or for a radius's own layout on first use), `auto` = the cost model's choice. Faiss "
+             f"MultiHash has 4 tables; its k-NN (nflip = 1) is approximate and reported with its recall@k; its range "
+             f"search is exact (nflip = r // 4).", ""]
+    head = "| bits | n | data | load | k=10 scan / mih / auto / Faiss flat / Faiss MultiHash (recall) | k=100 scan / mih / auto / Faiss flat | r=0 scan / mih / auto / flat / MultiHash | r=2 | r=4 | hits/query r=0/2/4 |"
+    lines += [head, "|" + "---|" * 10]
+    f = lambda v: f"{v:.3g}"
+    for r in report["records"]:
+        k10 = r["knn"].get("10", {})
+        k100 = r["knn"].get("100", {})
+        cells = []
+        if k10:
+            mh = (f" / {f(k10['faiss_multihash_nflip1'])} ({k10['faiss_multihash_nflip1_recall']:.2f})"
+                  if "faiss_multihash_nflip1" in k10 else " / -")
+            cells.append(f"{f(k10['scan'])} / {f(k10['mih'])} / {f(k10['auto'])} / {f(k10['faiss_flat'])}{mh}")
+        else:
+            cells.append("-")
+        cells.append(f"{f(k100['scan'])} / {f(k100['mih'])} / {f(k100['auto'])} / {f(k100['faiss_flat'])}" if k100 else "-")
+        for rad in ("0", "2", "4"):
+            x = r["radius"].get(rad)
+            cells.append("-" if not x else f"{f(x['scan'])} / {f(x['mih'])} / {f(x['auto'])} / {f(x['faiss_flat'])}"
+                         + (f" / {f(x['faiss_multihash'])}" if "faiss_multihash" in x else ""))
+        hits = "/".join(f"{r['radius'][rad]['hits_per_query']:.3g}" for rad in ("0", "2", "4") if rad in r["radius"])
+        lines.append(f"| {r['bits']} | {r['n']:.0e} | {r['data']} | {r['load_before']} | " + " | ".join(cells) + f" | {hits} |")
+    lines += ["", "Loading and building (seconds): `load` = `HammingIndex.load(mmap=True)` with and without sha256 "
+              "verification of every file; `first scan` = the first query, which builds the bit planes of the mapped "
+              "codes; MIH tables = `build_tables()`.", "",
+              "| bits | n | data | save | load (verify) | load (no verify) | first scan | MIH tables | Faiss flat add | Faiss MultiHash add |",
+              "|" + "---|" * 10]
+    for r in report["records"]:
+        lines.append(f"| {r['bits']} | {r['n']:.0e} | {r['data']} | {r['save_s']:.2f} | {r['load_s_verify_true']:.3f} | "
+                     f"{r['load_s_verify_false']:.4f} | {r['first_scan_s']:.2f} | {r['mih_tables_s']:.2f} | "
+                     f"{r['faiss_flat_add_s']:.2f} | {r.get('faiss_multihash_add_s', float('nan')):.2f} |")
+    big = [r for r in report["records"] if "one_query_scan_1_thread_s" in r]
+    lines += ["", f"Memory bandwidth (one thread, numpy over 1 GiB): read (`sum`) {bw['read_GBps']:.1f} GB/s, "
+              f"copy {bw['copy_GBps']:.1f} GB/s (read + write bytes)."]
+    for r in big:
+        codes = r["n"] * r["bits"] / 8
+        bound = codes / (bw["read_GBps"] * 1e9)
+        t = r["one_query_scan_1_thread_s"]
+        lines.append(f"One query alone over {r['n']:.0e} {r['data']} {r['bits']}-bit codes, 1 thread: {t * 1e3:.0f} ms; "
+                     f"streaming the {codes / 1e9:.2f} GB of codes once at the read bandwidth takes {bound * 1e3:.0f} ms "
+                     f"(our scan reads the bit planes, {r['bit_planes_bytes'] / 1e9:.2f} GB: bound "
+                     f"{r['bit_planes_bytes'] / (bw['read_GBps'] * 1e9) * 1e3:.0f} ms), so the scan runs at "
+                     f"{bound / t:.0%} of the codes' bound ({r['bit_planes_bytes'] / (bw['read_GBps'] * 1e9) / t:.0%} "
+                     f"of the planes'). A batch of queries shares each loaded block, so per query it goes below the bound.")
+    approx = [r for r in report["records"] if "approx" in r]
+    if approx:
+        lines += ["", "Exact and approximate peers (k = 10, recall@10 counting ties: the share of returned items no "
+                  "farther than the exact 10th nearest):", "",
+                  "| bits | n | data | learn2hash scan | usearch exact | usearch HNSW b1 (recall) | Faiss HNSW (recall) | Faiss IVF nprobe 16 (recall) | builds: usearch HNSW / Faiss HNSW / Faiss IVF (s) |",
+                  "|" + "---|" * 9]
+        for r in approx:
+            a = r["approx"]
+            lines.append(f"| {r['bits']} | {r['n']:.0e} | {r['data']} | {f(a['scan_ms'])} | {f(a['usearch_exact_ms'])} "
+                         f"({a['usearch_exact_recall']:.2f}) | {f(a['usearch_hnsw_ms'])} ({a['usearch_hnsw_recall']:.2f}) | "
+                         f"{f(a['faiss_hnsw_ms'])} ({a['faiss_hnsw_recall']:.2f}) | {f(a['faiss_ivf_nprobe16_ms'])} "
+                         f"({a['faiss_ivf_nprobe16_recall']:.2f}) | {a['usearch_hnsw_build_s']:.0f} / "
+                         f"{a['faiss_hnsw_build_s']:.0f} / {a['faiss_ivf_build_s']:.0f} |")
+    lines += ["", "![latency against database size](results/search-scaling.png)", ""]
+    return "\n".join(lines)
+
 def scaling_part(args, faiss) -> None:
     out_dir = Path(__file__).with_name("results")
     out_dir.mkdir(exist_ok=True)
@@ -580,6 +654,20 @@ def scaling_part(args, faiss) -> None:
                 _atomic.save_json(json_path, report)  # after each cell: a killed run keeps what it measured
     scaling_plot(report["records"], json_path.with_suffix(".png"))
     print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
+    if args.write:
+        write_section(scaling_section(report), SCALING_SECTION)
+
+
+def render_scaling(path: str, write: bool) -> None:
+    """Plot and tabulate a saved scaling report (e.g. of a run stopped before its last cell)."""
+    import json
+
+    report = json.loads(Path(path).read_text())
+    scaling_plot(report["records"], Path(path).with_suffix(".png"))
+    text = scaling_section(report)
+    print(text)
+    if write:
+        write_section(text, SCALING_SECTION)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -607,6 +695,7 @@ def main() -> None:
     g.add_argument("--min-queries", type=int, default=20)
     g.add_argument("--multihash-max-n", type=int, default=10**7, help="largest size for Faiss MultiHash")
     g.add_argument("--approx-max-n", type=int, default=10**6, help="largest size for the approximate peers")
+    g.add_argument("--render", metavar="JSON", help="only tabulate and plot a saved scaling report")
     g.add_argument("--approx-bits", type=int, nargs="+", default=[64])
     g.add_argument("--approx-data", nargs="+", default=["clustered"], choices=["random", "clustered"])
     args = p.parse_args()
@@ -614,6 +703,9 @@ def main() -> None:
         args.n, args.queries, args.radius_n, args.repeats = 100_000, 200, 2_000_000, 2
     import faiss
 
+    if args.render:
+        render_scaling(args.render, args.write)
+        return
     if args.scaling:
         if args.bits == [64, 128]:
             args.bits = [64, 256]
@@ -630,7 +722,8 @@ def main() -> None:
              f"a popcount scan can reach on this core) and learn2hash's bit-plane kernel (8 queries over 4 blocks; the "
              f"full scan, with more queries per tile, can come in slightly under it). "
              f"\"MIH k-NN\" is exact k-NN by multi-index hashing forced with `method=\"mih\"` (clustered codes, k = 10, "
-             f"tables built once beforehand); `method=\"auto\"` uses it only when a pilot of the batch shows it pays.", ""]
+             f"tables built once beforehand); `method=\"auto\"` uses it only when its cost model (n, k, and the pair "
+             f"distances of a sample of the codes) says it pays.", ""]
     t0 = time.perf_counter()
     ratios = [] if args.skip_knn else knn_part(args, faiss, lines)
     if not args.skip_radius:
