@@ -713,7 +713,7 @@ def main() -> None:
         return
     load_before = os.getloadavg()
     lines = [SECTION, "",
-             f"`{' '.join(['python', 'benchmarks/bench_search.py'] + sys.argv[1:])}` on {machine()}; "
+             f"`{' '.join(['python', 'benchmarks/bench_search.py'] + sys.argv[1:])}` at commit {commit()} on {machine()}; "
              f"faiss {faiss.__version__}; {args.n:,} database codes, {args.queries:,} queries. QPS are wall-clock, "
              f"best of {args.repeats}, both engines measured alternately in one process, so the ratios are side by side; "
              f"absolute figures move with the load of this shared machine. `ns/pair/thread` = time x threads / "
