@@ -289,20 +289,385 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, section: str = SECTION) -> None:
     """Replace (or append) this benchmark's section of RESULTS.md, leaving the others as they are."""
     old = RESULTS.read_text() if RESULTS.exists() else "# Results\n"
-    start = old.find(SECTION + "\n")
+    start = old.find(section + "\n")
     if start < 0:
         new = old.rstrip("\n") + "\n\n" + text
     else:
-        end = old.find("\n## ", start + len(SECTION))
+        end = old.find("\n## ", start + len(section))
         new = old[:start] + text.rstrip("\n") + "\n\n" + (old[end + 1:] if end >= 0 else "")
     from learn2hash._atomic import atomic_open
 
     with atomic_open(RESULTS, "w") as fh:
         fh.write(new.rstrip("\n") + "\n")
 
+
+
+# ---------------------------------------------------------------------------------------- scaling
+SCALING_SECTION = "## Hamming index at scale"
+SCALING_SIZES = {64: [10**6, 10**7, 10**8], 256: [10**6, 10**7]}
+
+
+def commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10, cwd=Path(__file__).parent).stdout.strip()
+        return out.stdout.strip() + ("+changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def load_average() -> str:
+    return "/".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def memory_bandwidth(nbytes: int = 1 << 30, repeats: int = 5) -> dict:
+    """Read bandwidth (``sum`` of a uint64 array) and copy bandwidth (read + write), GB/s, best of
+    ``repeats``, one thread, on an array far larger than the caches."""
+    a = np.ones(nbytes // 8, np.uint64)
+    b = np.empty_like(a)
+    read = copy = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a.sum()
+        read = min(read, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        copy = min(copy, time.perf_counter() - t0)
+    return {"read_GBps": nbytes / read / 1e9, "copy_GBps": 2 * nbytes / copy / 1e9, "bytes": nbytes}
+
+
+def scaled_codes(rng, n: int, bits: int, kind: str, centers: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """``n`` codes generated chunk by chunk (so that 10**8 of them fit beside their bit matrix)."""
+    out = np.empty((n, bits // 8), np.uint8)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        out[lo:hi] = random_codes(rng, hi - lo, bits) if kind == "random" else clustered_codes(rng, hi - lo, bits, centers)
+    return out
+
+
+def plant(rng, db: np.ndarray, q: np.ndarray, bits: int) -> None:
+    """Store a copy of each query with 0-2 random bits flipped at a random position of ``db``."""
+    b = np.unpackbits(q, axis=1)
+    for r in range(2):
+        rows = np.flatnonzero(rng.integers(0, 3, q.shape[0]) > r)
+        b[rows, rng.integers(0, bits, rows.size)] ^= 1
+    db[rng.choice(db.shape[0], q.shape[0], replace=False)] = np.packbits(b, axis=1)
+
+
+def distance_recall(approx_ids: np.ndarray, exact_d: np.ndarray, db: np.ndarray, q: np.ndarray) -> float:
+    """Recall@k counting ties: the share of returned items no farther than the exact k-th nearest."""
+    k = exact_d.shape[1]
+    hits = 0
+    for i in range(q.shape[0]):
+        ids = approx_ids[i][approx_ids[i] >= 0][:k]
+        d = np.unpackbits(db[ids] ^ q[i], axis=1).sum(axis=1)
+        hits += int((d <= exact_d[i, -1]).sum())
+    return hits / (k * q.shape[0])
+
+
+def alternate(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Best wall time of each ``fns[name]()``, the engines taking turns ``repeats`` times."""
+    best = {name: np.inf for name in fns}
+    out = {}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            out[name] = fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best, out
+
+
+def scaling_case(args, faiss, bits: int, n: int, kind: str, workdir: Path) -> dict:
+    """Every measurement of one (bits, n, data) cell; the codes live only in this call."""
+    rng = np.random.default_rng([args.seed, bits, n, kind == "random"])
+    nq = max(args.min_queries, min(args.queries, args.scaling_pairs // n))
+    centers = random_codes(rng, 100, bits)
+    t0 = time.perf_counter()
+    db = scaled_codes(rng, n, bits, kind, centers)
+    q = random_codes(rng, nq, bits) if kind == "random" else clustered_codes(rng, nq, bits, centers)
+    plant(rng, db, q, bits)
+    rec = {"bits": bits, "n": n, "data": kind, "queries": nq, "threads": args.scaling_threads,
+           "load_before": load_average(), "generate_s": time.perf_counter() - t0}
+    threads = args.scaling_threads
+    faiss.omp_set_num_threads(threads)
+    # learn2hash: saved, then loaded memory-mapped (verified, then not), as a user would open it.
+    folder = workdir / f"idx-{bits}-{n}-{kind}"
+    built = HammingIndex(bits, threads=threads)
+    t0 = time.perf_counter()
+    built.add(db)  # ids 0 .. n-1
+    built.save(folder)
+    rec["save_s"] = time.perf_counter() - t0
+    del built
+    for verify in (True, False):
+        t0 = time.perf_counter()
+        index = HammingIndex.load(folder, mmap=True, verify=verify, threads=threads)
+        rec[f"load_s_verify_{str(verify).lower()}"] = time.perf_counter() - t0
+    queries = Codes.from_packed(q, bits)
+    t0 = time.perf_counter()
+    index.search(Codes.from_packed(q[:1], bits), 1, method="scan")
+    rec["first_scan_s"] = time.perf_counter() - t0  # builds the bit planes of the mapped codes
+    t0 = time.perf_counter()
+    index.build_tables()
+    rec["mih_tables_s"] = time.perf_counter() - t0
+    flat = faiss.IndexBinaryFlat(bits)
+    t0 = time.perf_counter()
+    flat.add(db)
+    rec["faiss_flat_add_s"] = time.perf_counter() - t0
+    multihash = None
+    if n <= args.multihash_max_n:
+        nhash = 4
+        multihash = faiss.IndexBinaryMultiHash(bits, nhash, min(24, bits // nhash))
+        t0 = time.perf_counter()
+        multihash.add(db)
+        rec["faiss_multihash_add_s"] = time.perf_counter() - t0
+    rec["knn"], rec["radius"] = {}, {}
+    for k in args.scaling_k:
+        fns = {"scan": lambda: index.search(queries, k, method="scan"),
+               "mih": lambda: index.search(queries, k, method="mih"),
+               "auto": lambda: index.search(queries, k, method="auto"),
+               "faiss_flat": lambda: flat.search(q, k)}
+        if multihash is not None:
+            multihash.nflip = 1
+            fns["faiss_multihash_nflip1"] = lambda: multihash.search(q, k)
+        best, out = alternate(fns, args.repeats)
+        exact = out["scan"]
+        for name in ("mih", "auto"):
+            if not (np.array_equal(out[name][0], exact[0]) and np.array_equal(out[name][1], exact[1])):
+                raise SystemExit(f"{name} k-NN differs from the scan: {bits} bits n={n} {kind} k={k}")
+        if not same_knn(exact, out["faiss_flat"]):
+            raise SystemExit(f"Faiss flat k-NN differs: {bits} bits n={n} {kind} k={k}")
+        row = {name: t / nq * 1e3 for name, t in best.items()}  # ms per query
+        if multihash is not None:
+            row["faiss_multihash_nflip1_recall"] = distance_recall(out["faiss_multihash_nflip1"][1], exact[0], db, q)
+        rec["knn"][str(k)] = row
+        print(f"  k={k}: " + ", ".join(f"{a} {b:.4g}" for a, b in row.items()), flush=True)
+    for r in args.scaling_radius:
+        fns = {"scan": lambda: index.range_search(queries, r, method="scan"),
+               "mih": lambda: index.range_search(queries, r, method="mih"),
+               "auto": lambda: index.range_search(queries, r, method="auto"),
+               "faiss_flat": lambda: flat.range_search(q, r + 1)}  # Faiss keeps distances < radius
+        if multihash is not None:
+            multihash.nflip = r // nhash  # enough for an exact answer (pigeonhole)
+            fns["faiss_multihash"] = lambda: multihash.range_search(q, r + 1)
+        best, out = alternate(fns, args.repeats)
+        hits = int(out["scan"].lims[-1])
+        for name in ("mih", "auto"):
+            if not all(np.array_equal(a, b) for a, b in zip(out[name], out["scan"])):
+                raise SystemExit(f"{name} range search differs from the scan: {bits} bits n={n} {kind} r={r}")
+        for name in ("faiss_flat", "faiss_multihash"):
+            if name in out and int(out[name][0][-1]) != hits:
+                raise SystemExit(f"{name} finds {int(out[name][0][-1])} items within {r}, the scan {hits}")
+        row = {name: t / nq * 1e3 for name, t in best.items()}
+        row["hits_per_query"] = hits / nq
+        rec["radius"][str(r)] = row
+        print(f"  r={r}: " + ", ".join(f"{a} {b:.4g}" for a, b in row.items()), flush=True)
+    if n == max(SCALING_SIZES[bits]):  # one query alone: the whole database streamed once
+        one = Codes.from_packed(q[:1], bits)
+        index.threads = 1
+        t, _ = timed(lambda: index.search(one, 10, method="scan"), args.repeats)
+        rec["one_query_scan_1_thread_s"] = t
+        rec["bit_planes_bytes"] = int(index._engine._planes.nbytes)
+        index.threads = threads
+    if n <= args.approx_max_n and kind in args.approx_data and bits in args.approx_bits:
+        rec["approx"] = approx_peers(args, faiss, db, q, bits, index)
+    rec["load_after"] = load_average()
+    index.close()
+    del index, flat, multihash, db
+    import shutil
+
+    shutil.rmtree(folder)
+    return rec
+
+
+def approx_peers(args, faiss, db: np.ndarray, q: np.ndarray, bits: int, index: HammingIndex) -> dict:
+    """usearch exact, and approximate indexes of the same codes with their recall@10."""
+    from usearch.index import Index as UIndex
+
+    n, nq, k = db.shape[0], q.shape[0], 10
+    threads = args.scaling_threads
+    queries = Codes.from_packed(q, bits)
+    out = {}
+    t0 = time.perf_counter()
+    u = UIndex(ndim=bits, metric="hamming", dtype="b1", connectivity=16)
+    u.add(np.arange(n), db, threads=threads)
+    out["usearch_hnsw_build_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    hnsw = faiss.IndexBinaryHNSW(bits, 16)
+    hnsw.add(db)
+    out["faiss_hnsw_build_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    nlist = 1024
+    ivf = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, nlist)
+    ivf.train(db[:: max(1, n // (30 * nlist))])
+    ivf.add(db)
+    ivf.nprobe = 16
+    out["faiss_ivf_build_s"] = time.perf_counter() - t0
+    fns = {"scan": lambda: index.search(queries, k, method="scan"),
+           "usearch_exact": lambda: u.search(q, k, exact=True, threads=threads),
+           "usearch_hnsw": lambda: u.search(q, k, threads=threads),
+           "faiss_hnsw": lambda: hnsw.search(q, k),
+           "faiss_ivf_nprobe16": lambda: ivf.search(q, k)}
+    best, res = alternate(fns, args.repeats)
+    exact_d = res["scan"][0]
+    for name, t in best.items():
+        out[name + "_ms"] = t / nq * 1e3
+    out["usearch_exact_recall"] = distance_recall(res["usearch_exact"].keys.astype(np.int64), exact_d, db, q)
+    out["usearch_hnsw_recall"] = distance_recall(res["usearch_hnsw"].keys.astype(np.int64), exact_d, db, q)
+    out["faiss_hnsw_recall"] = distance_recall(res["faiss_hnsw"][1], exact_d, db, q)
+    out["faiss_ivf_nprobe16_recall"] = distance_recall(res["faiss_ivf_nprobe16"][1], exact_d, db, q)
+    print("  approximate: " + ", ".join(f"{a} {b:.4g}" for a, b in out.items()), flush=True)
+    return out
+
+
+def scaling_plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(bits, kind, what) for bits in (64, 256) for what in ("knn", "radius")
+              for kind in ("random", "clustered")]
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7.5))
+    for ax, (bits, kind, what) in zip(axes.ravel(), panels):
+        rows = sorted((r for r in records if r["bits"] == bits and r["data"] == kind), key=lambda r: r["n"])
+        key = "10" if what == "knn" else "2"
+        engines = sorted({e for r in rows for e in r[what].get(key, {}) if not e.endswith(("recall", "query"))})
+        for e in engines:
+            pts = [(r["n"], r[what][key][e]) for r in rows if e in r[what].get(key, {})]
+            if pts:
+                ax.loglog(*zip(*pts), marker="o", label=e)
+        ax.set_title(f"{bits} bits, {kind}, {'k-NN k=10' if what == 'knn' else 'radius 2'}", fontsize=9)
+        ax.set_xlabel("database codes")
+        ax.set_ylabel("ms per query")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+
+
+
+def scaling_section(report: dict) -> str:
+    """Markdown tables of a scaling report (what ``--scaling --write`` puts in RESULTS.md)."""
+    bw = report["bandwidth"]
+    lines = [SCALING_SECTION, "",
+             f"`{report['command']}` at commit {report['commit']} on {report['machine']}; faiss {report['faiss']}. "
+             f"Milliseconds per query, wall-clock, best of the repeats, every engine of a cell timed in turn in one "
+             f"process (so the columns are side by side; absolute figures move with the load of this shared machine, "
+             f"given per cell as the 1/5/15-minute load average). {report['records'][0]['threads']} threads. Queries "
+             f"per cell: 200 at 10^6, fewer above (at least 20). Each random query has one planted near-duplicate "
+             f"(0-2 bits flipped) in the database; clustered codes are 100 centers with 0-4 bits flipped. Every answer "
+             f"of `mih` and `auto` is checked identical to the scan's, Faiss flat's k-NN distances equal to ours, and "
+             f"the range hit counts of Faiss equal to ours. `mih` = `method=\"mih\"` forced (its tables built "
+             f"beforehand, or for a radius's own layout on first use), `auto` = the cost model's choice. Faiss "
+             f"MultiHash has 4 tables; its k-NN (nflip = 1) is approximate and reported with its recall@k; its range "
+             f"search is exact (nflip = r // 4).", ""]
+    head = "| bits | n | data | load | k=10 scan / mih / auto / Faiss flat / Faiss MultiHash (recall) | k=100 scan / mih / auto / Faiss flat | r=0 scan / mih / auto / flat / MultiHash | r=2 | r=4 | hits/query r=0/2/4 |"
+    lines += [head, "|" + "---|" * 10]
+    f = lambda v: f"{v:.3g}"
+    for r in report["records"]:
+        k10 = r["knn"].get("10", {})
+        k100 = r["knn"].get("100", {})
+        cells = []
+        if k10:
+            mh = (f" / {f(k10['faiss_multihash_nflip1'])} ({k10['faiss_multihash_nflip1_recall']:.2f})"
+                  if "faiss_multihash_nflip1" in k10 else " / -")
+            cells.append(f"{f(k10['scan'])} / {f(k10['mih'])} / {f(k10['auto'])} / {f(k10['faiss_flat'])}{mh}")
+        else:
+            cells.append("-")
+        cells.append(f"{f(k100['scan'])} / {f(k100['mih'])} / {f(k100['auto'])} / {f(k100['faiss_flat'])}" if k100 else "-")
+        for rad in ("0", "2", "4"):
+            x = r["radius"].get(rad)
+            cells.append("-" if not x else f"{f(x['scan'])} / {f(x['mih'])} / {f(x['auto'])} / {f(x['faiss_flat'])}"
+                         + (f" / {f(x['faiss_multihash'])}" if "faiss_multihash" in x else ""))
+        hits = "/".join(f"{r['radius'][rad]['hits_per_query']:.3g}" for rad in ("0", "2", "4") if rad in r["radius"])
+        lines.append(f"| {r['bits']} | {r['n']:.0e} | {r['data']} | {r['load_before']} | " + " | ".join(cells) + f" | {hits} |")
+    lines += ["", "Loading and building (seconds): `load` = `HammingIndex.load(mmap=True)` with and without sha256 "
+              "verification of every file; `first scan` = the first query, which builds the bit planes of the mapped "
+              "codes; MIH tables = `build_tables()`.", "",
+              "| bits | n | data | save | load (verify) | load (no verify) | first scan | MIH tables | Faiss flat add | Faiss MultiHash add |",
+              "|" + "---|" * 10]
+    for r in report["records"]:
+        lines.append(f"| {r['bits']} | {r['n']:.0e} | {r['data']} | {r['save_s']:.2f} | {r['load_s_verify_true']:.3f} | "
+                     f"{r['load_s_verify_false']:.4f} | {r['first_scan_s']:.2f} | {r['mih_tables_s']:.2f} | "
+                     f"{r['faiss_flat_add_s']:.2f} | {r.get('faiss_multihash_add_s', float('nan')):.2f} |")
+    big = [r for r in report["records"] if "one_query_scan_1_thread_s" in r]
+    lines += ["", f"Memory bandwidth (one thread, numpy over 1 GiB): read (`sum`) {bw['read_GBps']:.1f} GB/s, "
+              f"copy {bw['copy_GBps']:.1f} GB/s (read + write bytes)."]
+    for r in big:
+        codes = r["n"] * r["bits"] / 8
+        bound = codes / (bw["read_GBps"] * 1e9)
+        t = r["one_query_scan_1_thread_s"]
+        lines.append(f"One query alone over {r['n']:.0e} {r['data']} {r['bits']}-bit codes, 1 thread: {t * 1e3:.0f} ms; "
+                     f"streaming the {codes / 1e9:.2f} GB of codes once at the read bandwidth takes {bound * 1e3:.0f} ms "
+                     f"(our scan reads the bit planes, {r['bit_planes_bytes'] / 1e9:.2f} GB: bound "
+                     f"{r['bit_planes_bytes'] / (bw['read_GBps'] * 1e9) * 1e3:.0f} ms), so the scan runs at "
+                     f"{bound / t:.0%} of the codes' bound ({r['bit_planes_bytes'] / (bw['read_GBps'] * 1e9) / t:.0%} "
+                     f"of the planes'). A batch of queries shares each loaded block, so per query it goes below the bound.")
+    approx = [r for r in report["records"] if "approx" in r]
+    if approx:
+        lines += ["", "Exact and approximate peers (k = 10, recall@10 counting ties: the share of returned items no "
+                  "farther than the exact 10th nearest):", "",
+                  "| bits | n | data | learn2hash scan | usearch exact | usearch HNSW b1 (recall) | Faiss HNSW (recall) | Faiss IVF nprobe 16 (recall) | builds: usearch HNSW / Faiss HNSW / Faiss IVF (s) |",
+                  "|" + "---|" * 9]
+        for r in approx:
+            a = r["approx"]
+            lines.append(f"| {r['bits']} | {r['n']:.0e} | {r['data']} | {f(a['scan_ms'])} | {f(a['usearch_exact_ms'])} "
+                         f"({a['usearch_exact_recall']:.2f}) | {f(a['usearch_hnsw_ms'])} ({a['usearch_hnsw_recall']:.2f}) | "
+                         f"{f(a['faiss_hnsw_ms'])} ({a['faiss_hnsw_recall']:.2f}) | {f(a['faiss_ivf_nprobe16_ms'])} "
+                         f"({a['faiss_ivf_nprobe16_recall']:.2f}) | {a['usearch_hnsw_build_s']:.0f} / "
+                         f"{a['faiss_hnsw_build_s']:.0f} / {a['faiss_ivf_build_s']:.0f} |")
+    lines += ["", "![latency against database size](results/search-scaling.png)", ""]
+    return "\n".join(lines)
+
+def scaling_part(args, faiss) -> None:
+    out_dir = Path(__file__).with_name("results")
+    out_dir.mkdir(exist_ok=True)
+    json_path = out_dir / "search-scaling.json"
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    report = {"command": " ".join(["python", "benchmarks/bench_search.py"] + sys.argv[1:]), "commit": commit(),
+              "machine": machine(), "faiss": faiss.__version__, "load_before": load_average(),
+              "bandwidth": memory_bandwidth(), "records": []}
+    print(f"memory bandwidth: {report['bandwidth']}", flush=True)
+    warm = HammingIndex(64, threads=args.scaling_threads)  # compile (or load) every kernel before timing
+    warm.add(random_codes(np.random.default_rng(0), 5000, 64))
+    for method in ("scan", "mih", "auto"):
+        warm.search(warm.codes()[:3], 10, method=method)
+        warm.range_search(warm.codes()[:3], 2, method=method)
+    for bits in args.bits:
+        for n in SCALING_SIZES.get(bits, []):
+            if n > args.max_n:
+                continue
+            for kind in args.data:
+                print(f"{bits} bits, n={n:,}, {kind} (load {load_average()})", flush=True)
+                report["records"].append(scaling_case(args, faiss, bits, n, kind, workdir))
+                report["load_after"] = load_average()
+                from learn2hash import _atomic
+
+                _atomic.save_json(json_path, report)  # after each cell: a killed run keeps what it measured
+    scaling_plot(report["records"], json_path.with_suffix(".png"))
+    print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
+    if args.write:
+        write_section(scaling_section(report), SCALING_SECTION)
+
+
+def render_scaling(path: str, write: bool) -> None:
+    """Plot and tabulate a saved scaling report (e.g. of a run stopped before its last cell)."""
+    import json
+
+    report = json.loads(Path(path).read_text())
+    scaling_plot(report["records"], Path(path).with_suffix(".png"))
+    text = scaling_section(report)
+    print(text)
+    if write:
+        write_section(text, SCALING_SECTION)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -319,14 +684,36 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--write", action="store_true", help=f"write the figures to {RESULTS.name}")
+    g = p.add_argument_group("scaling curves (--scaling): results/search-scaling.json and .png")
+    g.add_argument("--scaling", action="store_true", help="run the scaling curves instead of the ratio table")
+    g.add_argument("--max-n", type=int, default=10**8, help="largest database size to run")
+    g.add_argument("--workdir", default="/tmp/l2h-bench-search", help="where the saved indexes go (deleted after)")
+    g.add_argument("--scaling-k", type=int, nargs="+", default=[10, 100])
+    g.add_argument("--scaling-radius", type=int, nargs="+", default=[0, 2, 4])
+    g.add_argument("--scaling-threads", type=int, default=2)
+    g.add_argument("--scaling-pairs", type=int, default=2 * 10**9, help="queries x codes per measurement")
+    g.add_argument("--min-queries", type=int, default=20)
+    g.add_argument("--multihash-max-n", type=int, default=10**7, help="largest size for Faiss MultiHash")
+    g.add_argument("--approx-max-n", type=int, default=10**6, help="largest size for the approximate peers")
+    g.add_argument("--render", metavar="JSON", help="only tabulate and plot a saved scaling report")
+    g.add_argument("--approx-bits", type=int, nargs="+", default=[64])
+    g.add_argument("--approx-data", nargs="+", default=["clustered"], choices=["random", "clustered"])
     args = p.parse_args()
     if args.quick:
         args.n, args.queries, args.radius_n, args.repeats = 100_000, 200, 2_000_000, 2
     import faiss
 
+    if args.render:
+        render_scaling(args.render, args.write)
+        return
+    if args.scaling:
+        if args.bits == [64, 128]:
+            args.bits = [64, 256]
+        scaling_part(args, faiss)
+        return
     load_before = os.getloadavg()
     lines = [SECTION, "",
-             f"`{' '.join(['python', 'benchmarks/bench_search.py'] + sys.argv[1:])}` on {machine()}; "
+             f"`{' '.join(['python', 'benchmarks/bench_search.py'] + sys.argv[1:])}` at commit {commit()} on {machine()}; "
              f"faiss {faiss.__version__}; {args.n:,} database codes, {args.queries:,} queries. QPS are wall-clock, "
              f"best of {args.repeats}, both engines measured alternately in one process, so the ratios are side by side; "
              f"absolute figures move with the load of this shared machine. `ns/pair/thread` = time x threads / "
@@ -335,7 +722,8 @@ def main() -> None:
              f"a popcount scan can reach on this core) and learn2hash's bit-plane kernel (8 queries over 4 blocks; the "
              f"full scan, with more queries per tile, can come in slightly under it). "
              f"\"MIH k-NN\" is exact k-NN by multi-index hashing forced with `method=\"mih\"` (clustered codes, k = 10, "
-             f"tables built once beforehand); `method=\"auto\"` uses it only when a pilot of the batch shows it pays.", ""]
+             f"tables built once beforehand); `method=\"auto\"` uses it only when its cost model (n, k, and the pair "
+             f"distances of a sample of the codes) says it pays.", ""]
     t0 = time.perf_counter()
     ratios = [] if args.skip_knn else knn_part(args, faiss, lines)
     if not args.skip_radius:

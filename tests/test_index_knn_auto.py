@@ -5,6 +5,7 @@ and beyond the index size, removed items skipped)."""
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -107,6 +108,11 @@ def test_auto_picks_multi_index_hashing_where_it_pays_and_the_scan_where_not(cap
     index.add(db)
     dist = np.bitwise_count(queries.view(np.uint64)[:, None, 0] ^ db.view(np.uint64)[None, :, 0]).astype(np.int64)
     pos = np.arange(n)
+    for _ in range(10):  # the batches answered by the scan pay for the tables, then they are built
+        caplog.clear()
+        index.search(queries, 1, method="auto")
+        if choices(caplog) == ["multi-index hashing"]:
+            break
     for k in (1, 4):
         caplog.clear()
         d, i = index.search(queries, k, method="auto")
@@ -137,12 +143,45 @@ def test_tables_are_built_only_once_the_scans_would_have_paid_for_them(caplog):
     index.add(db)
     caplog.set_level(logging.DEBUG, logger="learn2hash.index")
     seen = []
-    for _ in range(400):  # one query a call: building costs more than one scan saves
-        caplog.clear()
+    while len(seen) < 20_000 and "multi-index hashing" not in seen[-20:]:
+        caplog.clear()  # one query a call: building costs more than one scan saves
         index.search(db[rng.integers(0, n, 1)], 1, method="auto")
         seen += choices(caplog)
     first = seen.index("multi-index hashing")
-    assert 5 < first < 400 and set(seen[first:]) == {"multi-index hashing"}
+    for _ in range(20):  # built: every later query uses the tables
+        caplog.clear()
+        index.search(db[rng.integers(0, n, 1)], 1, method="auto")
+        seen += choices(caplog)
+    assert 5 < first and set(seen[first:]) == {"multi-index hashing"}
+    scan, cost = [float(x) for x in re.findall(r"estimated scan ([\d.e+-]+) ms, multi-index hashing ([\d.e+-]+)",
+                                                caplog.text)[0]]
+    saved_per_query = scan - cost
+    build = mih.build_cost(n, mih.knn_layout(n, bits)) / 1e6
+    assert first == pytest.approx(build / saved_per_query, abs=2)  # built as soon as the saving paid for it
     assert index._engine._tables  # built, and kept until the next add
     index.add(db[:10])
     assert not index._engine._tables
+
+
+def test_auto_range_search_checks_the_codes_crowding(caplog):
+    rng = np.random.default_rng(2)
+    bits, n, nq = 64, 120_000, 50
+    caplog.set_level(logging.DEBUG, logger="learn2hash.index")
+
+    def run(db, queries):
+        index = HammingIndex(bits, threads=1)
+        index.add(db)
+        caplog.clear()
+        got = index.range_search(queries, 2, method="auto")
+        said = [r.getMessage().split(": ")[1].split(";")[0] for r in caplog.records
+                if r.getMessage().startswith("range search of")]
+        want = index.range_search(queries, 2, method="scan")
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+        return said
+
+    # Spread-out codes: a query's probed buckets hold a handful of items.
+    assert run(packed_random(rng, n, bits), packed_random(rng, 40 * nq, bits)) == ["multi-index hashing"]
+    # 3 clusters: every probed bucket of a query holds a share of its cluster; the scan is cheaper.
+    db = packed_clustered(rng, n, bits, centers=3, flips=2)
+    assert run(db, db[:nq]) == ["scan"]

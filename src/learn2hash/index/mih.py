@@ -37,7 +37,10 @@ MAX_KEY_BITS = 24
 SCAN_NS_PER_WORD = 0.12  # one (query, database code, 64-bit word) in the bit-plane linear scan
 PROBE_NS = 15.0  # one bucket look-up
 VERIFY_NS = 12.0  # one candidate: random read of its code and the full distance
-BUILD_NS = 6.0  # one item of one table when building
+# One item of one table when building: a counting sort, whose counts and writes land at random
+# in tables of 2**L entries (measured 70-270 ns on a 2-core machine under a load average of 14,
+# while a sequential copy ran 4-30 times slower than on a quiet core).
+BUILD_NS = 30.0
 # One k-NN candidate: besides the distance, the check of which table found it first, and a random
 # read of its code (measured 60-100 ns per candidate on 10**6 clustered 64-bit codes).
 KNN_VERIFY_NS = 80.0
@@ -87,13 +90,20 @@ def knn_layout(n: int, bits: int) -> Layout:
     return layout(bits, max(1, round(bits / length)))
 
 
-def range_cost(n: int, n_queries: int, bits: int, radius: int, lay: Layout, built: bool) -> float:
-    """Estimated nanoseconds of a multi-index range search (uniformly spread keys assumed)."""
+def range_cost(n: int, n_queries: int, bits: int, radius: int, lay: Layout, built: bool,
+               prof: "Profile | None" = None) -> float:
+    """Estimated nanoseconds of a multi-index range search: uniformly spread keys assumed, or,
+    with a :class:`Profile` of the codes, the share of them within the sub-radius of a query's
+    key (queries like the stored codes; at least the uniform share), each read at random."""
     r = radius // lay.m
     per_query = 0.0
-    for L in lay.length:
+    for t, L in enumerate(lay.length):
         p = _probes(int(L), r)
-        per_query += p * (PROBE_NS + VERIFY_NS * n / 2.0 ** int(L))
+        if prof is None:
+            per_query += p * (PROBE_NS + VERIFY_NS * n / 2.0 ** int(L))
+        else:
+            seen = max(float(prof.sub[t, min(r, int(L))]), p / 2.0 ** int(L))
+            per_query += p * PROBE_NS + KNN_VERIFY_NS * min(1.0, seen) * n
     build = 0.0 if built else BUILD_NS * n * lay.m
     return n_queries * per_query + build
 
@@ -132,7 +142,7 @@ class Profile:
     pairs: int
 
 
-def profile(db: np.ndarray, bits: int, lay: Layout, sample: int = 2048) -> Profile:
+def profile(db: np.ndarray, bits: int, lay: Layout, sample: int = 1024) -> Profile:
     """:class:`Profile` of the codes ``db`` (flat ``uint64`` words) for substrings ``lay``, from
     every pair of an evenly spaced sample of at most ``sample`` codes."""
     W = (bits + 63) // 64

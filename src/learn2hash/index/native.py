@@ -57,7 +57,7 @@ class NativeEngine:
         self._owned = True
         self._tables: dict[tuple[int, ...], mih.Tables] = {}
         self._knn_saved = 0.0  # estimated ns the k-NN scans since the last add would have saved with tables
-        self._profile: tuple[tuple[int, ...], mih.Profile] | None = None  # of the codes, for a layout
+        self._profiles: dict[tuple[int, ...], mih.Profile] = {}  # of the codes, per substring layout
         self.shape = _bitplanes.Shape(bits)
         self._planes = _bitplanes.zeros(0, self.shape.PB)
         self._planes_n = 0  # codes the planes hold
@@ -77,7 +77,7 @@ class NativeEngine:
         self._n += words.shape[0]
         self._tables.clear()
         self._knn_saved = 0.0
-        self._profile = None
+        self._profiles = {}
 
     def _join(self) -> None:
         """Fold the codes added since the last search into ``_words`` (a single first part, such
@@ -172,10 +172,7 @@ class NativeEngine:
         lay = tables.layout if tables is not None else mih.knn_layout(n, self.bits)
         build = 0.0 if tables is not None else mih.build_cost(n, lay)
         key = tuple(int(v) for v in lay.length)
-        cached = self._profile
-        if cached is None or cached[0] != key:
-            cached = self._profile = (key, mih.profile(self.db, self.bits, lay))
-        prof = cached[1]
+        prof = self._profile_for(lay)
         scan = mih.scan_cost(n, nq, self.bits)
         cost = mih.knn_cost(n, nq, self.bits, k, lay, prof)
         use = cost <= MIH_KNN_MARGIN * scan
@@ -266,6 +263,14 @@ class NativeEngine:
         out_p[done, :k] = sub_p[done]
         return np.flatnonzero(~done)
 
+    def _profile_for(self, lay: mih.Layout) -> mih.Profile:
+        """:func:`mih.profile` of the codes for substrings ``lay`` (kept until the next add)."""
+        key = tuple(int(v) for v in lay.length)
+        prof = self._profiles.get(key)
+        if prof is None:
+            prof = self._profiles[key] = mih.profile(self.db, self.bits, lay)
+        return prof
+
     def _closest_tables(self) -> mih.Tables | None:
         """Of the built tables, those whose substrings are nearest ``log2(n)`` bits long."""
         tables = list(self._tables.values())
@@ -308,7 +313,16 @@ class NativeEngine:
         use_mih = method == "mih"
         lay, cost = mih.best_layout(self._n, nq, self.bits, radius, set(self._tables))
         if method == "auto":
-            use_mih = cost < 0.5 * mih.scan_cost(self._n, nq, self.bits)
+            scan = mih.scan_cost(self._n, nq, self.bits)
+            use_mih = cost < 0.5 * scan
+            real = cost
+            key = tuple(int(v) for v in lay.length)
+            if use_mih:  # check against the codes' own crowding (clustered codes fill the probed buckets)
+                real = mih.range_cost(self._n, nq, self.bits, radius, lay, key in self._tables, self._profile_for(lay))
+                use_mih = real < 0.5 * scan
+            log.debug("range search of %d queries (radius %d, n=%d, %d bits): %s; estimated scan %.3g ms, "
+                          "multi-index hashing %.3g ms over substrings %s", nq, radius, self._n, self.bits,
+                          "multi-index hashing" if use_mih else "scan", scan / 1e6, real / 1e6, list(key))
         if use_mih:
             tables = self._build(lay, threads)
             budget = self._budget() if method == "auto" else np.iinfo(np.int64).max
