@@ -40,6 +40,37 @@ def check_int(value: object, what: str, minimum: int) -> int:
     return int(value)
 
 
+def _not_fitted_class() -> type:
+    """``NotFittedError``: a :class:`Learn2HashError` that is also scikit-learn's ``NotFittedError``
+    (made on first use, so that scikit-learn, a second or two to import, is imported only then)."""
+    global _NOT_FITTED
+    if _NOT_FITTED is None:
+        try:
+            from sklearn.exceptions import NotFittedError as _SklearnNotFitted
+        except ImportError:  # pragma: no cover - scikit-learn is a dependency
+            _SklearnNotFitted = AttributeError
+        _NOT_FITTED = type("NotFittedError", (Learn2HashError, _SklearnNotFitted), {
+            "__module__": __name__,
+            "__doc__": "An estimator used before ``fit`` (also a ``sklearn.exceptions.NotFittedError``, "
+                       "a ValueError and an AttributeError).",
+        })
+    return _NOT_FITTED
+
+
+_NOT_FITTED: type | None = None
+
+
+def not_fitted(message: str) -> Learn2HashError:
+    """A :data:`NotFittedError` with ``message``, to raise."""
+    return _not_fitted_class()(message)
+
+
+def __getattr__(name: str):
+    if name == "NotFittedError":
+        return _not_fitted_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class WeightsDownloadError(Learn2HashError):
     """Pretrained weights named by a library's name that could not be downloaded (no network).
 

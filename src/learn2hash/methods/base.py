@@ -2,6 +2,14 @@
 
 Estimators follow scikit-learn's habits: hyper-parameters are set in ``__init__`` (which does no
 work), ``fit`` returns ``self``, learned state ends with ``_``, ``encode`` never changes state.
+A :class:`Hasher` has the whole surface of scikit-learn's ``BaseEstimator`` and
+``TransformerMixin`` (``get_params`` / ``set_params``, ``fit_transform``, ``n_features_in_``,
+estimator tags, :data:`~learn2hash.errors.NotFittedError` before ``fit``) plus a ``score`` (mAP, see
+:func:`learn2hash.metrics.map_scorer`), so ``GridSearchCV(create("itq"), {"bits": [16, 32]})`` needs no
+``scoring``. It matches those classes instead of deriving from them: importing scikit-learn takes
+a second or two, which every command of the CLI would pay; scikit-learn is imported only when one
+of its protocols asks (tags, the error class, the scorer). ``tests/test_contract.py`` runs
+scikit-learn's ``parametrize_with_checks`` over every registered method.
 
 A saved hasher is a folder::
 
@@ -25,14 +33,14 @@ import inspect
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
 from learn2hash import _atomic
 from learn2hash.codes import Codes, Provenance
-from learn2hash.datasets.base import Split
-from learn2hash.errors import CorruptFileError, Learn2HashError, MissingFileError
+from learn2hash.datasets.base import Split, class_labels, is_sparse
+from learn2hash.errors import CorruptFileError, Learn2HashError, MissingFileError, not_fitted
 from learn2hash.methods.validation import Interval, validate_params
 
 if TYPE_CHECKING:
@@ -144,6 +152,7 @@ def as_items(x: Any, item_shape: tuple[int, ...] | None = None) -> Any:
     kept. ``item_shape``: the per-item shape a fitted hasher expects; a layout that matches it
     after conversion wins over the guess. Lazy arrays and ``Split`` objects pass through untouched.
     """
+    refuse_sparse(x)
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     if not isinstance(x, np.ndarray):
@@ -169,6 +178,7 @@ def as_items(x: Any, item_shape: tuple[int, ...] | None = None) -> Any:
 
 def as_features(x: Any, what: str = "input", dim: int | None = None) -> np.ndarray:
     """Items -> ``float64[n, d]`` feature vectors; images are flattened and scaled to [0, 1]."""
+    refuse_sparse(x, what)
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     a = np.asarray(x)
@@ -186,8 +196,20 @@ def as_features(x: Any, what: str = "input", dim: int | None = None) -> np.ndarr
     return a
 
 
+def refuse_sparse(x: Any, what: str = "X") -> None:
+    """One clear error for a scipy sparse matrix, which no hasher takes."""
+    if is_sparse(x):
+        raise Learn2HashError(f"{what} is a scipy sparse matrix; hashers take dense arrays, sparse input is not "
+                              f"supported: pass a dense array (x.toarray(), or reduce it first, e.g. TruncatedSVD)")
+
+
 class Hasher(abc.ABC):
-    """A function from items to K-bit codes, learned by ``fit``."""
+    """A function from items to K-bit codes, learned by ``fit``.
+
+    It has the surface of a scikit-learn transformer (see the module docstring): ``fit(X, y)``,
+    ``transform(X)`` (the real values whose signs are the codes), ``fit_transform``, ``score(X, y)``,
+    ``n_features_in_``, ``get_params`` / ``set_params``; and ``encode(X)`` -> :class:`Codes`.
+    """
 
     name: ClassVar[str] = ""
     #: what ``encode`` accepts: "features" (vectors / flattened images), "image", "clip" or "any"
@@ -262,6 +284,34 @@ class Hasher(abc.ABC):
     def __sklearn_is_fitted__(self) -> bool:
         return bool(getattr(self, "fitted_", False))
 
+    @property
+    def n_features_in_(self) -> int:
+        """The number of features of each training item (scikit-learn's name; images count every
+        pixel of every channel); an ``AttributeError`` before ``fit``, as scikit-learn expects."""
+        n = self._n_features() if getattr(self, "fitted_", False) else None
+        if n is None:
+            raise AttributeError(f"{type(self).__name__} has no n_features_in_ before fit")
+        return n
+
+    def _n_features(self) -> int | None:
+        """Features per training item, for :attr:`n_features_in_` (the shallow methods' ``dim_``)."""
+        dim = getattr(self, "dim_", None)
+        return None if dim is None else int(dim)
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """``fit(X, y, **fit_params)`` then ``transform(X)``, as scikit-learn's ``TransformerMixin``."""
+        self.fit(X, y, **fit_params)
+        return self.transform(X.x if isinstance(X, Split) else X)
+
+    def score(self, X: Any, y: Any) -> float:
+        """Retrieval mAP on held-out items ``X`` with labels ``y`` (what ``GridSearchCV`` maximises
+        when given no ``scoring``): the first fifth of the items are the queries, the rest the
+        database, ranked by Hamming distance over the whole database
+        (:func:`learn2hash.metrics.map_scorer`; ``y`` as for ``fit``)."""
+        from learn2hash.metrics import map_scorer
+
+        return map_scorer()(self, X, y)
+
     # ------------------------------------------------------------------ API
     def fit(self, X: Any, y: Any = None, *, context: FitContext | None = None) -> "Hasher":
         """Learn the hash function from items ``X`` and labels ``y`` (class ids ``int[n]`` or multi-hot
@@ -273,9 +323,17 @@ class Hasher(abc.ABC):
         images that could not be read (empty unless a deep method was told to skip them).
         """
         self._validate_params()
+        refuse_sparse(X)
+        if not self.supervised:
+            y = None  # unsupervised: whatever labels come (GridSearchCV passes them) are not used
+        elif y is not None:
+            if isinstance(X, Split):
+                raise Learn2HashError("pass either a Split or (x, labels), not both")
+            y = class_labels(y, None if isinstance(X, Mapping) else len(X), what="y")
         split = as_split(X, y)
         if self.supervised and split.labels.shape[1] == 0:
-            raise Learn2HashError(f"{self.name} is supervised: fit needs labels")
+            raise Learn2HashError(f"{self.name} is supervised: fit needs labels (it requires y to be passed, "
+                                  "but the target y is None)")
         if self.supervised:
             empty = ~split.labels.any(axis=1)
             if empty.any():
@@ -337,7 +395,7 @@ class Hasher(abc.ABC):
 
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):
-            raise Learn2HashError(f"this {self.name} hasher is not fitted yet: call fit first (or load a saved one)")
+            raise not_fitted(f"this {self.name} hasher is not fitted yet: call fit first (or load a saved one)")
 
     # ------------------------------------------------------------------ state
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

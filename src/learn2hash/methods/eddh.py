@@ -248,10 +248,10 @@ class EDDH(DeepHasher):
     supervised = True
     _parameter_constraints = {"lam": [Interval("real", 0)], "gamma": [Interval("real", 0)], "rho": [Interval("real", 0)],
                               "visual_image_size": [None, Interval("int", 1)]}
+    shared_defaults = {"epochs": EDDH_EPOCHS}
 
     def __init__(self, bits: int = 64, lam: float = 1.0, gamma: float = 1.0, rho: float = 0.01, visual: str = "auto",
                  visual_image_size: int | None = None, **deep: Any):
-        deep.setdefault("epochs", EDDH_EPOCHS)
         super().__init__(bits=bits, **deep)  # otherwise the shared recipe's defaults (deep.py)
         self.lam = lam
         self.gamma = gamma

@@ -70,6 +70,11 @@ class MultiViewEncoder:
     def _encode(self, x: Any) -> Codes:
         return self.encode(x)
 
+    def _n_features(self) -> int | None:
+        """Features of the first training modality (what ``transform`` takes by default)."""
+        dims = getattr(self, "dims_", None)
+        return None if not dims else int(dims[self.modalities_[0]])
+
     def check_modality(self, modality: str | None) -> str:
         """``modality`` if the hasher was trained on it (``None``: the first one); else a clear error."""
         if modality is None:
