@@ -14,6 +14,11 @@ class Learn2HashError(ValueError):
     """Bad input: wrong shape, wrong bit length, NaN, unknown name, corrupt or missing file."""
 
 
+class InputTypeError(Learn2HashError, TypeError):
+    """Input of the wrong type where numbers were expected (an object array holding a dict ...);
+    also a ``TypeError``, as numpy and scikit-learn raise for it."""
+
+
 class DatasetNotFoundError(Learn2HashError, FileNotFoundError):
     """A known dataset whose files are not on this machine; the message says how to get them."""
 

@@ -74,6 +74,8 @@ def class_labels(y: Any, n: int | None = None, what: str = "y") -> np.ndarray:
     if a.ndim == 2:
         out = as_multihot(a, what=what)
     elif a.ndim == 1:
+        if a.dtype.kind == "c":
+            raise Learn2HashError(f"{what} has dtype {a.dtype}: Complex data not supported, class labels must be real")
         if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
             raise Learn2HashError(f"{what}: class labels contain NaN or infinite values")
         if a.dtype.kind not in "biufUSO":

@@ -40,7 +40,7 @@ import numpy as np
 from learn2hash import _atomic
 from learn2hash.codes import Codes, Provenance
 from learn2hash.datasets.base import Split, class_labels, is_sparse
-from learn2hash.errors import CorruptFileError, Learn2HashError, MissingFileError, not_fitted
+from learn2hash.errors import CorruptFileError, InputTypeError, Learn2HashError, MissingFileError, not_fitted
 from learn2hash.methods.validation import Interval, validate_params
 
 if TYPE_CHECKING:
@@ -160,6 +160,7 @@ def as_items(x: Any, item_shape: tuple[int, ...] | None = None) -> Any:
             x = np.asarray(x)
         else:
             return x
+    x = _numeric_items(x)
     if item_shape is not None:
         item_shape = tuple(int(s) for s in item_shape)
         if x.shape[1:] == item_shape:
@@ -176,24 +177,71 @@ def as_items(x: Any, item_shape: tuple[int, ...] | None = None) -> Any:
     return x
 
 
-def as_features(x: Any, what: str = "input", dim: int | None = None) -> np.ndarray:
-    """Items -> ``float64[n, d]`` feature vectors; images are flattened and scaled to [0, 1]."""
+def _numeric_items(x: np.ndarray, what: str = "X") -> np.ndarray:
+    """The checks of :func:`as_features` that apply to items of any layout (an array of file paths
+    passes unchanged): object arrays of numbers become float64; 1-D, complex and empty items are errors."""
+    if x.dtype == object:
+        if any(isinstance(v, (str, os.PathLike)) for v in x.flat):
+            return x
+        try:
+            x = x.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputTypeError(f"{what} must be numeric: {exc}") from None
+    if x.dtype.kind in "US":
+        return x
+    if x.ndim == 1:
+        raise Learn2HashError(f"{what} must hold items along its first axis ([n, d] feature vectors, [n, H, W] images "
+                              f"...), got shape {x.shape}; Reshape your data: x.reshape(1, -1) for a single item")
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise Learn2HashError(f"{what} has dtype {x.dtype}: Complex data not supported, items must be real")
+    if x.ndim >= 2 and int(np.prod(x.shape[1:])) == 0:
+        raise Learn2HashError(f"{what} has 0 feature(s) (shape={x.shape}) while a minimum of 1 is required.")
+    return x
+
+
+def as_features(x: Any, what: str = "input", dim: int | None = None, who: str = "this hasher") -> np.ndarray:
+    """Items -> ``float64[n, d]`` feature vectors; images are flattened and scaled to [0, 1].
+
+    The errors carry the phrases scikit-learn's estimator checks look for ("Reshape your data",
+    "Complex data not supported", "X has 3 features, but ITQ is expecting 4 features as input",
+    ...); ``who`` names the hasher (its class name) in the last one. An object array of numbers
+    is converted; one holding anything else is an :class:`~learn2hash.errors.InputTypeError`."""
     refuse_sparse(x, what)
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     a = np.asarray(x)
     if a.ndim < 2:
-        raise Learn2HashError(f"{what} must be a 2-D array [n, d] of feature vectors (or images), got shape {a.shape}")
-    if not np.issubdtype(a.dtype, np.number) or a.dtype == bool:
-        if a.dtype != bool:
-            raise Learn2HashError(f"{what} must be numeric, got dtype {a.dtype}")
+        hint = "; Reshape your data: x.reshape(1, -1) for a single item" if a.ndim == 1 else ""
+        raise Learn2HashError(f"{what} must be a 2-D array [n, d] of feature vectors (or images), got shape "
+                              f"{a.shape}{hint}")
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise Learn2HashError(f"{what} has dtype {a.dtype}: Complex data not supported, features must be real")
+    if a.dtype == object:
+        try:
+            a = a.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputTypeError(f"{what} must be numeric: {exc}") from None
+    if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
+        raise InputTypeError(f"{what} must be numeric, got dtype {a.dtype}")
+    if a.shape[1:] and int(np.prod(a.shape[1:])) == 0:
+        raise Learn2HashError(f"{what} has 0 feature(s) (shape={a.shape}) while a minimum of 1 is required.")
     scale = 1.0 / 255.0 if a.dtype == np.uint8 else 1.0
     a = a.reshape(a.shape[0], int(np.prod(a.shape[1:]))).astype(np.float64) * scale
     if not np.all(np.isfinite(a)):
         raise Learn2HashError(f"{what} contains NaN or infinite values")
     if dim is not None and a.shape[1] != dim:
-        raise Learn2HashError(f"{what} has {a.shape[1]} features per item, this hasher was fitted on {dim}")
+        raise Learn2HashError(f"X has {a.shape[1]} features, but {who} is expecting {dim} features as input "
+                              f"({what}: this hasher was fitted on {dim} features per item)")
     return a
+
+
+def as_array(x: Any, what: str = "X") -> Any:
+    """``x`` when it can be indexed and measured as it is (an array, a lazy array of files); anything
+    else that numpy reads (lists, objects with ``__array__``) as an array; a sparse matrix is an error."""
+    refuse_sparse(x, what)
+    if hasattr(x, "shape") and hasattr(x, "__getitem__") and hasattr(x, "__len__"):
+        return x
+    return np.asarray(x)
 
 
 def refuse_sparse(x: Any, what: str = "X") -> None:
@@ -324,6 +372,8 @@ class Hasher(abc.ABC):
         """
         self._validate_params()
         refuse_sparse(X)
+        if not isinstance(X, (Split, Mapping)):
+            X = as_array(X)
         if not self.supervised:
             y = None  # unsupervised: whatever labels come (GridSearchCV passes them) are not used
         elif y is not None:
@@ -331,6 +381,9 @@ class Hasher(abc.ABC):
                 raise Learn2HashError("pass either a Split or (x, labels), not both")
             y = class_labels(y, None if isinstance(X, Mapping) else len(X), what="y")
         split = as_split(X, y)
+        if len(split) < 2:
+            raise Learn2HashError(f"{self.name} needs at least 2 training items, got {len(split)} "
+                                  f"(n_samples={len(split)})")
         if self.supervised and split.labels.shape[1] == 0:
             raise Learn2HashError(f"{self.name} is supervised: fit needs labels (it requires y to be passed, "
                                   "but the target y is None)")

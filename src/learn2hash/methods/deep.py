@@ -466,6 +466,9 @@ class DeepHasher(Hasher):
         accepted = {tuple(self.input_shape_)}
         if len(self.input_shape_) == 3:
             accepted.add(self.image_geometry().item_shape)  # what images.encode_image gives for it
+        if len(shape) == 2 and len(self.input_shape_) == 1 and shape[1] != self.input_shape_[0]:
+            raise Learn2HashError(f"X has {shape[1]} features, but {type(self).__name__} is expecting "
+                                  f"{self.input_shape_[0]} features as input ({what} of shape {shape})")
         if len(shape) < 1 or shape[1:] not in accepted:
             raise Learn2HashError(
                 f"{what} has shape {shape}; this {self.name} hasher was fitted on items of shape "
