@@ -2,7 +2,7 @@
 
 The items are written once as a ``uint8`` ``.npy`` (576 MB) and memory-mapped by the fitting process,
 as a lazily read image split would be. Each fit runs in a fresh subprocess that reports its peak
-resident memory (``ru_maxrss``: the items' pages it read count too) and its wall time:
+resident memory (``VmHWM``: the items' pages it read count too) and its wall time:
 
 - ``itq``: ``create("itq", bits=64).fit(x)``; at this size ``pca="auto"`` takes the randomized path
   (:mod:`learn2hash.methods.pca`), reading the items in blocks of rows;
@@ -31,7 +31,7 @@ import numpy as np
 H, W, C = 120, 160, 3
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 path, mode = sys.argv[1], sys.argv[2]
 x = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -51,7 +51,10 @@ else:
     xf = np.asarray(x, dtype=np.float32).reshape(len(x), -1) / np.float32(255)
     PCA(64, svd_solver="randomized", random_state=0).fit(xf)
 out["seconds"] = time.perf_counter() - t0
-out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM: the peak resident memory of this process image (ru_maxrss would also carry the parent's
+# resident size at fork, which Linux keeps across exec)
+with open("/proc/self/status") as fh:
+    out["peak_rss_bytes"] = next(int(l.split()[1]) * 1024 for l in fh if l.startswith("VmHWM:"))
 print(json.dumps(out))
 """
 

@@ -314,8 +314,11 @@ def test_npy_pair(tmp_path):
     ds = load("npz", path=tmp_path / "features.npy", labels=tmp_path / "labels.npy", query_size=10)
     assert len(ds.query) == 10 and len(ds.database) == 30
     np.testing.assert_array_equal(ds.query.x, x[ds.query.indices])
-    with pytest.raises(Learn2HashError, match="give labels=LABELS.npy"):
-        load("npz", path=tmp_path / "features.npy")
+    # without labels=: an unlabelled collection (every item in the database, 0 label columns)
+    bare = load("npz", path=tmp_path / "features.npy", query_size=10)
+    assert bare.database.labels.shape == (40, 0) and len(bare.query) == 10 and len(bare.train) == 40
+    np.testing.assert_array_equal(bare.database.x, x)
+    assert set(bare.query.indices) <= set(bare.database.indices)
 
 
 def test_npz_presplit(tmp_path):
@@ -445,8 +448,16 @@ def test_image_list_errors(tmp_path):
     (tmp_path / "database.txt").unlink()
     with pytest.raises(Learn2HashError, match="no database list .*database.txt"):
         load("image-list", path=tmp_path)
-    with pytest.raises(Learn2HashError, match="must be a folder"):
-        load("image-list", path=tmp_path / "train.txt")
+    # one list file: a pooled collection (6 labelled lines: 2 queries, 4 in the database)
+    one = load("image-list", path=tmp_path / "train.txt", query_size=2)
+    assert (len(one.query), len(one.database), one.database.labels.shape[1]) == (2, 4, 4)
+    bare = tmp_path / "bare.txt"  # without label columns: unlabelled, every item in the database
+    bare.write_text("".join(line.split()[0] + "\n" for line in (tmp_path / "train.txt").read_text().splitlines()))
+    ds = load("image-list", path=bare, query_size=3)
+    assert (len(ds.query), len(ds.database), ds.database.labels.shape) == (3, 6, (6, 0))
+    bare.write_text(bare.read_text() + (tmp_path / "train.txt").read_text().splitlines()[0] + "\n")
+    with pytest.raises(Learn2HashError, match=r"bare.txt:7: a label vector, but line 1 has none"):
+        load("image-list", path=bare)
     with pytest.raises(Learn2HashError, match="channels must be 1"):
         load("image-list", path=tmp_path, database=tmp_path / "train.txt", channels=2)
 
@@ -491,7 +502,7 @@ def test_image_folder_per_class_split(tmp_path):
 
 def test_image_folder_errors(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(Learn2HashError, match="holds no class sub-folders"):
+    with pytest.raises(Learn2HashError, match="holds no images .* and no class sub-folders"):
         load("image-folder", path=tmp_path / "empty")
     make_image_folder(tmp_path / "data", per_class=(3, 3))
     (tmp_path / "data" / "class_9").mkdir()

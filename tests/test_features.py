@@ -78,7 +78,8 @@ def _cli(capsys, *argv):
 
 def _entries(cache_dir: Path) -> dict[str, int]:
     """The cache's feature entries and their modification times."""
-    return {p.name: p.stat().st_mtime_ns for p in cache_dir.glob("*.npy")} if cache_dir.exists() else {}
+    return ({p.name: p.stat().st_mtime_ns for p in cache_dir.glob("*.npy") if not p.name.endswith(".files.npy")}
+            if cache_dir.exists() else {})
 
 
 def _sha(path: Path) -> str:
@@ -92,7 +93,23 @@ def _train(capsys, photos, out, *extra, size=SIZE, weights=None):
 
 
 # ----------------------------------------------------------------------------- end to end, no labels
-def test_unlabelled_photos_train_encode_index_search_with_cached_features(photos, cache, tmp_path, capsys):
+@pytest.fixture
+def decoded(monkeypatch):
+    """Counts the image files the feature stage decodes and runs through the network."""
+    import learn2hash.train as T
+
+    counted = []
+    real = T.encode_items
+
+    def counting(model, x, *a, **k):
+        counted.append(len(x))
+        return real(model, x, *a, **k)
+
+    monkeypatch.setattr(T, "encode_items", counting)
+    return counted
+
+
+def test_unlabelled_photos_train_encode_index_search_with_cached_features(photos, cache, tmp_path, capsys, decoded):
     status, out, err = _train(capsys, photos, tmp_path / "run")
     assert status == 0, err
     assert "no labels, so no evaluation" in err
@@ -101,6 +118,7 @@ def test_unlabelled_photos_train_encode_index_search_with_cached_features(photos
     assert (run / "codes" / "database.npy").exists()
     first = _entries(cache)
     assert len(first) == 1  # train, query and database are the same 70 files: one entry, computed once
+    assert sum(decoded) == N_PHOTOS
 
     # the saved hasher is self-contained: it encodes image files and image arrays by itself
     hasher = Hasher.load(run / "hasher")
@@ -114,16 +132,18 @@ def test_unlabelled_photos_train_encode_index_search_with_cached_features(photos
     arr = np.stack([encode_image(p, hasher.image_geometry()) for p in photos["files"][:5]])
     assert np.array_equal(hasher.encode(arr).packed, db.packed[:5])
 
-    # a second run reads the cache: no entry is written or rewritten
+    # a second run reads the cache: no entry is written or rewritten, no image decoded
+    decoded.clear()
     status, _, err = _train(capsys, photos, tmp_path / "run2")
     assert status == 0, err
-    assert _entries(cache) == first
+    assert _entries(cache) == first and sum(decoded) == 0
     assert _sha(run / "hasher" / "hasher.json") == _sha(tmp_path / "run2" / "hasher" / "hasher.json")
 
     # encode --images, index build, search by an image file: the photo finds itself at distance 0
     status, out, err = _cli(capsys, "encode", "--run", run, "--images", photos["folder"], "--out",
                             tmp_path / "mine.npy", "--no-progress")
     assert status == 0, err
+    assert sum(decoded) == 0
     assert np.array_equal(Codes.load(tmp_path / "mine.npy").packed, db.packed)
     status, out, err = _cli(capsys, "index", "build", "--run", run)
     assert status == 0, err
@@ -131,23 +151,40 @@ def test_unlabelled_photos_train_encode_index_search_with_cached_features(photos
     assert status == 0, err
     result = json.loads(out)["queries"][0]["results"]
     assert result[0]["distance"] == 0 and 7 in [r["id"] for r in result if r["distance"] == 0]
+    # the service searches by an uploaded photograph through the run's hasher
+    from learn2hash.serve.service import SearchService
 
-    # a changed file is recomputed: a new entry for the lists holding it, the old ones untouched
+    found = SearchService(run).search(3, image=photos["files"][7].read_bytes())
+    assert found["distances"][0] == 0 and 7 in [i for i, d in zip(found["ids"], found["distances"]) if d == 0]
+
+    # a changed file is recomputed, and only it: the other rows come from the entry of the folder as it was
     from PIL import Image
 
     changed = photos["root"] / "changed"
     changed.mkdir()
     for p in photos["files"]:
         os.link(p, changed / p.name)
+
+    def train_changed(out):
+        return _cli(capsys, "train", "--method", "itq", "--dataset", "image-folder", "--data-path", changed,
+                    "--bits", 16, "--features", "efficientnet-lite0", "--features-weights", photos["weights"],
+                    "--features-size", SIZE, "--features-param", "workers=0", "--out", out, "--no-progress")
+
+    assert train_changed(tmp_path / "run3")[0] == 0  # other paths: other files, computed
+    before = _entries(cache)
     os.unlink(changed / "img010.jpg")
     Image.fromarray(_photo(np.random.default_rng(99), 3)).save(changed / "img010.jpg")
-    status, _, err = _cli(capsys, "train", "--method", "itq", "--dataset", "image-folder", "--data-path", changed,
-                          "--bits", 16, "--features", "efficientnet-lite0", "--features-weights", photos["weights"],
-                          "--features-size", SIZE, "--features-param", "workers=0", "--out", tmp_path / "run3",
-                          "--no-progress")
+    decoded.clear()
+    status, _, err = train_changed(tmp_path / "run4")
     assert status == 0, err
     now = _entries(cache)
-    assert {k: v for k, v in now.items() if k in first} == first and len(now) == 2
+    assert {k: v for k, v in now.items() if k in before} == before and len(now) == len(before) + 1
+    assert sum(decoded) == 1  # the other 69 rows come from the earlier entry (same path, size and time)
+    # a subset of the files (a training sample) is read from the entries, nothing decoded
+    decoded.clear()
+    sample = F.ImageFeatures("efficientnet-lite0", weights=str(photos["weights"]), image_size=SIZE, workers=0)
+    zs = sample.transform(photos["files"][5:40:3])
+    assert sum(decoded) == 0 and zs.shape == (12, 1280)
     f = F.ImageFeatures("efficientnet-lite0", weights=str(photos["weights"]), image_size=SIZE, workers=0)
     z_old, z_new = f.transform(photos["files"]), f.transform(sorted(changed.glob("*.jpg")))
     scale = np.abs(z_old).max()  # random-init weights give small features: compare relative to them
@@ -257,6 +294,14 @@ def test_unlabelled_npy_list_and_flat_folder_load(photos, tmp_path, capsys):
     assert status == 2 and "supervised" in err and len(err.strip().splitlines()) == 1
     status, out, err = _cli(capsys, "search", "--run", tmp_path / "r", "--query", 0, "-k", 2, "--rebuild-index")
     assert status == 0, err
+    # what needs labels says so in one line and writes nothing; compare shows the run with blank metrics
+    for argv in (["evaluate", "--run", tmp_path / "r"], ["report", "--run", tmp_path / "r"]):
+        status, _, err = _cli(capsys, *argv)
+        assert status == 2 and "has no labels" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r" / "metrics.json").exists() and not (tmp_path / "r" / "report").exists()
+    status, out, err = _cli(capsys, "compare", tmp_path / "r", "--markdown")
+    assert status == 0, err
+    assert "| r | itq | 8 | npz | standard |" in out
 
 
 # ----------------------------------------------------------------------------- scikit-learn
@@ -335,3 +380,111 @@ def test_pca_that_cannot_fit_is_refused_up_front(monkeypatch):
         P.fit_pca(x, 16, boom, method="gram", who="itq")
     assert "\n" not in str(info.value)
     assert P.peak_bytes(10_000, 57_600, 64, "randomized") < 1 << 30
+
+
+def test_features_in_front_of_a_deep_method_is_its_frozen_backbone(tmp_path, capsys):
+    from learn2hash.runs import with_features
+
+    csq = with_features("csq", create("csq", bits=16), {}, {"backbone": "smallcnn", "image_size": 48})
+    p = csq.get_params()
+    assert (p["backbone"], p["frozen_features"], p["augment"]) == ("smallcnn", True, "none")
+    assert p["backbone_options"] == {"image_size": 48} and csq.takes_image_files
+    wrapped = with_features("itq", create("itq", bits=16), {}, {"backbone": "smallcnn"})
+    assert isinstance(wrapped, F.FeatureHasher) and wrapped.name == "itq" and wrapped.takes_image_files
+    with pytest.raises(Learn2HashError, match="give one or the other"):
+        with_features("csq", create("csq", bits=16, backbone="resnet18"), {"backbone": "resnet18"},
+                      {"backbone": "smallcnn"})
+    status, _, err = _cli(capsys, "train", "--method", "itq", "--dataset", "digits", "--out", tmp_path / "r",
+                          "--features-size", 64)
+    assert status == 2 and "go with --features BACKBONE" in err and len(err.strip().splitlines()) == 1
+
+
+def test_arrays_are_cached_by_content_and_a_sample_reuses_the_pool(photos, cache, monkeypatch):
+    seen = []
+    real = F.BackboneExtractor.__call__
+
+    def counting(self, batch):
+        seen.append(len(batch))
+        return real(self, batch)
+
+    monkeypatch.setattr(F.BackboneExtractor, "__call__", counting)
+    rng = np.random.default_rng(5)
+    pool = rng.integers(0, 256, (F.MIN_CACHED_ITEMS + 44, 20, 24, 3), dtype=np.uint8)  # [n, H, W, C]
+    f = F.ImageFeatures("efficientnet-lite0", weights=str(photos["weights"]), image_size=SIZE)
+    z = f.transform(pool)
+    assert sum(seen) == len(pool) and z.shape == (len(pool), 1280)
+    seen.clear()
+    assert np.array_equal(f.transform(pool), z) and sum(seen) == 0  # the same array: its entry
+    sample = pool[rng.permutation(len(pool))[:F.MIN_CACHED_ITEMS]]
+    new = sample.copy()
+    new[3] = 255 - new[3]  # one item that no entry holds
+    zs = f.transform(new)
+    assert sum(seen) == 1  # every other row is the pool's
+    where = [int(np.flatnonzero((pool == row).all(axis=(1, 2, 3)))[0]) for row in sample]
+    keep = [i for i in range(len(sample)) if i != 3]
+    assert np.array_equal(zs[keep], z[np.asarray(where)[keep]])
+    seen.clear()
+    few = f.transform(pool[:5])  # a few items (a query): computed, not cached
+    assert sum(seen) == 5 and np.allclose(few, z[:5], rtol=1e-4, atol=np.abs(z).max() * 1e-5)
+
+
+def test_stream_hashes_an_image_modality_through_the_backbone(photos, cache, tmp_path, capsys):
+    """LEMON on a .mat whose image modality holds images: --features hashes their features instead."""
+    import scipy.io
+
+    rng = np.random.default_rng(3)
+    n, classes = 300, 3
+    y = rng.integers(0, classes, n)
+    imgs = np.stack([_photo(rng, int(c))[::4, ::4].transpose(2, 0, 1) for c in y])  # uint8 [n, 3, 30, 40]
+    text = np.eye(classes)[y] * 2 + rng.normal(size=(n, classes))
+    scipy.io.savemat(tmp_path / "d.mat", {"IMG": imgs, "TXT": text, "LAB": np.eye(classes, dtype=np.uint8)[y]})
+    argv = ["stream", "--mat", tmp_path / "d.mat", "--mat-keys", "image=IMG,text=TXT,labels=LAB", "--queries", 50,
+            "--chunk", 125, "--bits", 8, "--quiet", "--features", "efficientnet-lite0", "--features-weights",
+            photos["weights"], "--features-size", SIZE]
+    status, out, err = _cli(capsys, *argv, "--out", tmp_path / "s")
+    assert status == 0, err
+    config = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert config["features"]["backbone"] == "efficientnet-lite0"
+    rec = json.loads((tmp_path / "s" / "stream.json").read_text())
+    assert rec["total_rounds"] == 2 and set(rec["rounds"][-1]["map"]) == {"image->text", "text->image"}
+    status, _, err = _cli(capsys, "stream", "--mat", tmp_path / "d.mat", "--mat-keys", "image=TXT,text=TXT,labels=LAB",
+                          "--queries", 50, "--out", tmp_path / "t", "--features", "efficientnet-lite0")
+    assert status == 2 and "no modality" in err and len(err.strip().splitlines()) == 1
+
+
+def test_feature_hasher_clone_save_load(photos, cache, tmp_path):
+    from sklearn.base import clone
+
+    import learn2hash as l2h
+
+    h = l2h.FeatureHasher(l2h.ImageFeatures("efficientnet-lite0", weights=str(photos["weights"]), image_size=SIZE,
+                                            workers=0), create("itq", bits=16, n_iter=5))
+    twin = clone(h)
+    assert twin.get_params()["hasher__n_iter"] == 5 and twin.features is not h.features
+    h.fit(photos["files"])
+    assert not getattr(twin.hasher, "fitted_", False)
+    h.save(tmp_path / "h")
+    back = Hasher.load(tmp_path / "h")
+    assert isinstance(back, l2h.FeatureHasher) and back.features.identity() == h.features.identity()
+    assert back.encode(photos["files"][:9]) == h.encode(photos["files"][:9])
+    meta = json.loads((tmp_path / "h" / "hasher.json").read_text())
+    entry = meta["files"]["features.pt"]
+    assert entry["sha256"] == _sha(tmp_path / "h" / entry["file"])
+    # a damaged weights file is refused, naming it
+    (tmp_path / "h" / entry["file"]).write_bytes(b"damaged")
+    with pytest.raises(Learn2HashError, match="does not match its checksum"):
+        Hasher.load(tmp_path / "h")
+
+
+def test_a_damaged_entry_is_recomputed_never_used(photos, cache, caplog):
+    f = F.ImageFeatures("efficientnet-lite0", weights=str(photos["weights"]), image_size=SIZE, workers=0)
+    z = np.array(f.transform(photos["files"][:20]))
+    (entry,) = [p for p in cache.glob("*.npy") if not p.name.endswith(".files.npy")]
+    raw = bytearray(entry.read_bytes())
+    raw[-8:] = b"\x00\x00\xc0\x7f" * 2  # two NaN floats in the last row, the sidecar's checksum now wrong
+    entry.write_bytes(bytes(raw))
+    with caplog.at_level("WARNING", logger="learn2hash.features"):
+        again = f.transform(photos["files"][:20])
+    assert "unusable" in caplog.text and np.array_equal(np.asarray(again), z)
+    # a list holding those files does not copy rows from the damaged entry either (it was replaced)
+    assert np.all(np.isfinite(f.transform(photos["files"][:25])))

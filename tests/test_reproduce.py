@@ -12,10 +12,19 @@ from test_datasets_benchmarks import write_lists
 from test_datasets_cifar import fixture_pool, write_binary
 
 
+def csq_r():
+    return recipes.recipe("csq", "imagenet-100")
+
+
 def test_recipes_cover_the_papers_main_settings():
     assert set(recipes.RECIPES) == {("csq", "imagenet-100"), ("csq", "coco"), ("csq", "nus-wide-21"),
                                     ("dhn", "cifar10"), ("dhn", "nus-wide-21"), ("lemon", "mirflickr-25k-mat"),
-                                    ("lemon", "nus-wide-mat"), ("orthohash", "imagenet-100")}
+                                    ("lemon", "nus-wide-mat"), ("orthohash", "imagenet-100"),
+                                    *((m, d) for m in ("lsh", "itq", "sdh") for d in ("fashion-mnist", "cifar10"))}
+    itq = recipes.recipe("itq", "fashion-mnist")  # the papers' baseline protocol: on a CNN's features
+    assert itq.features == {"backbone": "efficientnet-lite0"} and itq.topk == 1000 and itq.params == {}
+    assert recipes.features_of(itq, quick=True) == {"backbone": "smallcnn"}
+    assert recipes.features_of(itq, weights="w.pt")["weights"] == "w.pt" and recipes.features_of(csq_r()) is None
     csq = recipes.recipe("csq", "imagenet-100")
     assert csq.params["backbone"] == "resnet50" and csq.params["backbone_options"] == {"weights": "IMAGENET1K_V1"}
     assert (csq.params["optimizer"], csq.params["lr"], csq.params["batch_size"], csq.params["lam"]) == \

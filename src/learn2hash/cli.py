@@ -523,6 +523,7 @@ def _cmd_evaluate(args) -> int:
         from learn2hash.runs import default_topk
 
         run = Run.open(args.run)
+        run.require_labels()
         ds = run.dataset()
         inputs = (run.codes("query"), ds.query.labels, run.codes("database"), ds.database.labels)
     else:
@@ -1006,6 +1007,7 @@ def _add_stream(sub) -> None:
     p.add_argument("--eval-every", type=int, default=1,
                    help="evaluate every N rounds (default 1; the last round always; 0: only the last)")
     p.add_argument("--quiet", action="store_true", help="no per-round lines on stderr")
+    _add_features_flags(p)
     p.set_defaults(func=_cmd_stream)
 
 
@@ -1024,7 +1026,8 @@ def _cmd_stream(args) -> int:
     result = run_stream(args.method, args.dataset or "mat", args.bits, args.chunk, args.out, seed=args.seed,
                         params=_parse_assignments(args.param, "--param"), data_params=data_params,
                         retrain=args.retrain, max_rounds=args.rounds, evaluate_every=args.eval_every,
-                        log=None if args.quiet else (lambda msg: print(msg, file=sys.stderr)))
+                        log=None if args.quiet else (lambda msg: print(msg, file=sys.stderr)),
+                        features=_features_from_args(args))
     rounds = result["rounds"]
     rows = [{"round": r["round"], "items": f"{r['n_seen']:,}", "train s": f"{r['train_seconds']:.3f}",
              **{f"mAP {d}": f"{r['map'][d]:.4f}" for d in result["directions"] if "map" in r}} for r in rounds]

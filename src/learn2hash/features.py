@@ -5,7 +5,7 @@
 ``$LEARN2HASH_CACHE`` or ``~/.cache/learn2hash``; the cache key is the sha256 of the input array
 (dtype, shape and bytes) together with the extractor's :attr:`~FeatureExtractor.key` (model,
 weights checksum, input size). A second call with the same array and extractor reads the file
-and computes nothing; another array (or model) gets another entry. Each entry is
+and computes nothing; another array (or model) gets another entry.
 Image files (a lazily read split of an image-list or image-folder reader) are keyed instead by
 their paths, sizes and modification times with the decoding geometry (:func:`files_sha256`), and
 decoded by the image pipeline's encode transform, so touching a file recomputes. Each entry is
@@ -14,6 +14,16 @@ entry whose sidecar is unreadable, whose checksum or shape does not match, or wh
 be read is recomputed (with a warning on the ``learn2hash.features`` logger) and replaced, so a
 damaged cache never yields wrong features. Files are written atomically (``.npy`` first, the
 sidecar last).
+
+Any registered backbone as the input of any method: :class:`ImageFeatures` (a scikit-learn transformer:
+image paths or arrays of images -> pooled features, through this cache) and :class:`FeatureHasher`
+(``ImageFeatures`` in front of any hasher; what ``train --features NAME`` saves, so that a run's hasher
+encodes raw images by itself). Their entries also record a digest per row (:func:`file_digests`: a
+file's path, size and modification time; :func:`row_digests`: an item's bytes), so a new list or array
+copies every row an earlier entry of the same network and decoding holds and computes only the rest:
+a changed file is the only one recomputed, a training sample reads its pool's features. Image files
+are computed chunk by chunk into a memory map of the entry's file and read back memory-mapped, so the
+memory a call needs does not grow with the number of images.
 
 Extractors: :class:`PretrainedExtractor` (``efficientnet-lite0`` with ImageNet weights, global
 average-pooled features of the last conv layer; 1,280 per image), :class:`FlattenExtractor`
@@ -225,6 +235,21 @@ def files_sha256(paths: Any, transform: Any = None) -> str:
             raise Learn2HashError(f"image {p} cannot be read: {exc.strerror or exc}") from None
         h.update(json.dumps([str(Path(p).resolve()), st.st_size, st.st_mtime_ns]).encode())
     return h.hexdigest()
+
+
+def file_digests(paths: Any) -> np.ndarray:
+    """``uint8[n, 32]``: per image file, the sha256 of its resolved path, size and modification time (ns),
+    the identity :func:`files_sha256` gives a whole list; a row of a cache entry is reused for a file
+    whose digest (and decoding) matches."""
+    out = np.empty((len(paths), 32), dtype=np.uint8)
+    for i, p in enumerate(paths):
+        try:
+            st = os.stat(p)
+        except OSError as exc:
+            raise Learn2HashError(f"image {p} cannot be read: {exc.strerror or exc}") from None
+        out[i] = np.frombuffer(hashlib.sha256(json.dumps([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
+                                              .encode()).digest(), dtype=np.uint8)
+    return out
 
 
 def cache_key(x: Any, extractor: FeatureExtractor, data_sha256: str | None = None) -> str:
@@ -582,31 +607,31 @@ class ImageFeatures:
             if tuple(np.shape(X)[1:]) != self.item_shape_ and not hasattr(net, "prepare"):
                 net.check_input_shape(tuple(np.shape(X)[1:]), "image")
             # a few items (a query, an upload) cost less to compute than an entry on disk
-            z = visual_features(X, self.extractor_, cache=bool(self.cache) and len(X) >= MIN_CACHED_ITEMS,
-                                cache_dir=self.cache_dir,
-                                progress=progress, description=description or f"{self.backbone} features")
+            z = array_features(X, self.extractor_, self.out_dim_, cache=bool(self.cache) and len(X) >= MIN_CACHED_ITEMS,
+                               cache_dir=self.cache_dir, progress=progress,
+                               description=description or f"{self.backbone} features")
             return z, []
         geom = self.geometry()
-        data_sha256 = files_sha256(paths, {"geometry": self.geometry_dict(), "pipeline": "encode_image"})
-        skipped: list[dict[str, Any]] = []
+        paths = [Path(p) for p in paths]
 
-        def compute(out: np.ndarray) -> list[dict[str, Any]]:
+        def compute(out: np.ndarray, positions: np.ndarray) -> list[dict[str, Any]]:
             from learn2hash.datasets.files import LazyImages
             from learn2hash.train import encode_items
 
             model = _BackboneOnly(net)
             found = []
-            for s in range(0, len(paths), FILE_CHUNK):
-                part = LazyImages(paths[s:s + FILE_CHUNK], geom.size, geom.channels, "images")
+            for s in range(0, len(positions), FILE_CHUNK):
+                chunk = positions[s:s + FILE_CHUNK]
+                part = LazyImages([paths[int(i)] for i in chunk], geom.size, geom.channels, "images")
                 z, _, bad = encode_items(model, part, int(self.batch_size), torch.device(self.device), "features",
                                          workers=self.workers, on_bad_image="blank" if policy == "skip" else "error",
                                          item_shape=geom.item_shape, progress=bool(progress))
-                out[s:s + len(z)] = z.numpy()
-                found += [{"position": s + i, "path": p, "error": m} for i, p, m in bad]
+                out[chunk] = z.numpy()
+                found += [{"position": int(chunk[i]), "path": p, "error": m} for i, p, m in bad]
             return found
 
-        z, skipped = file_features(len(paths), self.extractor_, data_sha256, compute, out_dim=self.out_dim_,
-                                   cache=bool(self.cache), cache_dir=self.cache_dir)
+        z, skipped = file_features(paths, self.extractor_, {"geometry": self.geometry_dict(), "pipeline": "encode_image"},
+                                   compute, out_dim=self.out_dim_, cache=bool(self.cache), cache_dir=self.cache_dir)
         if skipped and policy == "error":
             first = skipped[0]
             raise CorruptFileError(f"{first['error']} ({len(skipped)} unreadable image(s); on_bad_image='skip' "
@@ -618,33 +643,101 @@ _DEFAULTS = {k: v.default for k, v in __import__("inspect").signature(ImageFeatu
              if k != "self"}
 
 
-def file_features(n: int, extractor: FeatureExtractor, data_sha256: str,
-                  compute: Callable[[np.ndarray], list[dict[str, Any]]], out_dim: int, cache: bool = True,
+def file_features(paths: list[Path], extractor: FeatureExtractor, transform: dict[str, Any],
+                  compute: Callable[[np.ndarray, np.ndarray], list[dict[str, Any]]], out_dim: int, cache: bool = True,
                   cache_dir: str | os.PathLike | None = None) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Features of ``n`` image files identified by ``data_sha256`` (:func:`files_sha256`): the cached entry,
-    or ``compute(out)`` filling ``out`` (``float32[n, out_dim]``, a memory map of the new entry's file,
-    so nothing of size ``n`` is held in memory) and returning the files it could not read (their rows
-    hold a blank image's features). The entry's sidecar records those, so a later call reports them too."""
+    """Features of the image files ``paths`` decoded with ``transform`` (JSON-able: the geometry), from the
+    cache when present.
+
+    The entry of the list is keyed by :func:`files_sha256`; beside its ``.npy`` and sidecar it keeps
+    ``<key>.files.npy``, the :func:`file_digests` of its rows. When the list has no entry yet, every file
+    that a previous entry of the same extractor and transform holds (same path, size and modification
+    time) is copied from there, and ``compute(out, positions)`` fills only the rows of the others (into
+    ``out``, a memory map of the new entry's file, so nothing of size ``n`` is held in memory), returning
+    the files it could not read (their rows hold a blank image's features). A changed file is therefore
+    the only one recomputed, and a training sample of a folder reuses the folder's features. The
+    sidecar lists the unreadable files, so a later call reports them too."""
+    n = len(paths)
     if not cache:
         out = np.zeros((n, out_dim), dtype=np.float32)
-        skipped = compute(out)
+        skipped = compute(out, np.arange(n))
         _check_finite(out)
         return out, skipped
-    key = cache_key(None, extractor, data_sha256)
+    key = cache_key(None, extractor, files_sha256(paths, transform))
+    return _entry_with_reuse(n, key, lambda: file_digests(paths), extractor, transform, compute, out_dim, cache_dir,
+                             "image files")
+
+
+def row_digests(x: Any, chunk_items: int = 4096) -> np.ndarray:
+    """``uint8[n, 32]``: the sha256 of each item's bytes (``x`` read in blocks, so lazy arrays stream)."""
+    out = np.empty((len(x), 32), dtype=np.uint8)
+    for s in range(0, len(x), chunk_items):
+        block = np.ascontiguousarray(np.asarray(x[s:s + chunk_items]))
+        for i, row in enumerate(block):
+            out[s + i] = np.frombuffer(hashlib.sha256(row.tobytes()).digest(), dtype=np.uint8)
+    return out
+
+
+def array_features(x: Any, extractor: FeatureExtractor, out_dim: int, cache: bool = True,
+                   cache_dir: str | os.PathLike | None = None, progress: bool | None = None,
+                   description: str = "features") -> np.ndarray:
+    """:func:`visual_features` of an item array with the reuse of :func:`file_features`: the entry is keyed
+    by the array's checksum (:func:`cache_key`, as before), and when it is missing every item that an
+    earlier entry of the same extractor holds (the same bytes, dtype and shape) is copied from there, so
+    a training sample of a pool reads the pool's features."""
+    first = np.asarray(x[:1])
+    transform = {"items": "array", "dtype": str(first.dtype), "item_shape": list(first.shape[1:])}
+
+    def compute(out: np.ndarray, positions: np.ndarray) -> list[dict[str, Any]]:
+        from tqdm.auto import tqdm
+
+        show = sys.stderr.isatty() if progress is None else bool(progress)
+        step = max(1, int(extractor.batch_size))
+        with tqdm(total=len(positions), desc=description, unit="item", disable=not show, file=sys.stderr,
+                  dynamic_ncols=True) as bar:
+            for s in range(0, len(positions), step):
+                pos = positions[s:s + step]
+                contiguous = len(pos) and pos[-1] - pos[0] == len(pos) - 1
+                part = x[int(pos[0]):int(pos[-1]) + 1] if contiguous else x[pos]
+                f = extractor(as_input_tensor(np.asarray(part), "cpu", "items"))
+                out[pos] = f.detach().cpu().numpy() if isinstance(f, torch.Tensor) else np.asarray(f)
+                bar.update(len(pos))
+        return []
+
+    if not cache:
+        out = np.zeros((len(x), out_dim), dtype=np.float32)
+        compute(out, np.arange(len(x)))
+        _check_finite(out)
+        return out
+    return _entry_with_reuse(len(x), cache_key(x, extractor), lambda: row_digests(x), extractor, transform, compute,
+                             out_dim, cache_dir, "items")[0]
+
+
+def _entry_with_reuse(n: int, key: str, digests_of: Callable[[], np.ndarray], extractor: FeatureExtractor,
+                      transform: dict[str, Any], compute: Callable[[np.ndarray, np.ndarray], list[dict[str, Any]]],
+                      out_dim: int, cache_dir: str | os.PathLike | None, what: str
+                      ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The cache entry ``key`` of ``n`` items, or a new one: rows reused from earlier entries of the same
+    extractor and ``transform`` by the items' digests, the rest computed into a memory map of its file."""
     folder = (Path(cache_dir) if cache_dir is not None else cache_root()) / "features"
-    npy, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
+    npy, meta_path, files_npy = folder / f"{key}.npy", folder / f"{key}.json", folder / f"{key}.files.npy"
     z = _read_entry(npy, meta_path, key, n, mmap=True)
     if z is not None:
-        log.info("features of %d image files read from %s", n, npy)
+        log.info("features of %d %s read from %s", n, what, npy)
         return z, list(_atomic.load_json(meta_path).get("skipped", []))
     folder.mkdir(parents=True, exist_ok=True)
+    digests = digests_of()
     import tempfile
 
     fd, tmp = tempfile.mkstemp(prefix=f".{npy.name}.", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, out_dim))
-        skipped = compute(out)
+        done = _reuse_rows(folder, extractor.key, transform, digests, out, exclude=key)
+        todo = np.flatnonzero(~done)
+        log.info("features of %d %s: %d reused from earlier entries, %d to compute", n, what, n - len(todo),
+                 len(todo))
+        skipped = compute(out, todo) if len(todo) else []
         _check_finite(out)
         out.flush()
         del out
@@ -656,9 +749,52 @@ def file_features(n: int, extractor: FeatureExtractor, data_sha256: str,
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _atomic.save_npy(files_npy, digests)
     _atomic.save_json(meta_path, {"format": CACHE_FORMAT, "version": CACHE_VERSION, "key": key, "model": extractor.key,
-                                  "shape": [n, out_dim], "sha256": _atomic.sha256_file(npy), "skipped": skipped})
+                                  "shape": [n, out_dim], "sha256": _atomic.sha256_file(npy), "skipped": skipped,
+                                  "transform": transform, "files_sha256": _atomic.sha256_file(files_npy)})
     return _atomic.load_npy(npy, mmap=True), skipped
+
+
+def _reuse_rows(folder: Path, model: str, transform: dict[str, Any], digests: np.ndarray, out: np.ndarray,
+                exclude: str) -> np.ndarray:
+    """Copy into ``out`` the rows that earlier file entries of ``model`` and ``transform`` hold for files of
+    these ``digests`` (unreadable files excepted); returns which rows were filled. An entry that does not
+    check out (checksums, shapes) is passed over."""
+    done = np.zeros(len(digests), dtype=bool)
+    wanted = {bytes(d): i for i, d in enumerate(digests)}
+    for meta_path in sorted(folder.glob("*.json")):
+        if done.all():
+            break
+        try:
+            meta = _atomic.load_json(meta_path)
+            if meta.get("model") != model or meta.get("transform") != plain_json(transform) or meta.get("key") == exclude:
+                continue
+            files_npy = meta_path.with_name(f"{meta['key']}.files.npy")
+            if _atomic.sha256_file(files_npy) != meta.get("files_sha256"):
+                continue
+            theirs = _atomic.load_npy(files_npy)
+            blank = {int(s["position"]) for s in meta.get("skipped", [])}
+            mine, rows = [], []
+            for row, d in enumerate(theirs):
+                i = wanted.get(bytes(d))
+                if i is not None and not done[i] and row not in blank:
+                    mine.append(i)
+                    rows.append(row)
+            if not mine:  # nothing to take: its features are not even read
+                continue
+            z = _read_entry(meta_path.with_suffix(".npy"), meta_path, meta["key"], len(theirs), mmap=True)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, Learn2HashError):
+            continue
+        if z is None or z.shape[1] != out.shape[1] or theirs.shape != (len(z), 32):
+            continue
+        if mine:
+            order = np.argsort(rows)
+            mine_a, rows_a = np.asarray(mine)[order], np.asarray(rows)[order]
+            for s in range(0, len(rows_a), CHECK_BLOCK):
+                out[mine_a[s:s + CHECK_BLOCK]] = z[rows_a[s:s + CHECK_BLOCK]]
+            done[mine_a] = True
+    return done
 
 
 def _check_finite(z: np.ndarray) -> None:
@@ -752,10 +888,15 @@ class FeatureHasher:
                                             description=f"{self.features.backbone} features (train)")
         feats = Split(x=z, labels=split.labels, name=split.name, kind="features", source=split.source,
                       indices=split.indices, dataset=split.dataset)
-        if skipped:
+        if skipped:  # left out, lazily: the rows of a memory map are read a block at a time
+            from learn2hash.datasets.base import LazyRows
+
             bad = np.zeros(len(z), dtype=bool)
             bad[[s["position"] for s in skipped]] = True
-            feats = feats.subset(np.flatnonzero(~bad))
+            keep = np.flatnonzero(~bad)
+            feats = Split(x=LazyRows(z, keep), labels=split.labels[keep], name=split.name, kind="features",
+                          source=split.source, indices=None if split.indices is None else split.indices[keep],
+                          dataset=split.dataset)
         self.hasher.fit(feats, context=context)
         self.hasher.skipped_images_ = list(skipped)
         self.fitted_ = True
@@ -793,7 +934,12 @@ class FeatureHasher:
         bad = np.zeros(len(paths), dtype=bool)
         bad[[s["position"] for s in skipped]] = True
         kept = np.flatnonzero(~bad)
-        codes = self.hasher.encode(z[kept]) if len(kept) else Codes.empty(self.hasher.bits)
+        if not len(kept):
+            codes = Codes.empty(self.hasher.bits)
+        else:
+            from learn2hash.datasets.base import LazyRows
+
+            codes = self.hasher.encode(z if len(kept) == len(z) else LazyRows(z, kept))
         return codes, kept, [{"position": int(s["position"]), "path": str(s["path"]), "error": s["error"]}
                              for s in skipped]
 

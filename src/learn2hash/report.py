@@ -459,6 +459,7 @@ def report_run(run_or_dir, out: str | os.PathLike | None = None, n_queries: int 
     ``history.json``). A run that was never evaluated is evaluated first.
     """
     run = _open(run_or_dir)
+    run.require_labels("the report's plots")
     folder = Path(out) if out is not None else run.folder / "report"
     folder.mkdir(parents=True, exist_ok=True)
     metrics = _metrics_of(run)

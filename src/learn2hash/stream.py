@@ -51,7 +51,34 @@ from learn2hash.errors import CorruptFileError, Learn2HashError
 STREAM_FORMAT = "learn2hash-stream"
 STREAM_VERSION = 1
 MANIFEST_FORMAT = "learn2hash-chunked-codes"
-_CONFIG_KEYS = ("method", "bits", "params", "dataset", "protocol", "seed", "data_params", "stream")
+_CONFIG_KEYS = ("method", "bits", "params", "dataset", "protocol", "seed", "data_params", "stream", "features")
+
+
+def with_view_features(ds: Dataset, features: dict[str, Any], log: Callable[[str], None]) -> Dataset:
+    """``ds`` with every modality that holds images (``[n, C, H, W]`` or ``[n, H, W]``) replaced by a
+    backbone's pooled features (:class:`~learn2hash.features.ImageFeatures` with ``features``, cached);
+    the other modalities stay as they are."""
+    import dataclasses
+
+    from learn2hash.features import ImageFeatures
+
+    stage = ImageFeatures(**features)
+    stage.check()
+
+    def is_images(view: Any) -> bool:
+        shape = view.shape if hasattr(view, "shape") else np.shape(view)
+        return len(shape) in (3, 4) and getattr(view, "dtype", None) == np.uint8
+
+    names = [m for m, v in ds.database.views.items() if is_images(v)]
+    if not names:
+        raise Learn2HashError(f"--features: no modality of {ds.name} holds images (modalities: "
+                              f"{', '.join(f'{m} {list(np.shape(v)[1:])}' for m, v in ds.database.views.items())})")
+    log(f"{', '.join(names)}: {stage.backbone} features in place of the images")
+    splits = {}
+    for name, split in ds.splits.items():
+        views = {m: (stage.transform(v) if m in names else v) for m, v in split.views.items()}
+        splits[name] = dataclasses.replace(split, x=next(iter(views.values())), views=views)
+    return dataclasses.replace(ds, **splits)
 
 
 def directions(modalities: Sequence[str]) -> list[tuple[str, str]]:
@@ -133,8 +160,12 @@ def _split_rows(split: Split, stop: int) -> Split:
 def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: str | os.PathLike, *,
                protocol: str | None = "stream", seed: int = 0, params: dict[str, Any] | None = None,
                data_params: dict[str, Any] | None = None, retrain: bool = False, max_rounds: int | None = None,
-               evaluate_every: int = 1, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+               evaluate_every: int = 1, log: Callable[[str], None] | None = None,
+               features: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or continue) a stream; returns the content of ``stream.json``.
+
+    ``features``: :class:`~learn2hash.features.ImageFeatures` parameters; every modality holding images
+    is hashed through that backbone's features instead (:func:`with_view_features`).
 
     ``dataset`` is a registered name (loaded with ``protocol``, ``seed`` and ``data_params``) or
     a loaded :class:`Dataset` whose splits record their source indices. ``retrain``: fit a
@@ -169,6 +200,8 @@ def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: 
         ds = datasets.load(dataset, splits=out, **data_params)
     else:
         ds = datasets.load(dataset, protocol=protocol, seed=seed, **data_params)
+    if features:
+        ds = with_view_features(ds, features, log)
     db, query = ds.database, ds.query
     modalities = list(db.views)
     if len(modalities) < 2:
@@ -180,6 +213,8 @@ def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: 
                          sizes={k: len(s) for k, s in ds.splits.items()},
                          stream={"chunk": int(chunk), "rounds": len(bounds), "mode": "online" if online else "retrain",
                                  "modalities": modalities})
+    if features:
+        config["features"] = dict(features)
     folder = RunFolder(out)
     db_folder = out / "codes" / "database"
     if resuming:

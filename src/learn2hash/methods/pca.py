@@ -7,22 +7,24 @@ is large and the float64 copy of ``x`` never exists. Three ways, ``method``:
 
 ``"covariance"`` (exact)
     eigenvectors of the ``d x d`` scatter matrix ``sum_b (x_b - mean)^T (x_b - mean)``.
-    Peak extra memory: ``8 (2 d^2 + 2 b d)`` bytes.
+    Peak extra memory: ``8 (2 d^2 + 3 b d)`` bytes.
 ``"gram"`` (exact)
     eigenvectors ``U`` of the ``n x n`` Gram matrix ``G = X_c X_c^T``; the principal directions are
     ``X_c^T U / sqrt(lambda)``, the same as the covariance's up to rounding and the sign of each
-    direction. Peak extra memory: ``8 (2 n^2 + 4 b d + d k)`` bytes. Costs ``n^2 d`` multiply-adds.
+    direction. Peak extra memory: ``8 (2 n^2 + 5 b d + d k)`` bytes. Costs ``n^2 d`` multiply-adds.
 ``"randomized"`` (approximate)
     the randomized range finder of Halko, Martinsson & Tropp (2011, Alg. 4.4 and 5.1) with
     ``l = k + oversample`` columns and ``power_iter`` subspace iterations, each a pass over ``x``.
     The error of the rank-``k`` approximation exceeds the optimal ``sigma_(k+1)`` by a factor that
     shrinks like ``(sigma_(l+1) / sigma_k)^(2 q + 1)`` (``q = power_iter``); ITQ's codes built on it
     reach the exact path's mAP to within 0.005 on the test case (tests/test_features.py). Peak extra
-    memory: ``8 (n l + 3 d l + 2 b d)`` bytes.
+    memory: ``8 (n l + 3 d l + 3 b d)`` bytes.
 
 ``"auto"``: covariance when ``d <= EXACT_MAX_DIM`` (the way ITQ always worked: a single block gives
 the very same matrix), else gram when ``n <= GRAM_MAX_ITEMS``, else randomized. ``b`` is the block of
-rows, :func:`block_rows` (``b d`` doubles of at most :data:`BLOCK_BYTES`). Before any work the peak
+rows, :func:`block_rows` (``b d`` doubles of at most :data:`BLOCK_BYTES`; a block is held as read,
+scaled and centred, hence the ``3 b d``). The items themselves are not counted: an array in memory
+is already there, a memory map's pages are read as the blocks go. Before any work the peak
 is compared with the memory available (``MemAvailable`` in ``/proc/meminfo``): an input that cannot
 fit is refused with a one-line :class:`~learn2hash.errors.Learn2HashError` naming the sizes.
 """
@@ -97,11 +99,11 @@ def peak_bytes(n: int, d: int, k: int, method: str) -> int:
     """The peak extra memory of :func:`fit_pca` (the formulas of the module docstring)."""
     b = block_rows(d)
     if method == "covariance":
-        return 8 * (2 * d * d + 2 * b * d)
+        return 8 * (2 * d * d + 3 * b * d)
     if method == "gram":
-        return 8 * (2 * n * n + 4 * b * d + d * k)
+        return 8 * (2 * n * n + 5 * b * d + d * k)
     lcols = min(k + OVERSAMPLE, n, d)
-    return 8 * (n * lcols + 3 * d * lcols + 2 * b * d)
+    return 8 * (n * lcols + 3 * d * lcols + 3 * b * d)
 
 
 def check_fits(n: int, d: int, k: int, method: str, who: str) -> None:

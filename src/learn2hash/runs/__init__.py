@@ -185,9 +185,17 @@ class Run:
                                        "expected an object")
         return history
 
+    def require_labels(self, what: str = "retrieval metrics") -> None:
+        """Raise a one-line error when the run's data has no labels (an unlabelled collection)."""
+        ds = self.dataset()
+        if ds.query.labels.shape[1] == 0 or ds.database.labels.shape[1] == 0:
+            raise Learn2HashError(f"run {self.folder} has no labels ({self.config['dataset']} is unlabelled here): "
+                                  f"{what} need them; encode, index and search work without")
+
     def evaluate(self, topk: int | None | str = "default", ties: str = "expected", save: bool = True,
                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Evaluate query codes against database codes: mAP@topk, mAP@all, P@H<=2, PR curve."""
+        self.require_labels()
         with self._writing() if save else contextlib.nullcontext():
             return self._evaluate(topk, ties, save, extra)
 
@@ -364,8 +372,14 @@ def _param_names(method: str) -> list[str]:
 
 
 def summary_row(run: Run) -> dict[str, Any]:
-    """One row of the comparison table for a finished run."""
-    m = run.metrics()
+    """One row of the comparison table for a finished run (a run without labels has no metrics: blanks)."""
+    unlabelled = False
+    if not (run.folder / "metrics.json").exists():
+        try:
+            run.require_labels()
+        except Learn2HashError:
+            unlabelled = True
+    m = {} if unlabelled else run.metrics()
     topk = m.get("topk")
     row = {"run": run.folder.name, "method": run.method, "bits": run.bits, "dataset": run.config["dataset"],
            "protocol": run.config["protocol"]}
