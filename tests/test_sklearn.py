@@ -225,3 +225,18 @@ def test_deep_signatures_show_every_parameter_with_the_methods_defaults():
     assert method_class("csq")(epochs=3).epochs == 3
     with pytest.raises(TypeError, match="CSQ\\(\\): got an unexpected keyword argument 'epoch'"):
         method_class("csq")(epoch=3)
+
+
+def test_not_fitted_error_and_map_scorer_at_the_top_level():
+    import pickle
+
+    import learn2hash as l2h
+    from sklearn.exceptions import NotFittedError as SklearnNotFitted
+
+    from learn2hash.errors import NotFittedError
+    from learn2hash.metrics import map_scorer
+
+    assert l2h.NotFittedError is NotFittedError and l2h.map_scorer is map_scorer
+    assert issubclass(NotFittedError, Learn2HashError) and issubclass(NotFittedError, SklearnNotFitted)
+    err = pickle.loads(pickle.dumps(NotFittedError("not fitted")))  # the class is found by its name
+    assert type(err) is NotFittedError and str(err) == "not fitted"
