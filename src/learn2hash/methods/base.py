@@ -178,8 +178,9 @@ def as_items(x: Any, item_shape: tuple[int, ...] | None = None) -> Any:
 
 
 def _numeric_items(x: np.ndarray, what: str = "X") -> np.ndarray:
-    """The checks of :func:`as_features` that apply to items of any layout (an array of file paths
-    passes unchanged): object arrays of numbers become float64; 1-D, complex and empty items are errors."""
+    """Checks of items of any layout (an array of file paths passes unchanged), with the phrases of
+    scikit-learn's checks: object arrays of numbers become float64 (anything else in one is an
+    :class:`~learn2hash.errors.InputTypeError`); 1-D, complex and empty items are errors."""
     if x.dtype == object:
         if any(isinstance(v, (str, os.PathLike)) for v in x.flat):
             return x
@@ -193,7 +194,7 @@ def _numeric_items(x: np.ndarray, what: str = "X") -> np.ndarray:
         raise Learn2HashError(f"{what} must hold items along its first axis ([n, d] feature vectors, [n, H, W] images "
                               f"...), got shape {x.shape}; Reshape your data: x.reshape(1, -1) for a single item")
     if np.issubdtype(x.dtype, np.complexfloating):
-        raise Learn2HashError(f"{what} has dtype {x.dtype}: Complex data not supported, items must be real")
+        raise Learn2HashError(f"{what} has dtype {x.dtype}: Complex data not supported, it must be real")
     if x.ndim >= 2 and int(np.prod(x.shape[1:])) == 0:
         raise Learn2HashError(f"{what} has 0 feature(s) (shape={x.shape}) while a minimum of 1 is required.")
     return x
@@ -214,17 +215,9 @@ def as_features(x: Any, what: str = "input", dim: int | None = None, who: str = 
         hint = "; Reshape your data: x.reshape(1, -1) for a single item" if a.ndim == 1 else ""
         raise Learn2HashError(f"{what} must be a 2-D array [n, d] of feature vectors (or images), got shape "
                               f"{a.shape}{hint}")
-    if np.issubdtype(a.dtype, np.complexfloating):
-        raise Learn2HashError(f"{what} has dtype {a.dtype}: Complex data not supported, features must be real")
-    if a.dtype == object:
-        try:
-            a = a.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise InputTypeError(f"{what} must be numeric: {exc}") from None
+    a = _numeric_items(a, what)
     if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
         raise InputTypeError(f"{what} must be numeric, got dtype {a.dtype}")
-    if a.shape[1:] and int(np.prod(a.shape[1:])) == 0:
-        raise Learn2HashError(f"{what} has 0 feature(s) (shape={a.shape}) while a minimum of 1 is required.")
     scale = 1.0 / 255.0 if a.dtype == np.uint8 else 1.0
     a = a.reshape(a.shape[0], int(np.prod(a.shape[1:]))).astype(np.float64) * scale
     if not np.all(np.isfinite(a)):
