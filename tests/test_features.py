@@ -246,6 +246,7 @@ def test_unreadable_images_follow_on_bad_image(photos, cache, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--features", "efficientnet-lit0"], "did you mean efficientnet-lite0"),
     (["--features", "resnet5O"], "did you mean resnet50"),
+    (["--backbone", "efficientnet-lite0"], "give --features efficientnet-lite0"),
 ])
 def test_unknown_backbone_is_one_line_with_the_closest_name(photos, tmp_path, capsys, argv, message):
     status, out, err = _cli(capsys, "train", "--method", "itq", "--dataset", "image-folder", "--data-path",

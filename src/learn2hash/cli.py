@@ -193,7 +193,7 @@ def _add_train(sub) -> None:
 
 
 def _add_features_flags(p) -> None:
-    """The feature stage's options (train, reproduce): a pretrained backbone's features as the input."""
+    """The feature stage's options (train, stream): a pretrained backbone's features as the input."""
     p.add_argument("--features", default=None, metavar="BACKBONE",
                    help="put a registered backbone's pooled features (e.g. efficientnet-lite0, resnet50, "
                         "timm:MODEL; a wrong name lists them) in front of any method: shallow and multi-view "
@@ -246,6 +246,12 @@ def _cmd_train(args) -> int:
     if args.data_path:
         data_params["path"] = args.data_path
     features = _features_from_args(args)
+    if args.backbone is not None:
+        from learn2hash.methods import method_class
+
+        if "backbone" not in method_class(args.method)._param_names():
+            raise Learn2HashError(f"method {args.method!r} has no backbone; to hash a pretrained network's features "
+                                  f"with it, give --features {args.backbone}")
     if features is None and args.on_bad_image is not None:
         if "on_bad_image" in params:
             raise Learn2HashError("on_bad_image is given twice: as --on-bad-image and as --param on_bad_image=...")
@@ -348,8 +354,16 @@ def _cmd_compare(args) -> int:
 
     rows = [summary_row(Run.open(d)) for d in args.runs]
     if any("features" in r for r in rows):  # which backbone's features each method hashed ("-": the items)
-        rows = [{**{k: v for k, v in r.items() if k != "features" and list(r).index(k) <= list(r).index("protocol")},
-                 "features": r.get("features") or "-", **r} for r in rows]
+        def with_features_column(row: dict) -> dict:
+            out = {}
+            for key, value in row.items():
+                if key != "features":
+                    out[key] = value
+                if key == "protocol":
+                    out["features"] = row.get("features") or "-"
+            return out
+
+        rows = [with_features_column(r) for r in rows]
     columns = list(dict.fromkeys(k for r in rows for k in r))
     fmt = [{k: (f"{v:.4f}" if isinstance(v, float) and not k.endswith("s") else
                 f"{v:.1f}" if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()} for r in rows]

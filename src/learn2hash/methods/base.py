@@ -219,7 +219,7 @@ def as_features(x: Any, what: str = "input", dim: int | None = None, who: str = 
     if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
         raise InputTypeError(f"{what} must be numeric, got dtype {a.dtype}")
     scale = 1.0 / 255.0 if a.dtype == np.uint8 else 1.0
-    a = a.reshape(a.shape[0], int(np.prod(a.shape[1:]))).astype(np.float64) * scale
+    a = np.multiply(a.reshape(a.shape[0], int(np.prod(a.shape[1:]))), scale, dtype=np.float64)  # one allocation
     if not np.all(np.isfinite(a)):
         raise Learn2HashError(f"{what} contains NaN or infinite values")
     if dim is not None and a.shape[1] != dim:

@@ -17,13 +17,14 @@ is large and the float64 copy of ``x`` never exists. Three ways, ``method``:
     ``l = k + oversample`` columns and ``power_iter`` subspace iterations, each a pass over ``x``.
     The error of the rank-``k`` approximation exceeds the optimal ``sigma_(k+1)`` by a factor that
     shrinks like ``(sigma_(l+1) / sigma_k)^(2 q + 1)`` (``q = power_iter``); ITQ's codes built on it
-    reach the exact path's mAP to within 0.005 on the test case (tests/test_features.py). Peak extra
-    memory: ``8 (n l + 3 d l + 3 b d)`` bytes.
+    reach the exact path's mAP to within 0.005 on the test case (tests/test_features.py). The centred
+    items are never formed (``X_c m = X m - 1 mean^T m``). Peak extra memory: ``8 (n l + 3 d l + 2 b d)``
+    bytes.
 
 ``"auto"``: covariance when ``d <= EXACT_MAX_DIM`` (the way ITQ always worked: a single block gives
 the very same matrix), else gram when ``n <= GRAM_MAX_ITEMS``, else randomized. ``b`` is the block of
-rows, :func:`block_rows` (``b d`` doubles of at most :data:`BLOCK_BYTES`; a block is held as read,
-scaled and centred, hence the ``3 b d``). The items themselves are not counted: an array in memory
+rows, :func:`block_rows` (``b d`` doubles of at most :data:`BLOCK_BYTES`; a block is held as read and
+scaled, and by the exact paths centred too). The items themselves are not counted: an array in memory
 is already there, a memory map's pages are read as the blocks go. Before any work the peak
 is compared with the memory available (``MemAvailable`` in ``/proc/meminfo``): an input that cannot
 fit is refused with a one-line :class:`~learn2hash.errors.Learn2HashError` naming the sizes.
@@ -103,7 +104,7 @@ def peak_bytes(n: int, d: int, k: int, method: str) -> int:
     if method == "gram":
         return 8 * (2 * n * n + 5 * b * d + d * k)
     lcols = min(k + OVERSAMPLE, n, d)
-    return 8 * (n * lcols + 3 * d * lcols + 3 * b * d)
+    return 8 * (n * lcols + 3 * d * lcols + 2 * b * d)
 
 
 def check_fits(n: int, d: int, k: int, method: str, who: str) -> None:
@@ -164,17 +165,19 @@ def fit_pca(x: Any, k: int, as_features: Callable[..., np.ndarray], method: str 
     lcols = min(k + OVERSAMPLE, n, d)
     rng = np.random.default_rng(seed)
 
+    # the centred items are never formed: X_c m = X m - 1 (mean m) and X_c^T m = X^T m - mean (1^T m),
+    # which saves a copy of every block on every pass
     def times(m: np.ndarray) -> np.ndarray:  # X_c m, [n, l]
         out = np.empty((n, m.shape[1]))
-        for s, xc in blocks():
-            out[s:s + len(xc)] = xc @ m
-        return out
+        for s, xb in row_blocks(x, b, as_features, what, d):
+            out[s:s + len(xb)] = xb @ m
+        return out - mean @ m
 
     def t_times(m: np.ndarray) -> np.ndarray:  # X_c^T m, [d, l]
         out = np.zeros((d, m.shape[1]))
-        for s, xc in blocks():
-            out += xc.T @ m[s:s + len(xc)]
-        return out
+        for s, xb in row_blocks(x, b, as_features, what, d):
+            out += xb.T @ m[s:s + len(xb)]
+        return out - np.outer(mean, m.sum(axis=0))
 
     q, _ = np.linalg.qr(times(rng.standard_normal((d, lcols))))
     for _ in range(POWER_ITER):

@@ -111,8 +111,7 @@ class LSH(_ProjectionHasher):
 
     def _fit(self, split: Split, context: FitContext) -> None:
         x = self._features_for_fit(split)
-        self.mean_ = x.mean(axis=0) if isinstance(x, np.ndarray) and x.ndim == 2 and x.dtype != np.uint8 \
-            and x.nbytes <= 8 * block_rows(self.dim_) * self.dim_ else self._mean(x)
+        self.mean_ = self._mean(x)
         self.projection_ = np.random.default_rng(self.seed).standard_normal((self.dim_, self.bits))
 
     def _project(self, x: np.ndarray) -> np.ndarray:
