@@ -207,14 +207,9 @@ NOT_CHECKED = {
     "cca-itq": "learns a CCA between two or more modalities (a mapping of views, or a Split with views); "
                "a plain [n, d] array holds one, so every fit of a check would be the one clear error that says so",
 }
-#: expected failures per method (at most 3 each), with the reason
-EXPECTED_FAILURES = {
-    "eddh": {
-        "check_fit2d_1feature": "with one feature the unit-length visual features all coincide, so the cosine "
-                                "distances EDDH fits an asymmetric normal to have no spread: a clear error "
-                                "that does not use scikit-learn's wording",
-    },
-}
+#: expected failures per method (at most 3 each), each with its reason: none today (EDDH's one, a
+#: fit on a single feature, now fails with scikit-learn's "1 feature(s)" in its message)
+EXPECTED_FAILURES: dict[str, dict[str, str]] = {}
 
 
 def _checked_estimators() -> list:
