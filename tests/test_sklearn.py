@@ -240,3 +240,25 @@ def test_not_fitted_error_and_map_scorer_at_the_top_level():
     assert issubclass(NotFittedError, Learn2HashError) and issubclass(NotFittedError, SklearnNotFitted)
     err = pickle.loads(pickle.dumps(NotFittedError("not fitted")))  # the class is found by its name
     assert type(err) is NotFittedError and str(err) == "not fitted"
+
+
+def test_a_feature_hasher_takes_labels_as_its_hasher_does():
+    """FeatureHasher(ImageFeatures, hasher).fit(X, y): an unsupervised hasher ignores any y, a
+    supervised one takes class labels of any kind (their distinct values are the classes)."""
+    import learn2hash as l2h
+
+    x = np.random.default_rng(0).integers(0, 255, (40, 16, 16, 3), dtype=np.uint8)
+    y = np.repeat([3, 900], 20)
+
+    def feature_hasher(name, **kw):
+        return l2h.FeatureHasher(l2h.ImageFeatures("smallcnn", workers=0), create(name, bits=8, **kw))
+
+    # each feature stage starts from its own random weights: compare with its hasher fitted on its features
+    h = feature_hasher("lsh").fit(x, np.array(["a", "b"] * 20))
+    z = h.features.transform(x)
+    assert h.encode(x) == create("lsh", bits=8).fit(z).encode(z)
+    for labels in (y, np.where(y == 3, "cat", "dog")):
+        h = feature_hasher("sdh", n_anchors=10).fit(x, labels)
+        z = h.features.transform(x)
+        assert h.hasher.classifier_.shape == (8, 2)
+        assert h.encode(x) == create("sdh", bits=8, n_anchors=10).fit(z, (y == 900).astype(int)).encode(z)
