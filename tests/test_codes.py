@@ -131,3 +131,121 @@ def test_damaged_npy_header_is_a_clear_error(tmp_path):
     (tmp_path / "c.npy.json").write_text(_json.dumps(meta))
     with pytest.raises(CorruptFileError, match="cannot be read as .npy"):
         Codes.load(path)
+
+
+# --------------------------------------------------------------------------- NumPy habits
+def _codes(n=6, bits=13, seed=0):
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n, bits))
+    return Codes.from_signs(signs), signs
+
+
+def test_asarray_gives_faiss_packed_layout():
+    codes, signs = _codes()
+    a = np.asarray(codes)
+    # the packed layout worked out independently: bit j of row i is byte j // 8, bit 7 - j % 8
+    expected = np.zeros((6, 2), np.uint8)
+    for i, j in zip(*np.nonzero(signs > 0)):
+        expected[i, j // 8] |= 1 << (7 - j % 8)
+    assert a.dtype == np.uint8 and a.shape == (6, 2)
+    np.testing.assert_array_equal(a, expected)
+    assert not a.flags.writeable  # no copy, read-only
+    b = np.array(codes)  # a copy asked for: writable, and writing it leaves the codes alone
+    assert b.flags.writeable
+    b[:] = 0
+    np.testing.assert_array_equal(np.asarray(codes), expected)
+    assert np.asarray(codes, dtype=np.int32).dtype == np.int32
+    with pytest.raises(ValueError, match="needs a copy"):
+        codes.__array__(dtype=np.int32, copy=False)
+    assert codes.__array__(copy=False) is codes.packed
+
+
+def test_packed_is_read_only_and_the_padding_cannot_be_broken():
+    codes, _ = _codes(bits=13)
+    with pytest.raises(ValueError, match="read-only"):
+        codes.packed[0, -1] = 0xFF
+    with pytest.raises(ValueError, match="read-only"):
+        np.asarray(codes)[0, -1] |= 1
+    # an array handed in is copied: writing it afterwards does not reach the codes
+    raw = np.array(codes)
+    wrapped = Codes.from_packed(raw, 13)
+    raw[0, -1] = 0xFF  # would break the zero padding of a shared array
+    assert wrapped == codes and not np.any(wrapped.packed[:, -1] & 0b111)
+    # a read-only view of a writable array is copied too
+    view = raw.view()
+    raw[0, -1] = 0
+    view.flags.writeable = False
+    held = Codes(view, 13)
+    raw[1, -1] = 0xFF
+    assert held.packed[1, -1] & 0b111 == 0
+    # a read-only array owning its data is used as it is (no copy)
+    frozen = np.array(codes)
+    frozen.flags.writeable = False
+    assert Codes.from_packed(frozen, 13).packed is frozen
+
+
+def test_row_indexing_len_iteration():
+    codes, signs = _codes()
+    assert len(codes) == 6
+    for key in (2, -1, slice(1, 4), [4, 0], np.array([True, False, True, False, False, True])):
+        sub = codes[key]
+        assert isinstance(sub, Codes) and sub.bits == 13
+        rows = np.arange(6)[key]
+        np.testing.assert_array_equal(sub.to_signs(), signs[np.atleast_1d(rows)])
+        assert not sub.packed.flags.writeable
+    rows = list(codes)
+    assert len(rows) == 6 and all(isinstance(r, Codes) and len(r) == 1 for r in rows)
+    assert Codes.concat(rows) == codes
+    with pytest.raises(Learn2HashError, match=r"rows only.*np.asarray\(codes\)"):
+        codes[0, 1]
+
+
+def test_concat_and_numpy_concatenate():
+    codes, signs = _codes()
+    assert Codes.concat([codes[:2], codes[2:]]) == codes
+    assert Codes.concatenate([codes[:2], codes[2:]]) == codes  # the earlier name
+    joined = np.concatenate([codes, codes[:1]])
+    assert isinstance(joined, Codes) and len(joined) == 7
+    np.testing.assert_array_equal(joined.to_signs(), np.concatenate([signs, signs[:1]]))
+    assert np.vstack([codes[:3], codes[3:]]) == codes
+    with pytest.raises(Learn2HashError, match=r"Codes.concat"):
+        np.concatenate([codes, codes], axis=1)
+    with pytest.raises(Learn2HashError, match=r"Codes.from_packed"):
+        np.concatenate([codes, np.asarray(codes)])
+    with pytest.raises(Learn2HashError, match="13 and 14 bits"):
+        Codes.concat([codes, Codes.from_signs(np.ones((1, 14)))])
+    with pytest.raises(Learn2HashError, match="at least one"):
+        Codes.concat([])
+
+
+def test_equality_and_comparison_with_arrays():
+    codes, signs = _codes()
+    assert codes == Codes.from_signs(signs) and not codes != Codes.from_signs(signs)
+    assert codes != codes[::-1]
+    assert codes != Codes.from_signs(np.concatenate([signs, signs[:, :1]], axis=1))
+    assert (codes == "x") is False
+    assert np.array_equal(codes, Codes.from_signs(signs)) and np.array_equal(codes, np.asarray(codes))
+    for compare in (lambda: codes == np.asarray(codes), lambda: np.asarray(codes) == codes,
+                    lambda: codes != np.asarray(codes), lambda: np.equal(codes, np.asarray(codes))):
+        with pytest.raises(Learn2HashError, match=r"np.array_equal\(np.asarray\(codes\), array\).*Codes.from_packed"):
+            compare()
+
+
+def test_other_numpy_functions_see_the_packed_bytes():
+    codes, signs = _codes()
+    # population count per row = number of +1 signs (the padding is zero)
+    np.testing.assert_array_equal(np.bitwise_count(codes).sum(axis=1), (signs > 0).sum(axis=1))
+    np.testing.assert_array_equal(np.bitwise_xor(codes, codes), np.zeros((6, 2), np.uint8))
+    assert np.shape(codes) == (6, 2)
+    with pytest.raises(Learn2HashError, match="read-only"):
+        np.bitwise_xor(codes, codes, out=(codes,))
+
+
+def test_provenance_survives_slicing_and_concat():
+    from learn2hash.codes import Provenance
+
+    codes, _ = _codes()
+    p = Provenance("a" * 64, "array")
+    tagged = codes.with_provenance(p)
+    assert tagged[1:3].provenance == p and tagged[[0, 2]].provenance == p
+    assert np.concatenate([tagged, tagged]).provenance == p
+    assert Codes.concat([tagged, codes]).provenance is None

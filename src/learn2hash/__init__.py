@@ -34,6 +34,8 @@ _LAZY = {
     "ImageFeatures": ("learn2hash.features", "ImageFeatures"),
     "FeatureHasher": ("learn2hash.features", "FeatureHasher"),
     "Learn2HashError": ("learn2hash.errors", "Learn2HashError"),
+    "NotFittedError": ("learn2hash.errors", "NotFittedError"),
+    "map_scorer": ("learn2hash.metrics", "map_scorer"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -125,6 +125,17 @@ class AsymmetricNormal:
             if res.fun <= float(objective(iota)):
                 iota = float(res.x)
         left, right = sides(np.asarray(iota))
+        if left <= 0 or right <= 0:
+            # The mode landed on the smallest or largest sample, one side empty: the likelihood grows
+            # without bound as that side's width goes to 0, which happens when samples tie at an end
+            # (pairs drawn with replacement from a few dozen items). Take the best mode that has
+            # samples on both sides instead; only an input without one is an error.
+            first = int(np.searchsorted(xs, xs[0], side="right"))
+            last = int(np.searchsorted(xs, xs[-1], side="left")) - 1
+            if first <= last:
+                inner = xs[first:last + 1]
+                iota = float(inner[int(np.argmin(objective(inner)))])
+                left, right = sides(np.asarray(iota))
         cl, cr = float(np.cbrt(left)), float(np.cbrt(right))
         a = math.sqrt(2.0 * (cl + cr) / m)
         if cl <= 0 or cr <= 0:

@@ -106,12 +106,25 @@ class Codes:
 
     Build one with :meth:`from_signs` (real or +-1 values, ``>= 0`` gives bit 1),
     :meth:`from_bits` (0/1 or bool values) or :meth:`from_packed`; get values back with
-    :meth:`to_signs` or :meth:`to_bits`. Supports ``len()``, slicing and fancy indexing,
-    :meth:`concatenate`, equality, and :meth:`save` / :meth:`load` without pickle.
+    :meth:`to_signs` or :meth:`to_bits`, or the packed bytes with ``np.asarray(codes)``.
+
+    It behaves as an array of rows: ``len(codes)`` is ``n``; ``codes[i]``, ``codes[2:5]``,
+    ``codes[[7, 1]]`` and ``codes[mask]`` are :class:`Codes` (``codes[i]`` of one row); iterating
+    gives the rows one at a time, each a one-row :class:`Codes`; :meth:`concat` (and
+    ``np.concatenate`` / ``np.vstack`` of :class:`Codes`, which call it) joins code sets;
+    ``a == b`` is True when two code sets hold the same bits. ``np.asarray(codes)`` (and
+    ``codes.packed``) is the read-only ``uint8[n, ceil(bits/8)]`` array of packed bytes, the
+    layout Faiss's binary indexes take; ``np.array(codes)`` a writable copy of it. Other NumPy
+    functions and ufuncs see that array (``np.bitwise_count(codes)``); comparing codes with a
+    plain array (``codes == array``) is an error that names the two ways to do it.
+
+    The packed bytes are never shared writable: an array handed to the constructor or
+    :meth:`from_packed` is copied unless it is already read-only, so the zero padding checked
+    at construction stays zero.
 
     ``provenance`` (a :class:`Provenance`, or None when unknown) says which saved hasher computed
     the codes and from what; ``Hasher.encode`` of a saved or loaded hasher sets it, slicing keeps
-    it, :meth:`concatenate` keeps what all parts share, :meth:`save` / :meth:`load` keep it.
+    it, :meth:`concat` keeps what all parts share, :meth:`save` / :meth:`load` keep it.
     It does not take part in equality.
     """
 
@@ -134,9 +147,15 @@ class Codes:
         if provenance is not None and not isinstance(provenance, Provenance):
             raise Learn2HashError(f"provenance must be a learn2hash.codes.Provenance or None, "
                                   f"got {type(provenance).__name__}")
-        self._packed = packed
+        self._packed = _read_only(packed)
         self._bits = bits
         self.provenance = provenance
+
+    @classmethod
+    def _own(cls, packed: np.ndarray, bits: int, provenance: Provenance | None = None) -> "Codes":
+        """Codes of an array made here and referenced nowhere else (made read-only, not copied)."""
+        packed.flags.writeable = False
+        return cls(packed, bits, provenance)
 
     def with_provenance(self, provenance: Provenance | None) -> "Codes":
         """The same codes (not copied) with ``provenance``."""
@@ -145,7 +164,8 @@ class Codes:
     # ---------------------------------------------------------------- construction
     @classmethod
     def from_packed(cls, packed: np.ndarray, bits: int) -> "Codes":
-        """Wrap already packed ``uint8[n, ceil(bits/8)]`` codes (validated, not copied)."""
+        """Codes of already packed ``uint8[n, ceil(bits/8)]`` bytes, as Faiss's binary indexes hold them
+        (validated; copied unless the array is read-only)."""
         return cls(packed, bits)
 
     @classmethod
@@ -170,7 +190,7 @@ class Codes:
                     f"sign values contain {int(bad.sum())} NaN or infinite entries (first at row {row}, column {col})"
                 )
         bits = _check_bits(a.shape[1], "the number of columns (bits)")
-        return cls(np.packbits(a >= 0, axis=1, bitorder="big"), bits)
+        return cls._own(np.packbits(a >= 0, axis=1, bitorder="big"), bits)
 
     @classmethod
     def from_bits(cls, bits01: np.ndarray) -> "Codes":
@@ -183,26 +203,32 @@ class Codes:
                 raise Learn2HashError("bit values must be 0/1 or bool")
             a = a.astype(bool)
         bits = _check_bits(a.shape[1], "the number of columns (bits)")
-        return cls(np.packbits(a, axis=1, bitorder="big"), bits)
+        return cls._own(np.packbits(a, axis=1, bitorder="big"), bits)
 
     @classmethod
     def empty(cls, bits: int) -> "Codes":
         bits = _check_bits(bits)
-        return cls(np.zeros((0, n_bytes(bits)), np.uint8), bits)
+        return cls._own(np.zeros((0, n_bytes(bits)), np.uint8), bits)
 
     @classmethod
-    def concatenate(cls, parts: Sequence["Codes"]) -> "Codes":
-        """Join code sets of the same bit length, in order."""
+    def concat(cls, parts: Sequence["Codes"]) -> "Codes":
+        """Join code sets of the same bit length, in order (``np.concatenate`` of Codes calls this)."""
         parts = list(parts)
         if not parts:
-            raise Learn2HashError("concatenate needs at least one Codes")
-        bits = parts[0].bits
+            raise Learn2HashError("Codes.concat needs at least one Codes")
         for i, p in enumerate(parts):
             if not isinstance(p, Codes):
-                raise Learn2HashError(f"part {i} is a {type(p).__name__}, expected Codes")
+                raise Learn2HashError(
+                    f"Codes.concat: part {i} is a {type(p).__name__}, expected Codes (wrap packed bytes with "
+                    "Codes.from_packed(array, bits), or join plain arrays with np.concatenate([np.asarray(c), ...]))")
+        bits = parts[0].bits
+        for i, p in enumerate(parts):
             if p.bits != bits:
                 raise Learn2HashError(f"cannot concatenate codes of {bits} and {p.bits} bits (part {i})")
-        return cls(np.concatenate([p.packed for p in parts], axis=0), bits, _shared_provenance(parts))
+        return cls._own(np.concatenate([p._packed for p in parts], axis=0), bits, _shared_provenance(parts))
+
+    #: the earlier name of :meth:`concat`
+    concatenate = concat
 
     # ---------------------------------------------------------------- access
     @property
@@ -211,7 +237,7 @@ class Codes:
 
     @property
     def packed(self) -> np.ndarray:
-        """The packed ``uint8[n, ceil(bits/8)]`` array (read it, do not write it)."""
+        """The packed ``uint8[n, ceil(bits/8)]`` array, read-only (``np.asarray(codes)`` gives the same)."""
         return self._packed
 
     @property
@@ -222,24 +248,71 @@ class Codes:
         return self._packed.shape[0]
 
     def __getitem__(self, key) -> "Codes":
+        if isinstance(key, tuple):
+            raise Learn2HashError(
+                "Codes are indexed by rows only (codes[i], codes[2:5], codes[[7, 1]], codes[mask]); for bytes use "
+                "np.asarray(codes)[...], for bits codes.to_bits()[...]")
         if isinstance(key, (int, np.integer)):
             i = int(key) + (len(self) if int(key) < 0 else 0)
             if not 0 <= i < len(self):
                 raise IndexError(f"code {int(key)} is out of range for {len(self)} codes")
             key = slice(i, i + 1)
+        if isinstance(key, Codes):
+            raise Learn2HashError("Codes cannot be indexed by Codes; index by row numbers, a slice or a bool mask")
         sub = self._packed[key]
         if sub.ndim != 2:
-            raise Learn2HashError("Codes can be indexed by rows only")
+            raise Learn2HashError("Codes are indexed by rows only (codes[i], codes[2:5], codes[[7, 1]], codes[mask])")
+        if sub.flags.writeable:  # a new array (fancy indexing): ours alone
+            return Codes._own(sub, self._bits, self.provenance)
         return Codes(sub, self._bits, self.provenance)
 
     def __iter__(self) -> Iterator["Codes"]:
+        """The rows, each a one-row :class:`Codes` (``codes[i]``)."""
         for i in range(len(self)):
             yield self[i]
 
     def __eq__(self, other: object) -> bool:
+        if isinstance(other, np.ndarray):
+            raise _compare_error(other)
         if not isinstance(other, Codes):
             return NotImplemented
         return self._bits == other._bits and np.array_equal(self._packed, other._packed)
+
+    # ---------------------------------------------------------------- NumPy protocols
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """The packed bytes ``uint8[n, ceil(bits/8)]`` (read-only unless a copy is asked for)."""
+        a = self._packed
+        if dtype is not None and np.dtype(dtype) != a.dtype:
+            if copy is False:
+                raise ValueError(f"Codes hold uint8 bytes: a {np.dtype(dtype)} array needs a copy (copy=False given)")
+            return a.astype(dtype)
+        return a.copy() if copy else a
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func in (np.concatenate, np.vstack):
+            parts = args[0] if args else kwargs.get("arrays", kwargs.get("tup"))
+            axis = kwargs.get("axis", args[1] if len(args) > 1 else 0) if func is np.concatenate else 0
+            rest = {k: v for k, v in kwargs.items() if k not in ("axis", "arrays", "tup")}
+            if axis != 0 or rest or len(args) > 2:
+                raise Learn2HashError(
+                    f"np.{func.__name__} of Codes joins rows only (axis=0, no other arguments): use Codes.concat(parts); "
+                    "for bytes use np.concatenate([np.asarray(c) for c in parts], axis=...)")
+            return Codes.concat(parts)
+        if func is np.array_equal and not kwargs and len(args) == 2 and all(isinstance(a, Codes) for a in args):
+            return args[0] == args[1]
+        # anything else sees the packed bytes, as for a plain array
+        return func(*_as_arrays(args), **_as_arrays(kwargs))
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if ufunc in (np.equal, np.not_equal) and method == "__call__":
+            other = next((a for a in inputs if not isinstance(a, Codes)), None)
+            if other is None:
+                same = inputs[0] == inputs[1]
+                return same if ufunc is np.equal else not same
+            raise _compare_error(other)
+        if "out" in kwargs and any(isinstance(o, Codes) for o in kwargs["out"]):
+            raise Learn2HashError("Codes are read-only: a ufunc cannot write its output into them")
+        return getattr(ufunc, method)(*_as_arrays(inputs), **_as_arrays(kwargs))
 
     def __hash__(self) -> int:  # mutable-looking container: identity hash
         return id(self)
@@ -340,7 +413,7 @@ class Codes:
         except (ValueError, OSError) as exc:
             raise CorruptFileError(f"codes file {data} cannot be read as .npy: {exc}") from None
         try:
-            codes = cls(packed, meta["bits"])
+            codes = cls._own(packed, meta["bits"]) if packed.flags.writeable else cls(packed, meta["bits"])
         except Learn2HashError as exc:
             raise CorruptFileError(f"codes file {data} does not agree with {meta_path}: {exc}") from None
         if len(codes) != meta["n"]:
@@ -348,6 +421,35 @@ class Codes:
         if "provenance" in meta:
             codes.provenance = Provenance.from_json(meta["provenance"], f"codes metadata {meta_path}")
         return codes
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """``a`` when neither it nor any array it views can be written, else a read-only copy."""
+    base = a
+    while isinstance(base, np.ndarray):
+        if base.flags.writeable:
+            a = a.copy()
+            a.flags.writeable = False
+            return a
+        base = base.base
+    return a
+
+
+def _as_arrays(obj):
+    """``obj`` with every :class:`Codes` in it (also inside lists, tuples and dicts) replaced by its packed bytes."""
+    if isinstance(obj, Codes):
+        return obj.packed
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_as_arrays(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _as_arrays(v) for k, v in obj.items()}
+    return obj
+
+
+def _compare_error(other: object) -> Learn2HashError:
+    return Learn2HashError(
+        f"cannot compare Codes with a {type(other).__name__}: compare packed bytes with "
+        "np.array_equal(np.asarray(codes), array), or codes with codes == Codes.from_packed(array, codes.bits)")
 
 
 def _shared_provenance(parts: Sequence[Codes]) -> Provenance | None:

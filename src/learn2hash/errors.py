@@ -14,6 +14,11 @@ class Learn2HashError(ValueError):
     """Bad input: wrong shape, wrong bit length, NaN, unknown name, corrupt or missing file."""
 
 
+class InputTypeError(Learn2HashError, TypeError):
+    """Input of the wrong type where numbers were expected (an object array holding a dict ...);
+    also a ``TypeError``, as numpy and scikit-learn raise for it."""
+
+
 class DatasetNotFoundError(Learn2HashError, FileNotFoundError):
     """A known dataset whose files are not on this machine; the message says how to get them."""
 
@@ -38,6 +43,37 @@ def check_int(value: object, what: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
         raise Learn2HashError(f"{what} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _not_fitted_class() -> type:
+    """``NotFittedError``: a :class:`Learn2HashError` that is also scikit-learn's ``NotFittedError``
+    (made on first use, so that scikit-learn, a second or two to import, is imported only then)."""
+    global _NOT_FITTED
+    if _NOT_FITTED is None:
+        try:
+            from sklearn.exceptions import NotFittedError as _SklearnNotFitted
+        except ImportError:  # pragma: no cover - scikit-learn is a dependency
+            _SklearnNotFitted = AttributeError
+        _NOT_FITTED = type("NotFittedError", (Learn2HashError, _SklearnNotFitted), {
+            "__module__": __name__,
+            "__doc__": "An estimator used before ``fit`` (also a ``sklearn.exceptions.NotFittedError``, "
+                       "a ValueError and an AttributeError).",
+        })
+    return _NOT_FITTED
+
+
+_NOT_FITTED: type | None = None
+
+
+def not_fitted(message: str) -> Learn2HashError:
+    """A :data:`NotFittedError` with ``message``, to raise."""
+    return _not_fitted_class()(message)
+
+
+def __getattr__(name: str):
+    if name == "NotFittedError":
+        return _not_fitted_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class WeightsDownloadError(Learn2HashError):

@@ -882,13 +882,17 @@ class FeatureHasher:
     def fit(self, X: Any, y: Any = None, *, context: Any = None) -> "FeatureHasher":
         """Features of the training items (cached), then the hasher's fit on them. Training images that
         cannot be read are left out under ``on_bad_image="skip"`` and listed in ``skipped_images_``."""
-        from learn2hash.datasets.base import Split
+        from learn2hash.datasets.base import Split, class_labels
         from learn2hash.methods.base import FitContext, as_split
 
         self._check()
         context = context if context is not None else FitContext()
         if self.hasher.supervised and y is None and not isinstance(X, Split):
             raise Learn2HashError(f"{self.hasher.name} is supervised: fit needs labels")
+        if not self.hasher.supervised:
+            y = None  # as the hasher's own fit: labels (GridSearchCV passes them) are not used
+        elif y is not None and not isinstance(X, Split):
+            y = class_labels(y, what="y")  # any class labels, as the hasher's own fit takes them
         split = X if isinstance(X, Split) else as_split(_as_sequence(X), y)
         if self.hasher.supervised and split.labels.shape[1] == 0:
             raise Learn2HashError(f"{self.hasher.name} is supervised: fit needs labels")

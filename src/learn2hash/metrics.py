@@ -591,3 +591,47 @@ def summary(result: Mapping[str, Any]) -> dict[str, float | int]:
     for key in ("n_queries", "n_queries_without_relevant", "n_queries_evaluated"):
         out[key] = result[key]
     return out
+
+
+class MapScorer:
+    """A scikit-learn scorer (``scorer(estimator, X, y) -> float``): the mAP of a fitted hasher (or
+    a ``Pipeline`` ending in one) on held-out items ``X`` with labels ``y``.
+
+    The first ``query_fraction`` of the items (at least one) are the queries, the rest the
+    database; codes come from ``estimator.encode(X)``, or the signs of ``estimator.transform(X)``
+    for a ``Pipeline``; mAP@``topk`` (``None``: over the whole database) with the default tie
+    and zero-hit policies of :func:`evaluate`. ``y``: class labels of any kind (their distinct
+    values are the classes, :func:`learn2hash.datasets.base.class_labels`) or a multi-hot matrix.
+    Made by :func:`map_scorer`.
+    """
+
+    def __init__(self, topk: int | None = None, query_fraction: float = 0.2):
+        if topk is not None:
+            check_int(topk, "map_scorer topk", 1)
+        if isinstance(query_fraction, bool) or not isinstance(query_fraction, (int, float)) \
+                or not 0 < query_fraction < 1:
+            raise Learn2HashError(f"map_scorer query_fraction must be a number in (0, 1), got {query_fraction!r}")
+        self.topk, self.query_fraction = topk, float(query_fraction)
+
+    def __call__(self, estimator: Any, X: Any, y: Any) -> float:
+        from learn2hash.datasets.base import class_labels
+
+        if y is None:
+            raise Learn2HashError("map_scorer needs labels y: items are relevant to a query when they share a label")
+        encode = getattr(estimator, "encode", None)
+        codes = encode(X) if callable(encode) else Codes.from_signs(np.asarray(estimator.transform(X)))
+        labels = class_labels(y, len(codes), what="y")
+        if len(codes) < 2:
+            raise Learn2HashError(f"map_scorer needs at least 2 items (queries and a database), got {len(codes)}")
+        q = min(len(codes) - 1, max(1, int(len(codes) * self.query_fraction)))
+        return float(evaluate(codes[:q], labels[:q], codes[q:], labels[q:], topk=self.topk)["map"])
+
+    def __repr__(self) -> str:
+        return f"map_scorer(topk={self.topk!r}, query_fraction={self.query_fraction!r})"
+
+
+def map_scorer(topk: int | None = None, query_fraction: float = 0.2) -> MapScorer:
+    """A scorer for ``GridSearchCV(..., scoring=map_scorer(topk=1000))``: the mAP@``topk`` of the
+    first ``query_fraction`` of the held-out items against the rest (:class:`MapScorer`); a
+    hasher's ``score(X, y)`` is ``map_scorer()``'s value."""
+    return MapScorer(topk, query_fraction)

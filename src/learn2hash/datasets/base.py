@@ -58,6 +58,47 @@ def as_multihot(labels: Any, n_classes: int | None = None, what: str = "labels")
     raise Learn2HashError(f"{what} must be class ids int[n] or a multi-hot matrix [n, c], got shape {a.shape}")
 
 
+def class_labels(y: Any, n: int | None = None, what: str = "y") -> np.ndarray:
+    """Labels as scikit-learn users hold them -> multi-hot ``bool[n, c]``, for estimators.
+
+    A 1-D ``y`` holds one class label per item, of any hashable kind with an order (integers,
+    floats, strings): its distinct values, sorted by :func:`numpy.unique`, are the classes, so
+    ``{0, 1000}`` is two classes and ``{"cat", "dog"}`` works. A 2-D ``y`` is a multi-hot matrix
+    (:func:`as_multihot`). Unlike :func:`as_multihot` (a split's labels, whose class ids index
+    columns shared with the other splits), columns are only the classes present in ``y``.
+    ``n``: the number of items ``y`` must label.
+    """
+    if is_sparse(y):
+        raise Learn2HashError(f"{what} is a scipy sparse matrix; labels must be a dense array (pass {what}.toarray())")
+    a = np.asarray(y)
+    if a.ndim == 2:
+        out = as_multihot(a, what=what)
+    elif a.ndim == 1:
+        if a.dtype.kind == "c":
+            raise Learn2HashError(f"{what} has dtype {a.dtype}: Complex data not supported, class labels must be real")
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise Learn2HashError(f"{what}: class labels contain NaN or infinite values")
+        if a.dtype.kind not in "biufUSO":
+            raise Learn2HashError(f"{what}: class labels must be numbers or strings, got dtype {a.dtype}")
+        try:
+            _, ids = np.unique(a, return_inverse=True)
+        except TypeError:
+            raise Learn2HashError(f"{what}: class labels must be all numbers or all strings (they are sorted); "
+                                  f"got a mix of {', '.join(sorted({type(v).__name__ for v in a.tolist()}))}") from None
+        out = np.zeros((a.shape[0], int(ids.max()) + 1 if a.size else 0), dtype=bool)
+        out[np.arange(a.shape[0]), ids.reshape(-1)] = True
+    else:
+        raise Learn2HashError(f"{what} must be class labels [n] or a multi-hot matrix [n, c], got shape {a.shape}")
+    if n is not None and out.shape[0] != n:
+        raise Learn2HashError(f"{what} labels {out.shape[0]} items, expected one label row per item ({n})")
+    return out
+
+
+def is_sparse(x: Any) -> bool:
+    """Whether ``x`` is a scipy sparse matrix or array (told without importing scipy)."""
+    return type(x).__module__.startswith("scipy.sparse")
+
+
 @dataclass
 class Split:
     """One split: ``x``, multi-hot ``labels``, and where its items came from."""

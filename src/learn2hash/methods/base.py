@@ -2,6 +2,14 @@
 
 Estimators follow scikit-learn's habits: hyper-parameters are set in ``__init__`` (which does no
 work), ``fit`` returns ``self``, learned state ends with ``_``, ``encode`` never changes state.
+A :class:`Hasher` has the whole surface of scikit-learn's ``BaseEstimator`` and
+``TransformerMixin`` (``get_params`` / ``set_params``, ``fit_transform``, ``n_features_in_``,
+estimator tags, :data:`~learn2hash.errors.NotFittedError` before ``fit``) plus a ``score`` (mAP, see
+:func:`learn2hash.metrics.map_scorer`), so ``GridSearchCV(create("itq"), {"bits": [16, 32]})`` needs no
+``scoring``. It matches those classes instead of deriving from them: importing scikit-learn takes
+a second or two, which every command of the CLI would pay; scikit-learn is imported only when one
+of its protocols asks (tags, the error class, the scorer). ``tests/test_contract.py`` runs
+scikit-learn's ``parametrize_with_checks`` over every registered method.
 
 A saved hasher is a folder::
 
@@ -25,14 +33,14 @@ import inspect
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
 from learn2hash import _atomic
 from learn2hash.codes import Codes, Provenance
-from learn2hash.datasets.base import Split
-from learn2hash.errors import CorruptFileError, Learn2HashError, MissingFileError
+from learn2hash.datasets.base import Split, class_labels, is_sparse
+from learn2hash.errors import CorruptFileError, InputTypeError, Learn2HashError, MissingFileError, not_fitted
 from learn2hash.methods.validation import Interval, validate_params
 
 if TYPE_CHECKING:
@@ -150,6 +158,7 @@ def as_items(x: Any, item_shape: tuple[int, ...] | None = None) -> Any:
     kept. ``item_shape``: the per-item shape a fitted hasher expects; a layout that matches it
     after conversion wins over the guess. Lazy arrays and ``Split`` objects pass through untouched.
     """
+    refuse_sparse(x)
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     if not isinstance(x, np.ndarray):
@@ -157,6 +166,7 @@ def as_items(x: Any, item_shape: tuple[int, ...] | None = None) -> Any:
             x = np.asarray(x)
         else:
             return x
+    x = _numeric_items(x)
     if item_shape is not None:
         item_shape = tuple(int(s) for s in item_shape)
         if x.shape[1:] == item_shape:
@@ -173,27 +183,80 @@ def as_items(x: Any, item_shape: tuple[int, ...] | None = None) -> Any:
     return x
 
 
-def as_features(x: Any, what: str = "input", dim: int | None = None) -> np.ndarray:
-    """Items -> ``float64[n, d]`` feature vectors; images are flattened and scaled to [0, 1]."""
+def _numeric_items(x: np.ndarray, what: str = "X") -> np.ndarray:
+    """Checks of items of any layout (an array of file paths passes unchanged), with the phrases of
+    scikit-learn's checks: object arrays of numbers become float64 (anything else in one is an
+    :class:`~learn2hash.errors.InputTypeError`); 1-D, complex and empty items are errors."""
+    if x.dtype == object:
+        if any(isinstance(v, (str, os.PathLike)) for v in x.flat):
+            return x
+        try:
+            x = x.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputTypeError(f"{what} must be numeric: {exc}") from None
+    if x.dtype.kind in "US":
+        return x
+    if x.ndim == 1:
+        raise Learn2HashError(f"{what} must hold items along its first axis ([n, d] feature vectors, [n, H, W] images "
+                              f"...), got shape {x.shape}; Reshape your data: x.reshape(1, -1) for a single item")
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise Learn2HashError(f"{what} has dtype {x.dtype}: Complex data not supported, it must be real")
+    if x.ndim >= 2 and int(np.prod(x.shape[1:])) == 0:
+        raise Learn2HashError(f"{what} has 0 feature(s) (shape={x.shape}) while a minimum of 1 is required.")
+    return x
+
+
+def as_features(x: Any, what: str = "input", dim: int | None = None, who: str = "this hasher") -> np.ndarray:
+    """Items -> ``float64[n, d]`` feature vectors; images are flattened and scaled to [0, 1].
+
+    The errors carry the phrases scikit-learn's estimator checks look for ("Reshape your data",
+    "Complex data not supported", "X has 3 features, but ITQ is expecting 4 features as input",
+    ...); ``who`` names the hasher (its class name) in the last one. An object array of numbers
+    is converted; one holding anything else is an :class:`~learn2hash.errors.InputTypeError`."""
+    refuse_sparse(x, what)
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     a = np.asarray(x)
     if a.ndim < 2:
-        raise Learn2HashError(f"{what} must be a 2-D array [n, d] of feature vectors (or images), got shape {a.shape}")
-    if not np.issubdtype(a.dtype, np.number) or a.dtype == bool:
-        if a.dtype != bool:
-            raise Learn2HashError(f"{what} must be numeric, got dtype {a.dtype}")
+        hint = "; Reshape your data: x.reshape(1, -1) for a single item" if a.ndim == 1 else ""
+        raise Learn2HashError(f"{what} must be a 2-D array [n, d] of feature vectors (or images), got shape "
+                              f"{a.shape}{hint}")
+    a = _numeric_items(a, what)
+    if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
+        raise InputTypeError(f"{what} must be numeric, got dtype {a.dtype}")
     scale = 1.0 / 255.0 if a.dtype == np.uint8 else 1.0
     a = np.multiply(a.reshape(a.shape[0], int(np.prod(a.shape[1:]))), scale, dtype=np.float64)  # one allocation
     if not np.all(np.isfinite(a)):
         raise Learn2HashError(f"{what} contains NaN or infinite values")
     if dim is not None and a.shape[1] != dim:
-        raise Learn2HashError(f"{what} has {a.shape[1]} features per item, this hasher was fitted on {dim}")
+        raise Learn2HashError(f"X has {a.shape[1]} features, but {who} is expecting {dim} features as input "
+                              f"({what}: this hasher was fitted on {dim} features per item)")
     return a
 
 
+def as_array(x: Any, what: str = "X") -> Any:
+    """``x`` when it can be indexed and measured as it is (an array, a lazy array of files); anything
+    else that numpy reads (lists, objects with ``__array__``) as an array; a sparse matrix is an error."""
+    refuse_sparse(x, what)
+    if hasattr(x, "shape") and hasattr(x, "__getitem__") and hasattr(x, "__len__"):
+        return x
+    return np.asarray(x)
+
+
+def refuse_sparse(x: Any, what: str = "X") -> None:
+    """One clear error for a scipy sparse matrix, which no hasher takes."""
+    if is_sparse(x):
+        raise Learn2HashError(f"{what} is a scipy sparse matrix; hashers take dense arrays, sparse input is not "
+                              f"supported: pass a dense array (x.toarray(), or reduce it first, e.g. TruncatedSVD)")
+
+
 class Hasher(abc.ABC):
-    """A function from items to K-bit codes, learned by ``fit``."""
+    """A function from items to K-bit codes, learned by ``fit``.
+
+    It has the surface of a scikit-learn transformer (see the module docstring): ``fit(X, y)``,
+    ``transform(X)`` (the real values whose signs are the codes), ``fit_transform``, ``score(X, y)``,
+    ``n_features_in_``, ``get_params`` / ``set_params``; and ``encode(X)`` -> :class:`Codes`.
+    """
 
     name: ClassVar[str] = ""
     #: what ``encode`` accepts: "features" (vectors / flattened images), "image", "clip" or "any"
@@ -268,6 +331,34 @@ class Hasher(abc.ABC):
     def __sklearn_is_fitted__(self) -> bool:
         return bool(getattr(self, "fitted_", False))
 
+    @property
+    def n_features_in_(self) -> int:
+        """The number of features of each training item (scikit-learn's name; images count every
+        pixel of every channel); an ``AttributeError`` before ``fit``, as scikit-learn expects."""
+        n = self._n_features() if getattr(self, "fitted_", False) else None
+        if n is None:
+            raise AttributeError(f"{type(self).__name__} has no n_features_in_ before fit")
+        return n
+
+    def _n_features(self) -> int | None:
+        """Features per training item, for :attr:`n_features_in_` (the shallow methods' ``dim_``)."""
+        dim = getattr(self, "dim_", None)
+        return None if dim is None else int(dim)
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """``fit(X, y, **fit_params)`` then ``transform(X)``, as scikit-learn's ``TransformerMixin``."""
+        self.fit(X, y, **fit_params)
+        return self.transform(X.x if isinstance(X, Split) else X)
+
+    def score(self, X: Any, y: Any) -> float:
+        """Retrieval mAP on held-out items ``X`` with labels ``y`` (what ``GridSearchCV`` maximises
+        when given no ``scoring``): the first fifth of the items are the queries, the rest the
+        database, ranked by Hamming distance over the whole database
+        (:func:`learn2hash.metrics.map_scorer`; ``y`` as for ``fit``)."""
+        from learn2hash.metrics import map_scorer
+
+        return map_scorer()(self, X, y)
+
     # ------------------------------------------------------------------ API
     def fit(self, X: Any, y: Any = None, *, context: FitContext | None = None) -> "Hasher":
         """Learn the hash function from items ``X`` and labels ``y`` (class ids ``int[n]`` or multi-hot
@@ -279,9 +370,22 @@ class Hasher(abc.ABC):
         images that could not be read (empty unless a deep method was told to skip them).
         """
         self._validate_params()
+        refuse_sparse(X)
+        if not isinstance(X, (Split, Mapping)):
+            X = as_array(X)
+        if not self.supervised:
+            y = None  # unsupervised: whatever labels come (GridSearchCV passes them) are not used
+        elif y is not None:
+            if isinstance(X, Split):
+                raise Learn2HashError("pass either a Split or (x, labels), not both")
+            y = class_labels(y, None if isinstance(X, Mapping) else len(X), what="y")
         split = as_split(X, y)
+        if len(split) < 2:
+            raise Learn2HashError(f"{self.name} needs at least 2 training items, got {len(split)} "
+                                  f"(n_samples={len(split)})")
         if self.supervised and split.labels.shape[1] == 0:
-            raise Learn2HashError(f"{self.name} is supervised: fit needs labels")
+            raise Learn2HashError(f"{self.name} is supervised: fit needs labels (it requires y to be passed, "
+                                  "but the target y is None)")
         if self.supervised:
             empty = ~split.labels.any(axis=1)
             if empty.any():
@@ -344,7 +448,7 @@ class Hasher(abc.ABC):
 
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):
-            raise Learn2HashError(f"this {self.name} hasher is not fitted yet: call fit first (or load a saved one)")
+            raise not_fitted(f"this {self.name} hasher is not fitted yet: call fit first (or load a saved one)")
 
     # ------------------------------------------------------------------ state
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -58,6 +58,14 @@ class CCAITQ(MultiViewEncoder, Hasher):
         self.power = power
         self.iterations = iterations
 
+    def __sklearn_tags__(self) -> Any:
+        """As every hasher's, except that a plain ``[n, d]`` array is not an input it takes (it learns
+        between two or more modalities, a mapping of views or a Split with views), so scikit-learn's
+        estimator checks, which feed plain arrays, pass it by."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        return tags
+
     def _fit(self, split: Split, context: FitContext) -> None:
         x = check_views(split_views(split), what="training split")
         if len(x) < 2:

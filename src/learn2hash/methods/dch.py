@@ -62,8 +62,9 @@ class DCH(DeepHasher):
     supervised = True
     _parameter_constraints = {"gamma": [Interval("real", 0, closed="neither")], "lam": [Interval("real", 0)]}
 
+    shared_defaults = {"epochs": PAIRWISE_EPOCHS}
+
     def __init__(self, bits: int = 64, gamma: float = 20.0, lam: float = 0.1, **deep: Any):
-        deep.setdefault("epochs", PAIRWISE_EPOCHS)
         super().__init__(bits=bits, **deep)
         self.gamma = gamma
         self.lam = lam

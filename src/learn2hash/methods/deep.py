@@ -8,8 +8,9 @@ saving) is shared. A minimal method::
     class MyHash(DeepHasher):
         name = "myhash"
 
+        shared_defaults = {"epochs": 20}           # method-specific defaults of shared params
+
         def __init__(self, bits: int = 64, alpha: float = 1.0, **deep):
-            deep.setdefault("epochs", 20)          # method-specific defaults of shared params
             super().__init__(bits=bits, **deep)
             self.alpha = alpha
 
@@ -49,13 +50,20 @@ for arrays of unknown origin, nothing for images under 14 pixels such as scikit-
 clips, feature vectors and frozen features; what it resolved to is saved with the hasher). Without
 augmentation the small network memorises the 5,000 training images of Fashion-MNIST's standard
 protocol and retrieval of unseen items suffers. The pairwise methods (DHN, HashNet, DCH) learn from
-the rare similar pairs of a batch and train for 60 epochs (``deep.setdefault("epochs", 60)`` in
-their ``__init__``: +0.9 to +1.4 points on validation), and so does EDDH (+0.7 on Fashion-MNIST,
+the rare similar pairs of a batch and train for 60 epochs (``shared_defaults = {"epochs": 60}``
+on their class: +0.9 to +1.4 points on validation), and so does EDDH (+0.7 on Fashion-MNIST,
 +1.6 on digits); CSQ keeps 30 (60 gave +0.6/+0.2/+0.8 points at 16/32/64 bits on Fashion-MNIST
 validation but -0.4/-0.4/-2.0 on digits). Epochs stay epochs on small training sets:
 stretching the recipe to its number of optimizer steps on 500 digits (300-600 epochs) lowered CSQ
 and DCH on validation; what needed the steps was HashNet's per-step continuation, which its
 ``gamma="auto"`` now completes over any length of fit.
+
+The signature. The shared hyper-parameters are declared once, in :meth:`DeepHasher.__init__`; a
+method writes only its own in its ``__init__`` and passes the rest on as ``**deep``, and declares
+the shared defaults it changes in ``shared_defaults``. Its signature (``inspect.signature(CSQ)``,
+what ``get_params``, ``clone`` and scikit-learn read) is made from the two when the class is
+defined: its own parameters, then every shared one with the method's default, keyword-only; a
+call fills in those defaults before the method's ``__init__`` runs.
 
 Shared hyper-parameters (all JSON values, saved with the hasher): ``backbone`` (a name from
 :mod:`learn2hash.nn`, ``"auto"`` = smallcnn for images, mlp for feature vectors),
@@ -95,12 +103,14 @@ weights file it names, ``weights.<hash>.pt`` (``torch.save(model.state_dict())``
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import io
 import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -139,6 +149,46 @@ def _context(context: FitContext | None, checkpoint_dir: str | os.PathLike | Non
         return FitContext(checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir), resume=bool(resume),
                           progress=progress)
     return context
+
+
+def _spell_out_signature(cls: type) -> None:
+    """Give ``cls.__init__``, written as ``(self, <own parameters>, **deep)``, the signature of every
+    parameter it takes: its own, then the shared ones of the parent's ``__init__`` (keyword-only)
+    with ``cls.shared_defaults`` applied; a call binds to that signature, fills in its defaults and
+    passes the shared parameters on as ``**deep``. An ``__init__`` without ``**deep`` is left as it is."""
+    init = vars(cls).get("__init__")
+    if init is None:
+        if vars(cls).get("shared_defaults"):
+            raise TypeError(f"{cls.__name__} declares shared_defaults but no __init__(self, ..., **deep)")
+        return
+    sig = inspect.signature(init)
+    params = list(sig.parameters.values())
+    if not params or params[-1].kind is not inspect.Parameter.VAR_KEYWORD:
+        return
+    own = params[:-1]
+    names = {p.name for p in own}
+    parent = inspect.signature(super(cls, cls).__init__)
+    defaults = dict(cls.shared_defaults)
+    unknown = sorted(set(defaults) - set(parent.parameters) | set(defaults) & names)
+    if unknown:
+        raise TypeError(f"{cls.__name__}.shared_defaults names {', '.join(unknown)}, which are not shared parameters")
+    shared = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, default=defaults.get(p.name, p.default))
+              for p in parent.parameters.values()
+              if p.name != "self" and p.name not in names and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    full = sig.replace(parameters=own + shared)
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound = full.bind(self, *args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{cls.__name__}(): {exc}") from None
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        init(arguments.pop("self"), **arguments)
+
+    __init__.__signature__ = full  # type: ignore[attr-defined]
+    cls.__init__ = __init__  # type: ignore[misc]
 
 
 @dataclasses.dataclass(eq=False)
@@ -205,6 +255,9 @@ class DeepHasher(Hasher):
     takes_image_files = True
     #: the hash layer ends in a BatchNorm1d over the K outputs (a method's choice, e.g. OrthoHash's)
     head_batch_norm = False
+    #: the defaults of shared parameters (those of :meth:`__init__`) that a method changes; its
+    #: signature shows them (see "The signature" in the module docstring)
+    shared_defaults: ClassVar[dict[str, Any]] = {}
     _parameter_constraints = {
         "backbone": [String()], "backbone_options": [None, Dict()],
         "hidden": [ListOf(Interval("int", 1))], "dropout": [Interval("real", 0, 1, closed="left")],
@@ -244,6 +297,14 @@ class DeepHasher(Hasher):
         self.amp = amp
         self.on_bad_image = on_bad_image
         self.head_init = head_init
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _spell_out_signature(cls)
+
+    def _n_features(self) -> int | None:
+        shape = getattr(self, "input_shape_", None)
+        return None if shape is None else int(np.prod(shape))
 
     # ------------------------------------------------------------------ subclass interface
     def loss(self, task: TrainingTask, u: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -423,6 +484,9 @@ class DeepHasher(Hasher):
         accepted = {tuple(self.input_shape_)}
         if len(self.input_shape_) == 3:
             accepted.add(self.image_geometry().item_shape)  # what images.encode_image gives for it
+        if len(shape) == 2 and len(self.input_shape_) == 1 and shape[1] != self.input_shape_[0]:
+            raise Learn2HashError(f"X has {shape[1]} features, but {type(self).__name__} is expecting "
+                                  f"{self.input_shape_[0]} features as input ({what} of shape {shape})")
         if len(shape) < 1 or shape[1:] not in accepted:
             raise Learn2HashError(
                 f"{what} has shape {shape}; this {self.name} hasher was fitted on items of shape "

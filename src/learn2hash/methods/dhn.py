@@ -88,9 +88,9 @@ class DHN(DeepHasher):
     supervised = True
     _parameter_constraints = {"lam": [Interval("real", 0)], "memory_bank": [Boolean()]}
 
+    shared_defaults = {"epochs": PAIRWISE_EPOCHS, "head_init": "standardized"}  # see the class docstring
+
     def __init__(self, bits: int = 64, lam: float = 1.0, memory_bank: bool = False, **deep: Any):
-        deep.setdefault("epochs", PAIRWISE_EPOCHS)
-        deep.setdefault("head_init", "standardized")  # see the class docstring
         super().__init__(bits=bits, **deep)
         self.lam = lam
         self.memory_bank = memory_bank

@@ -248,10 +248,10 @@ class EDDH(DeepHasher):
     supervised = True
     _parameter_constraints = {"lam": [Interval("real", 0)], "gamma": [Interval("real", 0)], "rho": [Interval("real", 0)],
                               "visual_image_size": [None, Interval("int", 1)]}
+    shared_defaults = {"epochs": EDDH_EPOCHS}
 
     def __init__(self, bits: int = 64, lam: float = 1.0, gamma: float = 1.0, rho: float = 0.01, visual: str = "auto",
                  visual_image_size: int | None = None, **deep: Any):
-        deep.setdefault("epochs", EDDH_EPOCHS)
         super().__init__(bits=bits, **deep)  # otherwise the shared recipe's defaults (deep.py)
         self.lam = lam
         self.gamma = gamma
@@ -291,6 +291,10 @@ class EDDH(DeepHasher):
         z = normalize_rows(visual_features(split.x, extractor, cache=extractor.cacheable, progress=task.context.progress,
                                            description=f"eddh visual features ({self.visual})"))
         y = split.labels.astype(np.float64)
+        if z.shape[1] < 2:
+            raise Learn2HashError(f"eddh: the visual features ({self.visual}) have {z.shape[1]} feature(s); the cosine "
+                                  "distances of unit vectors of one feature are all 0 or 2, with no spread to fit: "
+                                  "give items of more features or another visual network")
 
         i, j, similar = sample_pairs(split.labels, PAIRS_PER_KIND, rng_for(self.seed, "pairs"))
         distances = (1.0 - (z[torch.from_numpy(i)] * z[torch.from_numpy(j)]).sum(1)).clamp(min=0.0).double().numpy()

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import scipy.linalg
@@ -153,8 +153,9 @@ class LEMON(MultiViewEncoder, OnlineHasher):
         self._learn_chunk(split_views(split), split.labels)
 
     def partial_fit(self, X: Any, y: Any = None) -> "LEMON":
-        """Learn from one more chunk: ``X`` maps modality names to ``[n, d_m]`` arrays (or is a Split),
-        ``y`` holds its labels (class ids or multi-hot).
+        """Learn from one more chunk: ``X`` maps modality names to ``[n, d_m]`` arrays (or is a Split;
+        a plain ``[n, d]`` array is the single modality ``"x"``, as in ``fit``), ``y`` holds its
+        labels (class ids or multi-hot).
 
         Appends the chunk's codes to ``codes_`` (earlier codes are untouched) and updates the
         hash functions. On bad input nothing changes.
@@ -166,6 +167,8 @@ class LEMON(MultiViewEncoder, OnlineHasher):
         if isinstance(views, Split):
             split = as_split(views, labels)
             views, labels = split_views(split), split.labels
+        elif not isinstance(views, Mapping) and np.ndim(views) >= 2:
+            views = {"x": views}
         x = check_views(views, what="chunk")
         n = next(iter(x.values())).shape[0]
         first = self.rounds_ == 0
@@ -227,7 +230,9 @@ class LEMON(MultiViewEncoder, OnlineHasher):
         for k, a in x.items():
             if a.shape[1] != self.dims_[k]:
                 raise Learn2HashError(f"chunk: modality {k!r} has {a.shape[1]} features per item, earlier chunks "
-                                      f"had {self.dims_[k]}; the feature dimension cannot change between chunks")
+                                      f"had {self.dims_[k]}; the feature dimension cannot change between chunks "
+                                      f"(X has {a.shape[1]} features, but {type(self).__name__} is expecting "
+                                      f"{self.dims_[k]} features as input)")
 
     def _chunk_labels(self, labels: Any, n: int) -> np.ndarray:
         """Multi-hot ``bool[n, c]`` over the (possibly grown) label space; see the module notes."""

@@ -56,7 +56,7 @@ class MultiViewEncoder:
         """Codes of items ``x`` described by ``modality`` (the first training modality by default)."""
         self._check_fitted()
         name = self.check_modality(modality)
-        feats = as_features(x, what=f"modality {name!r}", dim=self.dims_[name])
+        feats = as_features(x, what=f"modality {name!r}", dim=self.dims_[name], who=type(self).__name__)
         codes = Codes.from_signs(self._transform_view(feats, name))
         assert codes.bits == self.bits
         return codes.with_provenance(self.provenance())
@@ -65,10 +65,16 @@ class MultiViewEncoder:
         """Real values ``float64[n, K]`` of items ``x`` described by ``modality``; their signs are the codes."""
         self._check_fitted()
         name = self.check_modality(modality)
-        return self._transform_view(as_features(x, what=f"modality {name!r}", dim=self.dims_[name]), name)
+        return self._transform_view(as_features(x, what=f"modality {name!r}", dim=self.dims_[name],
+                                                who=type(self).__name__), name)
 
     def _encode(self, x: Any) -> Codes:
         return self.encode(x)
+
+    def _n_features(self) -> int | None:
+        """Features of the first training modality (what ``transform`` takes by default)."""
+        dims = getattr(self, "dims_", None)
+        return None if not dims else int(dims[self.modalities_[0]])
 
     def check_modality(self, modality: str | None) -> str:
         """``modality`` if the hasher was trained on it (``None``: the first one); else a clear error."""

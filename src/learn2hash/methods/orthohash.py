@@ -90,7 +90,7 @@ class OrthoHash(HasCenters, DeepHasher):
     def __init__(self, bits: int = 64, scale: float = 8.0, margin: float = 0.2, quan: float = 0.0,
                  quan_type: str = "cs", multilabel: str = "label_smoothing", center_method: str = "bernoulli",
                  **deep: Any):
-        super().__init__(bits=bits, **deep)  # otherwise the shared recipe's defaults (deep.py)
+        super().__init__(bits=bits, **deep)  # the shared recipe's defaults (deep.py)
         self.scale = scale
         self.margin = margin
         self.quan = quan

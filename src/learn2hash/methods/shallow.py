@@ -25,7 +25,7 @@ import numpy as np
 from learn2hash.codes import Codes
 from learn2hash.datasets.base import Split
 from learn2hash.errors import Learn2HashError
-from learn2hash.methods.base import FitContext, Hasher, as_features
+from learn2hash.methods.base import FitContext, Hasher, as_array, as_features
 from learn2hash.methods.pca import METHODS as PCA_METHODS
 from learn2hash.methods.pca import block_rows, fit_pca, item_dim
 from learn2hash.methods.registry import register
@@ -35,9 +35,13 @@ from learn2hash.methods.validation import Interval, Options
 ENCODE_BLOCK = 8192
 
 
-def _blocks(x: Any, what: str, dim: int, block: int | None = None) -> Iterator[np.ndarray]:
+def _blocks(x: Any, what: str, dim: int, block: int | None = None, who: str = "this hasher") -> Iterator[np.ndarray]:
     """``x`` as ``float64[<=block, dim]`` feature blocks, in order (``x`` may be lazy); the default
-    block keeps each within :data:`learn2hash.methods.pca.BLOCK_BYTES` however wide the items are."""
+    block keeps each within :data:`learn2hash.methods.pca.BLOCK_BYTES` however wide the items are.
+    ``who``: the hasher's class name, for the error about a wrong number of features."""
+    x = as_array(x)
+    if np.ndim(x) < 2:
+        as_features(x, what)  # the error for 1-D input
     n = len(x)
     if n == 0:  # as_features cannot infer the width of an empty array; check it here
         width = int(np.prod(np.shape(x)[1:])) if np.ndim(x) >= 2 else -1
@@ -47,7 +51,7 @@ def _blocks(x: Any, what: str, dim: int, block: int | None = None) -> Iterator[n
         return
     block = block or block_rows(dim, ENCODE_BLOCK)
     for start in range(0, n, block):
-        yield as_features(x[start:start + block], what, dim)
+        yield as_features(x[start:start + block], what, dim, who)
 
 
 class _ProjectionHasher(Hasher):
@@ -83,10 +87,12 @@ class _ProjectionHasher(Hasher):
     def transform(self, x: Any) -> np.ndarray:
         """The real values whose signs are the codes, ``float64[n, K]``."""
         self._check_fitted()
-        return np.concatenate([self._project(b) for b in _blocks(x, "items to encode", self.dim_)], axis=0)
+        return np.concatenate([self._project(b) for b in _blocks(x, "items to encode", self.dim_,
+                                                                 who=type(self).__name__)], axis=0)
 
     def _encode(self, x: Any) -> Codes:
-        parts = [Codes.from_signs(self._project(b)) for b in _blocks(x, "items to encode", self.dim_)]
+        parts = [Codes.from_signs(self._project(b)) for b in _blocks(x, "items to encode", self.dim_,
+                                                                     who=type(self).__name__)]
         return Codes.concatenate(parts)
 
     def _probe_input(self) -> Any:
@@ -160,7 +166,7 @@ class ITQ(_ProjectionHasher):
         if self.bits > self.dim_:
             raise Learn2HashError(
                 f"itq projects onto the top K principal components, so K ({self.bits} bits) must be at most "
-                f"the feature dimension ({self.dim_}); use fewer bits or richer features"
+                f"the feature dimension (n_features={self.dim_}); use fewer bits or richer features"
             )
         self.mean_, self.pca_, self.pca_method_ = fit_pca(x, self.bits, as_features, method=self.pca, seed=self.seed,
                                                           who="itq")
