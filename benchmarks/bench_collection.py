@@ -91,7 +91,8 @@ def train_hasher(work: Path) -> Path:
 
 def create_in_a_process(run: Path, images: Path, out: Path, workers: int | None) -> dict:
     """``Collection.create`` in a fresh process: seconds, items, peak RSS of that process."""
-    cmd = [sys.executable, __file__, "_create", str(run), str(images), str(out), str(workers if workers is not None else -1)]
+    cmd = [sys.executable, __file__, "_create", str(run), str(images), str(out),
+           str(workers if workers is not None else -1)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])

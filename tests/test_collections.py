@@ -19,7 +19,7 @@ from PIL import Image
 
 from learn2hash.cli import main
 from learn2hash.codes import Codes
-from learn2hash.collections import Collection, Hit
+from learn2hash.collections import Collection
 from learn2hash.errors import CorruptFileError, Learn2HashError
 from learn2hash.index import HammingIndex
 
@@ -546,7 +546,8 @@ def test_kill_during_compaction_loses_nothing(run, tmp_path):
             time.sleep(rng.uniform(0.3, 2.0))
         else:
             deadline = time.monotonic() + 60
-            while proc.poll() is None and time.monotonic() < deadline and set(os.listdir(folder / "index")) <= old_files:
+            while (proc.poll() is None and time.monotonic() < deadline
+                   and set(os.listdir(folder / "index")) <= old_files):
                 time.sleep(0.002)
             time.sleep(rng.uniform(0.0, 0.05))
         if proc.poll() is None:

@@ -43,7 +43,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -168,6 +168,18 @@ class _Progress:
 ACTIVE = ".active"
 
 
+def _release_freed_memory() -> None:
+    """Give the memory freed by a shard's encoding back to the system (glibc keeps freed heap pages,
+    fragmented by each shard's loader, so the resident size would grow with the number of shards:
+    about 2.7 MB a shard measured); a no-op where there is no glibc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 @contextlib.contextmanager
 def _encoding(work: Path, exclusive: bool = False) -> Iterator[bool]:
     """A lock on ``work/.active``: encoders hold it shared while they write shards; ``exclusive``
@@ -252,6 +264,7 @@ class _Job:
                 self.coll.hasher.workers = workers  # a runtime parameter: what is learned stays the same
             for i in todo:
                 self._encode_shard(i)
+                _release_freed_memory()
                 finished.add(i)
                 if world > 1:  # the other ranks' shards count too
                     finished.update(j for j in range(self.n_shards) if self.shard_files(j)[1].exists())

@@ -447,7 +447,8 @@ class HammingIndex:
         Segments already in that folder are kept; new codes go to one new segment; removals to a
         new tombstone file; the manifest is replaced last, atomically, under the folder's writer
         lock. Past :attr:`max_segments` segments the newest are merged; past :attr:`compact_removed`
-        removed items (more than half) the index is compacted first. Saving back to the folder this index was read from or saved to refuses
+        removed items (more than half) the index is compacted first. Saving back to the folder this
+        index was read from or saved to refuses
         (:class:`~learn2hash.index.storage.IndexConflictError`, nothing written) when another
         writer has changed that folder meanwhile; saving anywhere else replaces what is there.
         """
@@ -456,7 +457,8 @@ class HammingIndex:
                 raise Learn2HashError("save() needs a folder: this index was neither loaded nor saved before")
             folder = self._folder
         folder = Path(folder)
-        if self.compact_removed is not None and self._n_removed >= self.compact_removed and 2 * self._n_removed > self._n:
+        limit = self.compact_removed
+        if limit is not None and self._n_removed >= limit and 2 * self._n_removed > self._n:
             self.compact()
         with self._save_lock, self._lock.reading():
             same = self._folder is not None and os.path.realpath(folder) == os.path.realpath(self._folder)

@@ -381,7 +381,8 @@ def _write(folder: Path, bits: int, segments: list[Segment], removed: np.ndarray
         arrays = {"codes": np.ascontiguousarray(codes, np.uint8), "ids": np.ascontiguousarray(ids, np.int64)}
         if payload is not None:
             files.update(payload=f"{stem}.payload.npy", offsets=f"{stem}.offsets.npy")
-            arrays.update(payload=np.ascontiguousarray(payload, np.uint8), offsets=np.ascontiguousarray(offsets, np.int64))
+            arrays.update(payload=np.ascontiguousarray(payload, np.uint8),
+                          offsets=np.ascontiguousarray(offsets, np.int64))
         for key, array in arrays.items():
             _atomic.save_npy(folder / files[key], array)
             files[key + "_sha256"] = _atomic.sha256_file(folder / files[key])
