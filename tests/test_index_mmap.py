@@ -56,8 +56,11 @@ def test_load_of_a_million_codes_reads_neither_codes_nor_ids(tmp_path):
         grown = r["after"]["VmRSS"] - r["before"]["VmRSS"]
         peak = r["after"]["VmHWM"] - r["before"]["VmRSS"]
         # Loading maps the files: neither the codes (32 MB) nor the ids (8 MB) come into memory,
-        # not even for a moment (the peak), also when every file's checksum is verified.
-        assert grown < size // 20 and peak < size // 20, (verify, r)
+        # not even for a moment (the peak), also when every file's checksum is verified (read in
+        # 1 MiB chunks: about 2 MB at the peak).
+        bound = 6 * 2**20
+        assert bound < size // 6
+        assert grown < bound and peak < bound, (verify, r)
         assert r["n"] == n
         # The search answers from the mapped codes: each probe finds itself at distance 0.
         assert [row[0] for row in r["d"]] == [0, 0, 0] and [row[0] for row in r["i"]] == ids[probe].tolist()
