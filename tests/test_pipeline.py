@@ -226,6 +226,7 @@ def test_bf16_autocast_trains_and_encodes_on_cpu():
     h = create("csq", bits=16, epochs=1, batch_size=32, backbone_options={"widths": [4, 8]}, augment="none",
                amp="bf16").fit(small)
     assert np.isfinite(h.history_[0]["loss"])
+    assert h.thread_invariant_ is False  # mixed precision runs PyTorch's own kernels (learn2hash.nn.fixed_order)
     u_bf16 = h.transform(ds.query.x[:64])
     h.amp = "off"
     u_fp32 = h.transform(ds.query.x[:64])

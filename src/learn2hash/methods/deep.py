@@ -126,7 +126,7 @@ from learn2hash.nn import HashHead, HashModel, create_backbone, standardize_head
 from learn2hash.nn import augment as _augment
 from learn2hash.nn.fixed_order import fixed_order
 from learn2hash.nn.registry import plain_options
-from learn2hash.train import Batch, TrainConfig, encode_items, read_items, resolve_device, train
+from learn2hash.train import Batch, TrainConfig, amp_dtype, encode_items, read_items, resolve_device, train
 
 log = logging.getLogger("learn2hash.methods")
 WEIGHTS_NAME = "weights.pt"
@@ -439,7 +439,7 @@ class DeepHasher(Hasher):
             model.to(task.device())
         self.model_ = model.eval()
         # the same bits at any CPU thread count (learn2hash.nn.fixed_order); a GPU's kernels decide for themselves
-        self.thread_invariant_ = task.device().type == "cpu"
+        self.thread_invariant_ = task.device().type == "cpu" and amp_dtype(config.amp, task.device()) is None
         self._finish(task)
 
     def _feature_split(self, model: HashModel, split: Split, context: FitContext) -> Split:

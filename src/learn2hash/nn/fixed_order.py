@@ -10,8 +10,9 @@ run amplifies into different codes:
 
 :func:`batch_norm` computes batch norm with every per-channel sum taken over one channel at a time
 by one thread (a reduction over the rows whose output has one entry per channel, which PyTorch
-parallelises over the channels, never within one), and writes its backward pass out the same way; the running statistics are updated as ``torch.nn.BatchNorm*d`` does
-(unbiased variance, ``momentum``). :func:`conv` computes the convolution and its input gradient
+parallelises over the channels, never within one), and writes its backward pass out the same
+way; the running statistics are updated as ``torch.nn.BatchNorm*d`` does (unbiased variance,
+``momentum``). :func:`conv` computes the convolution and its input gradient
 with PyTorch's kernels at any thread count (neither splits a sum between threads) and the weight
 gradient on one thread.
 
@@ -19,8 +20,9 @@ gradient on one thread.
 forward pass when they train on a CPU; on a GPU and in eval mode they are PyTorch's (same
 parameters, same state dict). :func:`fixed_order` turns the batch norms and convolutions of any
 network into them in place, which :meth:`learn2hash.methods.deep.DeepHasher.build_model` does for
-every network it builds. A GPU's kernels are not covered: there, cuDNN's choices decide (the run
-folder's ``hasher.json`` records ``thread_invariant: false`` for a run on a GPU).
+every network it builds. A GPU's kernels and mixed precision (``amp``) are not covered: there
+PyTorch's kernels run (the run folder's ``hasher.json`` records ``thread_invariant: false`` for a
+run on a GPU or under autocast).
 """
 
 from __future__ import annotations
@@ -110,8 +112,8 @@ class _FixedOrderBatchNorm:
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         self._check_input_dim(x)
         uses_batch = self.training or self.running_mean is None
-        if not uses_batch or x.device.type != "cpu":
-            return super().forward(x)
+        if not uses_batch or x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+            return super().forward(x)  # eval mode, a GPU, or mixed precision: PyTorch's kernels
         track = self.training and self.track_running_stats
         return batch_norm(x, self.running_mean if track else None, self.running_var if track else None,
                           self.weight, self.bias, self.momentum, self.eps,
@@ -169,7 +171,7 @@ def conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, strid
 class _FixedOrderConv:
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if (x.device.type != "cpu" or not torch.is_grad_enabled() or isinstance(self.padding, str)
-                or not (weight.requires_grad or x.requires_grad)):
+                or torch.is_autocast_enabled("cpu") or not (weight.requires_grad or x.requires_grad)):
             return super()._conv_forward(x, weight, bias)
         padding = self.padding
         if self.padding_mode != "zeros":
