@@ -141,7 +141,7 @@ def test_unlabelled_photos_train_encode_index_search_with_cached_features(photos
 
     # encode --images, index build, search by an image file: the photo finds itself at distance 0
     status, out, err = _cli(capsys, "encode", "--run", run, "--images", photos["folder"], "--out",
-                            tmp_path / "mine.npy", "--no-progress")
+                            tmp_path / "mine.npy", "--no-progress", "--workers", 1)
     assert status == 0, err
     assert sum(decoded) == 0
     assert np.array_equal(Codes.load(tmp_path / "mine.npy").packed, db.packed)

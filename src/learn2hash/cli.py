@@ -192,8 +192,9 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_cmd_train)
 
 
-def _add_features_flags(p) -> None:
-    """The feature stage's options (train, stream): a pretrained backbone's features as the input."""
+def _add_features_flags(p, bad_image: bool = True) -> None:
+    """The feature stage's options (train, stream): a pretrained backbone's features as the input;
+    ``bad_image``: also ``--on-bad-image`` (for commands that read image files)."""
     p.add_argument("--features", default=None, metavar="BACKBONE",
                    help="put a registered backbone's pooled features (e.g. efficientnet-lite0, resnet50, "
                         "timm:MODEL; a wrong name lists them) in front of any method: shallow and multi-view "
@@ -206,8 +207,9 @@ def _add_features_flags(p) -> None:
                         "backbone allows it, else its own)")
     p.add_argument("--features-param", action="append", metavar="KEY=VALUE",
                    help="another option of the --features backbone (backbone_options), or batch_size, workers, device")
-    p.add_argument("--on-bad-image", choices=["error", "skip"], default=None,
-                   help="an unreadable training image: stop (default) or leave it out and list it")
+    if bad_image:
+        p.add_argument("--on-bad-image", choices=["error", "skip"], default=None,
+                       help="an unreadable training image: stop (default) or leave it out and list it")
 
 
 def _features_from_args(args) -> dict | None:
@@ -1021,7 +1023,7 @@ def _add_stream(sub) -> None:
     p.add_argument("--eval-every", type=int, default=1,
                    help="evaluate every N rounds (default 1; the last round always; 0: only the last)")
     p.add_argument("--quiet", action="store_true", help="no per-round lines on stderr")
-    _add_features_flags(p)
+    _add_features_flags(p, bad_image=False)
     p.set_defaults(func=_cmd_stream)
 
 

@@ -836,6 +836,15 @@ class FeatureHasher:
             raise AttributeError(name)
         return getattr(inner, name)
 
+    @property
+    def workers(self) -> int | None:
+        """Image decoding processes of the feature stage (a runtime setting: ``encode --workers``)."""
+        return self.features.workers
+
+    @workers.setter
+    def workers(self, value: int | None) -> None:
+        self.features.workers = value
+
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         params = {"features": self.features, "hasher": self.hasher}
         if deep:
