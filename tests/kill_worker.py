@@ -45,11 +45,17 @@ TRAIN = dict(method="dhn", dataset="digits", bits=8, seed=0,
              params={"epochs": 3, "batch_size": 100, "backbone_options": {"widths": [4, 8]}, "device": "cpu"})
 
 
+def _say(line: str) -> None:
+    """One line on stdout in one write: a kill never leaves half a line for the next child's to join
+    (print writes the text and its newline separately when Python runs unbuffered)."""
+    os.write(1, f"{line}\n".encode())
+
+
 def _loop(mode: str, folder: Path, versions) -> None:
     """Save forever; print ``s`` after every completed save (the test times its kill from these)."""
     from learn2hash.runs import train_run
 
-    print(f"pid {os.getpid()}", flush=True)
+    _say(f"pid {os.getpid()}")
     i = 0
     while True:
         if mode == "codes":
@@ -58,7 +64,7 @@ def _loop(mode: str, folder: Path, versions) -> None:
             versions[i % 2].save(folder / "h")
         else:
             train_run(out=folder / "R", resume=True, overwrite=bool(i % 2), progress=False, **TRAIN)
-        print("s", flush=True)
+        _say("s")
         i += 1
 
 

@@ -41,10 +41,10 @@ class Zygote:
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
-        while not line.startswith("pid "):  # what the previous child printed before it died
+        while "pid " not in line:  # what the previous child printed before it died
             assert line, "the zygote exited"
             line = self.proc.stdout.readline()
-        pid = int(line.split()[1])
+        pid = int(line.split("pid ", 1)[1])
         wanted, interval = rng.randint(0, max_saves), first
         t = time.monotonic()
         for _ in range(wanted):
