@@ -16,6 +16,12 @@
    too); p50 / p99 over sequential queries.
 3. Compaction: an index of ``--segments`` saved segments (1,000 items each, 10 % removed) rewritten
    into one by ``Collection.compact``; and the index files left after 100 ``add_item`` calls.
+4. Search latency through the service: ``learn2hash serve --collection`` (a subprocess on 127.0.0.1, a free
+   port, no API key, OMP_NUM_THREADS=1) on the collection of stage 2 (built the same way when stage 2
+   is skipped); sequential ``POST /search`` requests (multipart field ``image``: one of the generated
+   JPEG photographs, ``k=10``) from an httpx client after ``--service-warmup`` warm-up requests;
+   p50 / p99 of the client's wall-clock time over ``--service-queries`` requests, and the server's
+   own ``seconds`` (decoding, encoding, searching) beside it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import os
 import platform
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -159,7 +166,7 @@ def build_collection(folder: Path, run: Path, n: int, segments: int = 1, removed
         index.save(folder / "index")
 
 
-def bench_search(work: Path, run: Path, n: int, queries: int) -> dict:
+def bench_search(work: Path, run: Path, n: int, queries: int, keep: bool = False) -> dict:
     from learn2hash.codes import Codes
     from learn2hash.collections import Collection
 
@@ -186,11 +193,90 @@ def bench_search(work: Path, run: Path, n: int, queries: int) -> dict:
         t0 = time.perf_counter()
         coll.search(photo, k=10)
         img_lat.append(time.perf_counter() - t0)
-    shutil.rmtree(folder, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(folder, ignore_errors=True)
     ms = lambda xs, p: float(np.percentile(np.asarray(xs) * 1e3, p))  # noqa: E731
     return {"items": n, "k": 10, "build_seconds": built, "open_seconds": opened,
             "codes_query_ms": {"p50": ms(lat, 50), "p99": ms(lat, 99), "queries": len(lat)},
             "image_query_ms": {"p50": ms(img_lat, 50), "p99": ms(img_lat, 99), "queries": len(img_lat)}}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def bench_service(work: Path, run: Path, n: int, queries: int, warmup: int, start_timeout: float = 300.0) -> dict:
+    """``POST /search`` latency of ``learn2hash serve --collection`` on ``n`` items, one request at a time."""
+    import httpx
+
+    folder = work / "coll-search"
+    built = None
+    if not (folder / "index").is_dir():  # stage 2 skipped (or it removed its collection): build it the same way
+        t0 = time.perf_counter()
+        build_collection(folder, run, n)
+        built = time.perf_counter() - t0
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    src = str(HERE.parent / "src")
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    log_path = work / "serve.log"
+    photo = next((work / "train-photos").rglob("*.jpg"))
+    data = photo.read_bytes()
+    base = f"http://127.0.0.1:{port}"
+    ms = lambda xs, p: float(np.percentile(np.asarray(xs) * 1e3, p))  # noqa: E731
+    with open(log_path, "wb") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "learn2hash", "serve", "--collection", str(folder),
+                                 "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log)
+        try:
+            with httpx.Client(base_url=base, timeout=60.0) as client:
+                deadline = time.monotonic() + start_timeout
+                while True:
+                    if proc.poll() is not None:
+                        raise SystemExit(f"the service exited with {proc.returncode}:\n"
+                                         f"{log_path.read_text(errors='replace')[-3000:]}")
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"the service did not answer /health within {start_timeout:.0f} s")
+                    try:
+                        health = client.get("/health", timeout=5.0)
+                        if health.status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    time.sleep(0.2)
+                started = time.perf_counter() - t0
+                health = health.json()
+                assert health["n_items"] == n, health
+
+                def search() -> dict:
+                    r = client.post("/search", files={"image": (photo.name, data, "image/jpeg")}, data={"k": "10"})
+                    assert r.status_code == 200, (r.status_code, r.text[:500])
+                    body = r.json()
+                    assert len(body["results"]) == 10 and body["n_items"] == n
+                    return body
+
+                for _ in range(warmup):
+                    search()
+                lat, server = [], []
+                for _ in range(queries):
+                    t1 = time.perf_counter()
+                    body = search()
+                    lat.append(time.perf_counter() - t1)
+                    server.append(body["seconds"])
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"items": n, "k": 10, "build_seconds": built, "start_seconds": started, "warmup": warmup,
+            "image_bytes": len(data),
+            "request_ms": {"p50": ms(lat, 50), "p99": ms(lat, 99), "queries": len(lat)},
+            "server_seconds_ms": {"p50": ms(server, 50), "p99": ms(server, 99), "queries": len(server)}}
 
 
 def bench_compact(work: Path, run: Path, segments: int) -> dict:
@@ -236,10 +322,12 @@ def main() -> None:
     p.add_argument("--search-items", type=int, default=1_000_000)
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--segments", type=int, default=1000)
+    p.add_argument("--service-queries", type=int, default=300, help="timed POST /search requests (stage 4)")
+    p.add_argument("--service-warmup", type=int, default=20, help="untimed POST /search requests first (stage 4)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: one per core)")
     p.add_argument("--work", default="/tmp/l2h-bench-collection", help="scratch folder (photographs, collections)")
     p.add_argument("--keep", action="store_true", help="keep the generated photographs")
-    p.add_argument("--skip", nargs="*", default=[], choices=["create", "search", "compact"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["create", "search", "compact", "service"])
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args()
     work = Path(args.work)
@@ -251,12 +339,17 @@ def main() -> None:
         if "create" not in args.skip:
             result["create"] = bench_create(work, run, args.images, args.small, args.workers)
         if "search" not in args.skip:
-            result["search"] = bench_search(work, run, args.search_items, args.queries)
+            result["search"] = bench_search(work, run, args.search_items, args.queries,
+                                            keep="service" not in args.skip)
             print(f"search: {result['search']}", file=sys.stderr)
+        if "service" not in args.skip:
+            result["service"] = bench_service(work, run, args.search_items, args.service_queries, args.service_warmup)
+            print(f"service: {result['service']}", file=sys.stderr)
         if "compact" not in args.skip:
             result["compact"] = bench_compact(work, run, args.segments)
             print(f"compact: {result['compact']}", file=sys.stderr)
     finally:
+        shutil.rmtree(work / "coll-search", ignore_errors=True)
         if not args.keep:
             shutil.rmtree(work / "photos", ignore_errors=True)
     print(json.dumps(result, indent=2))
