@@ -654,9 +654,23 @@ class HasCenters:
     """Capability mixin: a hasher that learns one hash center per class declares it by inheriting
     this; after ``fit`` (or ``load``) its ``centers_`` holds them (:class:`~learn2hash.centers.HashCenters`,
     ``centers_.codes`` a :class:`Codes` of ``bits`` bits, row ``c`` the center of class ``c``).
-    Readers test ``isinstance(hasher, HasCenters)`` instead of probing for the attribute."""
+    Readers test ``isinstance(hasher, HasCenters)`` instead of probing for the attribute. The centers
+    are saved and loaded with the hasher (``state["centers"]`` and the array ``centers``)."""
 
     centers_: "HashCenters"
+
+    def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        state, arrays = super()._get_state()
+        state["centers"], arrays["centers"] = self.centers_.to_state()
+        return state, arrays
+
+    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path,
+                   files: dict[str, Path]) -> None:
+        from learn2hash.centers import HashCenters
+
+        self.centers_ = HashCenters.from_state(state.get("centers"), arrays.get("centers"), self.bits,
+                                               f"saved {self.name} hasher in {folder}")
+        super()._set_state(state, arrays, folder, files)
 
 
 class OnlineHasher(Hasher):

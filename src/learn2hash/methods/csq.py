@@ -24,14 +24,13 @@ saved with the hasher (``centers.npy``, packed bits).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from learn2hash.centers import HashCenters, centroid_centers, hash_centers
+from learn2hash.centers import centroid_centers, hash_centers
 from learn2hash.codes import Codes
 from learn2hash.methods.base import HasCenters
 from learn2hash.methods.deep import DeepHasher, TrainingTask
@@ -103,18 +102,6 @@ class CSQ(HasCenters, DeepHasher):
             loss = loss + self.pairwise_weight * pair
             parts["pairwise"] = pair.detach()
         return loss, parts
-
-    # ------------------------------------------------------------------ state
-    def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        state, arrays = super()._get_state()
-        state["centers"], arrays["centers"] = self.centers_.to_state()
-        return state, arrays
-
-    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path,
-                   files: dict[str, Path]) -> None:
-        self.centers_ = HashCenters.from_state(state.get("centers"), arrays.get("centers"), self.bits,
-                                               f"saved {self.name} hasher in {folder}")
-        super()._set_state(state, arrays, folder, files)
 
 
 def pairwise_loss(u: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,6 @@ bits) as CSQ's centers are.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from learn2hash.centers import METHODS as CENTER_METHODS
-from learn2hash.centers import HashCenters, hash_centers
+from learn2hash.centers import hash_centers
 from learn2hash.methods.base import HasCenters
 from learn2hash.methods.deep import DeepHasher, TrainingTask
 from learn2hash.methods.registry import register
@@ -113,15 +112,3 @@ class OrthoHash(HasCenters, DeepHasher):
         v = batch.logits if batch.logits is not None else torch.atanh(u.clamp(-1 + 1e-7, 1 - 1e-7))
         return orthohash_loss(v, task.scratch.codebook, batch.labels, float(self.scale), float(self.margin),
                               self.multilabel, float(self.quan), self.quan_type)
-
-    # ------------------------------------------------------------------ state
-    def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        state, arrays = super()._get_state()
-        state["centers"], arrays["centers"] = self.centers_.to_state()
-        return state, arrays
-
-    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray], folder: Path,
-                   files: dict[str, Path]) -> None:
-        self.centers_ = HashCenters.from_state(state.get("centers"), arrays.get("centers"), self.bits,
-                                               f"saved {self.name} hasher in {folder}")
-        super()._set_state(state, arrays, folder, files)
