@@ -5,56 +5,12 @@
 "use strict";
 
 const PAGE_SIZE = 40;
-const KEY_STORAGE = "learn2hash-api-key";
 const state = { info: null, offset: 0, selected: null, key: sessionStorage.getItem(KEY_STORAGE) || "" };
-const $ = (id) => document.getElementById(id);
-
-function el(tag, attrs = {}, children = []) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key.startsWith("data-")) node.setAttribute(key, value);
-    else node[key] = value;
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
-function setStatus(text, kind) {
-  const status = $("status");
-  status.textContent = text;
-  status.dataset.state = kind;
-}
-
-function withKey(headers = {}) {
-  return state.key ? { ...headers, Authorization: `Bearer ${state.key}` } : headers;
-}
-
-async function getJSON(url, options = {}) {
-  const response = await fetch(url, { ...options, headers: withKey(options.headers || {}) });
-  let body = null;
-  try { body = await response.json(); } catch (err) { body = null; }
-  if (response.status === 401) $("key-form").hidden = false;
-  if (!response.ok) {
-    const detail = body && body.detail ? body.detail : response.statusText;
-    throw new Error(`${response.status}: ${detail}`);
-  }
-  return body;
-}
 
 // an <img> of an API image: a plain src without a key; with one, fetched with the key into a blob URL
 function apiImage(url, alt) {
   const img = el("img", { alt });
-  if (!state.key) {
-    img.src = url;
-  } else {
-    fetch(url, { headers: withKey() })
-      .then((r) => (r.ok ? r.blob() : Promise.reject(new Error(String(r.status)))))
-      .then((blob) => { img.src = URL.createObjectURL(blob); })
-      .catch(() => { img.dispatchEvent(new Event("error")); });
-  }
-  return img;
+  return showApiImage(img, url, () => { img.dispatchEvent(new Event("error")); });
 }
 
 function kValue() {
@@ -63,7 +19,7 @@ function kValue() {
 
 // ---------------------------------------------------------------- run info and query picker
 async function loadInfo() {
-  const info = await getJSON("/info");
+  const info = await api("/info");
   state.info = info;
   $("run-info").textContent =
     `${info.method} · ${info.bits} bits · ${info.dataset} (${info.protocol}) · ` +
@@ -84,7 +40,7 @@ async function loadInfo() {
 async function loadQueries(offset) {
   const n = state.info.n_query;
   offset = Math.max(0, Math.min(offset, Math.max(0, n - 1)));
-  const page = await getJSON(`/queries?offset=${offset}&limit=${PAGE_SIZE}`);
+  const page = await api(`/queries?offset=${offset}&limit=${PAGE_SIZE}`);
   state.offset = offset;
   const grid = $("query-grid");
   grid.replaceChildren();
@@ -114,7 +70,7 @@ async function runSearch(request, describe) {
   $("results").replaceChildren();
   try {
     const t0 = performance.now();
-    const result = await getJSON("/search", request);
+    const result = await api("/search", request);
     const ms = performance.now() - t0;
     showQuery(result, describe);
     await showResults(result);
@@ -221,13 +177,6 @@ document.addEventListener("DOMContentLoaded", () => {
     searchQuery(index);
   });
   $("upload-form").addEventListener("submit", searchUpload);
-  $("api-key").value = state.key;
-  $("key-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    state.key = $("api-key").value.trim();
-    sessionStorage.setItem(KEY_STORAGE, state.key);
-    loadInfo().then(() => setStatus("key in use", "idle"))
-      .catch((err) => setStatus(`cannot load the run: ${err.message}`, "error"));
-  });
+  bindKeyForm(loadInfo, "run");
   loadInfo().catch((err) => setStatus(`cannot load the run: ${err.message}`, "error"));
 });

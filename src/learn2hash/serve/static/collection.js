@@ -4,43 +4,7 @@
 "use strict";
 
 const PAGE_SIZE = 48;
-const KEY_STORAGE = "learn2hash-api-key";
 const state = { info: null, offset: 0, key: sessionStorage.getItem(KEY_STORAGE) || "" };
-const $ = (id) => document.getElementById(id);
-
-function el(tag, attrs = {}, children = []) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key.startsWith("data-")) node.setAttribute(key, value);
-    else node[key] = value;
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
-function setStatus(text, kind) {
-  const status = $("status");
-  status.textContent = text;
-  status.dataset.state = kind;
-}
-
-function withKey(headers = {}) {
-  return state.key ? { ...headers, Authorization: `Bearer ${state.key}` } : headers;
-}
-
-async function api(url, options = {}) {
-  const response = await fetch(url, { ...options, headers: withKey(options.headers || {}) });
-  let body = null;
-  try { body = await response.json(); } catch (err) { body = null; }
-  if (response.status === 401) $("key-form").hidden = false;
-  if (!response.ok) {
-    const detail = body && body.detail ? body.detail : response.statusText;
-    throw new Error(`${response.status}: ${detail}`);
-  }
-  return body;
-}
 
 // a thumbnail: a plain <img src> without a key; with one, fetched with the key and shown from a blob URL
 function thumbnail(item) {
@@ -49,15 +13,7 @@ function thumbnail(item) {
   }
   const url = `/items/${item.id}/image`;
   const img = el("img", { alt: item.path, title: item.path, class: "photo" });
-  if (!state.key) {
-    img.src = url;
-  } else {
-    fetch(url, { headers: withKey() })
-      .then((r) => (r.ok ? r.blob() : Promise.reject(new Error(String(r.status)))))
-      .then((blob) => { img.src = URL.createObjectURL(blob); })
-      .catch(() => { img.alt = `no thumbnail for ${item.path}`; });
-  }
-  return img;
+  return showApiImage(img, url, () => { img.alt = `no thumbnail for ${item.path}`; });
 }
 
 function caption(item) {
@@ -167,13 +123,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("add-item").addEventListener("click", addItem);
   $("prev-page").addEventListener("click", () => loadItems(state.offset - PAGE_SIZE));
   $("next-page").addEventListener("click", () => loadItems(state.offset + PAGE_SIZE));
-  $("api-key").value = state.key;
-  $("key-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    state.key = $("api-key").value.trim();
-    sessionStorage.setItem(KEY_STORAGE, state.key);
-    loadInfo().then(() => setStatus("key in use", "idle"))
-      .catch((err) => setStatus(`cannot load the collection: ${err.message}`, "error"));
-  });
+  bindKeyForm(loadInfo, "collection");
   loadInfo().catch((err) => setStatus(`cannot load the collection: ${err.message}`, "error"));
 });
