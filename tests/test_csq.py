@@ -165,7 +165,7 @@ def test_fitted_centers_are_balanced_and_loading_keeps_the_saved_ones(digits, fi
 
 
 def test_defaults_train_digits_without_flips_and_record_what_ran(digits, tmp_path, monkeypatch):
-    from learn2hash import train as train_module
+    from learn2hash.nn import augment as augment_module
     from learn2hash.runs import train_run
 
     # 8x8 digits: no flips (a flipped digit is another symbol) and no shifts (under 14 pixels,
@@ -174,8 +174,8 @@ def test_defaults_train_digits_without_flips_and_record_what_ran(digits, tmp_pat
     assert h.augment == "auto" and h.resolved_params(digits.train) == {"augment": "none"}
     assert h.train_config(digits.train).augment == "none"
     seen = []
-    real = train_module._augment.augment
-    monkeypatch.setattr(train_module._augment, "augment", lambda x, ops: seen.append(list(ops)) or real(x, ops))
+    real = augment_module.augment
+    monkeypatch.setattr(augment_module, "augment", lambda x, ops: seen.append(list(ops)) or real(x, ops))
     params = {k: v for k, v in SMALL.items() if k != "augment"} | {"epochs": 1}
     run = train_run("csq", "digits", 16, tmp_path / "run", params=params, progress=False)
     assert seen and all(ops == [] for ops in seen)  # the batches were neither flipped nor shifted

@@ -317,12 +317,12 @@ def test_evaluating_again_replaces_the_earlier_evaluation(run_dir):
 def test_resume_removes_a_killed_trainings_checkpoint_temporaries(tmp_path, monkeypatch):
     """12: a killed training's .checkpoint.pt.*.tmp survived a successful resume."""
     from learn2hash import datasets
-    from learn2hash import train as train_mod
+    from learn2hash.train import checkpoint as checkpoint_mod
 
     ds = datasets.load("digits", protocol="standard")
     params = dict(epochs=3, batch_size=100, backbone_options={"widths": [4, 8]}, device="cpu")
     ckpt = tmp_path / "checkpoints"
-    real_save = train_mod.save_checkpoint
+    real_save = checkpoint_mod.save_checkpoint
 
     def killed_while_saving_epoch_2(path, payload):
         if payload["epoch"] == 2:
@@ -330,7 +330,7 @@ def test_resume_removes_a_killed_trainings_checkpoint_temporaries(tmp_path, monk
             raise Killed
         real_save(path, payload)
 
-    monkeypatch.setattr(train_mod, "save_checkpoint", killed_while_saving_epoch_2)
+    monkeypatch.setattr(checkpoint_mod, "save_checkpoint", killed_while_saving_epoch_2)
     with pytest.raises(Killed):
         create("dhn", bits=8, **params).fit(ds.train, checkpoint_dir=ckpt, progress=False)
     monkeypatch.undo()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from learn2hash import datasets
 from learn2hash.errors import CorruptFileError, Learn2HashError
 from learn2hash.nn import HashHead, HashModel, create_backbone
-from learn2hash import train as train_mod
+from learn2hash.train import checkpoint as checkpoint_mod  # the module whose save_checkpoint the loop calls
 from learn2hash.train import TrainConfig, lr_factor, train
 
 HERE = Path(__file__).parent
@@ -76,17 +76,17 @@ def test_resume_after_kill_matches_uninterrupted_run(digits, tmp_path, monkeypat
     full_task = CountingTask(10, 12)
     hist_full = train(full, x, y, full_task, TrainConfig(**CFG), checkpoint_dir=tmp_path / "a", progress=False)
 
-    real_save = train_mod.save_checkpoint
+    real_save = checkpoint_mod.save_checkpoint
 
     def save_then_die(path, payload):
         real_save(path, payload)
         if payload["epoch"] == 2:
             raise Killed
 
-    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(checkpoint_mod, "save_checkpoint", save_then_die)
     with pytest.raises(Killed):
         train(_model(), x, y, CountingTask(10, 12), TrainConfig(**CFG), checkpoint_dir=tmp_path / "b", progress=False)
-    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
+    monkeypatch.setattr(checkpoint_mod, "save_checkpoint", real_save)
 
     # a fresh process would build a fresh (differently initialised) model and task
     resumed, task = _model(seed=99), CountingTask(10, 12)
