@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from learn2hash import _atomic
 from learn2hash.errors import CorruptFileError, Learn2HashError
+from learn2hash.train.distributed import is_main_process  # the one test of rank 0 (imports no torch)
 
 RUN_FORMAT = "learn2hash-run"
 RUN_VERSION = 1
@@ -50,10 +51,6 @@ def package_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return out
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
