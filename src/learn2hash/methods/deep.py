@@ -58,12 +58,18 @@ stretching the recipe to its number of optimizer steps on 500 digits (300-600 ep
 and DCH on validation; what needed the steps was HashNet's per-step continuation, which its
 ``gamma="auto"`` now completes over any length of fit.
 
-The signature. The shared hyper-parameters are declared once, in :meth:`DeepHasher.__init__`; a
-method writes only its own in its ``__init__`` and passes the rest on as ``**deep``, and declares
-the shared defaults it changes in ``shared_defaults``. Its signature (``inspect.signature(CSQ)``,
-what ``get_params``, ``clone`` and scikit-learn read) is made from the two when the class is
-defined: its own parameters, then every shared one with the method's default, keyword-only; a
-call fills in those defaults before the method's ``__init__`` runs.
+The signature. Every hyper-parameter is declared once. The training-loop settings a deep hasher
+takes (``epochs`` ... ``on_bad_image``, the keys of :data:`RECIPE`) are fields of
+:class:`learn2hash.train.TrainConfig`, which declares their types and constraints;
+:data:`RECIPE` gives their defaults here. The other shared ones are written in
+:meth:`DeepHasher.__init__`, whose signature is its own parameters, then the training settings,
+keyword-only. A method writes only its own parameters in its ``__init__`` and passes the rest on as
+``**deep``, and declares the shared defaults it changes in ``shared_defaults``. Its signature
+(``inspect.signature(CSQ)``, what ``get_params``, ``clone`` and scikit-learn read) is made from the
+two when the class is defined: its own parameters, then every shared one with the method's
+default, keyword-only; a call fills in those defaults before the method's ``__init__`` runs. The
+training settings are checked at ``fit`` with the constraints :class:`~learn2hash.train.TrainConfig`
+declares (one error naming the method and the parameter).
 
 Shared hyper-parameters (all JSON values, saved with the hasher): ``backbone`` (a name from
 :mod:`learn2hash.nn`, ``"auto"`` = smallcnn for images, mlp for feature vectors),
@@ -126,12 +132,22 @@ from learn2hash.nn import HashHead, HashModel, create_backbone, standardize_head
 from learn2hash.nn import augment as _augment
 from learn2hash.nn.fixed_order import fixed_order
 from learn2hash.nn.registry import plain_options
-from learn2hash.train import Batch, TrainConfig, amp_dtype, encode_items, read_items, resolve_device, train
+from learn2hash.train import (RUNTIME_SETTINGS, Batch, TrainConfig, amp_dtype, constraints, encode_items, read_items,
+                              resolve_device, train, training_parameters)
 
 log = logging.getLogger("learn2hash.methods")
 WEIGHTS_NAME = "weights.pt"
-# parameters that do not change what is learned: left out of the resume fingerprint
-_RUNTIME_PARAMS = ("device", "encode_batch_size", "workers", "amp", "on_bad_image")
+#: the shared recipe (see "Default recipe" above): the training-loop settings a deep hasher takes, the
+#: fields of :class:`~learn2hash.train.TrainConfig` named here (which declares their types and
+#: constraints), with the deep hashers' defaults
+RECIPE: dict[str, Any] = {
+    "epochs": 30, "batch_size": 64, "lr": 2e-3, "weight_decay": 5e-4, "optimizer": "adamw", "momentum": 0.9,
+    "schedule": "cosine", "warmup_epochs": 1.0, "augment": "auto", "grad_clip": None, "backbone_lr_mult": 1.0,
+    "device": "auto", "workers": None, "amp": "auto", "on_bad_image": "error",
+}
+#: parameters that do not change what is learned (left out of the resume fingerprint): the training
+#: loop's runtime settings and the encoding batch size
+RUNTIME_PARAMS = RUNTIME_SETTINGS + ("encode_batch_size",)
 #: ``head_init``: "default" (PyTorch's initialisation of the hash layer) or "standardized"
 #: (:func:`learn2hash.nn.standardize_head` on a seeded sample of 256 training items)
 HEAD_INITS = ("default", "standardized")
@@ -139,7 +155,7 @@ HEAD_INITS = ("default", "standardized")
 HEAD_INIT_SAMPLE = 256
 
 
-def _context(context: FitContext | None, checkpoint_dir: str | os.PathLike | None, resume: bool,
+def fit_context(context: FitContext | None, checkpoint_dir: str | os.PathLike | None, resume: bool,
              progress: bool | None) -> FitContext | None:
     """``context``, or the one that ``fit``'s shorthand keywords describe (not both)."""
     shorthand = checkpoint_dir is not None or resume or progress is not None
@@ -151,11 +167,12 @@ def _context(context: FitContext | None, checkpoint_dir: str | os.PathLike | Non
     return context
 
 
-def _spell_out_signature(cls: type) -> None:
+def _spell_out_signature(cls: type, shared: list[inspect.Parameter] | None = None) -> None:
     """Give ``cls.__init__``, written as ``(self, <own parameters>, **deep)``, the signature of every
-    parameter it takes: its own, then the shared ones of the parent's ``__init__`` (keyword-only)
-    with ``cls.shared_defaults`` applied; a call binds to that signature, fills in its defaults and
-    passes the shared parameters on as ``**deep``. An ``__init__`` without ``**deep`` is left as it is."""
+    parameter it takes: its own, then the ``shared`` ones (default: those of the parent's ``__init__``
+    that it does not write itself), keyword-only, with ``cls.shared_defaults`` applied; a call binds
+    to that signature, fills in its defaults and passes the shared parameters on as ``**deep``. An
+    ``__init__`` without ``**deep`` is left as it is."""
     init = vars(cls).get("__init__")
     if init is None:
         if vars(cls).get("shared_defaults"):
@@ -167,14 +184,14 @@ def _spell_out_signature(cls: type) -> None:
         return
     own = params[:-1]
     names = {p.name for p in own}
-    parent = inspect.signature(super(cls, cls).__init__)
-    defaults = dict(cls.shared_defaults)
-    unknown = sorted(set(defaults) - set(parent.parameters) | set(defaults) & names)
+    if shared is None:
+        shared = [p for p in inspect.signature(super(cls, cls).__init__).parameters.values()
+                  if p.name != "self" and p.name not in names and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    defaults = dict(vars(cls).get("shared_defaults", {}))
+    unknown = sorted(set(defaults) - {p.name for p in shared})
     if unknown:
         raise TypeError(f"{cls.__name__}.shared_defaults names {', '.join(unknown)}, which are not shared parameters")
-    shared = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, default=defaults.get(p.name, p.default))
-              for p in parent.parameters.values()
-              if p.name != "self" and p.name not in names and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    shared = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, default=defaults.get(p.name, p.default)) for p in shared]
     full = sig.replace(parameters=own + shared)
 
     @functools.wraps(init)
@@ -251,52 +268,36 @@ class DeepHasher(Hasher):
     input_kind = "any"
     supervised = True
     #: parameters that do not change what is learned (a resumed run may change them)
-    runtime_params = _RUNTIME_PARAMS
+    runtime_params = RUNTIME_PARAMS
     takes_image_files = True
     #: the hash layer ends in a BatchNorm1d over the K outputs (a method's choice, e.g. OrthoHash's)
     head_batch_norm = False
     #: the defaults of shared parameters (those of :meth:`__init__`) that a method changes; its
     #: signature shows them (see "The signature" in the module docstring)
     shared_defaults: ClassVar[dict[str, Any]] = {}
+    #: the training settings' constraints are TrainConfig's (see "The signature" in the module docstring)
     _parameter_constraints = {
         "backbone": [String()], "backbone_options": [None, Dict()],
         "hidden": [ListOf(Interval("int", 1))], "dropout": [Interval("real", 0, 1, closed="left")],
-        "encode_batch_size": [Interval("int", 1)], "device": [String()],
-        "head_init": [Options(HEAD_INITS)],
+        "encode_batch_size": [Interval("int", 1)], "head_init": [Options(HEAD_INITS)], **constraints(RECIPE),
     }
 
     def __init__(self, bits: int = 64, seed: int = 0, backbone: str = "auto",
                  backbone_options: dict[str, Any] | None = None, hidden: list[int] | tuple[int, ...] = (),
-                 dropout: float = 0.0, epochs: int = 30, batch_size: int = 64, lr: float = 2e-3,
-                 weight_decay: float = 5e-4, optimizer: str = "adamw", momentum: float = 0.9, schedule: str = "cosine",
-                 warmup_epochs: float = 1.0, augment: str = "auto", grad_clip: float | None = None,
-                 backbone_lr_mult: float = 1.0, freeze: str | int = "none", frozen_features: bool = False,
-                 device: str = "auto", encode_batch_size: int = 1024, workers: int | None = None,
-                 amp: str = "auto", on_bad_image: str = "error", head_init: str = "default"):
+                 dropout: float = 0.0, freeze: str | int = "none", frozen_features: bool = False,
+                 encode_batch_size: int = 1024, head_init: str = "default", **training: Any):
+        """``training``: the training-loop settings of :data:`RECIPE` (the signature lists them)."""
         super().__init__(bits=bits, seed=seed)
         self.backbone = backbone
         self.backbone_options = backbone_options
         self.hidden = hidden
         self.dropout = dropout
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.optimizer = optimizer
-        self.momentum = momentum
-        self.schedule = schedule
-        self.warmup_epochs = warmup_epochs
-        self.augment = augment
-        self.grad_clip = grad_clip
-        self.backbone_lr_mult = backbone_lr_mult
         self.freeze = freeze
         self.frozen_features = frozen_features
-        self.device = device
         self.encode_batch_size = encode_batch_size
-        self.workers = workers
-        self.amp = amp
-        self.on_bad_image = on_bad_image
         self.head_init = head_init
+        for name, value in training.items():
+            setattr(self, name, value)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -345,12 +346,8 @@ class DeepHasher(Hasher):
 
     def train_config(self, split: Split | None = None) -> TrainConfig:
         """The training-loop settings these hyper-parameters stand for on ``split`` (validated)."""
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-                           optimizer=self.optimizer, momentum=self.momentum, schedule=self.schedule,
-                           warmup_epochs=self.warmup_epochs, augment=self.resolved_augment(split),
-                           grad_clip=self.grad_clip,
-                           backbone_lr_mult=self.backbone_lr_mult, seed=self.seed, device=self.device,
-                           workers=self.workers, amp=self.amp, on_bad_image=self.on_bad_image).validate()
+        settings = {name: getattr(self, name) for name in RECIPE}
+        return TrainConfig(**{**settings, "augment": self.resolved_augment(split)}, seed=self.seed).validate()
 
     def _standardize_head(self, task: TrainingTask, config: TrainConfig) -> None:
         """``head_init="standardized"``: the hash layer's pre-activations start with mean 0 and
@@ -383,7 +380,7 @@ class DeepHasher(Hasher):
 
     def identity(self) -> dict[str, Any]:
         """What enters the resume fingerprint besides the training-loop settings."""
-        params = {k: v for k, v in self.get_params().items() if k not in _RUNTIME_PARAMS}
+        params = {k: v for k, v in self.get_params().items() if k not in RUNTIME_PARAMS}
         return {"method": self.name, "params": params}
 
     # ------------------------------------------------------------------ fit / encode
@@ -403,7 +400,7 @@ class DeepHasher(Hasher):
         (:class:`~learn2hash.methods.base.FitContext`, which ``learn2hash train`` passes); give
         one or the other.
         """
-        return super().fit(as_items(X), y, context=_context(context, checkpoint_dir, resume, progress))
+        return super().fit(as_items(X), y, context=fit_context(context, checkpoint_dir, resume, progress))
 
     def _fit(self, split: Split, context: FitContext) -> None:
         config = self.train_config(split)
@@ -598,3 +595,7 @@ class DeepHasher(Hasher):
             raise CorruptFileError(f"{path} cannot be read: {type(exc).__name__}: {exc}") from None
         model.eval()
         self.model_ = model.to(resolve_device(self.device))
+
+
+# DeepHasher's own signature: its parameters, then the training settings of RECIPE (keyword-only)
+_spell_out_signature(DeepHasher, training_parameters(RECIPE))

@@ -79,7 +79,7 @@ from learn2hash.datasets.protocols import rng_for
 from learn2hash.errors import Learn2HashError
 from learn2hash.features import make_extractor, visual_features
 from learn2hash.methods.base import FitContext
-from learn2hash.methods.deep import DeepHasher, TrainingTask, _context
+from learn2hash.methods.deep import DeepHasher, TrainingTask, fit_context
 from learn2hash.methods.registry import register
 from learn2hash.methods.validation import Interval
 from learn2hash.train import Batch, encode_batches, is_main_process, resolve_device
@@ -266,7 +266,7 @@ class EDDH(DeepHasher):
         """As :meth:`DeepHasher.fit`; the plot of the distance fit goes to ``report_dir`` (default:
         :meth:`FitContext.reports() <learn2hash.methods.base.FitContext.reports>`: the run folder under
         ``learn2hash train``, else the folder holding the checkpoints; no plot when none is given)."""
-        context = _context(context, checkpoint_dir, resume, progress)
+        context = fit_context(context, checkpoint_dir, resume, progress)
         if report_dir is not None:
             context = dataclasses.replace(context or FitContext(), report_dir=Path(report_dir))
         return super().fit(X, y, context=context)
