@@ -300,30 +300,18 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
     :class:`Run` (the others return ``None``).
     """
     from learn2hash import datasets
-    from learn2hash.methods import create
+    from learn2hash.errors import check_int
     from learn2hash.methods.base import FitContext
 
     log = log or (lambda msg: None)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise Learn2HashError(f"--out {out} is a file; a run folder is a folder: choose another --out")
-    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
-    if blocked is not None:
-        raise Learn2HashError(f"--out {out}: {blocked} is a file, not a folder: choose another --out")
+    _check_out(out)
     if topk != "default" and topk is not None:
-        from learn2hash.errors import check_int
-
         topk = check_int(topk, "topk", 1)
+    eval_every = check_int(eval_every, "eval_every", 0)
     params = dict(params or {})
     data_params = dict(data_params or {})
-    for key in ("bits", "seed"):
-        if key in params:
-            raise Learn2HashError(f"{key} is given as a method parameter (--param {key}=...) besides its own "
-                                  f"argument (--{key}); give it once, as --{key}")
-    hasher = create(method, bits=bits, **({"seed": seed} if "seed" in _param_names(method) else {}), **params)
-    hasher = with_features(method, hasher, params, features)
-    inner = getattr(hasher, "hasher", None) if features else None
-    inner = inner if inner is not None else hasher
+    hasher, inner = _make_hasher(method, bits, seed, params, features)
     ds = datasets.load(dataset, protocol=protocol, seed=seed, **data_params)
     unlabelled = ds.train.labels.shape[1] == 0
     if unlabelled and inner.supervised:
@@ -339,70 +327,116 @@ def train_run(method: str, dataset: str, bits: int, out: str | os.PathLike, prot
         config["resolved"] = resolved
     folder = RunFolder(out)
     with folder.writer():
-        if folder.has_config() and not overwrite:
-            # settings that do not change what is learned (device, workers, amp ...) may differ on resume
-            diff = folder.config_differences(config, _RESUME_KEYS, hasher.runtime_params)
-            if not resume:
-                raise Learn2HashError(f"run folder {out} already exists; pass --resume to continue it or choose another --out")
-            if diff:
-                raise Learn2HashError(f"cannot resume {out}: it was trained with a different configuration ({', '.join(diff)})")
-        if is_main_process():
-            folder.remove_leftovers()
-            if overwrite and out.is_dir():
-                # nothing of the old run may stay beside the new one: metrics, codes, index ...
-                removed = folder.clear_derived()
-                if removed:
-                    log(f"{out}: removed the previous run's {', '.join(removed)}")
-            folder.write_config(config)
-            folder.save_splits(ds)
+        _start_folder(folder, config, ds, hasher.runtime_params, resume, overwrite, log)
         log(ds.summary())
-
         evaluation = None
-        if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
-            raise Learn2HashError(f"eval_every must be a whole number of epochs >= 0, got {eval_every!r}")
         if eval_every:
-            from learn2hash.metrics import evaluate as _evaluate
-
-            cut = default_topk(dataset, ds.protocol) if topk == "default" else topk
-            key = f"map@{cut}" if cut else "map@all"
-
-            def evaluation(encode: Callable[[Any], Any]) -> dict[str, float]:
-                q, db = encode(ds.query.x), encode(ds.database.x)
-                value = _evaluate(q, ds.query.labels, db, ds.database.labels, topk=cut)["map"]
-                log(f"evaluation on the query split: {key} {value:.4f}")
-                return {key: float(value)}
-
+            evaluation = _epoch_evaluation(ds, default_topk(dataset, ds.protocol) if topk == "default" else topk, log)
         t0 = time.perf_counter()
         hasher.fit(ds.train, context=FitContext(folder=out, resume=resume, progress=progress, log=log,
-                                                evaluate_every=int(eval_every), evaluate=evaluation))
+                                                evaluate_every=eval_every, evaluate=evaluation))
         train_seconds = time.perf_counter() - t0
         if not is_main_process():
             return None
-        folder.save_hasher(hasher)
-        history = hasher.history_
-        if history:  # methods without epochs have none
-            folder.save_history(history)
+        skipped = _save_training(folder, hasher, log)
+        return _encode_and_evaluate(out, dataset, ds, hasher, topk, eval_every, train_seconds, skipped, log)
 
-        skipped = hasher.skipped_images_
-        if skipped:
-            listed = folder.save_skipped_images(skipped)
-            log(f"{len(skipped)} unreadable training image(s) skipped, listed in {listed}")
-        run = Run(out)
-        run._dataset, run._hasher = ds, hasher
-        t0 = time.perf_counter()
-        run.codes("query", recompute=True)
-        run.codes("database", recompute=True)
-        encode_seconds = time.perf_counter() - t0
-        epochs = len(history) if history else None
-        if ds.query.labels.shape[1] == 0 or ds.database.labels.shape[1] == 0:
-            log(f"{dataset}: no labels, so no evaluation (mAP needs them); codes are in {out / 'codes'}")
-            return run
-        best = best_of_evaluations(history or [], eval_every) if eval_every else None
-        run.evaluate(topk=topk, extra={"train_seconds": train_seconds, "encode_seconds": encode_seconds,
-                                       **({"best_of_evaluations": best} if best else {}),
-                                       "epochs": epochs, **({"skipped_images": len(skipped)} if skipped else {}),
-                                       "seconds_per_epoch": (train_seconds / epochs) if epochs else None})
+
+def _check_out(out: Path) -> None:
+    """A clear error unless ``out`` can be a run folder (it is one, or can be made)."""
+    if out.exists() and not out.is_dir():
+        raise Learn2HashError(f"--out {out} is a file; a run folder is a folder: choose another --out")
+    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise Learn2HashError(f"--out {out}: {blocked} is a file, not a folder: choose another --out")
+
+
+def _make_hasher(method: str, bits: int, seed: int, params: dict[str, Any], features: dict[str, Any] | None
+                 ) -> tuple[Any, Any]:
+    """``(the hasher to fit, the method's own hasher inside it)``: the same one without ``features``."""
+    from learn2hash.methods import create
+
+    for key in ("bits", "seed"):
+        if key in params:
+            raise Learn2HashError(f"{key} is given as a method parameter (--param {key}=...) besides its own "
+                                  f"argument (--{key}); give it once, as --{key}")
+    hasher = create(method, bits=bits, **({"seed": seed} if "seed" in _param_names(method) else {}), **params)
+    hasher = with_features(method, hasher, params, features)
+    inner = getattr(hasher, "hasher", None) if features else None
+    return hasher, inner if inner is not None else hasher
+
+
+def _start_folder(folder: RunFolder, config: dict[str, Any], ds: Any, runtime_params: Any, resume: bool,
+                  overwrite: bool, log: Callable[[str], None]) -> None:
+    """Check a run already in the folder against ``config`` (resume) or clear it (overwrite), then
+    write the configuration and the splits (main process)."""
+    out = folder.path
+    if folder.has_config() and not overwrite:
+        # settings that do not change what is learned (device, workers, amp ...) may differ on resume
+        diff = folder.config_differences(config, _RESUME_KEYS, runtime_params)
+        if not resume:
+            raise Learn2HashError(f"run folder {out} already exists; pass --resume to continue it or choose another --out")
+        if diff:
+            raise Learn2HashError(f"cannot resume {out}: it was trained with a different configuration ({', '.join(diff)})")
+    if is_main_process():
+        folder.remove_leftovers()
+        if overwrite and out.is_dir():
+            # nothing of the old run may stay beside the new one: metrics, codes, index ...
+            removed = folder.clear_derived()
+            if removed:
+                log(f"{out}: removed the previous run's {', '.join(removed)}")
+        folder.write_config(config)
+        folder.save_splits(ds)
+
+
+def _epoch_evaluation(ds: Any, cut: int | None, log: Callable[[str], None]
+                      ) -> Callable[[Callable[[Any], Any]], dict[str, float]]:
+    """What ``--eval-every`` runs after an epoch: mAP at ``cut`` of the query codes against the database codes."""
+    from learn2hash.metrics import evaluate as _evaluate
+
+    key = f"map@{cut}" if cut else "map@all"
+
+    def evaluation(encode: Callable[[Any], Any]) -> dict[str, float]:
+        q, db = encode(ds.query.x), encode(ds.database.x)
+        value = _evaluate(q, ds.query.labels, db, ds.database.labels, topk=cut)["map"]
+        log(f"evaluation on the query split: {key} {value:.4f}")
+        return {key: float(value)}
+
+    return evaluation
+
+
+def _save_training(folder: RunFolder, hasher: Any, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Save the fitted hasher, its history and the training images it skipped (returned)."""
+    folder.save_hasher(hasher)
+    if hasher.history_:  # methods without epochs have none
+        folder.save_history(hasher.history_)
+    skipped = hasher.skipped_images_
+    if skipped:
+        listed = folder.save_skipped_images(skipped)
+        log(f"{len(skipped)} unreadable training image(s) skipped, listed in {listed}")
+    return skipped
+
+
+def _encode_and_evaluate(out: Path, dataset: str, ds: Any, hasher: Any, topk: Any, eval_every: int, train_seconds: float,
+                         skipped: list[dict[str, Any]], log: Callable[[str], None]) -> Run:
+    """Encode the query and database splits with the fitted hasher and evaluate the run (when labelled)."""
+    run = Run(out)
+    run._dataset, run._hasher = ds, hasher
+    t0 = time.perf_counter()
+    run.codes("query", recompute=True)
+    run.codes("database", recompute=True)
+    encode_seconds = time.perf_counter() - t0
+    history = hasher.history_
+    epochs = len(history) if history else None
+    if ds.query.labels.shape[1] == 0 or ds.database.labels.shape[1] == 0:
+        log(f"{dataset}: no labels, so no evaluation (mAP needs them); codes are in {out / 'codes'}")
         return run
+    best = best_of_evaluations(history or [], eval_every) if eval_every else None
+    run.evaluate(topk=topk, extra={"train_seconds": train_seconds, "encode_seconds": encode_seconds,
+                                   **({"best_of_evaluations": best} if best else {}),
+                                   "epochs": epochs, **({"skipped_images": len(skipped)} if skipped else {}),
+                                   "seconds_per_epoch": (train_seconds / epochs) if epochs else None})
+    return run
 
 
 def _param_names(method: str) -> list[str]:
