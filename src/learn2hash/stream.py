@@ -46,7 +46,7 @@ import numpy as np
 from learn2hash import _atomic
 from learn2hash.codes import Codes
 from learn2hash.datasets.base import Dataset, Split
-from learn2hash.errors import CorruptFileError, Learn2HashError
+from learn2hash.errors import CorruptFileError, Learn2HashError, check_int
 
 STREAM_FORMAT = "learn2hash-stream"
 STREAM_VERSION = 1
@@ -92,8 +92,7 @@ def direction_name(a: str, b: str) -> str:
 
 def chunk_bounds(n: int, chunk: int) -> list[tuple[int, int]]:
     """``[(start, stop), ...]``: ``max(1, n // chunk)`` chunks of ``chunk`` items, the remainder in the last."""
-    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-        raise Learn2HashError(f"chunk must be a positive integer, got {chunk!r}")
+    chunk = check_int(chunk, "chunk", 1)
     if n < 1:
         raise Learn2HashError("the database to stream is empty")
     count = max(1, n // int(chunk))
@@ -173,7 +172,6 @@ def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: 
     ``max_rounds``: stop after this many more rounds. ``evaluate_every``: evaluate every that
     many rounds (and always after the last round of the stream; 0 only after the last).
     """
-    from learn2hash import datasets
     from learn2hash.methods import OnlineHasher, create, method_class
     from learn2hash.runs.folder import RunFolder, make_config
 
@@ -185,24 +183,15 @@ def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: 
     online = issubclass(klass, OnlineHasher) and not retrain
     if "seed" in klass._param_names():
         params.setdefault("seed", seed)
-    if isinstance(evaluate_every, bool) or not isinstance(evaluate_every, (int, np.integer)) or evaluate_every < 0:
-        raise Learn2HashError(f"evaluate_every must be an integer >= 0, got {evaluate_every!r}")
-    if max_rounds is not None and (isinstance(max_rounds, bool) or not isinstance(max_rounds, (int, np.integer))
-                                   or max_rounds < 1):
-        raise Learn2HashError(f"max_rounds must be a positive integer, got {max_rounds!r}")
+    evaluate_every = check_int(evaluate_every, "evaluate_every", 0)
+    if max_rounds is not None:
+        max_rounds = check_int(max_rounds, "max_rounds", 1)
 
     template = create(method, bits=bits, **params)  # parameter errors before anything is written
 
     resuming = (out / "config.json").exists()
-    if isinstance(dataset, Dataset):
-        ds = dataset
-    elif resuming:
-        ds = datasets.load(dataset, splits=out, **data_params)
-    else:
-        ds = datasets.load(dataset, protocol=protocol, seed=seed, **data_params)
-    if features:
-        ds = with_view_features(ds, features, log)
-    db, query = ds.database, ds.query
+    ds = _stream_dataset(dataset, out, resuming, protocol, seed, data_params, features, log)
+    db = ds.database
     modalities = list(db.views)
     if len(modalities) < 2:
         raise Learn2HashError(f"dataset {ds.name!r} has {len(modalities)} modality; a cross-modal stream needs at "
@@ -216,7 +205,6 @@ def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: 
     if features:
         config["features"] = dict(features)
     folder = RunFolder(out)
-    db_folder = out / "codes" / "database"
     if resuming:
         diff = folder.config_differences(config, _CONFIG_KEYS)
         if diff:
@@ -224,22 +212,7 @@ def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: 
                                   "choose another --out or repeat the original settings to continue it")
     state = _load_stream(out) if resuming else None
     records: list[dict[str, Any]] = state["rounds"] if state else []
-    done = len(records)
-    hasher = None
-    manifest: list[dict[str, Any]] = []
-    if online:
-        if done:
-            hasher = folder.recover_hasher(lambda h: isinstance(h, OnlineHasher) and h.rounds_ == done,
-                                           f"has learned the {done} completed rounds of stream.json")
-            found = _read_manifest(db_folder)
-            manifest = (found or {"chunks": []})["chunks"][:done]
-            if len(manifest) != done:
-                raise CorruptFileError(f"{db_folder}: the manifest lists fewer chunks than the {done} completed rounds")
-            on_disk = Codes.concatenate([_load_chunk(db_folder, e) for e in manifest])
-            if on_disk != hasher.codes_:
-                raise CorruptFileError(f"{out}: the database chunks on disk differ from the saved hasher's codes")
-        else:
-            hasher = template
+    hasher, manifest = (_online_state(folder, out, len(records), template) if online else (None, []))
     if not resuming:
         out.mkdir(parents=True, exist_ok=True)
         folder.save_splits(ds)
@@ -247,44 +220,111 @@ def run_stream(method: str, dataset: str | Dataset, bits: int, chunk: int, out: 
     stream_info = {"format": STREAM_FORMAT, "version": STREAM_VERSION, "method": method, "bits": int(bits),
                    "mode": config["stream"]["mode"], "chunk": int(chunk), "total_rounds": len(bounds),
                    "directions": [direction_name(a, b) for a, b in directions(modalities)]}
-    if done >= len(bounds):
-        log(f"{out}: the stream is complete ({done} rounds)")
+    if len(records) >= len(bounds):
+        log(f"{out}: the stream is complete ({len(records)} rounds)")
         return {**stream_info, "rounds": records}
 
-    query_views = {m: np.asarray(query.views[m]) for m in modalities}
-    last = len(bounds) if max_rounds is None else min(len(bounds), done + int(max_rounds))
-    for t in range(done, last):
-        start, stop = bounds[t]
+    rounds = _Rounds(method, bits, params, ds, modalities, bounds, folder, hasher, manifest, evaluate_every, log)
+    last = len(bounds) if max_rounds is None else min(len(bounds), len(records) + max_rounds)
+    for t in range(len(records), last):
+        records.append(rounds.run(t, online))
+        _atomic.save_json(out / "stream.json", {**stream_info, "rounds": records})
+        folder.commit_hasher()
+        rounds.report(records[-1])
+    plot_stream(records, out / "stream.png", title=f"{method}, {bits} bits, {ds.name} ({config['stream']['mode']})")
+    return {**stream_info, "rounds": records}
+
+
+def _stream_dataset(dataset: str | Dataset, out: Path, resuming: bool, protocol: str | None, seed: int,
+                    data_params: dict[str, Any], features: dict[str, Any] | None, log: Callable[[str], None]
+                    ) -> Dataset:
+    """The dataset to stream: as given, the splits of the stream in ``out`` (resuming) or freshly loaded;
+    with the feature stage ``features`` in front of its image modalities."""
+    from learn2hash import datasets
+
+    if isinstance(dataset, Dataset):
+        ds = dataset
+    elif resuming:
+        ds = datasets.load(dataset, splits=out, **data_params)
+    else:
+        ds = datasets.load(dataset, protocol=protocol, seed=seed, **data_params)
+    return with_view_features(ds, features, log) if features else ds
+
+
+def _online_state(folder: Any, out: Path, done: int, template: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """``(the online hasher, the manifest of its database chunks)`` after ``done`` completed rounds,
+    checked against each other (``template`` when none is done)."""
+    from learn2hash.methods import OnlineHasher
+
+    if not done:
+        return template, []
+    db_folder = out / "codes" / "database"
+    hasher = folder.recover_hasher(lambda h: isinstance(h, OnlineHasher) and h.rounds_ == done,
+                                   f"has learned the {done} completed rounds of stream.json")
+    found = _read_manifest(db_folder)
+    manifest = (found or {"chunks": []})["chunks"][:done]
+    if len(manifest) != done:
+        raise CorruptFileError(f"{db_folder}: the manifest lists fewer chunks than the {done} completed rounds")
+    on_disk = Codes.concatenate([_load_chunk(db_folder, e) for e in manifest])
+    if on_disk != hasher.codes_:
+        raise CorruptFileError(f"{out}: the database chunks on disk differ from the saved hasher's codes")
+    return hasher, manifest
+
+
+class _Rounds:
+    """The rounds of one call of :func:`run_stream`: train on a chunk, evaluate when due, stage the hasher."""
+
+    def __init__(self, method: str, bits: int, params: dict[str, Any], ds: Dataset, modalities: list[str],
+                 bounds: list[tuple[int, int]], folder: Any, hasher: Any, manifest: list[dict[str, Any]],
+                 evaluate_every: int, log: Callable[[str], None]):
+        self.method, self.bits, self.params, self.ds, self.modalities = method, bits, params, ds, modalities
+        self.bounds, self.folder, self.hasher, self.manifest = bounds, folder, hasher, manifest
+        self.evaluate_every, self.log = evaluate_every, log
+        self.out = Path(folder.path)
+        self.db_folder = self.out / "codes" / "database"
+        self.query_views = {m: np.asarray(ds.query.views[m]) for m in modalities}
+
+    def run(self, t: int, online: bool) -> dict[str, Any]:
+        """Round ``t`` (0-based): its record; the hasher is staged and the manifest written (the caller
+        writes the record and commits)."""
+        from learn2hash.methods import create
+
+        db, (start, stop) = self.ds.database, self.bounds[t]
         if online:
-            chunk_views = {m: _rows(db.views[m], start, stop) for m in modalities}
-            t0 = time.perf_counter()
-            hasher.partial_fit(chunk_views, db.labels[start:stop])
-            train_seconds = time.perf_counter() - t0
-            new = hasher.codes_[start:stop]
-            entry_file = _chunk_file(t)
-            new.save(db_folder / entry_file)
-            manifest.append({"file": entry_file, "start": start, "n": stop - start,
-                             "sha256": _atomic.sha256_file(db_folder / entry_file)})
+            train_seconds = self._partial_fit(t, start, stop)
         else:
             seen = _split_rows(db, stop)
-            hasher = create(method, bits=bits, **params)
+            self.hasher = create(self.method, bits=self.bits, **self.params)
             t0 = time.perf_counter()
-            hasher.fit(seen)
+            self.hasher.fit(seen)
             train_seconds = time.perf_counter() - t0
         record: dict[str, Any] = {"round": t + 1, "n_chunk": stop - start, "n_seen": stop,
                                   "train_seconds": train_seconds}
-        if t + 1 == len(bounds) or (evaluate_every and (t + 1) % evaluate_every == 0):
-            record.update(_evaluate_round(hasher, query_views, query.labels, db, stop, modalities, out))
-        folder.stage_hasher(hasher)
+        if t + 1 == len(self.bounds) or (self.evaluate_every and (t + 1) % self.evaluate_every == 0):
+            record.update(_evaluate_round(self.hasher, self.query_views, self.ds.query.labels, db, stop,
+                                          self.modalities, self.out))
+        self.folder.stage_hasher(self.hasher)
         if online:
-            _write_manifest(db_folder, int(bits), manifest)
-        records.append(record)
-        _atomic.save_json(out / "stream.json", {**stream_info, "rounds": records})
-        folder.commit_hasher()
+            _write_manifest(self.db_folder, int(self.bits), self.manifest)
+        return record
+
+    def report(self, record: dict[str, Any]) -> None:
+        """Log a committed round's record."""
         maps = ", ".join(f"{k} {v:.4f}" for k, v in record.get("map", {}).items())
-        log(f"round {t + 1}/{len(bounds)}: {stop:,} items, train {train_seconds:.3f} s" + (f", mAP {maps}" if maps else ""))
-    plot_stream(records, out / "stream.png", title=f"{method}, {bits} bits, {ds.name} ({config['stream']['mode']})")
-    return {**stream_info, "rounds": records}
+        self.log(f"round {record['round']}/{len(self.bounds)}: {record['n_seen']:,} items, "
+                 f"train {record['train_seconds']:.3f} s" + (f", mAP {maps}" if maps else ""))
+
+    def _partial_fit(self, t: int, start: int, stop: int) -> float:
+        """Learn chunk ``t`` online and write its codes to their own file; the training seconds."""
+        chunk_views = {m: _rows(self.ds.database.views[m], start, stop) for m in self.modalities}
+        t0 = time.perf_counter()
+        self.hasher.partial_fit(chunk_views, self.ds.database.labels[start:stop])
+        train_seconds = time.perf_counter() - t0
+        entry_file = _chunk_file(t)
+        self.hasher.codes_[start:stop].save(self.db_folder / entry_file)
+        self.manifest.append({"file": entry_file, "start": start, "n": stop - start,
+                              "sha256": _atomic.sha256_file(self.db_folder / entry_file)})
+        return train_seconds
 
 
 def _load_stream(out: Path) -> dict[str, Any] | None:
