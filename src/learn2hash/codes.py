@@ -1,6 +1,6 @@
 """Binary codes: K bits per item, packed as ``uint8[n, ceil(K/8)]``.
 
-Conventions (see DESIGN.md): bit 1 means +1 and bit 0 means -1; bits are packed in numpy's
+Conventions (see ARCHITECTURE.md): bit 1 means +1 and bit 0 means -1; bits are packed in numpy's
 ``bitorder="big"`` (the first bit is the most significant bit of the first byte); the unused
 low bits of the last byte are always zero, so two code sets can be compared byte by byte.
 K is any positive integer, not only a power of two.
@@ -14,11 +14,12 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from learn2hash import _atomic
+from learn2hash._versioned import VersionedFolder
 from learn2hash.errors import CorruptFileError, Learn2HashError, MissingFileError
 
 CODES_FORMAT = "learn2hash-codes"
@@ -361,22 +362,16 @@ class Codes:
             raise Learn2HashError(f"cannot write codes to {path}: it is a folder (give a file name such as codes.npy)")
         if _meta_path(path).is_dir():
             raise Learn2HashError(f"cannot write codes to {path}: {_meta_path(path)} is a folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _atomic.file_lock(path.parent / f".{path.name}.lock"):
+        with _folder(path).save() as version:
             previous = _previous_version(path)
-            raw = _atomic.npy_bytes(self._packed, path)
-            name, digest = _atomic.content_name(f".{path.name}", raw, ".npy")
-            data = path.with_name(name)
-            _atomic.save_bytes(data, raw)
+            name, digest = version.write_named(f".{path.name}", _atomic.npy_bytes(self._packed, path), ".npy")
             meta = {"format": CODES_FORMAT, "version": CODES_VERSION, "bits": self._bits, "n": len(self),
-                    "file": data.name, "sha256": digest}
+                    "file": name, "sha256": digest}
             if self.provenance is not None:
                 meta["provenance"] = self.provenance.to_json()
-            _atomic.save_json(_meta_path(path), meta)
-            _link_or_copy(data, path)
-            keep = {data.name} | ({previous} if previous else set())
-            _atomic.collect_garbage(path.parent, _version_files(path.name), keep)
-            _atomic.collect_garbage(path.parent, _temp_files(path.name), ())
+            version.switch(meta)
+            _link_or_copy(path.with_name(name), path)
+            version.collect({name} | ({previous} if previous else set()))
 
     @staticmethod
     def exists(path: str | os.PathLike) -> bool:
@@ -397,7 +392,7 @@ class Codes:
             if not path.exists():
                 raise MissingFileError(f"codes file {path} does not exist")
             raise CorruptFileError(f"codes file {path} has no metadata file {meta_path} (it records the bit length)")
-        return _atomic.load_current_version(
+        return _folder(path).read(
             lambda: _read_meta(meta_path),
             lambda meta: cls._load_version(path.parent / meta["file"] if "file" in meta else path, meta, meta_path,
                                            mmap))
@@ -464,6 +459,12 @@ def _shared_provenance(parts: Sequence[Codes]) -> Provenance | None:
     return Provenance(first.hasher_sha256)
 
 
+def _folder(path: Path) -> VersionedFolder:
+    """Codes saved at ``path``: a versioned artifact of the folder ``path`` is in (lock ``.NAME.lock``)."""
+    return VersionedFolder(path.parent, path.name + ".json", lock=f".{path.name}.lock",
+                           data=_version_files(path.name), temps=_temp_files(path.name))
+
+
 def _meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
@@ -515,10 +516,6 @@ def _link_or_copy(src: Path, dst: Path) -> None:
             os.unlink(tmp)
         raise
     _atomic.fsync_dir(dst.parent)
-
-
-# Population count of every byte value, for the portable distance kernels.
-POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 def as_codes(x: "Codes | np.ndarray", what: str = "codes") -> Codes:
