@@ -20,7 +20,7 @@ import numpy as np
 
 from learn2hash import _atomic
 from learn2hash._versioned import VersionedFolder
-from learn2hash.errors import CorruptFileError, Learn2HashError, MissingFileError
+from learn2hash.errors import CorruptFileError, Learn2HashError, MissingFileError, check_int
 
 CODES_FORMAT = "learn2hash-codes"
 CODES_VERSION = 2
@@ -32,9 +32,7 @@ def n_bytes(bits: int) -> int:
 
 
 def _check_bits(bits: object, what: str = "bits") -> int:
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) < 1:
-        raise Learn2HashError(f"{what} must be a positive integer (a code length K >= 1), got {bits!r}")
-    return int(bits)
+    return check_int(bits, what, 1, expected="a positive integer (a code length K >= 1)")
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -36,12 +36,16 @@ class MissingFileError(Learn2HashError, FileNotFoundError):
     """A file that a reader needs and that does not exist."""
 
 
-def check_int(value: object, what: str, minimum: int) -> int:
-    """``value`` as an ``int`` when it is an integer (not a bool) of at least ``minimum``, else a
-    :class:`Learn2HashError` naming ``what``: the one check of integer arguments (``k``, ``radius``,
-    ``threads``, ``topk`` ...) shared by the index and the metrics."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
-        raise Learn2HashError(f"{what} must be an integer >= {minimum}, got {value!r}")
+def check_int(value: object, what: str, minimum: int, maximum: int | None = None,
+              expected: str | None = None) -> int:
+    """``value`` as an ``int`` when it is an integer (not a bool) in ``[minimum, maximum]``, else a
+    :class:`Learn2HashError` naming ``what`` (and ``expected``, by default "an integer >= minimum"):
+    the one check of integer arguments (``bits``, ``k``, ``radius``, ``threads``, ``topk`` ...)."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum
+            or (maximum is not None and int(value) > maximum)):
+        if expected is None:
+            expected = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
+        raise Learn2HashError(f"{what} must be {expected}, got {value!r}")
     return int(value)
 
 

@@ -17,7 +17,7 @@ from learn2hash.collections._common import (DEFAULT_SHARD_SIZE, FORMAT, INDEX, K
                                             _ON_BAD_IMAGE, Hit, _array_image, _as_list, _default_root,
                                             _hasher_checksum, _payload, _read_meta, _source)
 from learn2hash.collections.encoding import _barrier, _encoding, _Job, _process_group
-from learn2hash.errors import CorruptFileError, Learn2HashError
+from learn2hash.errors import CorruptFileError, Learn2HashError, check_int
 from learn2hash.index import storage
 from learn2hash.index.hamming import HammingIndex
 
@@ -311,8 +311,7 @@ class Collection:
         ``torchrun`` the ids are returned on rank 0 (an empty array elsewhere)."""
         if on_bad_image not in _ON_BAD_IMAGE:
             raise Learn2HashError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
-        if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
-            raise Learn2HashError(f"shard_size must be an integer >= 1, got {shard_size!r}")
+        shard_size = check_int(shard_size, "shard_size", 1)
         rel = self._files(images)
         with _process_group() as (rank, world):
             index = self._current()
@@ -505,8 +504,7 @@ class Collection:
         an image (see :meth:`encode`: paths, bytes, arrays, PIL images, or a list of them) or
         :class:`Codes` of the collection's bits. Returns one
         list of :class:`Hit` per query (shorter than ``k`` when the collection holds fewer items)."""
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise Learn2HashError(f"k must be an integer >= 1, got {k!r}")
+        k = check_int(k, "k", 1)
         if isinstance(query, Codes):
             codes = query.check_bits(self.bits, "query codes")
         else:

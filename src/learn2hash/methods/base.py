@@ -28,7 +28,7 @@ import numpy as np
 
 from learn2hash.codes import Codes, Provenance
 from learn2hash.datasets.base import Split, class_labels, is_sparse
-from learn2hash.errors import CorruptFileError, InputTypeError, Learn2HashError, not_fitted
+from learn2hash.errors import CorruptFileError, InputTypeError, Learn2HashError, check_int, not_fitted
 from learn2hash.methods.persistence import (FEATURES_FILE, HASHER_FORMAT, HASHER_VERSION,  # noqa: F401 (re-exported)
                                             hasher_checksum, load_hasher, save_hasher)
 from learn2hash.methods.validation import Interval, validate_params
@@ -81,9 +81,7 @@ class FitContext:
 
 
 def check_bits(bits: Any) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) < 1:
-        raise Learn2HashError(f"bits must be a positive integer (the code length K >= 1), got {bits!r}")
-    return int(bits)
+    return check_int(bits, "bits", 1, expected="a positive integer (the code length K >= 1)")
 
 
 def as_split(data: Any, labels: Any = None, name: str = "train") -> Split:
