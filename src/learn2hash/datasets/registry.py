@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from learn2hash.datasets.base import SPLIT_NAMES, Dataset, read_saved_splits
-from learn2hash.errors import DatasetNotFoundError, Learn2HashError
+from learn2hash.errors import DatasetNotFoundError, Learn2HashError, check_int
 
 
 @dataclass
@@ -51,6 +51,13 @@ def register(info: DatasetInfo) -> DatasetInfo:
         raise RuntimeError(f"dataset {info.name!r} registered twice")
     _REGISTRY[info.name] = info
     return info
+
+
+def register_loader(name: str, description: str, builder: Callable[..., Dataset],
+                    params: dict[str, str]) -> DatasetInfo:
+    """Register a loader of users' own files (``generic``: it needs a path; one protocol, ``standard``)."""
+    return register(DatasetInfo(name=name, description=description, protocols=("standard",), builder=builder,
+                                generic=True, params=params))
 
 
 def registered() -> dict[str, DatasetInfo]:
@@ -140,8 +147,7 @@ def load(name: str, protocol: str | None = None, seed: int = 0, splits: str | os
         raise Learn2HashError(
             f"dataset {name!r} has no protocol {protocol!r}; its protocols: {', '.join(d.protocols)}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise Learn2HashError(f"seed must be an integer >= 0, got {seed!r}")
+    seed = check_int(seed, "seed", 0)
     _check_params(d, params)
     # a named dataset given a folder (path=, --data-path) checks that folder itself, naming what it expected
     if not d.generic and "path" not in params and not d.present():

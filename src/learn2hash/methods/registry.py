@@ -37,29 +37,29 @@ class MethodInfo:
         return self.input_kind == "any"
 
 
-_P = "learn2hash.methods."
-_BUILTIN = (
-    MethodInfo("cca-itq", _P + "cca_itq:CCAITQ", "features", False,
-               "Multi-view CCA to ``bits`` dimensions, then an ITQ rotation shared by all modalities."),
-    MethodInfo("csq", _P + "csq:CSQ", "any", True, "Central Similarity Quantization; see the module docstring for the loss."),
-    MethodInfo("dch", _P + "dch:DCH", "any", True,
-               "Deep Cauchy Hashing: Cauchy cross-entropy on normalised Hamming distances + Cauchy quantization."),
-    MethodInfo("dhn", _P + "dhn:DHN", "any", True,
-               "Deep Hashing Network: pairwise cross-entropy on ``<u_i, u_j>/2`` + log cosh quantization."),
-    MethodInfo("eddh", _P + "eddh:EDDH", "any", True,
-               "Enhanced Deep Discrete Hashing; see the module docstring for Ŝ, the objective and the steps."),
-    MethodInfo("hashnet", _P + "hashnet:HashNet", "any", True,
-               "HashNet: balanced pairwise likelihood with ``tanh(beta * a)``, beta raised by continuation."),
-    MethodInfo("itq", _P + "shallow:ITQ", "features", False,
-               "Iterative quantization: PCA to K dimensions, then a learned orthogonal rotation."),
-    MethodInfo("lemon", _P + "lemon:LEMON", "features", True,
-               "Online cross-modal hashing: ``partial_fit(views, labels)`` per chunk, ``encode(x, modality=...)``."),
-    MethodInfo("lsh", _P + "shallow:LSH", "features", False,
-               "Locality-sensitive hashing: ``sign((x - mean) W)`` with ``W`` i.i.d. standard normal ``[d, K]``."),
-    MethodInfo("orthohash", _P + "orthohash:OrthoHash", "any", True,
-               "OrthoHash: cross-entropy on scaled cosine similarities to a fixed +-1 codebook, with a margin."),
-    MethodInfo("sdh", _P + "shallow:SDH", "features", True, "Supervised discrete hashing (Shen, Shen, Liu & Shen, CVPR 2015)."),
-)
+#: the built-in methods: name | module:Class under learn2hash.methods | what encode takes | supervised | summary
+_TABLE = """
+cca-itq   | cca_itq:CCAITQ      | features | no  | Multi-view CCA to ``bits`` dimensions, then an ITQ rotation shared by all modalities.
+csq       | csq:CSQ             | any      | yes | Central Similarity Quantization; see the module docstring for the loss.
+dch       | dch:DCH             | any      | yes | Deep Cauchy Hashing: Cauchy cross-entropy on normalised Hamming distances + Cauchy quantization.
+dhn       | dhn:DHN             | any      | yes | Deep Hashing Network: pairwise cross-entropy on ``<u_i, u_j>/2`` + log cosh quantization.
+eddh      | eddh:EDDH           | any      | yes | Enhanced Deep Discrete Hashing; see the module docstring for Ŝ, the objective and the steps.
+hashnet   | hashnet:HashNet     | any      | yes | HashNet: balanced pairwise likelihood with ``tanh(beta * a)``, beta raised by continuation.
+itq       | shallow:ITQ         | features | no  | Iterative quantization: PCA to K dimensions, then a learned orthogonal rotation.
+lemon     | lemon:LEMON         | features | yes | Online cross-modal hashing: ``partial_fit(views, labels)`` per chunk, ``encode(x, modality=...)``.
+lsh       | shallow:LSH         | features | no  | Locality-sensitive hashing: ``sign((x - mean) W)`` with ``W`` i.i.d. standard normal ``[d, K]``.
+orthohash | orthohash:OrthoHash | any      | yes | OrthoHash: cross-entropy on scaled cosine similarities to a fixed +-1 codebook, with a margin.
+sdh       | shallow:SDH         | features | yes | Supervised discrete hashing (Shen, Shen, Liu & Shen, CVPR 2015).
+"""
+
+
+def _builtin(table: str) -> tuple[MethodInfo, ...]:
+    rows = [[cell.strip() for cell in line.split("|", 4)] for line in table.strip().splitlines()]
+    return tuple(MethodInfo(name, "learn2hash.methods." + target, kind, supervised == "yes", summary)
+                 for name, target, kind, supervised, summary in rows)
+
+
+_BUILTIN = _builtin(_TABLE)
 
 _INFO: dict[str, MethodInfo] = {m.name: m for m in _BUILTIN}
 _CLASSES: dict[str, type[Hasher]] = {}  # imported (or externally registered) classes
