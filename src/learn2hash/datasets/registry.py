@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import difflib
 import inspect
 import os
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from learn2hash.datasets.base import SPLIT_NAMES, Dataset, read_saved_splits
-from learn2hash.errors import DatasetNotFoundError, Learn2HashError, check_int
+from learn2hash.errors import DatasetNotFoundError, Learn2HashError, check_int, unknown_name
 
 
 @dataclass
@@ -60,19 +59,20 @@ def register_loader(name: str, description: str, builder: Callable[..., Dataset]
                                 generic=True, params=params))
 
 
-def registered() -> dict[str, DatasetInfo]:
+def available() -> dict[str, DatasetInfo]:
+    """Every registered dataset (named ones and loaders of users' own files) by name."""
     _ensure_loaded()
     return dict(_REGISTRY)
+
+
+#: deprecated alias of :func:`available`, kept for one release
+registered = available
 
 
 def info(name: str) -> DatasetInfo:
     _ensure_loaded()
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise Learn2HashError(
-            f"unknown dataset {name!r}{hint}; known datasets: {', '.join(sorted(_REGISTRY))}"
-        )
+        raise unknown_name("dataset", name, sorted(_REGISTRY))
     return _REGISTRY[name]
 
 

@@ -1,5 +1,10 @@
 """The method registry: ``create(name, bits=..., **params)`` returns an unfitted hasher.
 
+Every registry of learn2hash speaks the same words: ``available()`` (what exists, by name),
+``register(...)`` (add one), ``create(name, ...)`` (build one; datasets: ``load(name, ...)``), and
+the same error for a name it does not hold (:func:`learn2hash.errors.unknown_name`). See
+:mod:`learn2hash.nn` for backbones and :mod:`learn2hash.datasets` for datasets.
+
 The registry is lazy: each name maps to ``"module:Class"`` and the module is imported only when
 the class is needed (``method_class``, ``create``, ``Hasher.load``). Listing the methods
 (:func:`available`) imports nothing, so shallow methods and ``learn2hash methods`` work without
@@ -11,12 +16,11 @@ A method defined outside the package registers itself with :func:`register` (a c
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from learn2hash.errors import Learn2HashError
+from learn2hash.errors import Learn2HashError, unknown_name
 
 if TYPE_CHECKING:
     from learn2hash.methods.base import Hasher
@@ -95,9 +99,7 @@ def available() -> dict[str, MethodInfo]:
 
 
 def _unknown(name: Any) -> Learn2HashError:
-    close = difflib.get_close_matches(str(name), list(_INFO), n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    return Learn2HashError(f"unknown method {name!r}{hint}; known methods: {', '.join(sorted(_INFO))}")
+    return unknown_name("method", name, sorted(_INFO))
 
 
 def method_class(name: str) -> type[Hasher]:
