@@ -8,22 +8,16 @@ K is any positive integer, not only a power of two.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import re
-import shutil
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from learn2hash import _atomic
-from learn2hash._versioned import VersionedFolder
-from learn2hash.errors import CorruptFileError, Learn2HashError, MissingFileError, check_int
+from learn2hash._codes_io import CODES_FORMAT, CODES_VERSION, codes_saved, load_codes, save_codes  # noqa: F401
+from learn2hash.errors import CorruptFileError, Learn2HashError, check_int
 
-CODES_FORMAT = "learn2hash-codes"
-CODES_VERSION = 2
 
 
 def n_bytes(bits: int) -> int:
@@ -355,27 +349,12 @@ class Codes:
         ``.npy`` files. A save killed at any point leaves the old codes or the new ones readable.
         Versions older than the previous one are deleted. Concurrent saves to one path take turns.
         """
-        path = Path(path)
-        if path.is_dir():
-            raise Learn2HashError(f"cannot write codes to {path}: it is a folder (give a file name such as codes.npy)")
-        if _meta_path(path).is_dir():
-            raise Learn2HashError(f"cannot write codes to {path}: {_meta_path(path)} is a folder")
-        with _folder(path).save() as version:
-            previous = _previous_version(path)
-            name, digest = version.write_named(f".{path.name}", _atomic.npy_bytes(self._packed, path), ".npy")
-            meta = {"format": CODES_FORMAT, "version": CODES_VERSION, "bits": self._bits, "n": len(self),
-                    "file": name, "sha256": digest}
-            if self.provenance is not None:
-                meta["provenance"] = self.provenance.to_json()
-            version.switch(meta)
-            _link_or_copy(path.with_name(name), path)
-            version.collect({name} | ({previous} if previous else set()))
+        save_codes(self, path)
 
     @staticmethod
     def exists(path: str | os.PathLike) -> bool:
         """Whether codes were saved at ``path`` (its metadata file or the ``.npy`` is there)."""
-        path = Path(path)
-        return _meta_path(path).exists() or path.exists()
+        return codes_saved(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = False) -> "Codes":
@@ -384,36 +363,7 @@ class Codes:
         Reads both layouts: metadata version 2 names the data file; version 1 (before saves were
         versioned) describes ``path`` itself.
         """
-        path = Path(path)
-        meta_path = _meta_path(path)
-        if not meta_path.exists():
-            if not path.exists():
-                raise MissingFileError(f"codes file {path} does not exist")
-            raise CorruptFileError(f"codes file {path} has no metadata file {meta_path} (it records the bit length)")
-        return _folder(path).read(
-            lambda: _read_meta(meta_path),
-            lambda meta: cls._load_version(path.parent / meta["file"] if "file" in meta else path, meta, meta_path,
-                                           mmap))
-
-    @classmethod
-    def _load_version(cls, data: Path, meta: dict, meta_path: Path, mmap: bool) -> "Codes":
-        if not data.exists():
-            raise MissingFileError(f"codes file {data} named by {meta_path} does not exist")
-        if "sha256" in meta and _atomic.sha256_file(data) != meta["sha256"]:
-            raise CorruptFileError(f"codes file {data} does not match the checksum in {meta_path}")
-        try:
-            packed = _atomic.load_npy(data, mmap=mmap)
-        except (ValueError, OSError) as exc:
-            raise CorruptFileError(f"codes file {data} cannot be read as .npy: {exc}") from None
-        try:
-            codes = cls._own(packed, meta["bits"]) if packed.flags.writeable else cls(packed, meta["bits"])
-        except Learn2HashError as exc:
-            raise CorruptFileError(f"codes file {data} does not agree with {meta_path}: {exc}") from None
-        if len(codes) != meta["n"]:
-            raise CorruptFileError(f"codes file {data} holds {len(codes)} codes, {meta_path} says {meta['n']}")
-        if "provenance" in meta:
-            codes.provenance = Provenance.from_json(meta["provenance"], f"codes metadata {meta_path}")
-        return codes
+        return load_codes(cls, path, mmap)
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -455,65 +405,6 @@ def _shared_provenance(parts: Sequence[Codes]) -> Provenance | None:
     if all(p.provenance == first for p in parts):
         return first
     return Provenance(first.hasher_sha256)
-
-
-def _folder(path: Path) -> VersionedFolder:
-    """Codes saved at ``path``: a versioned artifact of the folder ``path`` is in (lock ``.NAME.lock``)."""
-    return VersionedFolder(path.parent, path.name + ".json", lock=f".{path.name}.lock",
-                           data=_version_files(path.name), temps=_temp_files(path.name))
-
-
-def _meta_path(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
-
-
-def _version_files(name: str) -> re.Pattern[str]:
-    return re.compile(r"^\." + re.escape(name) + r"\.[0-9a-f]{12}\.npy$")
-
-
-def _temp_files(name: str) -> re.Pattern[str]:
-    """Temporary files of killed saves to ``name``: of the data versions, the metadata and the link."""
-    return re.compile(r"^\.(\.)?" + re.escape(name) + r"\..*\.tmp$")
-
-
-def _read_meta(meta_path: Path) -> dict:
-    meta = _atomic.load_json(meta_path, "codes metadata", format=CODES_FORMAT, versions=(1, CODES_VERSION),
-                             required={"bits": int, "n": int},
-                             optional={"sha256": str, "file": str, "provenance": dict})
-    if meta["bits"] < 1 or meta["n"] < 0:
-        raise CorruptFileError(f"codes metadata {meta_path}: bits must be >= 1 and n >= 0, got {meta['bits']}, {meta['n']}")
-    name = meta.get("file")
-    if meta["version"] >= 2 and name is None:
-        raise CorruptFileError(f"codes metadata {meta_path} has no 'file' (expected the name of the data file)")
-    if name is not None and not _version_files(meta_path.name[:-len(".json")]).match(name):
-        raise CorruptFileError(f"codes metadata {meta_path} names {name!r}, expected a data file of these codes")
-    return meta
-
-
-def _previous_version(path: Path) -> str | None:
-    """The data file the current metadata names (kept by the next save for readers that read it)."""
-    try:
-        return _read_meta(_meta_path(path)).get("file")
-    except Learn2HashError:
-        return None
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Make ``dst`` name the content of ``src`` atomically (a hard link where the file system allows)."""
-    tmp = dst.with_name(f".{dst.name}.{_atomic.version_token()}.link.tmp")
-    try:
-        os.link(src, tmp)
-    except OSError:
-        with open(src, "rb") as fin, _atomic.atomic_open(dst, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-        return
-    try:
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _atomic.fsync_dir(dst.parent)
 
 
 def as_codes(x: "Codes | np.ndarray", what: str = "codes") -> Codes:
