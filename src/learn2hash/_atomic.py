@@ -245,13 +245,6 @@ def file_lock(path: str | os.PathLike, wait: bool = True, busy: str | None = Non
         lock.release()
 
 
-def load_current_version(read_meta: Any, load: Any, attempts: int = 5) -> Any:
-    """Deprecated spelling of :func:`learn2hash._versioned.read_current`."""
-    from learn2hash._versioned import read_current
-
-    return read_current(read_meta, load, attempts=attempts)
-
-
 def collect_garbage(folder: str | os.PathLike, candidates: re.Pattern[str], keep: Iterable[str]) -> list[str]:
     """Delete the files in ``folder`` whose names match ``candidates`` and are not in ``keep``.
 
