@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from learn2hash import _atomic
-from learn2hash import codes as codes_mod
+from learn2hash import _codes_io as codes_mod  # where Codes.save lives
 from learn2hash.cli import main
 from learn2hash.codes import Codes
 from learn2hash.errors import CorruptFileError, Learn2HashError

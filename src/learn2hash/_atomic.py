@@ -12,7 +12,7 @@
   is replaced last (the switch), then :func:`collect_garbage` removes what neither the new nor
   the previous JSON file names. One writer at a time per artifact (:func:`file_lock`); readers
   take no lock: they read the JSON file, then the files it names, and retry when a concurrent
-  save collected them in between.
+  save collected them in between. :mod:`learn2hash._versioned` puts these pieces together.
 """
 
 from __future__ import annotations
@@ -32,10 +32,7 @@ import numpy as np
 
 from learn2hash.errors import CorruptFileError, Learn2HashError, MissingFileError
 
-try:  # POSIX advisory locks; elsewhere a save is not protected against a concurrent save
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+import filelock
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -118,7 +115,7 @@ def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
 
 def save_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+    text = json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n"
     with atomic_open(path, "w") as fh:
         fh.write(text)
 
@@ -227,44 +224,25 @@ def version_token() -> str:
 
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike, wait: bool = True, busy: str | None = None) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (created if needed, never deleted) while inside.
+    """Hold an exclusive lock on ``path`` (created if needed, left in place) while inside.
 
-    ``wait``: block until the lock is free; otherwise raise :class:`Learn2HashError` with message
-    ``busy`` when another process holds it. Readers never take it. The lock goes with the
-    process: a writer killed while holding it releases it.
+    A :class:`filelock.FileLock` (``flock`` on POSIX, ``LockFileEx`` on Windows), opened anew per
+    call, so that two threads of one process exclude each other as two processes do. ``wait``:
+    block until the lock is free; otherwise raise :class:`Learn2HashError` with message ``busy``
+    when another holder has it. Readers never take it. The lock goes with the process: a writer
+    killed while holding it releases it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = filelock.FileLock(path, timeout=-1 if wait else 0)
     try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                raise Learn2HashError(busy or f"{path.parent} is being written by another process") from None
+        lock.acquire()
+    except filelock.Timeout:
+        raise Learn2HashError(busy or f"{path.parent} is being written by another process") from None
+    try:
         yield
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
-def load_current_version(read_meta: Any, load: Any, attempts: int = 5) -> Any:
-    """``load(meta)`` for the metadata ``read_meta()`` returns, for an artifact whose metadata file
-    names its current version's files (switched last by a save, older versions then collected).
-
-    A save running at the same time may collect the version the metadata named between the two
-    reads; ``load`` then raises :class:`MissingFileError`, and when the metadata has changed since,
-    the new version is read instead (up to ``attempts`` times). A file missing while the metadata
-    still names it is a real loss and is raised.
-    """
-    for attempt in range(attempts):
-        meta = read_meta()
-        try:
-            return load(meta)
-        except MissingFileError:
-            if attempt < attempts - 1 and read_meta() != meta:
-                continue
-            raise
-    raise AssertionError("unreachable")  # pragma: no cover
+        lock.release()
 
 
 def collect_garbage(folder: str | os.PathLike, candidates: re.Pattern[str], keep: Iterable[str]) -> list[str]:
@@ -284,7 +262,7 @@ def collect_garbage(folder: str | os.PathLike, candidates: re.Pattern[str], keep
     for entry in entries:
         if entry.name in keep or not candidates.match(entry.name):
             continue
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+        with contextlib.suppress(OSError):  # gone already, a folder, not ours to delete: left as is
             os.unlink(entry.path)
             removed.append(entry.name)
     return removed
@@ -295,7 +273,8 @@ def stale_temps(name: str) -> re.Pattern[str]:
     return re.compile(r"^\." + re.escape(name) + r"\.[^/]*\.tmp$")
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` of learn2hash: numpy scalars and arrays, paths."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -303,6 +282,9 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+_json_default = json_default  # the former private name (still imported by older callers)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -50,7 +50,7 @@ from numba.extending import intrinsic
 
 from learn2hash.codes import Codes
 from learn2hash.datasets.base import as_multihot
-from learn2hash.errors import Learn2HashError
+from learn2hash.errors import Learn2HashError, check_int
 
 METHODS = ("auto", "hadamard", "hadamard2", "bernoulli")
 _MAX_ROUNDS = 200
@@ -121,13 +121,12 @@ class HashCenters:
 
 
 def sylvester_hadamard(k: int) -> np.ndarray:
-    """The ``k x k`` Sylvester Hadamard matrix (``int8`` +-1); ``k`` must be a power of two."""
+    """The ``k x k`` Sylvester Hadamard matrix (``int8`` +-1, :func:`scipy.linalg.hadamard`); ``k`` must be a power of two."""
     if k < 1 or k & (k - 1):
         raise Learn2HashError(f"a Sylvester Hadamard matrix needs a power-of-two size, got {k}")
-    h = np.ones((1, 1), dtype=np.int8)
-    while h.shape[0] < k:
-        h = np.block([[h, h], [h, -h]])
-    return h
+    from scipy.linalg import hadamard
+
+    return hadamard(k, dtype=np.int8)
 
 
 def default_bound(m: int, bits: int) -> int:
@@ -355,10 +354,16 @@ def _row_against(swt, a, lo, hi, tmp):
         row = swt[w]
         for b in range(n_b):  # contiguous: vectorised popcount
             tmp[b] += _popcount64(x ^ row[lo + b])
+    return _least(tmp[:n_b])
+
+
+@numba.njit(cache=True, nogil=True)
+def _least(values):
+    """The smallest of ``values`` (``_BIG`` when there are none)."""
     best = _BIG
-    for b in range(n_b):
-        if tmp[b] < best:
-            best = tmp[b]
+    for v in values:
+        if v < best:
+            best = v
     return best
 
 
@@ -379,18 +384,13 @@ def _group_min(words, order, groups, r, flags, use_flags):
         best = _BIG
         for a in range(s, e - 1):
             m = _row_against(swt, a, a + 1, e, tmp)
-            if m < best:
-                best = m
+            best = min(best, m)
             if use_flags and m <= r:
                 for b in range(e - a - 1):
                     if tmp[b] <= r:
                         flags[max(order[a], order[a + 1 + b])] = True
         gmin[g] = best
-    out = _BIG
-    for g in range(g_n):
-        if gmin[g] < out:
-            out = gmin[g]
-    return out
+    return _least(gmin)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -405,16 +405,11 @@ def _brute_min(words, r, flags, use_flags):
         best = _BIG
         for i in range(lane, n, lanes):  # interleaved rows balance the triangular work
             m = _row_against(swt, i, 0, i, tmp)
-            if m < best:
-                best = m
+            best = min(best, m)
             if use_flags and m <= r:
                 flags[i] = True
         lmin[lane] = best
-    out = _BIG
-    for lane in range(lanes):
-        if lmin[lane] < out:
-            out = lmin[lane]
-    return out
+    return _least(lmin)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -438,15 +433,11 @@ def _rows_close(words, rows, r, flags):
 
 
 def _check_count(v: Any, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 1:
-        raise Learn2HashError(f"{what} must be a positive integer, got {v!r}")
-    return int(v)
+    return check_int(v, what, 1, expected="a positive integer")
 
 
 def _check_bound(v: Any, bits: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= int(v) <= bits:
-        raise Learn2HashError(f"min_distance must be an integer in [0, {bits}], got {v!r}")
-    return int(v)
+    return check_int(v, "min_distance", 0, bits)
 
 
 __all__ = ["HashCenters", "centroid_centers", "close_rows", "default_bound", "distance_stats", "hash_centers",

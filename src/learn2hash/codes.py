@@ -1,6 +1,6 @@
 """Binary codes: K bits per item, packed as ``uint8[n, ceil(K/8)]``.
 
-Conventions (see DESIGN.md): bit 1 means +1 and bit 0 means -1; bits are packed in numpy's
+Conventions (see ARCHITECTURE.md): bit 1 means +1 and bit 0 means -1; bits are packed in numpy's
 ``bitorder="big"`` (the first bit is the most significant bit of the first byte); the unused
 low bits of the last byte are always zero, so two code sets can be compared byte by byte.
 K is any positive integer, not only a power of two.
@@ -8,21 +8,16 @@ K is any positive integer, not only a power of two.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import re
-import shutil
-from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from learn2hash import _atomic
-from learn2hash.errors import CorruptFileError, Learn2HashError, MissingFileError
+from learn2hash._codes_io import CODES_FORMAT, CODES_VERSION, codes_saved, load_codes, save_codes  # noqa: F401
+from learn2hash.errors import CorruptFileError, Learn2HashError, check_int
 
-CODES_FORMAT = "learn2hash-codes"
-CODES_VERSION = 2
 
 
 def n_bytes(bits: int) -> int:
@@ -31,9 +26,7 @@ def n_bytes(bits: int) -> int:
 
 
 def _check_bits(bits: object, what: str = "bits") -> int:
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) < 1:
-        raise Learn2HashError(f"{what} must be a positive integer (a code length K >= 1), got {bits!r}")
-    return int(bits)
+    return check_int(bits, what, 1, expected="a positive integer (a code length K >= 1)")
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -356,33 +349,12 @@ class Codes:
         ``.npy`` files. A save killed at any point leaves the old codes or the new ones readable.
         Versions older than the previous one are deleted. Concurrent saves to one path take turns.
         """
-        path = Path(path)
-        if path.is_dir():
-            raise Learn2HashError(f"cannot write codes to {path}: it is a folder (give a file name such as codes.npy)")
-        if _meta_path(path).is_dir():
-            raise Learn2HashError(f"cannot write codes to {path}: {_meta_path(path)} is a folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with _atomic.file_lock(path.parent / f".{path.name}.lock"):
-            previous = _previous_version(path)
-            raw = _atomic.npy_bytes(self._packed, path)
-            name, digest = _atomic.content_name(f".{path.name}", raw, ".npy")
-            data = path.with_name(name)
-            _atomic.save_bytes(data, raw)
-            meta = {"format": CODES_FORMAT, "version": CODES_VERSION, "bits": self._bits, "n": len(self),
-                    "file": data.name, "sha256": digest}
-            if self.provenance is not None:
-                meta["provenance"] = self.provenance.to_json()
-            _atomic.save_json(_meta_path(path), meta)
-            _link_or_copy(data, path)
-            keep = {data.name} | ({previous} if previous else set())
-            _atomic.collect_garbage(path.parent, _version_files(path.name), keep)
-            _atomic.collect_garbage(path.parent, _temp_files(path.name), ())
+        save_codes(self, path)
 
     @staticmethod
     def exists(path: str | os.PathLike) -> bool:
         """Whether codes were saved at ``path`` (its metadata file or the ``.npy`` is there)."""
-        path = Path(path)
-        return _meta_path(path).exists() or path.exists()
+        return codes_saved(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = False) -> "Codes":
@@ -391,36 +363,7 @@ class Codes:
         Reads both layouts: metadata version 2 names the data file; version 1 (before saves were
         versioned) describes ``path`` itself.
         """
-        path = Path(path)
-        meta_path = _meta_path(path)
-        if not meta_path.exists():
-            if not path.exists():
-                raise MissingFileError(f"codes file {path} does not exist")
-            raise CorruptFileError(f"codes file {path} has no metadata file {meta_path} (it records the bit length)")
-        return _atomic.load_current_version(
-            lambda: _read_meta(meta_path),
-            lambda meta: cls._load_version(path.parent / meta["file"] if "file" in meta else path, meta, meta_path,
-                                           mmap))
-
-    @classmethod
-    def _load_version(cls, data: Path, meta: dict, meta_path: Path, mmap: bool) -> "Codes":
-        if not data.exists():
-            raise MissingFileError(f"codes file {data} named by {meta_path} does not exist")
-        if "sha256" in meta and _atomic.sha256_file(data) != meta["sha256"]:
-            raise CorruptFileError(f"codes file {data} does not match the checksum in {meta_path}")
-        try:
-            packed = _atomic.load_npy(data, mmap=mmap)
-        except (ValueError, OSError) as exc:
-            raise CorruptFileError(f"codes file {data} cannot be read as .npy: {exc}") from None
-        try:
-            codes = cls._own(packed, meta["bits"]) if packed.flags.writeable else cls(packed, meta["bits"])
-        except Learn2HashError as exc:
-            raise CorruptFileError(f"codes file {data} does not agree with {meta_path}: {exc}") from None
-        if len(codes) != meta["n"]:
-            raise CorruptFileError(f"codes file {data} holds {len(codes)} codes, {meta_path} says {meta['n']}")
-        if "provenance" in meta:
-            codes.provenance = Provenance.from_json(meta["provenance"], f"codes metadata {meta_path}")
-        return codes
+        return load_codes(cls, path, mmap)
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -462,63 +405,6 @@ def _shared_provenance(parts: Sequence[Codes]) -> Provenance | None:
     if all(p.provenance == first for p in parts):
         return first
     return Provenance(first.hasher_sha256)
-
-
-def _meta_path(path: Path) -> Path:
-    return path.with_name(path.name + ".json")
-
-
-def _version_files(name: str) -> re.Pattern[str]:
-    return re.compile(r"^\." + re.escape(name) + r"\.[0-9a-f]{12}\.npy$")
-
-
-def _temp_files(name: str) -> re.Pattern[str]:
-    """Temporary files of killed saves to ``name``: of the data versions, the metadata and the link."""
-    return re.compile(r"^\.(\.)?" + re.escape(name) + r"\..*\.tmp$")
-
-
-def _read_meta(meta_path: Path) -> dict:
-    meta = _atomic.load_json(meta_path, "codes metadata", format=CODES_FORMAT, versions=(1, CODES_VERSION),
-                             required={"bits": int, "n": int},
-                             optional={"sha256": str, "file": str, "provenance": dict})
-    if meta["bits"] < 1 or meta["n"] < 0:
-        raise CorruptFileError(f"codes metadata {meta_path}: bits must be >= 1 and n >= 0, got {meta['bits']}, {meta['n']}")
-    name = meta.get("file")
-    if meta["version"] >= 2 and name is None:
-        raise CorruptFileError(f"codes metadata {meta_path} has no 'file' (expected the name of the data file)")
-    if name is not None and not _version_files(meta_path.name[:-len(".json")]).match(name):
-        raise CorruptFileError(f"codes metadata {meta_path} names {name!r}, expected a data file of these codes")
-    return meta
-
-
-def _previous_version(path: Path) -> str | None:
-    """The data file the current metadata names (kept by the next save for readers that read it)."""
-    try:
-        return _read_meta(_meta_path(path)).get("file")
-    except Learn2HashError:
-        return None
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Make ``dst`` name the content of ``src`` atomically (a hard link where the file system allows)."""
-    tmp = dst.with_name(f".{dst.name}.{_atomic.version_token()}.link.tmp")
-    try:
-        os.link(src, tmp)
-    except OSError:
-        with open(src, "rb") as fin, _atomic.atomic_open(dst, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-        return
-    try:
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _atomic.fsync_dir(dst.parent)
-
-
-# Population count of every byte value, for the portable distance kernels.
-POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
 def as_codes(x: "Codes | np.ndarray", what: str = "codes") -> Codes:

@@ -7,7 +7,9 @@ line on stderr and a non-zero exit status.
 
 from __future__ import annotations
 
+import difflib
 import numbers
+from typing import Iterable
 
 
 class Learn2HashError(ValueError):
@@ -36,13 +38,27 @@ class MissingFileError(Learn2HashError, FileNotFoundError):
     """A file that a reader needs and that does not exist."""
 
 
-def check_int(value: object, what: str, minimum: int) -> int:
-    """``value`` as an ``int`` when it is an integer (not a bool) of at least ``minimum``, else a
-    :class:`Learn2HashError` naming ``what``: the one check of integer arguments (``k``, ``radius``,
-    ``threads``, ``topk`` ...) shared by the index and the metrics."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum:
-        raise Learn2HashError(f"{what} must be an integer >= {minimum}, got {value!r}")
+def check_int(value: object, what: str, minimum: int, maximum: int | None = None,
+              expected: str | None = None) -> int:
+    """``value`` as an ``int`` when it is an integer (not a bool) in ``[minimum, maximum]``, else a
+    :class:`Learn2HashError` naming ``what`` (and ``expected``, by default "an integer >= minimum"):
+    the one check of integer arguments (``bits``, ``k``, ``radius``, ``threads``, ``topk`` ...)."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < minimum
+            or (maximum is not None and int(value) > maximum)):
+        if expected is None:
+            expected = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
+        raise Learn2HashError(f"{what} must be {expected}, got {value!r}")
     return int(value)
+
+
+def unknown_name(kind: str, name: object, known: Iterable[str], suggest: Iterable[str] | None = None) -> Learn2HashError:
+    """The error of every registry (methods, backbones, datasets) for a name it does not hold:
+    ``unknown KIND 'NAME' (did you mean A, B?); known KINDs: ...``. ``known``: what the message lists;
+    ``suggest``: the names close matches are drawn from (default ``known``)."""
+    known = list(known)
+    close = difflib.get_close_matches(str(name), list(known if suggest is None else suggest), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return Learn2HashError(f"unknown {kind} {name!r}{hint}; known {kind}s: {', '.join(known)}")
 
 
 def _not_fitted_class() -> type:

@@ -54,7 +54,6 @@ from typing import Any, Callable
 from learn2hash.errors import Learn2HashError, WeightsDownloadError
 
 NA = "n/a"
-_DHP = "DeepHash-pytorch"
 
 
 @dataclass(frozen=True)

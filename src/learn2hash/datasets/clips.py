@@ -46,7 +46,7 @@ from learn2hash.datasets import fashion_mnist
 from learn2hash.datasets.base import Dataset, LazyArray, Split, split_from_pool
 from learn2hash.datasets.files import IMAGE_EXTENSIONS, channels_param, probe_image, read_image
 from learn2hash.datasets.protocols import counter_integers, counter_uniform, random_protocol
-from learn2hash.datasets.registry import DatasetInfo, float_param, int_param, path_param, register, size_param
+from learn2hash.datasets.registry import DatasetInfo, float_param, int_param, path_param, register, register_loader, size_param
 from learn2hash.errors import CorruptFileError, Learn2HashError
 
 NAME = "moving-fashion"
@@ -363,24 +363,21 @@ register(DatasetInfo(
     protocols=("standard",),
     builder=build_moving,
     topk=DEFAULT_TOPK,
-    present=lambda: fashion_mnist.data_dir() is not None,
-    how_to_get=fashion_mnist.HOW_TO_GET,
-    location=lambda: f"generated from {fashion_mnist.data_dir() or 'fashion-mnist'}",
+    **fashion_mnist.generated_from(),
     params={**{f"{s}_size": f"number of {s} clips (default {n:,})" for s, n in DEFAULT_SIZES.items()},
             "two_item_fraction": "share of clips with two moving items (default 0.25)"},
 ))
 
-register(DatasetInfo(
-    name="clip-folder",
-    description="your clips: one sub-folder of frames (or a .npy [T,H,W(,C)]) per clip, labels from a CSV",
-    protocols=("standard",),
-    builder=build_clip_folder,
-    generic=True,
-    params={"path": "folder with one sub-folder of frame images or one .npy per clip",
-            "labels": "label CSV: clip,label (a;b for several) or clip,CLASS,... 0/1 (default path/labels.csv)",
-            "frames": "frames per clip after uniform temporal resampling (default 16)",
-            "size": "frames are resized to N, HxW or [H,W] (default: the first clip's)",
-            "channels": "1 (grayscale) or 3 (RGB) (default: from the first clip)",
-            "query_size": "query clips (default min(1000, n/10))",
-            "train_size": "training clips drawn from the database (default min(5000, rest))"},
-))
+
+register_loader(
+    "clip-folder",
+    "your clips: one sub-folder of frames (or a .npy [T,H,W(,C)]) per clip, labels from a CSV",
+    build_clip_folder,
+    {"path": "folder with one sub-folder of frame images or one .npy per clip",
+     "labels": "label CSV: clip,label (a;b for several) or clip,CLASS,... 0/1 (default path/labels.csv)",
+     "frames": "frames per clip after uniform temporal resampling (default 16)",
+     "size": "frames are resized to N, HxW or [H,W] (default: the first clip's)",
+     "channels": "1 (grayscale) or 3 (RGB) (default: from the first clip)",
+     "query_size": "query clips (default min(1000, n/10))",
+     "train_size": "training clips drawn from the database (default min(5000, rest))"},
+)

@@ -62,6 +62,12 @@ def data_dir() -> Path | None:
     return None
 
 
+def generated_from() -> dict[str, Any]:
+    """The :class:`DatasetInfo` fields of a data set generated from Fashion-MNIST (present, how to get, location)."""
+    return {"present": lambda: data_dir() is not None, "how_to_get": HOW_TO_GET,
+            "location": lambda: f"generated from {data_dir() or 'fashion-mnist'}"}
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (optionally gzipped) into a numpy array; a malformed file is a clear error."""
     path = Path(path)

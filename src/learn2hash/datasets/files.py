@@ -44,7 +44,7 @@ import numpy as np
 from learn2hash import images
 from learn2hash.datasets.base import Dataset, LazyArray, as_multihot, split_from_pool
 from learn2hash.datasets.protocols import per_class_sample, random_protocol, rng_for
-from learn2hash.datasets.registry import DatasetInfo, int_param, path_param, register, size_param
+from learn2hash.datasets.registry import int_param, path_param, register_loader, size_param
 from learn2hash.errors import CorruptFileError, Learn2HashError
 
 IMAGE_EXTENSIONS = images.IMAGE_EXTENSIONS
@@ -415,45 +415,39 @@ def build_image_folder(protocol: str, seed: int, indices=None, path: Any = None,
 _IMAGE_PARAMS = {"size": "images are resized to N, HxW or [H,W] (default: the first image's size)",
                  "channels": "1 (grayscale) or 3 (RGB) (default: from the first image)"}
 
-register(DatasetInfo(
-    name="npz",
-    description="your features/images and labels in a .npz (or a .npy with labels=LABELS.npy)",
-    protocols=("standard",),
-    builder=build_npz,
-    generic=True,
-    params={"path": "the .npz (x, labels; or train_x, query_x, database_x ...) or a .npy of items "
-                    "(without labels=: an unlabelled collection)",
-            "labels": "a .npy of labels, with a .npy of items",
-            "query_size": "query items drawn from a pooled file (default min(1000, n/10))",
-            "train_size": "training items drawn from the database (default min(5000, rest))"},
-))
+register_loader(
+    "npz",
+    "your features/images and labels in a .npz (or a .npy with labels=LABELS.npy)",
+    build_npz,
+    {"path": "the .npz (x, labels; or train_x, query_x, database_x ...) or a .npy of items "
+              "(without labels=: an unlabelled collection)",
+     "labels": "a .npy of labels, with a .npy of items",
+     "query_size": "query items drawn from a pooled file (default min(1000, n/10))",
+     "train_size": "training items drawn from the database (default min(5000, rest))"},
+)
 
-register(DatasetInfo(
-    name="image-list",
-    description="image-list files: 'relative/path.jpg 0 1 0 ...' per line (labels optional); "
-                "train/test/database lists or one list",
-    protocols=("standard",),
-    builder=build_image_list,
-    generic=True,
-    params={"path": "folder with train.txt, test.txt (or query.txt), database.txt",
-            "train": "train list file", "query": "query (test) list file", "database": "database list file",
-            "root": "folder the image paths are relative to (default: path, else the train list's folder)",
-            "query_size": "with one list file: queries drawn (without labels default min(100, n))",
-            "train_size": "with one list file: training items drawn (without labels default min(10000, n))",
-            **_IMAGE_PARAMS},
-))
+register_loader(
+    "image-list",
+    "image-list files: 'relative/path.jpg 0 1 0 ...' per line (labels optional); "
+    "train/test/database lists or one list",
+    build_image_list,
+    {"path": "folder with train.txt, test.txt (or query.txt), database.txt",
+     "train": "train list file", "query": "query (test) list file", "database": "database list file",
+     "root": "folder the image paths are relative to (default: path, else the train list's folder)",
+     "query_size": "with one list file: queries drawn (without labels default min(100, n))",
+     "train_size": "with one list file: training items drawn (without labels default min(10000, n))",
+     **_IMAGE_PARAMS},
+)
 
-register(DatasetInfo(
-    name="image-folder",
-    description="a folder with one sub-folder of images per class; seeded per-class split",
-    protocols=("standard",),
-    builder=build_image_folder,
-    generic=True,
-    params={"path": "the folder of class sub-folders, or a flat folder of images (no labels)", **_IMAGE_PARAMS,
-            "labels": "auto (class sub-folders when there are no images beside them), folders, or none "
-                      "(every image, recursively, unlabelled)",
-            "query_size": "without labels: example queries drawn from the images (default min(100, n))",
-            "train_size": "without labels: training images drawn (default min(10000, n))",
-            "query_per_class": "query images per class (default min(100, smallest class / 10))",
-            "train_per_class": "training images per class, from the database (default min(500, the rest))"},
-))
+register_loader(
+    "image-folder",
+    "a folder with one sub-folder of images per class; seeded per-class split",
+    build_image_folder,
+    {"path": "the folder of class sub-folders, or a flat folder of images (no labels)", **_IMAGE_PARAMS,
+     "labels": "auto (class sub-folders when there are no images beside them), folders, or none "
+                "(every image, recursively, unlabelled)",
+     "query_size": "without labels: example queries drawn from the images (default min(100, n))",
+     "train_size": "without labels: training images drawn (default min(10000, n))",
+     "query_per_class": "query images per class (default min(100, smallest class / 10))",
+     "train_per_class": "training images per class, from the database (default min(500, the rest))"},
+)

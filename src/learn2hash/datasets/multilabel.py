@@ -92,8 +92,6 @@ register(DatasetInfo(
     protocols=("standard",),
     builder=build,
     topk=DEFAULT_TOPK,
-    present=lambda: fashion_mnist.data_dir() is not None,
-    how_to_get=fashion_mnist.HOW_TO_GET,
-    location=lambda: f"generated from {fashion_mnist.data_dir() or 'fashion-mnist'}",
+    **fashion_mnist.generated_from(),
     params={f"{s}_size": f"number of {s} canvases (default {n:,})" for s, n in DEFAULT_SIZES.items()},
 ))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import difflib
 import inspect
 import os
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from learn2hash.datasets.base import SPLIT_NAMES, Dataset, read_saved_splits
-from learn2hash.errors import DatasetNotFoundError, Learn2HashError
+from learn2hash.errors import DatasetNotFoundError, Learn2HashError, check_int, unknown_name
 
 
 @dataclass
@@ -53,19 +52,27 @@ def register(info: DatasetInfo) -> DatasetInfo:
     return info
 
 
-def registered() -> dict[str, DatasetInfo]:
+def register_loader(name: str, description: str, builder: Callable[..., Dataset],
+                    params: dict[str, str]) -> DatasetInfo:
+    """Register a loader of users' own files (``generic``: it needs a path; one protocol, ``standard``)."""
+    return register(DatasetInfo(name=name, description=description, protocols=("standard",), builder=builder,
+                                generic=True, params=params))
+
+
+def available() -> dict[str, DatasetInfo]:
+    """Every registered dataset (named ones and loaders of users' own files) by name."""
     _ensure_loaded()
     return dict(_REGISTRY)
+
+
+#: deprecated alias of :func:`available`, kept for one release
+registered = available
 
 
 def info(name: str) -> DatasetInfo:
     _ensure_loaded()
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise Learn2HashError(
-            f"unknown dataset {name!r}{hint}; known datasets: {', '.join(sorted(_REGISTRY))}"
-        )
+        raise unknown_name("dataset", name, sorted(_REGISTRY))
     return _REGISTRY[name]
 
 
@@ -140,8 +147,7 @@ def load(name: str, protocol: str | None = None, seed: int = 0, splits: str | os
         raise Learn2HashError(
             f"dataset {name!r} has no protocol {protocol!r}; its protocols: {', '.join(d.protocols)}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise Learn2HashError(f"seed must be an integer >= 0, got {seed!r}")
+    seed = check_int(seed, "seed", 0)
     _check_params(d, params)
     # a named dataset given a folder (path=, --data-path) checks that folder itself, naming what it expected
     if not d.generic and "path" not in params and not d.present():

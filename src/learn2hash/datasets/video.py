@@ -252,30 +252,24 @@ def _present(name: str) -> bool:
 _PARAMS = {"frames": f"frames per clip by uniform temporal sampling (default {FRAMES})",
            "size": f"frames are resized to N, HxW or [H,W] (default {DEFAULT_SIZE})"}
 
-register(DatasetInfo(
-    name="ucf101",
-    description="UCF101, 13,320 action videos in 101 classes (official splits; 16-frame clips)",
-    protocols=SPLITS,
-    builder=_builder("ucf101"),
-    present=lambda: _present("ucf101"),
-    how_to_get=f"unpack the videos and the split lists into $LEARN2HASH_DATA/ucf101; from {UCF_PUBLISHED}",
-    location=lambda: str(dataset_folder("ucf101") or ""),
-    topk=100,
-    published=UCF_PUBLISHED,
-    layout=UCF_LAYOUT,
-    params={"path": "the folder (default $LEARN2HASH_DATA/ucf101)", **_PARAMS},
-))
 
-register(DatasetInfo(
-    name="hmdb51",
-    description="HMDB51, 6,766 action videos in 51 classes (official 70/30 splits; 16-frame clips)",
-    protocols=SPLITS,
-    builder=_builder("hmdb51"),
-    present=lambda: _present("hmdb51"),
-    how_to_get=f"unpack the videos and the split lists into $LEARN2HASH_DATA/hmdb51; from {HMDB_PUBLISHED}",
-    location=lambda: str(dataset_folder("hmdb51") or ""),
-    topk=70,
-    published=HMDB_PUBLISHED,
-    layout=HMDB_LAYOUT,
-    params={"path": "the folder (default $LEARN2HASH_DATA/hmdb51)", **_PARAMS},
-))
+def _register(name: str, description: str, topk: int, published: str, layout: str) -> None:
+    register(DatasetInfo(
+        name=name,
+        description=description,
+        protocols=SPLITS,
+        builder=_builder(name),
+        present=lambda: _present(name),
+        how_to_get=f"unpack the videos and the split lists into $LEARN2HASH_DATA/{name}; from {published}",
+        location=lambda: str(dataset_folder(name) or ""),
+        topk=topk,
+        published=published,
+        layout=layout,
+        params={"path": f"the folder (default $LEARN2HASH_DATA/{name})", **_PARAMS},
+    ))
+
+
+_register("ucf101", "UCF101, 13,320 action videos in 101 classes (official splits; 16-frame clips)", 100,
+          UCF_PUBLISHED, UCF_LAYOUT)
+_register("hmdb51", "HMDB51, 6,766 action videos in 51 classes (official 70/30 splits; 16-frame clips)", 70,
+          HMDB_PUBLISHED, HMDB_LAYOUT)

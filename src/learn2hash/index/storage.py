@@ -33,7 +33,8 @@ a kill before the switch leaves the old index (its unused new files are collecte
 An item may carry a *payload*, a short byte string stored beside its code and id (a collection
 keeps each item's source there); an index with payloads is saved as format version 2.
 
-Writers take an exclusive lock (:func:`writer_lock`, ``flock`` on ``.writer.lock``) for the whole
+The folder is a :class:`~learn2hash._versioned.VersionedFolder`. Writers take an exclusive lock
+(:func:`writer_lock`, a file lock on ``.writer.lock``) for the whole
 save, from reading the previous manifest to the garbage collection, so generations are numbered
 one after another and a writer never deletes the files of another. The kernel drops the lock of a
 killed writer. Readers never take it: a reader whose manifest was replaced while it opened the
@@ -56,6 +57,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from learn2hash import _atomic
+from learn2hash._versioned import Version, VersionedFolder
 from learn2hash.codes import n_bytes
 from learn2hash.errors import CorruptFileError, Learn2HashError
 
@@ -169,7 +171,7 @@ def writer_lock(folder: str | os.PathLike) -> Iterator[None]:
             held[key] -= 1
         return
     # one open file description per holder (file_lock opens the file anew): threads exclude each other too
-    with _atomic.file_lock(folder / LOCK):
+    with _folder(folder).lock():
         held[key] = 1
         try:
             yield
@@ -224,16 +226,9 @@ def read(folder: str | os.PathLike, mmap: bool = True, verify: bool = True) -> S
     Never waits for a writer: when a file the manifest lists cannot be read and the manifest has
     been replaced meanwhile, it starts again from the new manifest."""
     folder = Path(folder)
-    manifest = read_manifest(folder)
-    for attempt in range(READ_ATTEMPTS):
-        try:
-            return _read(folder, manifest, mmap, verify)
-        except CorruptFileError:
-            latest = read_manifest(folder)
-            if latest.get("checksum") == manifest.get("checksum") or attempt == READ_ATTEMPTS - 1:
-                raise
-            manifest = latest
-    raise AssertionError("unreachable")
+    return _folder(folder).read(lambda: read_manifest(folder), lambda manifest: _read(folder, manifest, mmap, verify),
+                                attempts=READ_ATTEMPTS, retry_on=CorruptFileError,
+                                same=lambda a, b: a.get("checksum") == b.get("checksum"))
 
 
 def _read(folder: Path, manifest: dict, mmap: bool, verify: bool) -> Stored:
@@ -343,6 +338,10 @@ def merge_plan(sizes: list[int], max_segments: int) -> int:
     return start
 
 
+def _folder(folder: Path) -> VersionedFolder:
+    return VersionedFolder(folder, MANIFEST, lock=LOCK, data=_OWN_FILE, temps=_STALE_TEMP)
+
+
 def _write(folder: Path, bits: int, segments: list[Segment], removed: np.ndarray, next_id: int,
            backend: str, built_from: dict | None, base: str | None, hasher_sha256: str | None = None,
            max_segments: int | None = MAX_SEGMENTS, keep_previous: bool = True) -> tuple[list[Segment], str]:
@@ -353,71 +352,13 @@ def _write(folder: Path, bits: int, segments: list[Segment], removed: np.ndarray
             f"index {folder} was changed by another writer since this index was read or saved (it now holds "
             f"{now}); nothing was written: load it again and redo the change, or make the change inside "
             f"`with HammingIndex.edit({str(folder)!r}) as index:`, which holds the writer lock")
-    known = set()
-    if previous is not None:
-        known = {(s.get("codes"), s.get("codes_sha256")) for s in previous.get("segments", []) if isinstance(s, dict)}
     generation = (previous.get("generation", 0) if previous else 0) + 1
-    token = secrets.token_hex(4)
-
-    here = folder.resolve()
-    resolved: dict[Path, Path] = {}
-
-    def stored_here(seg: Segment) -> bool:
-        if seg.folder is None or (seg.files.get("codes"), seg.files.get("codes_sha256")) not in known:
-            return False
-        if seg.folder not in resolved:
-            resolved[seg.folder] = seg.folder.resolve()
-        return resolved[seg.folder] == here
-
-    out: list[Segment] = []
-    pending: list[Segment] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        codes, ids, payload, offsets = merge_segments(pending)
-        stem = f"seg-{generation:06d}-{len(out)}{token}"
-        files = {"codes": f"{stem}.codes.npy", "ids": f"{stem}.ids.npy", "n": int(ids.shape[0])}
-        arrays = {"codes": np.ascontiguousarray(codes, np.uint8), "ids": np.ascontiguousarray(ids, np.int64)}
-        if payload is not None:
-            files.update(payload=f"{stem}.payload.npy", offsets=f"{stem}.offsets.npy")
-            arrays.update(payload=np.ascontiguousarray(payload, np.uint8),
-                          offsets=np.ascontiguousarray(offsets, np.int64))
-        for key, array in arrays.items():
-            _atomic.save_npy(folder / files[key], array)
-            files[key + "_sha256"] = _atomic.sha256_file(folder / files[key])
-        out.append(Segment(arrays["codes"], arrays["ids"], folder, files, arrays.get("payload"), arrays.get("offsets")))
-        pending.clear()
-
+    version = _folder(folder).version()
+    writer = _SegmentWriter(version, generation, secrets.token_hex(4))
     segments = [seg for seg in segments if len(seg)]
-    stored = [stored_here(seg) for seg in segments]
-    # the segments a save leaves: each stored one, and one per run of unsaved ones
-    runs = sum(1 for i, ok in enumerate(stored) if ok or i == 0 or stored[i - 1])
-    merge_from = len(segments)
-    if max_segments is not None and runs > max_segments:
-        sizes: list[int] = []
-        starts: list[int] = []
-        for i, seg in enumerate(segments):
-            if stored[i] or i == 0 or stored[i - 1]:
-                sizes.append(0)
-                starts.append(i)
-            sizes[-1] += len(seg)
-        first = merge_plan(sizes, max_segments)
-        if first < len(sizes):
-            merge_from = starts[first]
-    for i, seg in enumerate(segments):
-        if stored[i] and i < merge_from:
-            flush()
-            out.append(seg)
-        else:
-            pending.append(seg)
-    flush()
-
-    tomb = None
-    if removed.size:
-        name = f"tomb-{generation:06d}-{token}.npy"
-        _atomic.save_npy(folder / name, np.asarray(removed, np.int64))
-        tomb = {"file": name, "n": int(removed.size), "file_sha256": _atomic.sha256_file(folder / name)}
+    stored = _stored_here(folder, segments, previous)
+    out = writer.store(segments, stored, _merge_from(segments, stored, max_segments))
+    tomb = writer.tombstones(removed)
     manifest = {
         "format": FORMAT,
         "version": PAYLOAD_VERSION if any(s.offsets is not None for s in out) else VERSION,
@@ -433,9 +374,91 @@ def _write(folder: Path, bits: int, segments: list[Segment], removed: np.ndarray
     if hasher_sha256 is not None:  # the hasher whose codes the index holds
         manifest["hasher_sha256"] = hasher_sha256
     manifest["checksum"] = _checksum(manifest)
-    _atomic.save_json(folder / MANIFEST, manifest)
-    _collect_garbage(folder, manifest, previous if keep_previous else None)
+    version.switch(manifest)
+    version.collect(_referenced(manifest) | (_referenced(previous) if keep_previous else set()))
     return out, manifest["checksum"]
+
+
+def _stored_here(folder: Path, segments: list[Segment], previous: dict | None) -> list[bool]:
+    """For each segment, whether the previous manifest of ``folder`` lists it (it is not written again)."""
+    known = set()
+    if previous is not None:
+        known = {(s.get("codes"), s.get("codes_sha256")) for s in previous.get("segments", []) if isinstance(s, dict)}
+    here = folder.resolve()
+    resolved: dict[Path, Path] = {}
+
+    def stored(seg: Segment) -> bool:
+        if seg.folder is None or (seg.files.get("codes"), seg.files.get("codes_sha256")) not in known:
+            return False
+        if seg.folder not in resolved:
+            resolved[seg.folder] = seg.folder.resolve()
+        return resolved[seg.folder] == here
+
+    return [stored(seg) for seg in segments]
+
+
+def _merge_from(segments: list[Segment], stored: list[bool], max_segments: int | None) -> int:
+    """The position from which segments are merged into one (``len(segments)``: none are)."""
+    # the segments a save leaves: each stored one, and one per run of unsaved ones
+    runs = sum(1 for i, ok in enumerate(stored) if ok or i == 0 or stored[i - 1])
+    if max_segments is None or runs <= max_segments:
+        return len(segments)
+    sizes: list[int] = []
+    starts: list[int] = []
+    for i, seg in enumerate(segments):
+        if stored[i] or i == 0 or stored[i - 1]:
+            sizes.append(0)
+            starts.append(i)
+        sizes[-1] += len(seg)
+    first = merge_plan(sizes, max_segments)
+    return starts[first] if first < len(sizes) else len(segments)
+
+
+class _SegmentWriter:
+    """Writes the new files of one index save (generation ``generation``, names made unique by ``token``)."""
+
+    def __init__(self, version: Version, generation: int, token: str):
+        self.version, self.generation, self.token = version, generation, token
+
+    def store(self, segments: list[Segment], stored: list[bool], merge_from: int) -> list[Segment]:
+        """The segments as saved: stored ones kept, each run of unsaved ones (and all from ``merge_from``) merged
+        into one new segment."""
+        out: list[Segment] = []
+        pending: list[Segment] = []
+        for i, seg in enumerate(segments):
+            if stored[i] and i < merge_from:
+                if pending:
+                    out.append(self.segment(pending, len(out)))
+                    pending = []
+                out.append(seg)
+            else:
+                pending.append(seg)
+        if pending:
+            out.append(self.segment(pending, len(out)))
+        return out
+
+    def segment(self, pending: list[Segment], position: int) -> Segment:
+        """Write ``pending`` merged as one new segment, the ``position``-th of the index."""
+        codes, ids, payload, offsets = merge_segments(pending)
+        stem = f"seg-{self.generation:06d}-{position}{self.token}"
+        files = {"codes": f"{stem}.codes.npy", "ids": f"{stem}.ids.npy", "n": int(ids.shape[0])}
+        arrays = {"codes": np.ascontiguousarray(codes, np.uint8), "ids": np.ascontiguousarray(ids, np.int64)}
+        if payload is not None:
+            files.update(payload=f"{stem}.payload.npy", offsets=f"{stem}.offsets.npy")
+            arrays.update(payload=np.ascontiguousarray(payload, np.uint8),
+                          offsets=np.ascontiguousarray(offsets, np.int64))
+        for key, array in arrays.items():
+            files[key + "_sha256"] = self.version.write_npy(files[key], array)
+        return Segment(arrays["codes"], arrays["ids"], self.version.folder, files, arrays.get("payload"),
+                       arrays.get("offsets"))
+
+    def tombstones(self, removed: np.ndarray) -> dict | None:
+        """Write the tombstone file (None when nothing is removed); its manifest entry."""
+        if not removed.size:
+            return None
+        name = f"tomb-{self.generation:06d}-{self.token}.npy"
+        digest = self.version.write_npy(name, np.asarray(removed, np.int64))
+        return {"file": name, "n": int(removed.size), "file_sha256": digest}
 
 
 def _referenced(manifest: dict | None) -> set[str]:
@@ -449,14 +472,3 @@ def _referenced(manifest: dict | None) -> set[str]:
     if isinstance(tomb, dict):
         names.add(str(tomb.get("file")))
     return names
-
-
-def _collect_garbage(folder: Path, manifest: dict, previous: dict | None) -> None:
-    """Delete this format's files that neither the new nor the previous manifest references."""
-    keep = _referenced(manifest) | _referenced(previous)
-    for path in folder.iterdir():
-        if (_OWN_FILE.match(path.name) and path.name not in keep) or _STALE_TEMP.match(path.name):
-            try:
-                path.unlink()
-            except OSError:
-                pass

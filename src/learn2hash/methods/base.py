@@ -11,18 +11,8 @@ a second or two, which every command of the CLI would pay; scikit-learn is impor
 of its protocols asks (tags, the error class, the scorer). ``tests/test_contract.py`` runs
 scikit-learn's ``parametrize_with_checks`` over every registered method.
 
-A saved hasher is a folder::
-
-    hasher.json             {"format", "version", "method", "params", "state", "arrays", "files"}
-                            (state: small JSON values; arrays / files: name -> {"file", "sha256"})
-    <name>.<hash>.npy       one file per learned array (never pickled)
-    weights.<hash>.pt       torch state_dict of deep methods (loaded with weights_only=True)
-
-A save is atomic as a whole: the data files of the new version are written under names of their
-own (``<hash>``: the first 12 hex digits of the file's sha256), ``hasher.json`` is replaced last (the switch), then files that neither the new nor
-the previous ``hasher.json`` names are deleted. A reader that finds a file gone (a second save
-collected it while it was reading) reads ``hasher.json`` again. Folders of format version 1
-(``<name>.npy`` and ``weights.pt``, arrays as ``name -> sha256``) still load.
+A fitted hasher is saved as a versioned folder (``hasher.json`` naming one file per learned
+array); :mod:`learn2hash.methods.persistence` holds the format and the save and load.
 """
 
 from __future__ import annotations
@@ -31,57 +21,21 @@ import abc
 import dataclasses
 import inspect
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
-from learn2hash import _atomic
 from learn2hash.codes import Codes, Provenance
 from learn2hash.datasets.base import Split, class_labels, is_sparse
-from learn2hash.errors import CorruptFileError, InputTypeError, Learn2HashError, MissingFileError, not_fitted
+from learn2hash.errors import CorruptFileError, InputTypeError, Learn2HashError, check_int, not_fitted
+from learn2hash.methods.persistence import (FEATURES_FILE, HASHER_FORMAT, HASHER_VERSION,  # noqa: F401 (re-exported)
+                                            hasher_checksum, load_hasher, save_hasher)
 from learn2hash.methods.validation import Interval, validate_params
 
 if TYPE_CHECKING:
     from learn2hash.centers import HashCenters
     from learn2hash.images import Geometry
-
-HASHER_FORMAT = "learn2hash-hasher"
-HASHER_VERSION = 2
-#: the data files a save writes (and the next save may delete): name.<token>.npy / .pt, and temporaries
-_VERSION_FILE = re.compile(r"^[A-Za-z0-9_][\w.-]*\.[0-9a-f]{12}\.(npy|pt)$")
-_TEMP_FILE = re.compile(r"^\.(hasher\.json|[A-Za-z0-9_][\w.-]*\.[0-9a-f]{12}\.(npy|pt))\..*\.tmp$")
-_V1_FILE = re.compile(r"^[A-Za-z0-9_][\w.-]*\.(npy|pt)$")
-#: the logical name of a feature stage's backbone weights in a saved hasher (see ``save(features=...)``)
-FEATURES_FILE = "features.pt"
-
-
-def hasher_checksum(path: str | os.PathLike) -> str:
-    """The identity of the hasher saved in folder ``path``: the sha256 of its ``hasher.json``, which
-    lists the sha256 of every other file of the hasher. Codes, indexes and collections record it to
-    say which hasher they came from; a loaded :class:`Hasher` remembers it as ``checksum_``."""
-    folder = Path(path)
-    meta_path = folder / "hasher.json"
-    try:
-        return _atomic.sha256_file(meta_path)
-    except FileNotFoundError:
-        raise MissingFileError(f"{folder} holds no saved hasher (expected {meta_path})") from None
-    except IsADirectoryError:
-        raise CorruptFileError(f"hasher file {meta_path} is a folder, expected a JSON file") from None
-    except OSError as exc:
-        raise CorruptFileError(f"hasher file {meta_path} cannot be read: {exc.strerror or exc}") from None
-
-
-def _read_identified(meta_path: Path) -> tuple[dict[str, Any], str]:
-    """``hasher.json`` read and checked, with the checksum of the very bytes read (a save that
-    replaces it meanwhile makes this read again)."""
-    for _ in range(5):
-        before = hasher_checksum(meta_path.parent)
-        meta = _read_hasher_json(meta_path)
-        if hasher_checksum(meta_path.parent) == before:
-            return meta, before
-    raise Learn2HashError(f"hasher file {meta_path} keeps changing while it is read (another process saving it?)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,9 +81,7 @@ class FitContext:
 
 
 def check_bits(bits: Any) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or int(bits) < 1:
-        raise Learn2HashError(f"bits must be a positive integer (the code length K >= 1), got {bits!r}")
-    return int(bits)
+    return check_int(bits, "bits", 1, expected="a positive integer (the code length K >= 1)")
 
 
 def as_split(data: Any, labels: Any = None, name: str = "train") -> Split:
@@ -469,50 +421,13 @@ class Hasher(abc.ABC):
         return None
 
     def save(self, path: str | os.PathLike, *, features: Any = None) -> None:
-        """Write the fitted hasher to folder ``path``, atomically as a whole (see the module docstring).
+        """Write the fitted hasher to folder ``path``, atomically as a whole (see :mod:`learn2hash.methods.persistence`).
 
         ``features``: the :class:`~learn2hash.features.FeatureHasher` this hasher is the inner part of; its
         feature stage goes into ``hasher.json`` (``features``) and its backbone's weights into a data file
         (``features.pt``), written in the same version as the rest."""
         self._check_fitted()
-        folder = Path(path)
-        if folder.exists() and not folder.is_dir():
-            raise Learn2HashError(f"cannot save the hasher to {folder}: it is a file, expected a folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        state, arrays = self._get_state()
-        extra = self._extra_files()
-        stage: dict[str, Any] = {}
-        if features is not None:
-            if FEATURES_FILE in extra:
-                raise Learn2HashError(f"{self.name} saves a file named {FEATURES_FILE}, which the feature stage needs")
-            extra = {**extra, FEATURES_FILE: features.weights_bytes()}
-            stage = {"features": features.describe()}
-        with _atomic.file_lock(folder / ".lock"):
-            previous = _files_named(folder / "hasher.json")
-            array_entries, file_entries = {}, {}
-            for key, arr in arrays.items():
-                raw = _atomic.npy_bytes(arr, folder / f"{key}.npy")
-                name, digest = _atomic.content_name(key, raw, ".npy")
-                _atomic.save_bytes(folder / name, raw)
-                array_entries[key] = {"file": name, "sha256": digest}
-            for logical, data in extra.items():
-                stem, dot, ext = logical.rpartition(".")
-                name, digest = _atomic.content_name(stem if dot else logical, data, f".{ext}" if dot else "")
-                _atomic.save_bytes(folder / name, data)
-                file_entries[logical] = {"file": name, "sha256": digest}
-            _atomic.save_json(folder / "hasher.json", {
-                "format": HASHER_FORMAT, "version": HASHER_VERSION, "method": self.name,
-                "params": self.get_params(), "state": state, "arrays": array_entries, "files": file_entries,
-                **stage,
-            })
-            self.checksum_ = hasher_checksum(folder)
-            keep = {e["file"] for e in (*array_entries.values(), *file_entries.values())} | previous
-            _atomic.collect_garbage(folder, _VERSION_FILE, keep)
-            # the files of a version-1 save, once no hasher.json names them
-            v1 = {f"{key}.npy" for key in arrays} | set(extra)
-            _atomic.collect_garbage(folder, re.compile("^(" + "|".join(map(re.escape, v1)) + ")$") if v1 else
-                                    re.compile("(?!)"), keep)
-            _atomic.collect_garbage(folder, _TEMP_FILE, ())
+        save_hasher(self, path, features)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Hasher":
@@ -521,133 +436,7 @@ class Hasher(abc.ABC):
         Anything damaged (hasher.json truncated or edited, a file missing or changed, parameters
         that contradict the learned state) raises :class:`CorruptFileError` naming the file.
         """
-        folder = Path(path)
-        meta_path = folder / "hasher.json"
-        if not meta_path.exists():
-            raise Learn2HashError(f"{folder} holds no saved hasher (expected {meta_path})")
-        def load(identified: tuple[dict[str, Any], str]) -> "Hasher":
-            hasher = cls._load_version(folder, meta_path, identified[0])
-            hasher.checksum_ = identified[1]
-            return hasher
-
-        return _atomic.load_current_version(lambda: _read_identified(meta_path), load)
-
-    @classmethod
-    def _load_version(cls, folder: Path, meta_path: Path, meta: dict[str, Any]) -> "Hasher":
-        from learn2hash.methods.registry import method_class
-
-        try:
-            klass = method_class(meta["method"])
-        except Learn2HashError as exc:
-            raise CorruptFileError(f"hasher file {meta_path}: {exc}") from None
-        if cls is not Hasher and not issubclass(klass, cls):
-            raise Learn2HashError(f"{folder} holds a {meta['method']} hasher, not a {cls.__name__}")
-        params = meta["params"]
-        allowed = set(klass._param_names())
-        unknown = sorted(set(params) - allowed)
-        if unknown:
-            raise CorruptFileError(f"hasher file {meta_path}: method {meta['method']!r} has no parameter "
-                                   f"{', '.join(map(repr, unknown))}; its parameters: {', '.join(sorted(allowed))}")
-        if "bits" in params:
-            try:
-                check_bits(params["bits"])
-            except Learn2HashError as exc:
-                raise CorruptFileError(f"hasher file {meta_path}: {exc}") from None
-        obj = klass(**params)
-        arrays = _Entries(meta_path, "array")
-        files = _Entries(meta_path, "file")
-        for key, entry in meta["arrays"].items():
-            p = _checked_file(folder, meta_path, key, entry, v1_name=f"{key}.npy")
-            try:
-                arrays[key] = _atomic.load_npy(p)
-            except (ValueError, OSError) as exc:
-                raise CorruptFileError(f"saved hasher file {p} cannot be read: {exc}") from None
-        stage_weights = None
-        for logical, entry in meta.get("files", {}).items():
-            if logical == FEATURES_FILE and "features" in meta:
-                stage_weights = _checked_file(folder, meta_path, logical, entry, v1_name=logical)
-                continue
-            files[logical] = _checked_file(folder, meta_path, logical, entry, v1_name=logical)
-        if "features" in meta and stage_weights is None:
-            raise CorruptFileError(f"hasher file {meta_path}: it has a feature stage but lists no {FEATURES_FILE}")
-        state = _Entries(meta_path, "state value")
-        state.update(meta.get("state", {}))
-        try:
-            obj._set_state(state, arrays, folder, files)
-        except (Learn2HashError, FileNotFoundError):
-            raise
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-            raise CorruptFileError(f"hasher file {meta_path}: its state cannot be restored "
-                                   f"({type(exc).__name__}: {exc})") from None
-        obj.fitted_ = True
-        probe = obj._probe_input()
-        if probe is not None:
-            try:
-                bits = obj._encode(probe).bits
-            except Learn2HashError as exc:
-                raise CorruptFileError(f"hasher file {meta_path}: the restored hasher cannot encode: {exc}") from None
-            except (TypeError, ValueError, IndexError) as exc:  # e.g. arrays of shapes that do not fit together
-                raise CorruptFileError(f"hasher file {meta_path}: the saved arrays do not fit together "
-                                       f"({type(exc).__name__}: {exc})") from None
-            if bits != obj.bits:
-                raise CorruptFileError(f"hasher file {meta_path}: its parameters say {obj.bits} bits but the saved "
-                                       f"arrays give {bits}-bit codes")
-        if "features" in meta:  # a hasher behind a feature stage (needs torch)
-            from learn2hash.features import FeatureHasher
-
-            return FeatureHasher.restore(meta["features"], stage_weights, obj, meta_path)
-        return obj
-
-
-class _Entries(dict):
-    """What a saved hasher's state, arrays and files hold; a name that is not there is a CorruptFileError."""
-
-    def __init__(self, meta_path: Path, what: str):
-        super().__init__()
-        self.meta_path, self.what = meta_path, what
-
-    def __missing__(self, key: str) -> Any:
-        raise CorruptFileError(f"hasher file {self.meta_path} lists no {self.what} {key!r}, which its method needs")
-
-
-def _read_hasher_json(meta_path: Path) -> dict[str, Any]:
-    meta = _atomic.load_json(meta_path, "hasher file", format=HASHER_FORMAT, versions=(1, HASHER_VERSION),
-                             required={"method": str, "params": dict, "arrays": dict},
-                             optional={"state": dict, "files": dict, "features": dict})
-    entry_type = str if meta["version"] == 1 else dict
-    for key, entry in (*meta["arrays"].items(), *meta.get("files", {}).items()):
-        if not _atomic.type_ok(entry, entry_type):
-            raise CorruptFileError(f"hasher file {meta_path}: the entry of {key!r} is {_atomic.json_type(entry)}, "
-                                   f"expected {_atomic.describe_types(entry_type)}")
-        if entry_type is dict:
-            _atomic.check_fields(entry, f"hasher file {meta_path}: entry {key!r}", required={"file": str, "sha256": str})
-    return meta
-
-
-def _checked_file(folder: Path, meta_path: Path, key: str, entry: Any, v1_name: str) -> Path:
-    """The path of a file a hasher.json entry names, after checking its name and checksum."""
-    name, digest = (v1_name, entry) if isinstance(entry, str) else (entry["file"], entry["sha256"])
-    if not (_VERSION_FILE.match(name) or _V1_FILE.match(name)) or name in ("hasher.json",):
-        raise CorruptFileError(f"hasher file {meta_path}: entry {key!r} names {name!r}, expected a data file of the hasher")
-    p = folder / name
-    if not p.exists():
-        raise MissingFileError(f"saved hasher file {p} (listed in {meta_path}) is missing")
-    if _atomic.sha256_file(p) != digest:
-        raise CorruptFileError(f"saved hasher file {p} does not match its checksum in {meta_path}")
-    return p
-
-
-def _files_named(meta_path: Path) -> set[str]:
-    """The data files the current hasher.json names (``set()`` when there is none or it is unreadable)."""
-    if not meta_path.exists():
-        return set()
-    try:
-        meta = _read_hasher_json(meta_path)
-    except Learn2HashError:
-        return set()
-    if meta["version"] == 1:
-        return {f"{k}.npy" for k in meta["arrays"]} | {"weights.pt"}
-    return {entry["file"] for entry in (*meta["arrays"].values(), *meta.get("files", {}).values())}
+        return load_hasher(cls, path)
 
 
 class HasCenters:

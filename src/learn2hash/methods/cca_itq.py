@@ -30,7 +30,7 @@ from learn2hash.methods.base import FitContext, Hasher
 from learn2hash.methods.multiview import MultiViewEncoder, check_views, split_views
 from learn2hash.methods.registry import register
 from learn2hash.methods.validation import Interval
-from learn2hash.methods.shallow import _procrustes, _sign
+from learn2hash.methods.shallow import procrustes, sign_matrix
 
 
 def itq_rotation(z: np.ndarray, iterations: int, rng: np.random.Generator) -> np.ndarray:
@@ -38,7 +38,7 @@ def itq_rotation(z: np.ndarray, iterations: int, rng: np.random.Generator) -> np
     k = z.shape[1]
     r = np.linalg.qr(rng.standard_normal((k, k)))[0]
     for _ in range(iterations):
-        r = _procrustes(z, _sign(z @ r))
+        r = procrustes(z, sign_matrix(z @ r))
     return r
 
 

@@ -138,12 +138,8 @@ class LEMON(MultiViewEncoder, OnlineHasher):
     def __init__(self, bits: int = 64, alpha: float = 1e4, beta: float = 1e4, gamma: float = 0.1, xi: float = 1.0,
                  iterations: int = 5, intercept: bool = True, seed: int = 0):
         super().__init__(bits=bits, seed=seed)
-        self.alpha = alpha
-        self.beta = beta
-        self.gamma = gamma
-        self.xi = xi
-        self.iterations = iterations
-        self.intercept = intercept
+        self.alpha, self.beta, self.gamma, self.xi = alpha, beta, gamma, xi
+        self.iterations, self.intercept = iterations, intercept
 
     # ------------------------------------------------------------------ API
     def _fit(self, split: Split, context: FitContext) -> None:

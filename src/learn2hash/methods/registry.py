@@ -1,5 +1,10 @@
 """The method registry: ``create(name, bits=..., **params)`` returns an unfitted hasher.
 
+Every registry of learn2hash speaks the same words: ``available()`` (what exists, by name),
+``register(...)`` (add one), ``create(name, ...)`` (build one; datasets: ``load(name, ...)``), and
+the same error for a name it does not hold (:func:`learn2hash.errors.unknown_name`). See
+:mod:`learn2hash.nn` for backbones and :mod:`learn2hash.datasets` for datasets.
+
 The registry is lazy: each name maps to ``"module:Class"`` and the module is imported only when
 the class is needed (``method_class``, ``create``, ``Hasher.load``). Listing the methods
 (:func:`available`) imports nothing, so shallow methods and ``learn2hash methods`` work without
@@ -11,12 +16,11 @@ A method defined outside the package registers itself with :func:`register` (a c
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from learn2hash.errors import Learn2HashError
+from learn2hash.errors import Learn2HashError, unknown_name
 
 if TYPE_CHECKING:
     from learn2hash.methods.base import Hasher
@@ -37,29 +41,29 @@ class MethodInfo:
         return self.input_kind == "any"
 
 
-_P = "learn2hash.methods."
-_BUILTIN = (
-    MethodInfo("cca-itq", _P + "cca_itq:CCAITQ", "features", False,
-               "Multi-view CCA to ``bits`` dimensions, then an ITQ rotation shared by all modalities."),
-    MethodInfo("csq", _P + "csq:CSQ", "any", True, "Central Similarity Quantization; see the module docstring for the loss."),
-    MethodInfo("dch", _P + "dch:DCH", "any", True,
-               "Deep Cauchy Hashing: Cauchy cross-entropy on normalised Hamming distances + Cauchy quantization."),
-    MethodInfo("dhn", _P + "dhn:DHN", "any", True,
-               "Deep Hashing Network: pairwise cross-entropy on ``<u_i, u_j>/2`` + log cosh quantization."),
-    MethodInfo("eddh", _P + "eddh:EDDH", "any", True,
-               "Enhanced Deep Discrete Hashing; see the module docstring for Ŝ, the objective and the steps."),
-    MethodInfo("hashnet", _P + "hashnet:HashNet", "any", True,
-               "HashNet: balanced pairwise likelihood with ``tanh(beta * a)``, beta raised by continuation."),
-    MethodInfo("itq", _P + "shallow:ITQ", "features", False,
-               "Iterative quantization: PCA to K dimensions, then a learned orthogonal rotation."),
-    MethodInfo("lemon", _P + "lemon:LEMON", "features", True,
-               "Online cross-modal hashing: ``partial_fit(views, labels)`` per chunk, ``encode(x, modality=...)``."),
-    MethodInfo("lsh", _P + "shallow:LSH", "features", False,
-               "Locality-sensitive hashing: ``sign((x - mean) W)`` with ``W`` i.i.d. standard normal ``[d, K]``."),
-    MethodInfo("orthohash", _P + "orthohash:OrthoHash", "any", True,
-               "OrthoHash: cross-entropy on scaled cosine similarities to a fixed +-1 codebook, with a margin."),
-    MethodInfo("sdh", _P + "shallow:SDH", "features", True, "Supervised discrete hashing (Shen, Shen, Liu & Shen, CVPR 2015)."),
-)
+#: the built-in methods: name | module:Class under learn2hash.methods | what encode takes | supervised | summary
+_TABLE = """
+cca-itq   | cca_itq:CCAITQ      | features | no  | Multi-view CCA to ``bits`` dimensions, then an ITQ rotation shared by all modalities.
+csq       | csq:CSQ             | any      | yes | Central Similarity Quantization; see the module docstring for the loss.
+dch       | dch:DCH             | any      | yes | Deep Cauchy Hashing: Cauchy cross-entropy on normalised Hamming distances + Cauchy quantization.
+dhn       | dhn:DHN             | any      | yes | Deep Hashing Network: pairwise cross-entropy on ``<u_i, u_j>/2`` + log cosh quantization.
+eddh      | eddh:EDDH           | any      | yes | Enhanced Deep Discrete Hashing; see the module docstring for Ŝ, the objective and the steps.
+hashnet   | hashnet:HashNet     | any      | yes | HashNet: balanced pairwise likelihood with ``tanh(beta * a)``, beta raised by continuation.
+itq       | shallow:ITQ         | features | no  | Iterative quantization: PCA to K dimensions, then a learned orthogonal rotation.
+lemon     | lemon:LEMON         | features | yes | Online cross-modal hashing: ``partial_fit(views, labels)`` per chunk, ``encode(x, modality=...)``.
+lsh       | shallow:LSH         | features | no  | Locality-sensitive hashing: ``sign((x - mean) W)`` with ``W`` i.i.d. standard normal ``[d, K]``.
+orthohash | orthohash:OrthoHash | any      | yes | OrthoHash: cross-entropy on scaled cosine similarities to a fixed +-1 codebook, with a margin.
+sdh       | shallow:SDH         | features | yes | Supervised discrete hashing (Shen, Shen, Liu & Shen, CVPR 2015).
+"""
+
+
+def _builtin(table: str) -> tuple[MethodInfo, ...]:
+    rows = [[cell.strip() for cell in line.split("|", 4)] for line in table.strip().splitlines()]
+    return tuple(MethodInfo(name, "learn2hash.methods." + target, kind, supervised == "yes", summary)
+                 for name, target, kind, supervised, summary in rows)
+
+
+_BUILTIN = _builtin(_TABLE)
 
 _INFO: dict[str, MethodInfo] = {m.name: m for m in _BUILTIN}
 _CLASSES: dict[str, type[Hasher]] = {}  # imported (or externally registered) classes
@@ -95,9 +99,7 @@ def available() -> dict[str, MethodInfo]:
 
 
 def _unknown(name: Any) -> Learn2HashError:
-    close = difflib.get_close_matches(str(name), list(_INFO), n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    return Learn2HashError(f"unknown method {name!r}{hint}; known methods: {', '.join(sorted(_INFO))}")
+    return unknown_name("method", name, sorted(_INFO))
 
 
 def method_class(name: str) -> type[Hasher]:

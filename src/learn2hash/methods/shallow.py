@@ -126,13 +126,13 @@ class LSH(_ProjectionHasher):
         self.mean_, self.projection_ = arrays["mean"], arrays["projection"]
 
 
-def _procrustes(v: np.ndarray, b: np.ndarray) -> np.ndarray:
+def procrustes(v: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The orthogonal ``R`` minimising ``||b - v R||_F``: ``U W^T`` for ``v^T b = U S W^T``."""
     u, _, wt = np.linalg.svd(v.T @ b)
     return u @ wt
 
 
-def _sign(a: np.ndarray) -> np.ndarray:
+def sign_matrix(a: np.ndarray) -> np.ndarray:
     """``+1`` where ``a >= 0``, else ``-1`` (the codes' convention; never 0)."""
     return np.where(a >= 0, 1.0, -1.0)
 
@@ -175,9 +175,9 @@ class ITQ(_ProjectionHasher):
         r, _ = np.linalg.qr(rng.standard_normal((self.bits, self.bits)))
         history = []
         for _ in range(self.n_iter):
-            b = _sign(v @ r)
+            b = sign_matrix(v @ r)
             history.append(float(np.sum((b - v @ r) ** 2)))
-            r = _procrustes(v, b)
+            r = procrustes(v, b)
         self.rotation_ = r
         self.loss_history_ = history
 
@@ -239,12 +239,8 @@ class SDH(_ProjectionHasher):
     def __init__(self, bits: int = 64, seed: int = 0, n_anchors: int = 1000, lam: float = 1.0,
                  nu: float = 1e-5, delta: float = 1e-2, n_iter: int = 5, dcc_sweeps: int = 10):
         super().__init__(bits=bits, seed=seed)
-        self.n_anchors = n_anchors
-        self.lam = lam
-        self.nu = nu
-        self.delta = delta
-        self.n_iter = n_iter
-        self.dcc_sweeps = dcc_sweeps
+        self.n_anchors, self.n_iter, self.dcc_sweeps = n_anchors, n_iter, dcc_sweeps
+        self.lam, self.nu, self.delta = lam, nu, delta
 
     def _phi(self, x: np.ndarray) -> np.ndarray:
         k = np.exp(-_sq_distances(x, self.anchors_) / (2.0 * self.sigma_ ** 2))
@@ -288,7 +284,7 @@ class SDH(_ProjectionHasher):
         if not self.sigma_ > 0:
             raise Learn2HashError("sdh: all training items are identical; the RBF width would be 0")
         phi = self._phi_all(x)
-        b = _sign(rng.standard_normal((n, self.bits)))
+        b = sign_matrix(rng.standard_normal((n, self.bits)))
         p = np.zeros((phi.shape[1], self.bits))
         history: list[tuple[str, float]] = []
         for _ in range(int(self.n_iter)):

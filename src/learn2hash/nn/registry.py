@@ -14,7 +14,6 @@ and a frozen part stays in eval mode (BatchNorm statistics, dropout) whatever ``
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 from torch import nn
 
-from learn2hash.errors import Learn2HashError
+from learn2hash.errors import Learn2HashError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -227,10 +226,8 @@ def create_backbone(name: str, input_shape: tuple[int, ...], untrained: bool = F
         info = _BACKBONES[family]
         options = {**{k: v for k, v in options.items() if k != "model"}, "model": model}
     else:
-        known = sorted(i.display_name for i in _BACKBONES.values())
-        close = difflib.get_close_matches(str(name), [i.name for i in _BACKBONES.values() if not i.family], n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise Learn2HashError(f"unknown backbone {name!r}{hint}; known backbones: {', '.join(known)}")
+        raise unknown_name("backbone", name, sorted(i.display_name for i in _BACKBONES.values()),
+                           suggest=[i.name for i in _BACKBONES.values() if not i.family])
     if kind not in info.kinds:
         raise Learn2HashError(
             f"backbone {name!r} takes {' or '.join(info.kinds)} items, but the items have shape {input_shape} ({kind})"

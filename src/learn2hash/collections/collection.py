@@ -1,47 +1,11 @@
-"""Collections: a user's own images (files under a root, or items given by an external id), their
-codes under one run's hasher, and the Hamming index that searches them.
-
-```
-COLL/
-  collection.json   format, version, the run folder, the hasher's identity (sha256 of the run's
-                    hasher/hasher.json), bits, the root the item paths are relative to
-  index/            a HammingIndex (see learn2hash.index.storage): codes, ids and, as each item's
-                    payload, its source (b"p" + path relative to the root, or b"x" + external id)
-  work/             encoding in progress: shard-<key>.npy (packed codes) and shard-<key>.json
-                    (written last: the shard's files, which were kept, which skipped), the key a
-                    checksum of the hasher, the root and the shard's files (names, sizes, times);
-                    deleted once committed to the index
-```
-
-**Consistency.** An item's code, id and source are one record of the index, so every committed
-version of the index holds matching codes and sources, and a reader (another process, or
-:meth:`Collection.search` in this one) sees the collection before or after a whole change. Every
-change goes through the index folder's writer lock (``index/.writer.lock``): the CLI, the service
-and any number of processes and threads take turns, each change applied to the latest committed
-state, so no change is lost. A process that holds a :class:`Collection` sees the changes of others
-at its next search (the manifest is compared, not re-read when it is unchanged).
-
-**Encoding** (:meth:`Collection.create`, :meth:`Collection.add_images`) lists the images (sorted by
-path), leaves out those already in the collection (by path), and encodes the rest in shards of
-``shard_size`` files through the run's hasher (``hasher.encode_images``). Each finished shard is
-written atomically (codes first, its JSON last), so after a ``kill -9`` at any point running the
-same command again keeps the finished shards and gives exactly the codes and ids of an
-uninterrupted run. Memory holds one shard at a time while encoding; the commit adds the shards to
-the index one by one. Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank encodes the shards
-``i % world_size == rank`` of the same job (gloo on CPU, nccl on GPU), then rank 0 commits them in
-order: the collection is the same, byte for byte, as a one-process run's. The ranks must share the
-collection's folder (one machine, or a shared file system).
-"""
+"""The :class:`Collection` (see :mod:`learn2hash.collections`)."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -49,249 +13,13 @@ import numpy as np
 
 from learn2hash import _atomic
 from learn2hash.codes import Codes
-from learn2hash.errors import CorruptFileError, Learn2HashError
+from learn2hash.collections._common import (DEFAULT_SHARD_SIZE, FORMAT, INDEX, KIND, META, SHARD_FORMAT, VERSION, WORK,
+                                            _ON_BAD_IMAGE, Hit, _array_image, _as_list, _default_root,
+                                            _hasher_checksum, _payload, _read_meta, _source)
+from learn2hash.collections.encoding import _barrier, _encoding, _Job, _process_group
+from learn2hash.errors import CorruptFileError, Learn2HashError, check_int
 from learn2hash.index import storage
 from learn2hash.index.hamming import HammingIndex
-
-FORMAT = "learn2hash-collection"
-VERSION = 1
-META = "collection.json"
-INDEX = "index"
-WORK = "work"
-#: ``built_from["kind"]`` of a collection's index
-KIND = "collection"
-#: files encoded per shard by default: a shard is the unit of resumption and of the progress bar
-DEFAULT_SHARD_SIZE = 1024
-SHARD_FORMAT = "learn2hash-collection-shard"
-_PATH = b"p"
-_EXTERNAL = b"x"
-_ON_BAD_IMAGE = ("error", "skip")
-_META_FIELDS = {"bits": int, "run": str, "hasher_sha256": str, "root": (str, type(None)), "method": str}
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result: the item's ``id``, its Hamming ``distance`` to the query, and its source:
-    ``path`` (relative to the collection's root, ``/``-separated) or ``external_id`` (the other is
-    ``None``)."""
-
-    id: int
-    distance: int
-    path: str | None = None
-    external_id: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "distance": self.distance, "path": self.path, "external_id": self.external_id}
-
-
-def _payload(path: str | None = None, external_id: str | None = None) -> bytes:
-    if path is not None:
-        return _PATH + path.encode("utf-8")
-    return _EXTERNAL + (external_id or "").encode("utf-8")
-
-
-def _source(payload: bytes | None) -> dict[str, str | None]:
-    if not payload:
-        return {"path": None, "external_id": None}
-    text = payload[1:].decode("utf-8", errors="replace")
-    if payload[:1] == _PATH:
-        return {"path": text, "external_id": None}
-    return {"path": None, "external_id": text}
-
-
-def _hasher_checksum(run_folder: Path) -> str:
-    from learn2hash.runs import Run
-
-    return Run(run_folder).hasher_checksum()
-
-
-# ----------------------------------------------------------------------------- distributed
-@contextlib.contextmanager
-def _process_group() -> Iterator[tuple[int, int]]:
-    """``(rank, world_size)``; under ``torchrun`` inside the process group (joined here if needed,
-    gloo on CPU, nccl on GPU), else ``(0, 1)``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        yield 0, 1
-        return
-    from learn2hash.train import _destroy_distributed, _init_distributed, dist_info, resolve_device
-
-    info = dist_info()
-    owns = _init_distributed(info, resolve_device("auto", info))
-    try:
-        yield info.rank, info.world_size
-    finally:
-        if owns:
-            _destroy_distributed()
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-# ----------------------------------------------------------------------------- progress
-class _Progress:
-    """``progress``: False/None (nothing), True (a tqdm bar on stderr: images per second, time left),
-    or a callable ``(done, total)``."""
-
-    def __init__(self, progress: Any, total: int, initial: int):
-        self.callback = progress if callable(progress) else None
-        self.bar = None
-        self.done = initial
-        self.total = total
-        if progress is True:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, desc="encoding", unit="img", dynamic_ncols=True,
-                            file=sys.stderr, smoothing=0.1)
-        self._report()
-
-    def set(self, done: int) -> None:
-        if self.bar is not None and done > self.done:
-            self.bar.update(done - self.done)
-        self.done = max(self.done, done)
-        self._report()
-
-    def _report(self) -> None:
-        if self.callback is not None:
-            self.callback(self.done, self.total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-# ----------------------------------------------------------------------------- the job of an encoding
-ACTIVE = ".active"
-
-
-def _release_freed_memory() -> None:
-    """Give the memory freed by a shard's encoding back to the system (glibc keeps freed heap pages,
-    fragmented by each shard's loader, so the resident size would grow with the number of shards:
-    about 2.7 MB a shard measured); a no-op where there is no glibc."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-@contextlib.contextmanager
-def _encoding(work: Path, exclusive: bool = False) -> Iterator[bool]:
-    """A lock on ``work/.active``: encoders hold it shared while they write shards; ``exclusive``
-    (never waiting) tells whether no encoder is alive, so that unfinished files are orphans."""
-    work.mkdir(parents=True, exist_ok=True)
-    fd = os.open(work / ACTIVE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
-            held = True
-        except BlockingIOError:
-            held = False
-        except ImportError:  # pragma: no cover - not POSIX: unfinished files are left to age
-            held = not exclusive
-        yield held
-    finally:
-        os.close(fd)
-
-
-class _Job:
-    """The files of one ``add_images`` still to encode, in shards of ``shard_size``. Each shard is
-    named by a checksum of everything that decides its codes (the hasher, the root, its files with
-    their sizes and modification times, the bad-image policy), so a rerun finds every finished shard
-    whose files have not changed, and redoes only the others."""
-
-    def __init__(self, coll: "Collection", rel: list[str], shard_size: int, on_bad_image: str):
-        self.coll = coll
-        self.rel = rel
-        self.shard_size = shard_size
-        self.on_bad_image = on_bad_image
-        self.folder = coll.folder / WORK
-        self.n_shards = -(-len(rel) // shard_size)
-        settings = json.dumps({"hasher": coll.meta["hasher_sha256"], "root": coll.meta["root"],
-                               "on_bad_image": on_bad_image}).encode()
-        self.keys = []
-        for i in range(self.n_shards):
-            h = hashlib.sha256(settings)
-            for name in self.files_of(i):
-                try:
-                    st = os.stat(coll._abs(name))
-                    h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-                except OSError:  # missing: on_bad_image decides when the shard is encoded
-                    h.update(f"{name}\0missing\n".encode())
-            self.keys.append(h.hexdigest()[:32])
-
-    def shard_files(self, i: int) -> tuple[Path, Path]:
-        return self.folder / f"shard-{self.keys[i]}.npy", self.folder / f"shard-{self.keys[i]}.json"
-
-    def read_shard(self, i: int) -> tuple[np.ndarray, dict] | None:
-        """``(packed codes, record)`` of a finished shard, else ``None`` (missing or damaged: redone)."""
-        codes_path, meta_path = self.shard_files(i)
-        try:
-            meta = _atomic.load_json(meta_path, "collection shard", format=SHARD_FORMAT, versions=(1,),
-                                     required={"kept": list, "skipped": list, "codes_sha256": str, "files": list})
-            if meta["files"] != self.files_of(i) or _atomic.sha256_file(codes_path) != meta["codes_sha256"]:
-                return None
-            codes = _atomic.load_npy(codes_path)
-        except (Learn2HashError, OSError, ValueError):
-            return None
-        bits = self.coll.bits
-        if codes.dtype != np.uint8 or codes.shape != (len(meta["kept"]), (bits + 7) // 8):
-            return None
-        return codes, meta
-
-    def files_of(self, i: int) -> list[str]:
-        return self.rel[i * self.shard_size:(i + 1) * self.shard_size]
-
-    def encode(self, rank: int, world: int, progress: Any, workers: int | None) -> None:
-        """Encode this rank's unfinished shards (every one in a single process)."""
-        with _encoding(self.folder):
-            self._encode(rank, world, progress, workers)
-
-    def _encode(self, rank: int, world: int, progress: Any, workers: int | None) -> None:
-        finished = {i for i in range(self.n_shards) if self.read_shard(i) is not None}
-        count = lambda: sum(len(self.files_of(i)) for i in finished)  # noqa: E731
-        bar = _Progress(progress if rank == 0 else None, len(self.rel), count())
-        try:
-            todo = [i for i in range(self.n_shards) if i % world == rank and i not in finished]
-            if todo and workers is not None:
-                self.coll.hasher.workers = workers  # a runtime parameter: what is learned stays the same
-            for i in todo:
-                self._encode_shard(i)
-                _release_freed_memory()
-                finished.add(i)
-                if world > 1:  # the other ranks' shards count too
-                    finished.update(j for j in range(self.n_shards) if self.shard_files(j)[1].exists())
-                bar.set(count())
-        finally:
-            bar.close()
-
-    def _encode_shard(self, i: int) -> None:
-        names = self.files_of(i)
-        codes, kept, skipped = self.coll.hasher.encode_images([self.coll._abs(n) for n in names],
-                                                              on_bad_image=self.on_bad_image, progress=False)
-        if codes.bits != self.coll.bits:
-            raise CorruptFileError(f"the run's hasher gave {codes.bits}-bit codes, the collection holds "
-                                   f"{self.coll.bits} bits")
-        codes_path, meta_path = self.shard_files(i)
-        _atomic.save_npy(codes_path, np.ascontiguousarray(codes.packed, np.uint8))
-        _atomic.save_json(meta_path, {  # last: the shard is finished once this file exists
-            "format": SHARD_FORMAT, "version": 1, "files": names, "codes_sha256": _atomic.sha256_file(codes_path),
-            "kept": [int(k) for k in kept],
-            "skipped": [{"position": int(s["position"]), "error": str(s["error"])} for s in skipped]})
-
-    def remove(self) -> None:
-        """Delete the job's shards (after its commit)."""
-        for i in range(self.n_shards):
-            for path in reversed(self.shard_files(i)):  # the record first: a half-deleted shard is unfinished
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
 
 
 # ----------------------------------------------------------------------------- the collection
@@ -583,8 +311,7 @@ class Collection:
         ``torchrun`` the ids are returned on rank 0 (an empty array elsewhere)."""
         if on_bad_image not in _ON_BAD_IMAGE:
             raise Learn2HashError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
-        if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
-            raise Learn2HashError(f"shard_size must be an integer >= 1, got {shard_size!r}")
+        shard_size = check_int(shard_size, "shard_size", 1)
         rel = self._files(images)
         with _process_group() as (rank, world):
             index = self._current()
@@ -777,8 +504,7 @@ class Collection:
         an image (see :meth:`encode`: paths, bytes, arrays, PIL images, or a list of them) or
         :class:`Codes` of the collection's bits. Returns one
         list of :class:`Hit` per query (shorter than ``k`` when the collection holds fewer items)."""
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise Learn2HashError(f"k must be an integer >= 1, got {k!r}")
+        k = check_int(k, "k", 1)
         if isinstance(query, Codes):
             codes = query.check_bits(self.bits, "query codes")
         else:
@@ -823,56 +549,3 @@ class Collection:
                 "segments": len(index._segments), "removed_not_compacted": int(index._n_removed),
                 "next_id": int(index._next_id),
                 "pending_shards": sum(1 for p in work.glob("shard-*.json")) if work.is_dir() else 0}
-
-
-# ----------------------------------------------------------------------------- helpers
-def _read_meta(folder: Path) -> dict[str, Any]:
-    path = folder / META
-    if not path.exists():
-        raise Learn2HashError(f"{folder} is not a collection (no {META}); make one with "
-                              "`learn2hash collection create --run RUN --images DIR --out COLL`")
-    return _atomic.load_json(path, "collection metadata", format=FORMAT, versions=(VERSION,), required=_META_FIELDS)
-
-
-def _default_root(images: Any) -> Path:
-    if isinstance(images, (str, os.PathLike)):
-        src = Path(images)
-        if src.is_dir():
-            return src
-        if src.is_file():
-            return src.parent
-        raise Learn2HashError(f"--images {src} is neither a folder of images nor a list file")
-    paths = [os.path.abspath(os.fspath(p)) for p in images]
-    if not paths:
-        raise Learn2HashError("no images given")
-    return Path(os.path.commonpath([os.path.dirname(p) for p in paths]))
-
-
-def _as_list(queries: Any) -> list[Any]:
-    if isinstance(queries, (str, os.PathLike, bytes, bytearray, memoryview)):
-        return [queries]
-    if isinstance(queries, np.ndarray):  # [n, H, W, C] and [n, H, W] are batches, [H, W, 1|3|4] and [H, W] one image
-        if queries.ndim == 4 or (queries.ndim == 3 and queries.shape[-1] not in (1, 3, 4)):
-            return list(queries)
-        return [queries]
-    if hasattr(queries, "getbands"):  # a PIL image
-        return [queries]
-    if isinstance(queries, Sequence):
-        return list(queries)
-    raise Learn2HashError(f"a query is an image path, image bytes, an image array or a PIL image (or a list of "
-                          f"them), or Codes; got {type(queries).__name__}")
-
-
-def _array_image(a: np.ndarray, what: str):
-    """A decoded image ``uint8[H, W]``, ``[H, W, 1|3|4]`` as a PIL image."""
-    from PIL import Image
-
-    if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
-        raise Learn2HashError(f"{what}: an image array must be uint8 [H, W], [H, W, 3] or [H, W, 4]; got "
-                              f"{a.dtype}{list(a.shape)}")
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    return Image.fromarray(np.ascontiguousarray(a))
-
-
-__all__ = ["Collection", "Hit", "DEFAULT_SHARD_SIZE"]
