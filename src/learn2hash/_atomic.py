@@ -118,7 +118,7 @@ def load_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
 
 def save_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+    text = json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n"
     with atomic_open(path, "w") as fh:
         fh.write(text)
 
@@ -295,7 +295,7 @@ def stale_temps(name: str) -> re.Pattern[str]:
     return re.compile(r"^\." + re.escape(name) + r"\.[^/]*\.tmp$")
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):

@@ -20,9 +20,9 @@ def command(add: Callable) -> Callable:
 
 def _print_json(doc) -> None:
     """One JSON document on stdout (numpy values and paths as JSON, as in every file we write)."""
-    from learn2hash._atomic import _json_default
+    from learn2hash._atomic import json_default
 
-    print(json.dumps(doc, indent=2, default=_json_default))
+    print(json.dumps(doc, indent=2, default=json_default))
 
 
 def _add_json_flag(p) -> None:
