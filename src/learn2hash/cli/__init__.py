@@ -1,6 +1,11 @@
 """The ``learn2hash`` command: thin. It parses arguments, calls the library, prints.
 
-Every sub-command is a pair ``_add_<name>(subparsers)`` / ``_cmd_<name>(args)``. A user mistake
+Every sub-command is a pair ``_add_<name>(subparsers)`` / ``_cmd_<name>(args)`` in the module of its
+group (:mod:`~learn2hash.cli.datasets`; :mod:`~learn2hash.cli.training`: train, encode, compare, methods;
+:mod:`~learn2hash.cli.retrieval`: report, evaluate, index, search; :mod:`~learn2hash.cli.collection`;
+:mod:`~learn2hash.cli.serve`; :mod:`~learn2hash.cli.stream`; :mod:`~learn2hash.cli.reproduce`), the options
+and printing they share in :mod:`~learn2hash.cli._common`; the docstring of ``_add_<name>`` is the
+command's ``--help`` description. A user mistake
 (a :class:`~learn2hash.errors.Learn2HashError`) becomes one line on stderr and exit status 2,
 never a traceback. ``--json`` (train, encode, search, evaluate) prints one JSON document on stdout
 instead of the tables; ``--log-level`` sets what the ``learn2hash`` loggers print on stderr
@@ -17,6 +22,7 @@ from typing import Sequence
 from learn2hash import __version__
 # the sub-command modules register their commands on import, in this order (the order of --help)
 from learn2hash.cli import datasets, training, retrieval, collection, serve, stream, reproduce  # noqa: F401
+# every name of the commands' functions, importable from learn2hash.cli as before the package
 from learn2hash.cli._common import (_COMMANDS, _add_features_flags, _add_json_flag, _features_from_args,  # noqa: F401
                                     _parse_assignments, _print_json, _print_table, command)
 from learn2hash.cli.collection import (_add_collection, _add_encoding_options, _cmd_collection_add,  # noqa: F401

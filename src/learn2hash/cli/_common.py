@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from typing import Callable, Sequence
@@ -16,6 +17,19 @@ def command(add: Callable) -> Callable:
     """Decorator for ``_add_<name>(subparsers)``: registers a sub-command (in definition order)."""
     _COMMANDS.append(add)
     return add
+
+
+def _add_parser(sub, name: str, add: Callable, help: str):
+    """``sub.add_parser(name)``: ``help`` is its line in the parent's list of commands, and the docstring of
+    ``add`` (the function that declares it), when it has one, is its ``--help`` description (argparse
+    refills the text)."""
+    doc = inspect.getdoc(add)
+    return sub.add_parser(name, help=help, **({"description": doc} if doc else {}))
+
+
+def _log_line(msg: str) -> None:
+    """A progress line of the library (``log=`` of train, stream, reproduce) on stderr."""
+    print(msg, file=sys.stderr)
 
 
 def _print_json(doc) -> None:
@@ -56,6 +70,28 @@ def _parse_assignments(items: Sequence[str] | None, what: str) -> dict:
         except RecursionError:
             raise Learn2HashError(f"{what} {key}=...: the value is nested too deeply to read") from None
     return out
+
+
+def _add_data_options(p, path_help: str) -> None:
+    """--data-path and --data-param KEY=VALUE: where a dataset is and its loader's parameters."""
+    p.add_argument("--data-path", default=None, help=path_help)
+    p.add_argument("--data-param", action="append", metavar="KEY=VALUE", help="dataset loader parameter")
+
+
+def _data_params(args) -> dict:
+    """The dataset loader's parameters of --data-param, with --data-path as ``path``."""
+    params = _parse_assignments(args.data_param, "--data-param")
+    if args.data_path:
+        params["path"] = args.data_path
+    return params
+
+
+def _add_progress_flag(p) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_workers_option(p) -> None:
+    p.add_argument("--workers", type=int, default=None, help="image decoding processes (default: one per core, <= 8)")
 
 
 def _add_features_flags(p, bad_image: bool = True) -> None:

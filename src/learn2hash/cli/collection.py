@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from learn2hash.cli._common import _add_json_flag, _print_json, command
-from learn2hash.errors import Learn2HashError
+from learn2hash.cli._common import (_add_json_flag, _add_parser, _add_progress_flag, _add_workers_option, _print_json,
+                                     command)
+from learn2hash.errors import Learn2HashError, check_int
 
 
 def _add_encoding_options(p) -> None:
@@ -12,76 +13,100 @@ def _add_encoding_options(p) -> None:
                         "shards are kept), or leave it out and list it")
     p.add_argument("--shard-size", type=int, default=None,
                    help="images per shard, the unit that a rerun after an interruption keeps (default 1024)")
-    p.add_argument("--workers", type=int, default=None, help="image decoding processes (default: one per core, <= 8)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_workers_option(p)
+    _add_progress_flag(p)
     _add_json_flag(p)
+
+
+def _add_images_option(p) -> None:
+    p.add_argument("--images", required=True, metavar="DIR|LIST", help="a folder of images or a list file")
 
 
 @command
 def _add_collection(sub) -> None:
-    p = sub.add_parser(
-        "collection", help="your own images, encoded by a run's hasher and indexed: create, add, remove, info, compact",
-        description="A collection is a folder that holds the codes of your image files (or of items with an id of "
-                    "yours), the Hamming index that searches them, and the identity of the run's hasher that "
-                    "encoded them (a collection whose hasher changed is refused). Search it with `learn2hash "
-                    "search --collection COLL --query photo.jpg`. Encoding is streamed in shards, resumable after "
-                    "an interruption (run the same command again) and split across processes under torchrun "
-                    "(torchrun --nproc_per_node=N -m learn2hash collection create ...).")
+    """A collection is a folder that holds the codes of your image files (or of items with an id of yours),
+    the Hamming index that searches them, and the identity of the run's hasher that encoded them (a
+    collection whose hasher changed is refused). Search it with `learn2hash search --collection COLL --query
+    photo.jpg`. Encoding is streamed in shards, resumable after an interruption (run the same command again)
+    and split across processes under torchrun (torchrun --nproc_per_node=N -m learn2hash collection create
+    ...)."""
+    p = _add_parser(sub, "collection", _add_collection,
+                    help="your own images, encoded by a run's hasher and indexed: create, add, remove, info, compact")
     csub = p.add_subparsers(dest="collection_command", metavar="ACTION")
     csub.required = True
-    c = csub.add_parser("create", help="encode a folder or list of images with a run's hasher into a new collection",
-                        description="Encode the images of --images (a folder, searched recursively, or a list file "
-                                    "of paths relative to its folder) and index them in --out. Item paths are kept "
-                                    "relative to that folder (the collection's root). Running the same command "
-                                    "again continues an interrupted creation and adds nothing twice.")
+    for add in (_add_collection_create, _add_collection_add, _add_collection_remove, _add_collection_info,
+                _add_collection_compact):
+        add(csub)
+
+
+def _collection_action(csub, name: str, add, help: str, func):
+    """The parser of action ``name`` on an existing collection (COLL, its first argument), run by ``func``;
+    ``add`` declares it (its docstring is the description)."""
+    q = _add_parser(csub, name, add, help=help)
+    q.add_argument("collection", metavar="COLL")
+    q.set_defaults(func=func)
+    return q
+
+
+def _add_collection_create(csub) -> None:
+    """Encode the images of --images (a folder, searched recursively, or a list file of paths relative to its
+    folder) and index them in --out. Item paths are kept relative to that folder (the collection's root).
+    Running the same command again continues an interrupted creation and adds nothing twice."""
+    c = _add_parser(csub, "create", _add_collection_create,
+                    help="encode a folder or list of images with a run's hasher into a new collection")
     c.add_argument("--run", "--run-folder", dest="run", required=True,
                    help="run folder whose hasher takes image files (under torchrun write --run-folder: torchrun "
                         "reads --run as an abbreviation of its own --run-path)")
-    c.add_argument("--images", required=True, metavar="DIR|LIST", help="a folder of images or a list file")
+    _add_images_option(c)
     c.add_argument("--out", required=True, metavar="COLL", help="collection folder to create")
     _add_encoding_options(c)
     c.set_defaults(func=_cmd_collection_create)
-    a = csub.add_parser("add", help="encode and add more images (under the collection's root)",
-                        description="Encode and add the images of --images (a folder or a list file, under the "
-                                    "collection's root). Images whose path is already in the collection are left "
-                                    "out, so adding a folder again adds only its new images.")
-    a.add_argument("collection", metavar="COLL")
-    a.add_argument("--images", required=True, metavar="DIR|LIST", help="a folder of images or a list file")
+
+
+def _add_collection_add(csub) -> None:
+    """Encode and add the images of --images (a folder or a list file, under the collection's root). Images
+    whose path is already in the collection are left out, so adding a folder again adds only its new
+    images."""
+    a = _collection_action(csub, "add", _add_collection_add,
+                           "encode and add more images (under the collection's root)", _cmd_collection_add)
+    _add_images_option(a)
     _add_encoding_options(a)
-    a.set_defaults(func=_cmd_collection_add)
-    r = csub.add_parser("remove", help="remove items by id, path or external id",
-                        description="Remove items: --ids (as search prints them), --paths (relative to the "
-                                    "collection's root, as search prints them, or absolute paths of files under it) "
-                                    "and --external-ids. Every one named must be in the collection, else nothing is "
-                                    "removed.")
-    r.add_argument("collection", metavar="COLL")
+
+
+def _add_collection_remove(csub) -> None:
+    """Remove items: --ids (as search prints them), --paths (relative to the collection's root, as search
+    prints them, or absolute paths of files under it) and --external-ids. Every one named must be in the
+    collection, else nothing is removed."""
+    r = _collection_action(csub, "remove", _add_collection_remove, "remove items by id, path or external id",
+                           _cmd_collection_remove)
     r.add_argument("--ids", nargs="+", type=int, default=None, metavar="ID")
     r.add_argument("--paths", nargs="+", default=None, metavar="PATH")
     r.add_argument("--external-ids", nargs="+", default=None, metavar="XID")
     _add_json_flag(r)
-    r.set_defaults(func=_cmd_collection_remove)
-    i = csub.add_parser("info", help="what a collection holds")
-    i.add_argument("collection", metavar="COLL")
-    _add_json_flag(i)
-    i.set_defaults(func=_cmd_collection_info)
-    k = csub.add_parser("compact", help="rewrite the index's segments into one, dropping removed items",
-                        description="Rewrite the collection index's segments into one and drop removed items for "
-                                    "good, atomically: readers see the old segments or the new one, an interruption "
-                                    "leaves the old ones. (Segments are also merged automatically as they pile up.)")
-    k.add_argument("collection", metavar="COLL")
-    _add_json_flag(k)
-    k.set_defaults(func=_cmd_collection_compact)
+
+
+def _add_collection_info(csub) -> None:
+    # no docstring: `collection info --help` has no description
+    _add_json_flag(_collection_action(csub, "info", _add_collection_info, "what a collection holds",
+                                      _cmd_collection_info))
+
+
+def _add_collection_compact(csub) -> None:
+    """Rewrite the collection index's segments into one and drop removed items for good, atomically: readers
+    see the old segments or the new one, an interruption leaves the old ones. (Segments are also merged
+    automatically as they pile up.)"""
+    _add_json_flag(_collection_action(csub, "compact", _add_collection_compact,
+                                      "rewrite the index's segments into one, dropping removed items",
+                                      _cmd_collection_compact))
 
 
 def _encoding_options(args) -> dict:
     from learn2hash.collections import DEFAULT_SHARD_SIZE
 
-    if args.shard_size is not None and args.shard_size < 1:
-        raise Learn2HashError(f"--shard-size must be at least 1, got {args.shard_size}")
-    if args.workers is not None and args.workers < 0:
-        raise Learn2HashError(f"--workers must be >= 0, got {args.workers}")
-    return {"on_bad_image": args.on_bad_image, "shard_size": args.shard_size or DEFAULT_SHARD_SIZE,
-            "progress": not args.no_progress, "workers": args.workers}
+    shard_size = DEFAULT_SHARD_SIZE if args.shard_size is None else check_int(args.shard_size, "--shard-size", 1)
+    workers = None if args.workers is None else check_int(args.workers, "--workers", 0)
+    return {"on_bad_image": args.on_bad_image, "shard_size": shard_size, "progress": not args.no_progress,
+            "workers": workers}
 
 
 def _is_rank_zero() -> bool:

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-from learn2hash.cli._common import _parse_assignments, _print_table, command
+from learn2hash.cli._common import _add_data_options, _add_parser, _data_params, _print_table, command
 
 
 @command
 def _add_datasets(sub) -> None:
-    p = sub.add_parser(
-        "datasets", help="list datasets, whether each is on this machine, and how to get it",
-        description="Without NAME: list every dataset, whether it is found (in --data-path/NAME or "
-                    "$LEARN2HASH_DATA/NAME), its protocols and mAP cutoff, where it is published and the file "
-                    "layout it expects. "
-                    "With NAME: load it under a protocol and print its splits (check your own files "
-                    "with a generic loader, e.g. `learn2hash datasets npz --data-path feats.npz`).")
+    """Without NAME: list every dataset, whether it is found (in --data-path/NAME or $LEARN2HASH_DATA/NAME),
+    its protocols and mAP cutoff, where it is published and the file layout it expects. With NAME: load it
+    under a protocol and print its splits (check your own files with a generic loader, e.g. `learn2hash
+    datasets npz --data-path feats.npz`)."""
+    p = _add_parser(sub, "datasets", _add_datasets,
+                    help="list datasets, whether each is on this machine, and how to get it")
     p.add_argument("name", nargs="?", default=None, metavar="NAME", help="a dataset to load and describe")
     p.add_argument("--protocol", default=None, help="protocol (default: the dataset's first)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-path", default=None,
-                   help="with NAME: the dataset's folder (or your file for a generic loader); without NAME: the "
-                        "folder holding one sub-folder per dataset (instead of $LEARN2HASH_DATA)")
-    p.add_argument("--data-param", action="append", metavar="KEY=VALUE", help="dataset loader parameter")
+    _add_data_options(p, "with NAME: the dataset's folder (or your file for a generic loader); without NAME: the "
+                         "folder holding one sub-folder per dataset (instead of $LEARN2HASH_DATA)")
     p.add_argument("--save-splits", default=None, metavar="DIR", help="write the exact split to DIR")
     p.set_defaults(func=_cmd_datasets)
 
@@ -32,10 +29,7 @@ def _cmd_datasets(args) -> int:
         _list_datasets(args.data_path)
         return 0
     d = info(args.name)
-    params = _parse_assignments(args.data_param, "--data-param")
-    if args.data_path:
-        params["path"] = args.data_path
-    ds = load(args.name, protocol=args.protocol, seed=args.seed, **params)
+    ds = load(args.name, protocol=args.protocol, seed=args.seed, **_data_params(args))
     print(ds.summary())
     rows = []
     for name, split in ds.splits.items():

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import sys
 
-from learn2hash.cli._common import _parse_assignments, _print_table, command
+from learn2hash.cli._common import (_add_data_options, _add_parser, _add_progress_flag, _data_params, _log_line,
+                                     _parse_assignments, _print_table, command)
 from learn2hash.errors import Learn2HashError
 
 
 @command
 def _add_reproduce(sub) -> None:
-    p = sub.add_parser(
-        "reproduce", help="run a paper's main setting and print the result beside the published figures",
-        description="Run the recipe of METHOD on --dataset (backbone, optimiser, schedule, protocol and mAP "
-                    "cutoff of the paper and its reference code) and print the result beside the paper's figure "
-                    "and the reference code's figure (n/a where none is published). Without METHOD: list the "
-                    "recipes. --quick swaps the pretrained backbone for smallcnn and trains one epoch: a smoke "
-                    "test whose figure is not comparable.")
+    """Run the recipe of METHOD on --dataset (backbone, optimiser, schedule, protocol and mAP cutoff of the
+    paper and its reference code) and print the result beside the paper's figure and the reference code's
+    figure (n/a where none is published). Without METHOD: list the recipes. --quick swaps the pretrained
+    backbone for smallcnn and trains one epoch: a smoke test whose figure is not comparable."""
+    p = _add_parser(sub, "reproduce", _add_reproduce,
+                    help="run a paper's main setting and print the result beside the published figures")
     p.add_argument("method", nargs="?", default=None, metavar="METHOD", help="csq, dhn or lemon")
     p.add_argument("--dataset", default=None, help="dataset of the recipe (see `learn2hash reproduce`)")
     p.add_argument("--bits", type=int, default=64, help="code length K (default 64)")
@@ -24,13 +24,12 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smallcnn, one epoch, no pretrained weights (seconds)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="override a recipe hyper-parameter")
-    p.add_argument("--data-path", default=None, help="the dataset's folder (default $LEARN2HASH_DATA/DATASET)")
-    p.add_argument("--data-param", action="append", metavar="KEY=VALUE", help="dataset loader parameter")
+    _add_data_options(p, "the dataset's folder (default $LEARN2HASH_DATA/DATASET)")
     p.add_argument("--chunk", type=int, default=None, help="items per round of a streaming recipe (lemon)")
     p.add_argument("--weights", default=None, metavar="PATH",
                    help="a local state-dict file for the recipe's backbone instead of its named weights "
                         "(downloaded when online)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_progress_flag(p)
     p.set_defaults(func=_cmd_reproduce)
 
 
@@ -49,11 +48,8 @@ def _cmd_reproduce(args) -> int:
     if args.dataset is None:
         raise Learn2HashError("give --dataset (see `learn2hash reproduce` for the recipes)")
     r = recipes.recipe(args.method, args.dataset)
-    data_params = _parse_assignments(args.data_param, "--data-param")
-    if args.data_path:
-        data_params["path"] = args.data_path
-    params, dparams = recipes.resolved(r, args.quick, _parse_assignments(args.param, "--param"), data_params,
-                                       args.weights)
+    data_params, overrides = _data_params(args), _parse_assignments(args.param, "--param")
+    params, dparams = recipes.resolved(r, args.quick, overrides, data_params, args.weights)
     shown = {k: v for k, v in params.items() if k not in ("backbone_options",)}
     stage = recipes.features_of(r, args.quick, args.weights)
     if stage:
@@ -63,9 +59,8 @@ def _cmd_reproduce(args) -> int:
           + (f", chunks of {args.chunk or r.chunk}" if r.chunk else "") + ": "
           + ", ".join(f"{k}={v}" for k, v in shown.items()), file=sys.stderr)
     result = recipes.reproduce(args.method, args.dataset, args.bits, args.out, seed=args.seed, quick=args.quick,
-                               params=_parse_assignments(args.param, "--param"), data_params=data_params,
-                               chunk=args.chunk, progress=not args.no_progress, weights=args.weights,
-                               log=lambda msg: print(msg, file=sys.stderr))
+                               params=overrides, data_params=data_params, chunk=args.chunk,
+                               progress=not args.no_progress, weights=args.weights, log=_log_line)
     print(f"{r.method}, {args.bits} bits, {r.dataset} [{r.protocol}] -> {result['run']}"
           + ("  (quick run: not comparable with the published figures)" if args.quick else ""))
     _print_table(result["rows"], ["metric", "this run", "paper", "reference code"])

@@ -5,16 +5,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from learn2hash.cli._common import _add_json_flag, _print_json, _print_table, command
-from learn2hash.errors import Learn2HashError
+from learn2hash.cli._common import _add_json_flag, _add_parser, _print_json, _print_table, command
+from learn2hash.errors import Learn2HashError, check_int
 
 
 @command
 def _add_report(sub) -> None:
-    p = sub.add_parser("report", help="plots and an HTML report of a run, or curves of several runs overlaid",
-                       description="--run DIR writes PR and P@N curves, the center/code distance heat map, "
-                                   "sample retrievals, the training curve and report.html into DIR/report; "
-                                   "--compare DIR DIR ... overlays several runs and plots P@H<=2 against bits.")
+    """--run DIR writes PR and P@N curves, the center/code distance heat map, sample retrievals, the training
+    curve and report.html into DIR/report; --compare DIR DIR ... overlays several runs and plots P@H<=2
+    against bits."""
+    p = _add_parser(sub, "report", _add_report,
+                    help="plots and an HTML report of a run, or curves of several runs overlaid")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--run", metavar="RUN_DIR", help="run folder to report on")
     what.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="run folders to compare")
@@ -45,12 +46,12 @@ _EVALUATE_FILES = (("query_codes", "--query-codes"), ("query_labels", "--query-l
 
 @command
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser(
-        "evaluate", help="exact retrieval metrics (mAP, P@N, P/R within a Hamming radius) of saved codes",
-        description="Rank database codes by Hamming distance to each query code and print mAP@k, precision@N "
-                    "and precision/recall within a Hamming radius. Items are relevant when they share a label. "
-                    "Codes files are those written by Codes.save (a .npy with its .json sidecar); label files "
-                    "are .npy arrays of class ids int[n] or 0/1 matrices [n, classes].")
+    """Rank database codes by Hamming distance to each query code and print mAP@k, precision@N and
+    precision/recall within a Hamming radius. Items are relevant when they share a label. Codes files are
+    those written by Codes.save (a .npy with its .json sidecar); label files are .npy arrays of class ids
+    int[n] or 0/1 matrices [n, classes]."""
+    p = _add_parser(sub, "evaluate", _add_evaluate,
+                    help="exact retrieval metrics (mAP, P@N, P/R within a Hamming radius) of saved codes")
     p.add_argument("--run", metavar="DIR", help="evaluate a run folder's query codes against its database codes "
                                                 "(instead of the four files)")
     p.add_argument("--query-codes", metavar="Q.npy", help="query codes")
@@ -79,13 +80,12 @@ def _add_evaluate(sub) -> None:
 
 
 def _int_option(text: str, option: str, minimum: int) -> int:
+    """The integer ``option`` gives as ``text`` (:func:`~learn2hash.errors.check_int`'s error otherwise)."""
     try:
         value = int(text)
     except (TypeError, ValueError):
-        value = None
-    if value is None or value < minimum:
-        raise Learn2HashError(f"{option} must be an integer >= {minimum}, got {text!r}")
-    return value
+        value = text
+    return check_int(value, option, minimum)
 
 
 def _evaluate_inputs_from_files(args) -> tuple:
@@ -206,9 +206,14 @@ def _add_index(sub) -> None:
     p = sub.add_parser("index", help="build the Hamming index of a run's database codes")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION")
     isub.required = True
-    b = isub.add_parser("build", help="encode the run's database split and save its index under RUN/index",
-                        description="Encode the database split of a run (cached in RUN/codes) and save a "
-                                    "HammingIndex of it in RUN/index; item ids are database positions.")
+    _add_index_build(isub)
+
+
+def _add_index_build(isub) -> None:
+    """Encode the database split of a run (cached in RUN/codes) and save a HammingIndex of it in RUN/index;
+    item ids are database positions."""
+    b = _add_parser(isub, "build", _add_index_build,
+                    help="encode the run's database split and save its index under RUN/index")
     b.add_argument("--run", required=True, help="run folder")
     _add_backend_options(b)
     b.set_defaults(func=_cmd_index_build)
@@ -266,11 +271,10 @@ def _query_items(run, spec: str):
 
 @command
 def _add_search(sub) -> None:
-    p = sub.add_parser("search", help="search a run's index: nearest database items of a query",
-                       description="Encode the query with the run's hasher and print the k nearest database "
-                                   "items: id (database position), Hamming distance, labels. An index built "
-                                   "before the run was retrained, or of other codes, is refused (or rebuilt "
-                                   "with --rebuild-index); ids appended to the index later have no labels.")
+    """Encode the query with the run's hasher and print the k nearest database items: id (database
+    position), Hamming distance, labels. An index built before the run was retrained, or of other codes, is
+    refused (or rebuilt with --rebuild-index); ids appended to the index later have no labels."""
+    p = _add_parser(sub, "search", _add_search, help="search a run's index: nearest database items of a query")
     p.add_argument("--run", default=None, help="run folder with an index (learn2hash index build)")
     p.add_argument("--collection", default=None, metavar="COLL",
                    help="search a collection (learn2hash collection create) instead of a run: --query is an image "

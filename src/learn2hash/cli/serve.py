@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from learn2hash.cli._common import command
-from learn2hash.errors import Learn2HashError
+from learn2hash.cli._common import _add_parser, command
+from learn2hash.errors import Learn2HashError, check_int
 
 
 @command
 def _add_serve(sub) -> None:
-    p = sub.add_parser("serve", help="HTTP search service and web page over a run's or a collection's index",
-                       description="Serve POST /search, item images, /health, OpenAPI docs at /docs and a web "
-                                   "page at / for run DIR, or for collection COLL (thumbnails of its images; with an "
-                                   "API key, POST /items and DELETE /items/{id} change it live). Binds 127.0.0.1 "
-                                   "unless --host says otherwise.")
+    """Serve POST /search, item images, /health, OpenAPI docs at /docs and a web page at / for run DIR, or for
+    collection COLL (thumbnails of its images; with an API key, POST /items and DELETE /items/{id} change it
+    live). Binds 127.0.0.1 unless --host says otherwise."""
+    p = _add_parser(sub, "serve", _add_serve,
+                    help="HTTP search service and web page over a run's or a collection's index")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", metavar="RUN_DIR", help="run folder to serve (its dataset's database split)")
     which.add_argument("--collection", metavar="COLL", help="collection to serve (learn2hash collection create)")
@@ -47,8 +47,7 @@ def _cmd_serve(args) -> int:
         raise Learn2HashError(f"--read-timeout must be in (0, 3600] seconds, got {args.read_timeout}")
     if not 0 < args.max_upload_mb <= 1024:
         raise Learn2HashError(f"--max-upload-mb must be in (0, 1024], got {args.max_upload_mb}")
-    if args.max_k < 1:
-        raise Learn2HashError(f"--max-k must be at least 1, got {args.max_k}")
+    check_int(args.max_k, "--max-k", 1)
     if not 0 < args.max_decode_mb <= 1 << 20:
         raise Learn2HashError(f"--max-decode-mb must be in (0, 1048576], got {args.max_decode_mb}")
     _check_bind_address(args.host, args.port)

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import sys
-
-from learn2hash.cli._common import _add_features_flags, _features_from_args, _parse_assignments, _print_table, command
+from learn2hash.cli._common import (_add_features_flags, _add_parser, _features_from_args, _log_line, _parse_assignments,
+                                     _print_table, command)
 from learn2hash.errors import Learn2HashError
 
 
 @command
 def _add_stream(sub) -> None:
-    p = sub.add_parser(
-        "stream", help="online cross-modal hashing on a stream of chunks, evaluated after every round",
-        description="Hold out the queries, feed the rest of the dataset in chunks, and after every round record "
-                    "the training seconds and the mAP of every cross-modal direction over the database seen so "
-                    "far (stream.json, stream.png in --out). Online methods (lemon) learn each chunk once and "
-                    "append its codes to the database; --retrain refits from scratch on everything seen, every "
-                    "round (the baseline; always so for offline methods such as cca-itq). Running again with "
-                    "the same settings continues an unfinished stream.")
+    """Hold out the queries, feed the rest of the dataset in chunks, and after every round record the
+    training seconds and the mAP of every cross-modal direction over the database seen so far (stream.json,
+    stream.png in --out). Online methods (lemon) learn each chunk once and append its codes to the database;
+    --retrain refits from scratch on everything seen, every round (the baseline; always so for offline
+    methods such as cca-itq). Running again with the same settings continues an unfinished stream."""
+    p = _add_parser(sub, "stream", _add_stream,
+                    help="online cross-modal hashing on a stream of chunks, evaluated after every round")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="multi-modal dataset name (e.g. fashion-mnist-2view)")
     src.add_argument("--mat", metavar="FILE", help="your own .mat file (MATLAB v5 or v7.3); needs --mat-keys")
@@ -55,7 +53,7 @@ def _cmd_stream(args) -> int:
     result = run_stream(args.method, args.dataset or "mat", args.bits, args.chunk, args.out, seed=args.seed,
                         params=_parse_assignments(args.param, "--param"), data_params=data_params,
                         retrain=args.retrain, max_rounds=args.rounds, evaluate_every=args.eval_every,
-                        log=None if args.quiet else (lambda msg: print(msg, file=sys.stderr)),
+                        log=None if args.quiet else _log_line,
                         features=_features_from_args(args))
     rounds = result["rounds"]
     rows = [{"round": r["round"], "items": f"{r['n_seen']:,}", "train s": f"{r['train_seconds']:.3f}",

@@ -3,11 +3,11 @@ compare finished runs."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from learn2hash.cli._common import (_add_features_flags, _add_json_flag, _features_from_args, _parse_assignments,
-                                     _print_json, _print_table, command)
+from learn2hash.cli._common import (_add_data_options, _add_features_flags, _add_json_flag, _add_parser,
+                                     _add_progress_flag, _add_workers_option, _data_params, _features_from_args,
+                                     _log_line, _parse_assignments, _print_json, _print_table, command)
 from learn2hash.errors import Learn2HashError
 
 
@@ -31,9 +31,9 @@ def _print_metrics(metrics: dict, file=None) -> None:
 
 @command
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a hasher on a dataset, encode, evaluate; writes a run folder",
-                       description="Train METHOD on DATASET and write a run folder (config, splits, weights, "
-                                   "codes, metrics). Prints the evaluation table.")
+    """Train METHOD on DATASET and write a run folder (config, splits, weights, codes, metrics). Prints the
+    evaluation table."""
+    p = _add_parser(sub, "train", _add_train, help="train a hasher on a dataset, encode, evaluate; writes a run folder")
     p.add_argument("--method", required=True, help="hashing method (see `learn2hash methods`)")
     p.add_argument("--dataset", required=True, help="dataset name (see `learn2hash datasets`)")
     p.add_argument("--protocol", default=None, help="dataset protocol (default: the dataset's first)")
@@ -45,12 +45,11 @@ def _add_train(sub) -> None:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any other method hyper-parameter")
-    p.add_argument("--data-path", default=None, help="path for the generic loaders (your own files)")
-    p.add_argument("--data-param", action="append", metavar="KEY=VALUE", help="dataset loader parameter")
+    _add_data_options(p, "path for the generic loaders (your own files)")
     p.add_argument("--topk", type=int, default=None, help="evaluate mAP@TOPK besides mAP@all (default per dataset)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder's configuration")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_progress_flag(p)
     _add_features_flags(p)
     p.add_argument("--eval-every", type=int, default=0, metavar="N",
                    help="also evaluate on the query split after every N-th epoch and the last; the best of these "
@@ -69,9 +68,7 @@ def _cmd_train(args) -> int:
             if key in params:
                 raise Learn2HashError(f"{key} is given twice: as --{key.replace('_', '-')} and as --param {key}=...")
             params[key] = getattr(args, key)
-    data_params = _parse_assignments(args.data_param, "--data-param")
-    if args.data_path:
-        data_params["path"] = args.data_path
+    data_params = _data_params(args)
     features = _features_from_args(args)
     if args.backbone is not None:
         from learn2hash.methods import method_class
@@ -86,7 +83,7 @@ def _cmd_train(args) -> int:
     run = train_run(args.method, args.dataset, args.bits, args.out, protocol=args.protocol, seed=args.seed,
                     params=params, data_params=data_params, topk=args.topk if args.topk is not None else "default",
                     resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
-                    log=lambda msg: print(msg, file=sys.stderr), features=features, eval_every=args.eval_every)
+                    log=_log_line, features=features, eval_every=args.eval_every)
     if run is None:  # a non-zero rank under torchrun
         return 0
     evaluated = (run.folder / "metrics.json").exists()
@@ -104,11 +101,11 @@ def _cmd_train(args) -> int:
 
 @command
 def _add_encode(sub) -> None:
-    p = sub.add_parser("encode", help="encode a split of a run's dataset, a .npy of items, or your own images",
-                       description="Encode a split of the run's dataset (--split), a .npy of items (--input), or "
-                                   "image files (--images: a folder, searched recursively, or a list file of "
-                                   "paths relative to it). For --images the codes go to --out and their ids "
-                                   "(the images' paths relative to the folder or list) to OUT.ids.json.")
+    """Encode a split of the run's dataset (--split), a .npy of items (--input), or image files (--images: a
+    folder, searched recursively, or a list file of paths relative to it). For --images the codes go to
+    --out and their ids (the images' paths relative to the folder or list) to OUT.ids.json."""
+    p = _add_parser(sub, "encode", _add_encode,
+                    help="encode a split of a run's dataset, a .npy of items, or your own images")
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--split", choices=["train", "query", "database"], default=None)
     p.add_argument("--input", default=None, help=".npy of items to encode instead of a split")
@@ -117,8 +114,8 @@ def _add_encode(sub) -> None:
                                                 "needed with --images)")
     p.add_argument("--on-bad-image", choices=["error", "skip"], default="error",
                    help="an unreadable image: stop (default) or leave it out and list it in OUT.ids.json")
-    p.add_argument("--workers", type=int, default=None, help="image decoding processes (default: one per core, <= 8)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_workers_option(p)
+    _add_progress_flag(p)
     _add_json_flag(p)
     p.set_defaults(func=_cmd_encode)
 
