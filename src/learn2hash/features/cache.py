@@ -53,12 +53,17 @@ def files_sha256(paths: Any, transform: Any = None) -> str:
     geometry). Rewriting or touching a file changes it; reading the pixels is not needed."""
     h = hashlib.sha256(json.dumps({"files": len(paths), "transform": transform}, sort_keys=True, default=str).encode())
     for p in paths:
-        try:
-            st = os.stat(p)
-        except OSError as exc:
-            raise Learn2HashError(f"image {p} cannot be read: {exc.strerror or exc}") from None
-        h.update(json.dumps([str(Path(p).resolve()), st.st_size, st.st_mtime_ns]).encode())
+        h.update(_file_identity(p))
     return h.hexdigest()
+
+
+def _file_identity(path: Any) -> bytes:
+    """An image file as it is now: its resolved path, size and modification time (ns), as JSON bytes."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise Learn2HashError(f"image {path} cannot be read: {exc.strerror or exc}") from None
+    return json.dumps([str(Path(path).resolve()), st.st_size, st.st_mtime_ns]).encode()
 
 
 def file_digests(paths: Any) -> np.ndarray:
@@ -67,12 +72,7 @@ def file_digests(paths: Any) -> np.ndarray:
     whose digest (and decoding) matches."""
     out = np.empty((len(paths), 32), dtype=np.uint8)
     for i, p in enumerate(paths):
-        try:
-            st = os.stat(p)
-        except OSError as exc:
-            raise Learn2HashError(f"image {p} cannot be read: {exc.strerror or exc}") from None
-        out[i] = np.frombuffer(hashlib.sha256(json.dumps([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
-                                              .encode()).digest(), dtype=np.uint8)
+        out[i] = np.frombuffer(hashlib.sha256(_file_identity(p)).digest(), dtype=np.uint8)
     return out
 
 

@@ -13,7 +13,6 @@ import torch
 
 from learn2hash.errors import CorruptFileError, Learn2HashError
 from learn2hash.features.cache import plain_json
-from learn2hash.features.extractors import BackboneExtractor
 from learn2hash.features.transformer import ImageFeatures
 
 
@@ -223,14 +222,7 @@ class FeatureHasher:
             net = create_backbone(str(params.get("backbone")), item_shape, untrained=True,
                                   **{k: v for k, v in options.items() if k not in ("pretrained",)})
         load_state(net, read_state_dict(weights, "saved feature backbone"), weights, "the saved feature backbone")
-        net = net.eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        feats._net = net
-        feats.item_shape_ = item_shape
-        feats.out_dim_ = int(net.out_dim)
-        feats.extractor_ = BackboneExtractor(net, feats.device, batch_size=int(feats.batch_size))
-        feats.identity_ = feats._identity(net, item_shape)
+        feats.use_network(net, item_shape)
         if feats.identity_["weights_sha256"] != ident.get("weights_sha256"):
             raise CorruptFileError(f"hasher file {meta_path}: the feature backbone's weights do not match the "
                                    "checksum its features block records")

@@ -213,7 +213,13 @@ class ImageFeatures:
         if self.weights is not None:
             load_state(net, read_state_dict(self.weights, f"backbone {self.backbone}"), self.weights,
                        f"backbone {self.backbone}")
-        net = net.eval().to(torch.device(self.device))
+        return self.use_network(net.to(torch.device(self.device)), item_shape)
+
+    def use_network(self, net: torch.nn.Module, item_shape: tuple[int, ...]) -> torch.nn.Module:
+        """Make ``net`` (put in eval mode, its parameters frozen) the network for items of ``item_shape``:
+        sets the fitted state (``item_shape_``, ``out_dim_``, ``extractor_``, ``identity_``); returns it.
+        :meth:`_build` calls it with the network it built, a saved hasher's load with the saved one."""
+        net = net.eval()
         for p in net.parameters():
             p.requires_grad_(False)
         self._net = net
