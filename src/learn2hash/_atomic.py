@@ -284,7 +284,6 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-_json_default = json_default  # the former private name (still imported by older callers)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
