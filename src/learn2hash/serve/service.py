@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from learn2hash.errors import Learn2HashError
+from learn2hash.search import RunSearch
 
 #: image formats an upload may have (as Pillow names them)
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
@@ -192,7 +193,9 @@ class SearchService:
         self.dataset = self.run.dataset()
         self.hasher = self.run.hasher()
         self.query_codes = self.run.codes("query")
-        self.index = self._open_index()
+        # RUN/index when present (refused when stale or holding anything but the database), else built in memory
+        self.searcher = RunSearch(self.run, index="auto", database_only=True)
+        self.index, self.index_source = self.searcher.index, self.searcher.index_source
         self.index.search(self.query_codes[:1], 1)  # compile the search kernels before the first request
         self.n_database = len(self.dataset.database)
         self.class_names = list(self.dataset.class_names or
@@ -203,25 +206,6 @@ class SearchService:
         self._lock = threading.Lock()
         self._decoder = Decoder(limits)
         self._png = functools.lru_cache(maxsize=8192)(self._render_png)
-
-    def _open_index(self):
-        from learn2hash.index import HammingIndex
-
-        folder = self.run.folder / "index"
-        if folder.is_dir():
-            from learn2hash.index.provenance import open_run_index
-
-            index = open_run_index(self.run)  # refuses an index that is stale or not of this run's codes
-            self.index_source = f"loaded from {folder}"
-        else:
-            index = HammingIndex(self.run.bits)
-            index.add(self.run.codes("database"))
-            self.index_source = "built in memory from the database codes"
-        n = len(self.run.dataset().database)
-        if len(index) != n or not np.array_equal(index.ids, np.arange(n)):
-            raise Learn2HashError(f"index {folder} holds {len(index)} codes that are not the run's {n} database items "
-                                  "under their positions as ids; rebuild it with `learn2hash index build`")
-        return index
 
     # ------------------------------------------------------------------ description
     @property
@@ -342,7 +326,7 @@ class SearchService:
             qlabels = self.dataset.query.labels[i]
             query.update(index=i, labels=self.label_names(qlabels))
             with self._lock:
-                dist, ids = self.index.search(codes, k)
+                (hits,) = self.searcher.search(codes, k, query_labels=qlabels[None, :])
         else:
             if image is not None:
                 x = self.decode_image(image, image_type)
@@ -350,14 +334,12 @@ class SearchService:
                 x = self.decode_features(features)
             with self._lock:
                 codes = self._encode(x)
-                dist, ids = self.index.search(codes, k)
-        ids, dist = np.asarray(ids[0], dtype=np.int64), np.asarray(dist[0], dtype=np.int64)
-        db_labels = self.dataset.database.labels[ids]
+                (hits,) = self.searcher.search(codes, k)
         out = {"k": k, "bits": self.run.bits, "query": query, "code": "".join("1" if b else "0" for b in codes.to_bits()[0]),
-               "ids": ids.tolist(), "distances": dist.tolist(),
-               "labels": [self.label_names(row) for row in db_labels]}
+               "ids": hits.ids.tolist(), "distances": hits.distances.tolist(),
+               "labels": [[self.class_names[c] for c in h.labels] for h in hits]}
         if qlabels is not None:
-            out["relevant"] = (db_labels & qlabels[None, :]).any(axis=1).tolist()
+            out["relevant"] = hits.relevant.tolist()
         out["seconds"] = time.perf_counter() - t0
         return out
 
@@ -372,7 +354,7 @@ class SearchService:
     def _render_png(self, split: str, i: int) -> bytes:
         from PIL import Image
 
-        from learn2hash.report import item_image
+        from learn2hash.search import item_image
 
         split_obj = self.dataset.query if split == "query" else self.dataset.database
         buf = io.BytesIO()
