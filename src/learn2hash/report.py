@@ -122,40 +122,38 @@ def run_styles(runs: Sequence[Any]) -> list[dict[str, Any]]:
             for r in runs]
 
 
-def plot_pr_curves(curves: Sequence[tuple[str, dict[str, Any]]], path: Path, size_key: str,
-                   styles: Sequence[dict[str, Any]] | None = None) -> Path:
-    """Precision–recall curves (one per (label, metrics)) into ``path``."""
+def _curves(lines: Sequence[tuple[str, Any, Any]], path: Path, size_key: str, styles: Sequence[dict[str, Any]] | None,
+            xlabel: str, ylabel: str, title: str, xlim: tuple[float, float] | None = None) -> Path:
+    """One figure of ``(label, x, y)`` curves, precision on the y axis (0 to 1), into ``path``."""
     fig = _figure(PLOT_SIZES[size_key])
     ax = fig.add_subplot(1, 1, 1)
-    for j, (label, metrics) in enumerate(curves):
-        recall, precision = pr_points(metrics)
-        ax.plot(recall, precision, marker=".", markersize=4, linewidth=1.5, label=label, **(styles[j] if styles else {}))
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_xlim(0, 1.02)
+    for j, (label, x, y) in enumerate(lines):
+        ax.plot(x, y, marker=".", markersize=4, linewidth=1.5, label=label, **(styles[j] if styles else {}))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if xlim is not None:
+        ax.set_xlim(*xlim)
     ax.set_ylim(0, 1.02)
-    ax.set_title("Precision–recall (one point per Hamming radius)")
+    ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_pr_curves(curves: Sequence[tuple[str, dict[str, Any]]], path: Path, size_key: str,
+                   styles: Sequence[dict[str, Any]] | None = None) -> Path:
+    """Precision–recall curves (one per (label, metrics)) into ``path``."""
+    lines = [(label, *pr_points(metrics)) for label, metrics in curves]
+    return _curves(lines, path, size_key, styles, "recall", "precision",
+                   "Precision–recall (one point per Hamming radius)", xlim=(0, 1.02))
 
 
 def plot_precision_at_n(curves: Sequence[tuple[str, tuple[np.ndarray, np.ndarray]]], path: Path,
                         size_key: str, styles: Sequence[dict[str, Any]] | None = None) -> Path:
     """Precision of the first N returned items against N (one curve per (label, (N, precision)))."""
-    fig = _figure(PLOT_SIZES[size_key])
-    ax = fig.add_subplot(1, 1, 1)
-    for j, (label, (n, p)) in enumerate(curves):
-        ax.plot(n, p, marker=".", markersize=4, linewidth=1.5, label=label, **(styles[j] if styles else {}))
-    ax.set_xlabel("number of returned items N")
-    ax.set_ylabel("precision@N")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("Precision of the top N")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _curves([(label, n, p) for label, (n, p) in curves], path, size_key, styles,
+                   "number of returned items N", "precision@N", "Precision of the top N")
 
 
 # --------------------------------------------------------------------------- centers vs codes
