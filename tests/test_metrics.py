@@ -298,7 +298,7 @@ def test_summary_and_settings():
     q_bits, ql, db_bits, dl = _random_case(rng, 5, 30, 8, 3, False)
     res = evaluate(Codes.from_bits(q_bits), ql, Codes.from_bits(db_bits), dl, topk=10, radius=1)
     s = summary(res)
-    assert list(s)[:4] == ["map@10", "precision@1", "precision@10", "precision@H<=1"]
+    assert list(s)[:4] == ["map@10", "precision@1", "precision@10", "precision_at_radius1"]
     assert res["settings"]["precision_at"] == [1, 10]  # 100 and 1000 exceed the 30 items
     assert res["settings"]["ties"] == "expected" and res["settings"]["topk"] == 10
 
@@ -411,3 +411,34 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys, edit, message):
     assert err.count("\n") == 1 and err.startswith("learn2hash evaluate: error:")
     assert message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("ties", ["expected", "index"])
+def test_several_cutoffs_in_one_pass_equal_separate_evaluations(ties):
+    """map_at: every cutoff from the same passes over the database, each value exactly (to the bit) what an
+    evaluation at that cutoff alone gives; the rest of the result is that of topk alone."""
+    rng = np.random.default_rng(11)
+    for bits, multilabel in ((6, False), (16, True), (70, False)):
+        q_bits, ql, db_bits, dl = _random_case(rng, 21, 300, bits, 4 if not multilabel else 9, multilabel)
+        q, db = Codes.from_bits(q_bits), Codes.from_bits(db_bits)
+        cutoffs = [None, 1, 7, 100, 299, 300, 5000]
+        for zero_hits in ("zero", "exclude"):
+            both = evaluate(q, ql, db, dl, topk=50, ties=ties, zero_hits=zero_hits, map_at=cutoffs)
+            alone = evaluate(q, ql, db, dl, topk=50, ties=ties, zero_hits=zero_hits)
+            assert list(both["map_at"]) == [50] + cutoffs
+            assert both["map"] == both["map_at"][50] == alone["map"]
+            np.testing.assert_array_equal(both["per_query"]["ap"], alone["per_query"]["ap"])
+            assert both["precision_at_n"] == alone["precision_at_n"]
+            assert both["settings"] == alone["settings"]
+            for c in cutoffs:
+                single = evaluate(q, ql, db, dl, topk=c, ties=ties, zero_hits=zero_hits)["map"]
+                assert both["map_at"][c] == single or (math.isnan(single) and math.isnan(both["map_at"][c])), c
+
+
+def test_old_key_spellings_are_read_as_the_one_spelling():
+    from learn2hash.metrics import current_key
+
+    assert current_key("map") == "map@all" and current_key("n_queries") == "n_query"
+    assert current_key("precision@H<=2") == "precision_at_radius2" and current_key("recall@H<=3") == "recall_at_radius3"
+    for key in ("map@all", "map@1000", "precision_at_radius2", "n_query", "precision@100", "ties"):
+        assert current_key(key) == key

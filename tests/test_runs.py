@@ -229,3 +229,28 @@ def test_evaluate_and_encode_refuse_a_run_folder_another_process_is_writing(tmp_
         release.set()
         t.join(30)
     assert Run.open(folder).evaluate()["topk"] == 100
+
+
+def test_run_evaluation_is_one_pass_with_the_values_of_separate_evaluations(itq_run):
+    """Run.evaluate makes one evaluation for mAP@all and mAP@k (one counting pass over the database, one more
+    ranking pass with ties="index"): each figure is exactly (to the bit) what
+    an evaluation at that cutoff alone gives."""
+    from learn2hash.metrics import evaluate
+
+    ds = itq_run.dataset()
+    q, db = itq_run.codes("query"), itq_run.codes("database")
+    for ties in ("expected", "index"):
+        got = itq_run.evaluate(topk=100, ties=ties, save=False)
+        for key, topk in (("map@all", None), ("map@100", 100)):
+            assert got[key] == evaluate(q, ds.query.labels, db, ds.database.labels, topk=topk, ties=ties)["map"]
+
+
+def test_metrics_written_with_older_key_spellings_are_read(itq_run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "old"
+    shutil.copytree(itq_run.folder, folder)
+    now = json.loads((folder / "metrics.json").read_text())
+    renamed = {"map@all": "map", "n_query": "n_queries"}
+    (folder / "metrics.json").write_text(json.dumps({renamed.get(k, k): v for k, v in now.items()}))
+    assert Run(folder).metrics() == itq_run.metrics()

@@ -32,26 +32,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from numba import njit
 
+from learn2hash._metrics_kernels import QUERY_BLOCK, count_kernel, expected_kernel, harmonic_table, index_kernel
 from learn2hash.codes import Codes, as_codes, as_words
 from learn2hash.datasets import as_multihot
 from learn2hash.errors import Learn2HashError, check_int
-from learn2hash.kernels import popcount64
 
 TIES = ("expected", "index")
 ZERO_HITS = ("zero", "exclude")
 EMPTY_RADIUS = ("zero", "exclude")
 DEFAULT_PRECISION_AT = (1, 10, 100, 1000)
-
-# Queries processed together by the counting kernel: each database word is loaded once for
-# this many queries, and their histograms are independent chains of increments.
-_QUERY_BLOCK = 8
-# Tie groups up to this size have their harmonic sums added term by term; larger ones use
-# differences of the harmonic-number table (accurate to ~1e-14 there, see _harmonic_table).
-_DIRECT_SUM_MAX = 64
-# Hypergeometric weights below this fraction of the running total are dropped.
-_TAIL = 1e-18
 
 _POLICIES = {
     "relevance": "two items are relevant when they share at least one label",
@@ -72,214 +62,6 @@ _POLICIES = {
                          "precision@r; 0 when the top k holds no relevant item",
     "radius_metrics": "precision/recall within Hamming radius r ignore topk",
 }
-
-
-# --------------------------------------------------------------------------- native kernels
-@njit(cache=True, nogil=True)
-def _relevance(ql: np.ndarray, sets: np.ndarray, out: np.ndarray) -> None:
-    """``out[u, t] = 1`` when query label words ``ql[t]`` share a bit with label set ``sets[u]``."""
-    for t in range(ql.shape[0]):
-        for u in range(sets.shape[0]):
-            r = np.uint64(0)
-            for w in range(sets.shape[1]):
-                r |= ql[t, w] & sets[u, w]
-            out[u, t] = 1 if r != 0 else 0
-
-
-@njit(cache=True, nogil=True)
-def _count_kernel(qw, dbw, ql, sets, sid, out, start, stop):
-    """Fill ``out[i, d] = total | relevant << 32`` for queries ``start <= i < stop``, d = 0..K.
-
-    ``qw``/``dbw``: codes as uint64 words; ``ql``: query labels as uint64 bitsets; ``sets``:
-    the distinct database label sets as bitsets, ``sid[j]`` the set of database item ``j``.
-    """
-    nd = dbw.shape[0]
-    n_words = qw.shape[1]
-    n_sets = sets.shape[0]
-    block = _QUERY_BLOCK
-    for i0 in range(start, stop, block):
-        nqb = min(block, stop - i0)
-        hist = np.zeros((block, out.shape[1]), np.int64)
-        q = np.zeros((n_words, block), np.uint64)
-        rel = np.zeros((n_sets, block), np.uint8)
-        dist = np.zeros(block, np.int64)
-        for t in range(nqb):
-            for w in range(n_words):
-                q[w, t] = qw[i0 + t, w]
-        _relevance(ql[i0:i0 + nqb], sets, rel)
-        if n_words == 1:
-            for j in range(nd):
-                x = dbw[j, 0]
-                s = sid[j]
-                for t in range(block):
-                    hist[t, popcount64(q[0, t] ^ x)] += 1 + (np.int64(rel[s, t]) << 32)
-        else:
-            for j in range(nd):
-                s = sid[j]
-                x = dbw[j, 0]
-                for t in range(block):
-                    dist[t] = popcount64(q[0, t] ^ x)
-                for w in range(1, n_words):
-                    x = dbw[j, w]
-                    for t in range(block):
-                        dist[t] += popcount64(q[w, t] ^ x)
-                for t in range(block):
-                    hist[t, dist[t]] += 1 + (np.int64(rel[s, t]) << 32)
-        for t in range(nqb):
-            for d in range(out.shape[1]):
-                out[i0 + t, d] = hist[t, d]
-
-
-@njit(cache=True, nogil=True)
-def _index_kernel(qw, dbw, ql, sets, sid, total, relevant, k, ns, ap, hits, start, stop):
-    """Metrics with ties broken by database position: AP@k and relevant hits in the top N.
-
-    Walks the database in index order; an item at distance ``d`` that is the ``s``-th item met
-    at that distance has rank ``(items nearer than d) + s``, exactly its rank after a stable
-    sort by distance.
-    """
-    nd = dbw.shape[0]
-    n_words = qw.shape[1]
-    n_sets = sets.shape[0]
-    n_bits1 = total.shape[1]
-    for i in range(start, stop):
-        rel = np.zeros((n_sets, 1), np.uint8)
-        _relevance(ql[i:i + 1], sets, rel)
-        before_t = np.zeros(n_bits1, np.int64)   # items strictly nearer than d
-        before_r = np.zeros(n_bits1, np.int64)   # relevant items strictly nearer than d
-        for d in range(1, n_bits1):
-            before_t[d] = before_t[d - 1] + total[i, d - 1]
-            before_r[d] = before_r[d - 1] + relevant[i, d - 1]
-        seen_t = np.zeros(n_bits1, np.int64)
-        seen_r = np.zeros(n_bits1, np.int64)
-        s_prec = 0.0
-        n_top = 0
-        for j in range(nd):
-            d = 0
-            for w in range(n_words):
-                d += popcount64(qw[i, w] ^ dbw[j, w])
-            seen_t[d] += 1
-            if rel[sid[j], 0] != 0:
-                seen_r[d] += 1
-                rank = before_t[d] + seen_t[d]
-                if rank <= k:
-                    s_prec += (before_r[d] + seen_r[d]) / rank
-                    n_top += 1
-                for p in range(ns.shape[0]):
-                    if rank <= ns[p]:
-                        hits[i, p] += 1
-        if n_top > 0:
-            ap[i] = s_prec / n_top
-
-
-@njit(cache=True, nogil=True)
-def _harmonic_sums(harmonic, start, n):
-    """``(A, B)`` with ``A = sum_{j=1..n} 1/(start+j)`` and ``B = sum_{j=1..n} (j-1)/(start+j)``."""
-    if n <= _DIRECT_SUM_MAX:
-        a = 0.0
-        b = 0.0
-        for j in range(1, n + 1):
-            a += 1.0 / (start + j)
-            b += (j - 1.0) / (start + j)
-        return a, b
-    a = harmonic[start + n] - harmonic[start]
-    return a, n - (start + 1.0) * a
-
-
-@njit(cache=True, nogil=True)
-def _expected_cut_ap(f_sum, r_before, t_before, n, m, c, harmonic):
-    """E[AP@k] when the cutoff takes the first ``c`` of a tie group of ``n`` items, ``m`` relevant.
-
-    ``f_sum``: expected sum of precisions at the relevant ranks of the groups before it;
-    ``r_before``/``t_before``: relevant/total items before it. See :func:`evaluate`.
-    """
-    lo = max(0, c - (n - m))
-    hi = min(m, c)
-    a, b = _harmonic_sums(harmonic, t_before, c)
-    mode = ((c + 1) * (m + 1)) // (n + 2)
-    mode = min(max(mode, lo), hi)
-    acc = 0.0
-    norm = 0.0
-    # upwards from the mode, then downwards; weights are hypergeometric up to a constant
-    w = 1.0
-    x = mode
-    while True:
-        if r_before + x > 0:
-            s_x = 0.0
-            if x > 0:
-                s_x = (x / c) * ((r_before + 1.0) * a + ((x - 1.0) / (c - 1.0) * b if c > 1 else 0.0))
-            acc += w * (f_sum + s_x) / (r_before + x)
-        norm += w
-        if x >= hi:
-            break
-        w *= (m - x) * (c - x) / ((x + 1.0) * (n - m - c + x + 1.0))
-        x += 1
-        if w < _TAIL * norm:
-            break
-    w = 1.0
-    x = mode
-    while x > lo:
-        w *= x * (n - m - c + x) / ((m - x + 1.0) * (c - x + 1.0))
-        x -= 1
-        if w < _TAIL * norm:
-            break
-        if r_before + x > 0:
-            s_x = 0.0
-            if x > 0:
-                s_x = (x / c) * ((r_before + 1.0) * a + ((x - 1.0) / (c - 1.0) * b if c > 1 else 0.0))
-            acc += w * (f_sum + s_x) / (r_before + x)
-        norm += w
-    return acc / norm
-
-
-@njit(cache=True, nogil=True)
-def _expected_kernel(total, relevant, k, ns, harmonic, ap, hits, start, stop):
-    """Expected AP@k and expected relevant hits in the top N over orderings within tie groups."""
-    n_bits1 = total.shape[1]
-    for i in range(start, stop):
-        t_before = np.int64(0)
-        r_before = np.int64(0)
-        f_sum = 0.0
-        done = False
-        for d in range(n_bits1):
-            n = total[i, d]
-            m = relevant[i, d]
-            if n == 0:
-                continue
-            for p in range(ns.shape[0]):
-                if t_before < ns[p] <= t_before + n:
-                    hits[i, p] = r_before + (ns[p] - t_before) * (m / n)
-            if not done:
-                if t_before + n <= k:
-                    if m > 0:
-                        a, b = _harmonic_sums(harmonic, t_before, n)
-                        f_sum += (m / n) * ((r_before + 1.0) * a + ((m - 1.0) / (n - 1.0) * b if n > 1 else 0.0))
-                    if t_before + n == k:
-                        done = True
-                        if r_before + m > 0:
-                            ap[i] = f_sum / (r_before + m)
-                else:
-                    ap[i] = _expected_cut_ap(f_sum, r_before, t_before, n, m, k - t_before, harmonic)
-                    done = True
-            t_before += n
-            r_before += m
-
-
-# --------------------------------------------------------------------------- helpers
-def _harmonic_table(n: int) -> np.ndarray:
-    """``H[i] = sum_{j=1..i} 1/j`` for ``i = 0..n`` (float64).
-
-    Summed directly up to ``_DIRECT_SUM_MAX``, then ``H[i] = digamma(i + 1) + euler_gamma``,
-    which is accurate to a few ulp at every ``i`` (a running sum would drift).
-    """
-    from scipy.special import digamma
-
-    h = np.empty(n + 1, np.float64)
-    small = min(n, _DIRECT_SUM_MAX)
-    h[: small + 1] = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, small + 1))])
-    if n > small:
-        h[small + 1:] = digamma(np.arange(small + 2, n + 2, dtype=np.float64)) + np.euler_gamma
-    return h
 
 
 def _label_words(labels: np.ndarray) -> np.ndarray:
@@ -343,12 +125,12 @@ def _over_queries(kernel: Callable[[int, int], None], n_queries: int, threads: i
     The kernels release the GIL and write disjoint rows of their outputs, so chunks run
     concurrently; chunk starts are multiples of the counting kernel's query block.
     """
-    if threads == 1 or n_queries <= _QUERY_BLOCK:
+    if threads == 1 or n_queries <= QUERY_BLOCK:
         kernel(0, n_queries)
         return
-    n_chunks = min(4 * threads, -(-n_queries // _QUERY_BLOCK))
+    n_chunks = min(4 * threads, -(-n_queries // QUERY_BLOCK))
     step = -(-n_queries // n_chunks)
-    step = -(-step // _QUERY_BLOCK) * _QUERY_BLOCK
+    step = -(-step // QUERY_BLOCK) * QUERY_BLOCK
     bounds = [(start, min(start + step, n_queries)) for start in range(0, n_queries, step)]
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for future in [pool.submit(kernel, a, b) for a, b in bounds]:
@@ -373,6 +155,7 @@ def evaluate(
     zero_hits: str = "zero",
     empty_radius: str = "zero",
     threads: int | None = None,
+    map_at: Sequence[int | None] = (),
 ) -> dict[str, Any]:
     """Retrieval quality of ``query_codes`` against ``db_codes``, ranked by Hamming distance.
 
@@ -400,12 +183,15 @@ def evaluate(
         of that radius's average.
     threads : int or None
         Threads for the passes over the database (``None``: one per available core).
+    map_at : sequence of (int or None)
+        More cutoffs of mAP, computed in the same passes over the database (``None``: the whole database).
 
     Returns
     -------
     dict with ``map``, ``precision_at_n`` ({N: value}), ``precision_at_radius``,
     ``recall_at_radius``, ``pr_curve`` ({"radius", "precision", "recall"} arrays over
-    r = 0..K), ``n_queries``, ``n_database``, ``bits``, ``n_queries_without_relevant``,
+    r = 0..K), ``map_at`` ({cutoff: mAP} for ``topk`` and every ``map_at``), ``n_query``, ``n_database``,
+    ``bits``, ``n_queries_without_relevant``,
     ``n_queries_evaluated``, ``per_query`` ({"ap", "n_relevant"}) and ``settings`` (every
     option used and the policies in words).
 
@@ -433,6 +219,44 @@ def evaluate(
     Expected P@N: ``(R + c m / n) / N`` for the group cut by ``N``. Radius metrics and the PR
     curve do not depend on the order within a group.
     """
+    query_codes, ql, db_codes, dbl = _check_data(query_codes, query_labels, db_codes, db_labels)
+    ties = _check_choice(ties, "ties", TIES)
+    zero_hits = _check_choice(zero_hits, "zero_hits", ZERO_HITS)
+    empty_radius = _check_choice(empty_radius, "empty_radius", EMPTY_RADIUS)
+    radius = check_int(radius, "radius", 0)
+    n_db, bits, nq = len(db_codes), db_codes.bits, len(query_codes)
+    cutoffs = {c: n_db if c is None else min(c, n_db) for c in _cutoffs([topk, *map_at])}
+    topk = _cutoffs([topk])[0]
+    ns = _precision_at(precision_at, n_db)
+    n_threads = _check_threads(threads)
+    words = _words(query_codes, ql, db_codes, dbl)
+    total, relevant = _count(words, nq, bits, n_threads)
+    ap, hits = _rank(words, total, relevant, np.array(list(cutoffs.values()), np.int64), ns, ties, n_threads)
+    n_relevant = relevant.sum(axis=1)
+    has_relevant = n_relevant > 0
+    counted = has_relevant if zero_hits == "exclude" else np.ones(nq, dtype=bool)
+    pr_precision, pr_recall = _radius_curves(total, relevant, counted, empty_radius)
+    r_eff = min(radius, bits)
+    return {
+        "map": _mean(ap[0], counted),
+        "map_at": {c: _mean(ap[j], counted) for j, c in enumerate(cutoffs)},
+        "precision_at_n": {int(n): _mean(hits[:, p] / n, counted) for p, n in enumerate(ns)},
+        "precision_at_radius": float(pr_precision[r_eff]),
+        "recall_at_radius": float(pr_recall[r_eff]),
+        "pr_curve": {"radius": np.arange(bits + 1), "precision": pr_precision, "recall": pr_recall},
+        "n_query": nq,
+        "n_database": n_db,
+        "bits": bits,
+        "n_queries_without_relevant": int((~has_relevant).sum()),
+        "n_queries_evaluated": int(counted.sum()),
+        "per_query": {"ap": ap[0], "n_relevant": n_relevant},
+        "settings": _settings(topk, cutoffs[topk], ties, radius, ns, zero_hits, empty_radius, n_threads),
+    }
+
+
+def _check_data(query_codes: Any, query_labels: Any, db_codes: Any, db_labels: Any):
+    """``(query codes, query labels, database codes, database labels)`` checked: codes of one bit length,
+    labels multi-hot with one row per code."""
     query_codes = as_codes(query_codes, "query codes")
     db_codes = as_codes(db_codes, "database codes")
     if query_codes.bits != db_codes.bits:
@@ -449,15 +273,16 @@ def evaluate(
     for what, labels, codes in (("query", ql, query_codes), ("database", dbl, db_codes)):
         if labels.shape[0] != len(codes):
             raise Learn2HashError(f"{what} labels have {labels.shape[0]} rows but there are {len(codes)} {what} codes")
-    ties = _check_choice(ties, "ties", TIES)
-    zero_hits = _check_choice(zero_hits, "zero_hits", ZERO_HITS)
-    empty_radius = _check_choice(empty_radius, "empty_radius", EMPTY_RADIUS)
-    radius = check_int(radius, "radius", 0)
-    n_db = len(db_codes)
-    bits = db_codes.bits
-    if topk is not None:
-        topk = check_int(topk, "topk", 1)
-    k = n_db if topk is None else min(topk, n_db)
+    return query_codes, ql, db_codes, dbl
+
+
+def _cutoffs(values: Sequence[int | None]) -> list[int | None]:
+    """The mAP cutoffs checked (None: the whole database), in order, each once."""
+    return list(dict.fromkeys(None if v is None else check_int(v, "topk", 1) for v in values))
+
+
+def _precision_at(precision_at: Any, n_db: int) -> np.ndarray:
+    """The N of P@N, sorted, each at most the database size (default: :data:`DEFAULT_PRECISION_AT` that fit)."""
     if precision_at is None:
         ns_list = [n for n in DEFAULT_PRECISION_AT if n <= n_db]
     else:
@@ -467,105 +292,117 @@ def evaluate(
         too_big = [n for n in ns_list if n > n_db]
         if too_big:
             raise Learn2HashError(f"precision_at value {too_big[0]} exceeds the database size {n_db}")
-    ns = np.array(sorted(set(ns_list)), dtype=np.int64)
+    return np.array(sorted(set(ns_list)), dtype=np.int64)
 
-    q_words = _code_words(query_codes)
-    db_words = _code_words(db_codes)
-    q_lab = _label_words(ql)
+
+def _words(query_codes: Codes, ql: np.ndarray, db_codes: Codes, dbl: np.ndarray) -> tuple:
+    """What the kernels read: codes as words, query labels as bitsets, the distinct database label sets
+    and the set of each database item."""
     sets, sid = np.unique(_label_words(dbl), axis=0, return_inverse=True)
-    sets = np.ascontiguousarray(sets)
-    sid = np.ascontiguousarray(sid.reshape(-1), dtype=np.int32)
+    return (_code_words(query_codes), _code_words(db_codes), _label_words(ql), np.ascontiguousarray(sets),
+            np.ascontiguousarray(sid.reshape(-1), dtype=np.int32))
 
-    n_threads = _check_threads(threads)
-    nq = len(query_codes)
+
+def _count(words: tuple, nq: int, bits: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first pass over the database: ``(total, relevant)``, ``int64[q, K + 1]`` items (relevant items)
+    of each query at each Hamming distance."""
     packed = np.zeros((nq, bits + 1), np.int64)
-    _over_queries(lambda a, b: _count_kernel(q_words, db_words, q_lab, sets, sid, packed, a, b), nq, n_threads)
-    total = packed & np.int64(0xFFFFFFFF)
-    relevant = packed >> np.int64(32)
-    del packed
-    ap = np.zeros(nq, np.float64)
+    _over_queries(lambda a, b: count_kernel(*words, packed, a, b), nq, threads)
+    return packed & np.int64(0xFFFFFFFF), packed >> np.int64(32)
+
+
+def _rank(words: tuple, total: np.ndarray, relevant: np.ndarray, ks: np.ndarray, ns: np.ndarray, ties: str,
+          threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """AP at every cutoff ``ks`` (``float64[len(ks), q]``) and relevant hits in the top N (``[q, len(ns)]``)
+    under the tie policy: from the counts alone (``expected``), or in one second pass (``index``)."""
+    nq = total.shape[0]
+    ap = np.zeros((len(ks), nq), np.float64)
     if ties == "index":
         hits = np.zeros((nq, len(ns)), np.int64)
-        _over_queries(lambda a, b: _index_kernel(q_words, db_words, q_lab, sets, sid, total, relevant, k, ns,
-                                                 ap, hits, a, b), nq, n_threads)
-    else:
-        hits = np.zeros((nq, len(ns)), np.float64)
-        harmonic = _harmonic_table(n_db)
-        _expected_kernel(total, relevant, k, ns, harmonic, ap, hits, 0, nq)
+        _over_queries(lambda a, b: index_kernel(*words, total, relevant, ks, ns, ap, hits, a, b), nq, threads)
+        return ap, hits
+    hits = np.zeros((nq, len(ns)), np.float64)
+    harmonic = harmonic_table(int(total[0].sum()))
+    for c, k in enumerate(ks):  # P@N once, with the first cutoff
+        expected_kernel(total, relevant, k, ns if c == 0 else ns[:0], harmonic, ap[c], hits, 0, nq)
+    return ap, hits
 
+
+def _radius_curves(total: np.ndarray, relevant: np.ndarray, counted: np.ndarray,
+                   empty_radius: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean precision and recall within each Hamming radius ``0..K`` over the ``counted`` queries."""
     n_relevant = relevant.sum(axis=1)
-    has_relevant = n_relevant > 0
-    counted = has_relevant if zero_hits == "exclude" else np.ones(len(ap), dtype=bool)
-
     cum_t = np.cumsum(total, axis=1)
     cum_r = np.cumsum(relevant, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         prec_r = np.where(cum_t > 0, cum_r / np.maximum(cum_t, 1), 0.0 if empty_radius == "zero" else np.nan)
-        rec_r = np.where(has_relevant[:, None], cum_r / np.maximum(n_relevant, 1)[:, None], 0.0)
+        rec_r = np.where((n_relevant > 0)[:, None], cum_r / np.maximum(n_relevant, 1)[:, None], 0.0)
     prec_r = prec_r[counted]
     rec_r = rec_r[counted]
     valid = np.isfinite(prec_r)
     n_valid = valid.sum(axis=0)
     pr_precision = np.where(n_valid > 0, np.where(valid, prec_r, 0.0).sum(axis=0) / np.maximum(n_valid, 1), np.nan)
-    pr_recall = rec_r.mean(axis=0) if rec_r.shape[0] else np.full(bits + 1, np.nan)
-    r_eff = min(radius, bits)
+    pr_recall = rec_r.mean(axis=0) if rec_r.shape[0] else np.full(total.shape[1], np.nan)
+    return pr_precision, pr_recall
 
+
+def _settings(topk: int | None, k: int, ties: str, radius: int, ns: np.ndarray, zero_hits: str, empty_radius: str,
+              threads: int) -> dict[str, Any]:
+    """Every option of an evaluation, and its policies in words."""
     return {
-        "map": _mean(ap, counted),
-        "precision_at_n": {int(n): _mean(hits[:, p] / n, counted) for p, n in enumerate(ns)},
-        "precision_at_radius": float(pr_precision[r_eff]),
-        "recall_at_radius": float(pr_recall[r_eff]),
-        "pr_curve": {"radius": np.arange(bits + 1), "precision": pr_precision, "recall": pr_recall},
-        "n_queries": len(query_codes),
-        "n_database": n_db,
-        "bits": bits,
-        "n_queries_without_relevant": int((~has_relevant).sum()),
-        "n_queries_evaluated": int(counted.sum()),
-        "per_query": {"ap": ap, "n_relevant": n_relevant},
-        "settings": {
-            "topk": topk,
-            "topk_effective": k,
-            "ties": ties,
-            "radius": radius,
-            "precision_at": [int(n) for n in ns],
-            "zero_hits": zero_hits,
-            "empty_radius": empty_radius,
-            "threads": n_threads,
-            "policies": {
-                "relevance": _POLICIES["relevance"],
-                "ranking": _POLICIES["ranking"],
-                "ties": _POLICIES["ties"][ties],
-                "zero_hits": _POLICIES["zero_hits"][zero_hits],
-                "empty_radius": _POLICIES["empty_radius"][empty_radius],
-                "average_precision": _POLICIES["average_precision"],
-                "radius_metrics": _POLICIES["radius_metrics"],
-            },
+        "topk": topk,
+        "topk_effective": k,
+        "ties": ties,
+        "radius": radius,
+        "precision_at": [int(n) for n in ns],
+        "zero_hits": zero_hits,
+        "empty_radius": empty_radius,
+        "threads": threads,
+        "policies": {
+            "relevance": _POLICIES["relevance"],
+            "ranking": _POLICIES["ranking"],
+            "ties": _POLICIES["ties"][ties],
+            "zero_hits": _POLICIES["zero_hits"][zero_hits],
+            "empty_radius": _POLICIES["empty_radius"][empty_radius],
+            "average_precision": _POLICIES["average_precision"],
+            "radius_metrics": _POLICIES["radius_metrics"],
         },
     }
 
 
-#: display names of the scalar results, keyed by the names that results, ``metrics.json`` and
-#: :func:`summary` use (those keys never change: stored runs stay readable); one spelling for every
-#: table, report and plot. Keys with a parameter (``map@k``, ``precision@N``, a radius) are
-#: spelled by :func:`metric_name`.
+#: display names of the scalar results, keyed by the one spelling that :func:`summary`, ``metrics.json`` and
+#: every table use: ``map@all`` / ``map@K``, ``precision@N``, ``precision_at_radiusR`` / ``recall_at_radiusR``,
+#: ``n_query``. (:func:`evaluate`'s own result names the values at its settings without the parameter:
+#: ``map``, ``precision_at_radius``, ``recall_at_radius``.) Older spellings are still read:
+#: :data:`OLD_KEYS`, and :func:`metric_name` shows them under the same names.
 METRIC_NAMES: dict[str, str] = {
-    "map": "mAP@all", "map@all": "mAP@all",
-    "n_query": "queries", "n_queries": "queries", "n_database": "database items",
+    "map@all": "mAP@all", "n_query": "queries", "n_database": "database items",
     "n_queries_without_relevant": "queries without a relevant item", "n_queries_evaluated": "queries evaluated",
     "ties": "tie policy", "epochs": "epochs", "train_seconds": "train seconds", "encode_seconds": "encode seconds",
     "evaluate_seconds": "evaluate seconds", "seconds_per_epoch": "seconds per epoch",
 }
+#: the spellings of older versions (metrics files, summaries) and the key each is now
+OLD_KEYS: dict[str, str] = {"map": "map@all", "n_queries": "n_query"}
 _PARAMETRISED_NAMES = [
     (re.compile(r"^map@(\w+)$"), "mAP@{}"),
     (re.compile(r"^(?:precision_at_radius|precision@H<=)(\d+)$"), "P@H<={}"),
     (re.compile(r"^(?:recall_at_radius|recall@H<=)(\d+)$"), "R@H<={}"),
     (re.compile(r"^precision@(\d+)$"), "P@{}"),
 ]
+_OLD_RADIUS = re.compile(r"^(precision|recall)@H<=(\d+)$")
+
+
+def current_key(key: str) -> str:
+    """The one spelling of result key ``key``, given in any spelling this package ever wrote
+    (``"map"`` -> ``"map@all"``, ``"n_queries"`` -> ``"n_query"``, ``"precision@H<=2"`` -> ``"precision_at_radius2"``)."""
+    m = _OLD_RADIUS.match(key)
+    return f"{m.group(1)}_at_radius{m.group(2)}" if m else OLD_KEYS.get(key, key)
 
 
 def metric_name(key: str) -> str:
     """The display name of result key ``key`` (``"precision_at_radius2"`` -> ``"P@H<=2"``,
     ``"map@1000"`` -> ``"mAP@1000"``); a key without one is shown as it is."""
+    key = current_key(key)
     if key in METRIC_NAMES:
         return METRIC_NAMES[key]
     for pattern, name in _PARAMETRISED_NAMES:
@@ -576,19 +413,19 @@ def metric_name(key: str) -> str:
 
 
 def summary(result: Mapping[str, Any]) -> dict[str, float | int]:
-    """The scalar metrics of an :func:`evaluate` result, in display order.
+    """The scalar metrics of an :func:`evaluate` result, in display order, under their one spelling.
 
-    Keys: ``map`` (or ``map@k``), ``precision@N`` for each N, ``precision@H<=r``,
-    ``recall@H<=r``, ``n_queries``, ``n_queries_without_relevant``, ``n_queries_evaluated``.
+    Keys: ``map@all`` (or ``map@k``), ``precision@N`` for each N, ``precision_at_radiusR``,
+    ``recall_at_radiusR``, ``n_query``, ``n_queries_without_relevant``, ``n_queries_evaluated``.
     """
     settings = result["settings"]
-    map_key = "map" if settings["topk"] is None else f"map@{settings['topk']}"
+    map_key = "map@all" if settings["topk"] is None else f"map@{settings['topk']}"
     out: dict[str, float | int] = {map_key: result["map"]}
     for n, value in result["precision_at_n"].items():
         out[f"precision@{n}"] = value
-    out[f"precision@H<={settings['radius']}"] = result["precision_at_radius"]
-    out[f"recall@H<={settings['radius']}"] = result["recall_at_radius"]
-    for key in ("n_queries", "n_queries_without_relevant", "n_queries_evaluated"):
+    out[f"precision_at_radius{settings['radius']}"] = result["precision_at_radius"]
+    out[f"recall_at_radius{settings['radius']}"] = result["recall_at_radius"]
+    for key in ("n_query", "n_queries_without_relevant", "n_queries_evaluated"):
         out[key] = result[key]
     return out
 

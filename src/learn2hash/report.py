@@ -31,6 +31,7 @@ import numpy as np
 from learn2hash.codes import Codes, hamming_distances
 from learn2hash.errors import Learn2HashError
 from learn2hash.methods.base import HasCenters
+from learn2hash.search import item_image  # noqa: F401  (its home; kept importable from here)
 
 DPI = 100
 #: pixel size (width, height) of each fixed-size figure
@@ -121,40 +122,38 @@ def run_styles(runs: Sequence[Any]) -> list[dict[str, Any]]:
             for r in runs]
 
 
-def plot_pr_curves(curves: Sequence[tuple[str, dict[str, Any]]], path: Path, size_key: str,
-                   styles: Sequence[dict[str, Any]] | None = None) -> Path:
-    """Precision–recall curves (one per (label, metrics)) into ``path``."""
+def _curves(lines: Sequence[tuple[str, Any, Any]], path: Path, size_key: str, styles: Sequence[dict[str, Any]] | None,
+            xlabel: str, ylabel: str, title: str, xlim: tuple[float, float] | None = None) -> Path:
+    """One figure of ``(label, x, y)`` curves, precision on the y axis (0 to 1), into ``path``."""
     fig = _figure(PLOT_SIZES[size_key])
     ax = fig.add_subplot(1, 1, 1)
-    for j, (label, metrics) in enumerate(curves):
-        recall, precision = pr_points(metrics)
-        ax.plot(recall, precision, marker=".", markersize=4, linewidth=1.5, label=label, **(styles[j] if styles else {}))
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_xlim(0, 1.02)
+    for j, (label, x, y) in enumerate(lines):
+        ax.plot(x, y, marker=".", markersize=4, linewidth=1.5, label=label, **(styles[j] if styles else {}))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if xlim is not None:
+        ax.set_xlim(*xlim)
     ax.set_ylim(0, 1.02)
-    ax.set_title("Precision–recall (one point per Hamming radius)")
+    ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_pr_curves(curves: Sequence[tuple[str, dict[str, Any]]], path: Path, size_key: str,
+                   styles: Sequence[dict[str, Any]] | None = None) -> Path:
+    """Precision–recall curves (one per (label, metrics)) into ``path``."""
+    lines = [(label, *pr_points(metrics)) for label, metrics in curves]
+    return _curves(lines, path, size_key, styles, "recall", "precision",
+                   "Precision–recall (one point per Hamming radius)", xlim=(0, 1.02))
 
 
 def plot_precision_at_n(curves: Sequence[tuple[str, tuple[np.ndarray, np.ndarray]]], path: Path,
                         size_key: str, styles: Sequence[dict[str, Any]] | None = None) -> Path:
     """Precision of the first N returned items against N (one curve per (label, (N, precision)))."""
-    fig = _figure(PLOT_SIZES[size_key])
-    ax = fig.add_subplot(1, 1, 1)
-    for j, (label, (n, p)) in enumerate(curves):
-        ax.plot(n, p, marker=".", markersize=4, linewidth=1.5, label=label, **(styles[j] if styles else {}))
-    ax.set_xlabel("number of returned items N")
-    ax.set_ylabel("precision@N")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("Precision of the top N")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _curves([(label, n, p) for label, (n, p) in curves], path, size_key, styles,
+                   "number of returned items N", "precision@N", "Precision of the top N")
 
 
 # --------------------------------------------------------------------------- centers vs codes
@@ -234,24 +233,19 @@ def plot_center_heatmap(run, path: Path, per_class: int = 40, seed: int = 0) -> 
 
 # --------------------------------------------------------------------------- retrieved items
 def top_results(run, query_ids: Sequence[int], topn: int = 10) -> dict[str, np.ndarray]:
-    """The ``topn`` nearest database items of the given query items by Hamming distance, found by a
-    :class:`~learn2hash.index.HammingIndex` of the database codes (the ids are database positions).
+    """The ``topn`` nearest database items of the given query items by Hamming distance, found by
+    :func:`learn2hash.search.search` over an index of the database codes built in memory (the ids are
+    database positions).
 
     Ties are broken as the index breaks them: by database position. Returns ``ids int64[q, topn]``,
-    ``distances int32[q, topn]`` and ``relevant bool[q, topn]`` (shares a label with the query).
+    ``distances int64[q, topn]`` and ``relevant bool[q, topn]`` (shares a label with the query).
     """
-    from learn2hash.index import HammingIndex
+    from learn2hash.search import search
 
-    ds = run.dataset()
-    query_ids = np.asarray(query_ids, dtype=np.int64)
-    db = run.codes("database")
-    topn = min(topn, len(db))
-    index = HammingIndex(db.bits)
-    index.add(db)
-    distances, ids = index.search(run.codes("query")[query_ids], topn)
-    qlab = ds.query.labels[query_ids].astype(np.int64)
-    relevant = np.einsum("qc,qkc->qk", qlab, ds.database.labels[ids].astype(np.int64)) > 0
-    return {"ids": ids, "distances": distances, "relevant": relevant}
+    found = search(run, topn, positions=query_ids, index="memory")
+    return {"ids": np.array([h.ids for h in found], dtype=np.int64).reshape(len(found), -1),
+            "distances": np.array([h.distances for h in found], dtype=np.int64).reshape(len(found), -1),
+            "relevant": np.array([h.relevant for h in found], dtype=bool).reshape(len(found), -1)}
 
 
 def sample_queries(run, n: int, seed: int = 0) -> np.ndarray:
@@ -267,25 +261,6 @@ def sample_queries(run, n: int, seed: int = 0) -> np.ndarray:
             if pools[c] and len(picks) < n:
                 picks.append(int(pools[c].pop()))
     return np.array(picks, dtype=np.int64)
-
-
-def item_image(x: Any) -> np.ndarray | None:
-    """An item as a displayable ``uint8`` image ``[H, W]`` or ``[H, W, 3]``; ``None`` for feature vectors.
-
-    Images are ``[C, H, W]``; a clip ``[T, C, H, W]`` shows its middle frame.
-    """
-    a = np.asarray(x)
-    if a.ndim == 4:
-        a = a[a.shape[0] // 2]
-    if a.ndim != 3:
-        return None
-    if a.dtype != np.uint8:
-        a = np.clip(a * (255.0 if a.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    if a.shape[0] == 1:
-        return a[0]
-    if a.shape[0] >= 3:
-        return np.ascontiguousarray(np.moveaxis(a[:3], 0, -1))
-    return a[0]
 
 
 def _class_names(run) -> list[str]:

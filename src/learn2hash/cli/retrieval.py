@@ -127,7 +127,7 @@ def _print_evaluation(result: dict, file=None) -> None:
     from learn2hash.metrics import metric_name, summary
 
     s = result["settings"]
-    print(f"{result['n_queries']} queries ({result['n_queries_without_relevant']} without a relevant item) against "
+    print(f"{result['n_query']} queries ({result['n_queries_without_relevant']} without a relevant item) against "
           f"{result['n_database']} database codes of {result['bits']} bits; ties: {s['ties']}; "
           f"zero hits: {s['zero_hits']}", file=file)
     rows = [{"metric": metric_name(key), "value": f"{value:.4f}" if isinstance(value, float) else value}
@@ -290,10 +290,8 @@ def _add_search(sub) -> None:
 
 
 def _cmd_search(args) -> int:
-    import numpy as np
-
-    from learn2hash.index.provenance import open_run_index
     from learn2hash.runs import Run
+    from learn2hash.search import RunSearch
 
     if args.k < 1:
         raise Learn2HashError(f"-k must be at least 1, got {args.k}")
@@ -304,72 +302,49 @@ def _cmd_search(args) -> int:
     run = Run.open(args.run)
     x, query_labels, names = _query_items(run, args.query)
     codes = run.hasher().encode(x)
-    db_labels = run.dataset().database.labels
-    class_names = run.dataset().class_names
-    if query_labels is not None and np.shape(query_labels)[1:] == (0,):
-        query_labels = None  # unlabelled data: nothing is relevant or not
-    with open_run_index(run, rebuild=args.rebuild_index, backend=args.backend, threads=args.threads,
-                        **_backend_options(args)) as index:
-        n_indexed = len(index)
+    with RunSearch(run, index="saved", rebuild=args.rebuild_index, backend=args.backend, threads=args.threads,
+                   **_backend_options(args)) as searcher:
+        n_indexed = len(searcher)
         k = min(args.k, max(n_indexed, 1))
-        dist, ids = index.search(codes, k)
-
-    def label_text(row) -> str:
-        on = np.flatnonzero(row)
-        return ",".join(class_names[c] if class_names else str(c) for c in on)
-
-    def label_list(row) -> list:
-        return [class_names[c] if class_names else int(c) for c in np.flatnonzero(row)]
-
+        found = searcher.search(codes, k, query_labels=query_labels, names=names)
+    n_database = searcher.n_database
     if args.json:
-        queries = []
-        for qi, name in enumerate(names):
-            results = []
-            for rank, (d, i) in enumerate(zip(dist[qi], ids[qi]), 1):
-                if i < 0:
-                    break
-                labelled = i < len(db_labels)
-                results.append({"rank": rank, "id": int(i), "distance": int(d),
-                                 "labels": label_list(db_labels[i]) if labelled else None,
-                                 "relevant": (bool((db_labels[i] & query_labels[qi]).any())
-                                              if labelled and query_labels is not None else None)})
-            queries.append({"query": name, "labels": None if query_labels is None else label_list(query_labels[qi]),
-                            "results": results})
-        _print_json({"k": int(k), "n_indexed": int(n_indexed), "n_database": len(db_labels), "queries": queries})
+        _print_json({"k": int(k), "n_indexed": int(n_indexed), "n_database": n_database, "queries": [
+            {"query": hits.query, "labels": hits.names(hits.labels),
+             "results": [{"rank": rank, "id": h.id, "distance": h.distance, "labels": hits.names(h.labels),
+                          "relevant": h.relevant} for rank, h in enumerate(hits, 1)]} for hits in found]})
         return 0
-
-    for qi, name in enumerate(names):
-        items = "database items" if n_indexed == len(db_labels) else "indexed items"
-        header = f"{name}: {k} nearest of {n_indexed} {items}"
-        if query_labels is not None:
-            header += f" (query labels: {label_text(query_labels[qi])})"
+    text = lambda hits, labels: ",".join(map(str, hits.names(labels)))  # noqa: E731
+    for hits in found:
+        items = "database items" if n_indexed == n_database else "indexed items"
+        header = f"{hits.query}: {k} nearest of {n_indexed} {items}"
+        if hits.labels is not None:
+            header += f" (query labels: {text(hits, hits.labels)})"
         print(header)
         rows = []
-        for rank, (d, i) in enumerate(zip(dist[qi], ids[qi]), 1):
-            if i < 0:
-                break
-            labelled = i < len(db_labels)  # ids beyond the database were appended to the index: no labels
-            row = {"rank": rank, "id": int(i), "distance": int(d),
-                   "labels": label_text(db_labels[i]) if labelled else "-"}
-            if query_labels is not None:
-                row["relevant"] = ("yes" if (db_labels[i] & query_labels[qi]).any() else "no") if labelled else "-"
+        for rank, h in enumerate(hits, 1):
+            # ids beyond the database were appended to the index: no labels
+            row = {"rank": rank, "id": h.id, "distance": h.distance,
+                   "labels": text(hits, h.labels) if h.labels is not None else "-"}
+            if hits.labels is not None:
+                row["relevant"] = "-" if h.relevant is None else "yes" if h.relevant else "no"
             rows.append(row)
-        columns = ["rank", "id", "distance", "labels"] + (["relevant"] if query_labels is not None else [])
-        _print_table(rows, columns)
-    if (ids >= len(db_labels)).any():
-        print(f"ids from {len(db_labels)} on were appended to the index after it was built: they have no labels")
+        _print_table(rows, ["rank", "id", "distance", "labels"] + (["relevant"] if hits.labels is not None else []))
+    if any(h.id >= n_database for hits in found for h in hits):
+        print(f"ids from {n_database} on were appended to the index after it was built: they have no labels")
     return 0
 
 
 def _search_collection(args) -> int:
     """``search --collection``: the k nearest items of an image file, with their paths and distances."""
     from learn2hash.collections import Collection
+    from learn2hash.search import search
 
     coll = Collection.open(args.collection)
     query = Path(args.query)
     if not query.is_file():
         raise Learn2HashError(f"--query {args.query!r}: with --collection, give an image file")
-    hits = coll.search(query, k=args.k)[0]
+    hits = search(coll, args.k, items=query)[0]
     if args.json:
         _print_json({"collection": str(coll.folder), "root": coll.meta["root"], "k": args.k, "n_items": len(coll),
                      "queries": [{"query": str(query),

@@ -185,7 +185,9 @@ class Run:
         path = self.folder / "metrics.json"
         if not path.exists():
             raise Learn2HashError(f"run {self.folder} has not been evaluated yet (no metrics.json)")
-        metrics = _atomic.load_json(path, "run metrics", required=METRICS_FIELDS, optional=METRICS_OPTIONAL)
+        metrics = _atomic.load_json(path, "run metrics", kind=dict)
+        metrics = _current_keys(metrics)  # the spellings of older versions read as today's
+        _atomic.check_fields(metrics, f"run metrics {path}", METRICS_FIELDS, METRICS_OPTIONAL)
         topk = metrics.get("topk")
         if topk is not None:
             _atomic.check_fields(metrics, f"run metrics {path}", required={f"map@{topk}": float})
@@ -224,14 +226,16 @@ class Run:
             topk = default_topk(self.config["dataset"], self.config.get("protocol"))
         q, db = self.codes("query"), self.codes("database")
         t0 = time.perf_counter()
-        full = evaluate(q, ds.query.labels, db, ds.database.labels, topk=None, ties=ties)
+        # one evaluation, both cut-offs: the database is scanned once (twice with ties="index")
+        full = evaluate(q, ds.query.labels, db, ds.database.labels, topk=None, ties=ties, radius=2,
+                        map_at=[] if topk is None else [topk])
         result: dict[str, Any] = {"map@all": full["map"], "precision_at_radius2": full["precision_at_radius"],
                                   "recall_at_radius2": full["recall_at_radius"], "pr_curve": full["pr_curve"],
                                   "precision_at_n": full["precision_at_n"],
                                   "n_queries_without_relevant": full["n_queries_without_relevant"],
                                   "ties": ties, "n_query": len(q), "n_database": len(db)}
         if topk is not None:
-            result[f"map@{topk}"] = evaluate(q, ds.query.labels, db, ds.database.labels, topk=topk, ties=ties)["map"]
+            result[f"map@{topk}"] = full["map_at"][topk]
             result["topk"] = topk
         result["evaluate_seconds"] = time.perf_counter() - t0
         if save:
@@ -241,6 +245,16 @@ class Run:
                 previous = {k: v for k, v in self.metrics().items() if k in TRAINING_METRICS}
             RunFolder(self.folder).save_metrics({**previous, **(extra or {}), **result})
         return result
+
+
+def _current_keys(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with every key in its one spelling (:func:`learn2hash.metrics.current_key`); a key in
+    today's spelling wins over an older one."""
+    from learn2hash.metrics import current_key
+
+    out = {current_key(k): v for k, v in metrics.items() if current_key(k) != k}
+    out.update({k: v for k, v in metrics.items() if current_key(k) == k})
+    return out
 
 
 #: what must match for ``train --resume`` to continue a run folder

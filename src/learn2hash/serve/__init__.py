@@ -7,7 +7,8 @@ web framework.
 """
 
 from learn2hash.serve.app import create_app, load_api_key, make_server, open_service, serve
-from learn2hash.serve.service import CollectionService, Decoder, Limits, RequestError, SearchService
+from learn2hash.serve.collection_service import CollectionService
+from learn2hash.serve.service import Decoder, Limits, RequestError, SearchService
 
 __all__ = ["CollectionService", "Decoder", "Limits", "RequestError", "SearchService", "create_app", "load_api_key",
            "make_server", "open_service", "serve"]

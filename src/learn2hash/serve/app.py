@@ -3,7 +3,7 @@ or a :class:`~learn2hash.serve.service.CollectionService` (a collection).
 
 Routes of a run::
 
-    GET  /                      the web page (serve/static/index.html)
+    GET  /                      the web page (serve/static/page.html with run.part.html)
     GET  /health                liveness and the run's size
     GET  /info                  the run: method, bits, dataset, classes, what queries it accepts, limits
     GET  /queries?offset&limit  query-split items with their labels (for the page's picker)
@@ -15,7 +15,7 @@ Routes of a run::
 
 Routes of a collection::
 
-    GET    /                      the web page (serve/static/collection.html): thumbnails, search, add, remove
+    GET    /                      the web page (page.html with collection.part.html): thumbnails, search, add, remove
     GET    /health, /info         liveness and size; the collection, whether it is writable, the limits
     GET    /items?offset&limit    the items (id, path under the root or external id), in the order added
     GET    /items/{id}            one item
@@ -30,7 +30,8 @@ and ``/openapi.json`` lists, per route, the parameters with their bounds, both r
 larger than the upload limit are refused with 413 before they are read into memory; a ``Host``
 header that does not name the server is refused with 400 (DNS rebinding); a client that goes away
 mid-body costs one line of log; one that sends its headers or body too slowly is answered 408 and
-closed (:mod:`learn2hash.serve.protocol`).
+closed (:mod:`learn2hash.serve.protocol`). Keys, hosts and the body limit: :mod:`learn2hash.serve.security`;
+running a server: :mod:`learn2hash.serve.server`.
 
 **Keys.** With an API key (``api_key``: ``--api-key-file`` or the ``LEARN2HASH_API_KEY`` environment
 variable), every route of the API, ``/docs`` and ``/openapi.json`` included, needs the header
@@ -40,74 +41,35 @@ to anyone; the page asks for the key and sends it. Keys are compared in constant
 (:func:`key_matches`). Routes that change a collection exist only when a key is set.
 """
 
-import hashlib
-import ipaddress
+
 import logging
-import os
 import re
-import secrets
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from learn2hash.errors import Learn2HashError
-from learn2hash.serve.protocol import TIMED_OUT, timed_protocol
-from learn2hash.serve.service import (IMAGE_FORMATS, IMAGE_MEDIA_TYPES, MAX_EXTERNAL_ID, CollectionService, Limits,
-                                     RequestError, SearchService)
+from learn2hash.serve.protocol import TIMED_OUT
+from learn2hash.serve.security import (API_KEY_ENV, MIN_KEY_LENGTH, AllowedHostsMiddleware,  # noqa: F401
+                                       BodyLimitMiddleware, check_allowed_hosts, check_api_key,
+                                       default_allowed_hosts, key_matches, load_api_key)
+from learn2hash.serve.collection_service import MAX_EXTERNAL_ID, CollectionService
+from learn2hash.serve.service import IMAGE_FORMATS, IMAGE_MEDIA_TYPES, Limits, RequestError, SearchService
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: room for multipart headers and form fields on top of the upload limit
 BODY_OVERHEAD = 64 << 10
-#: a too-large body is read and dropped up to this many bytes so that the client sees the 413
-DRAIN_LIMIT = 64 << 20
+#: the web page of each kind of service: (the word in its title, its first line while loading, its first
+#: status line, its script); the page is static/page.html with static/<kind>.part.html filled in
+PAGES = {"run": ("search", "loading the run…", "Pick a query to search.", "app.js"),
+         "collection": ("collection", "loading the collection…", "Upload an image to search the collection.",
+                        "collection.js")}
 
 log = logging.getLogger("learn2hash.serve")
 
 
-#: environment variable that holds the service's API key (when no key file is given)
-API_KEY_ENV = "LEARN2HASH_API_KEY"
-#: shortest API key accepted
-MIN_KEY_LENGTH = 16
-_KEY_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces: what a header carries as it is
-
-
-def check_api_key(key: str, where: str) -> str:
-    """``key`` if it can be an API key (at least :data:`MIN_KEY_LENGTH` printable ASCII characters, no spaces),
-    else a :class:`Learn2HashError` naming ``where`` it came from (never the key)."""
-    if len(key) < MIN_KEY_LENGTH or not _KEY_PATTERN.fullmatch(key):
-        raise Learn2HashError(f"the API key in {where} must be at least {MIN_KEY_LENGTH} printable ASCII characters "
-                              f"without spaces (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
-    return key
-
-
-def load_api_key(path: Any = None, environ: Any = None) -> str | None:
-    """The service's API key: the contents of ``path`` (surrounding whitespace removed) when given, else the
-    :data:`API_KEY_ENV` environment variable when set and not empty, else None (no key: no write routes)."""
-    if path is not None:
-        try:
-            with open(path, "rb") as f:
-                raw = f.read(4097)
-            text = raw.decode("ascii")
-        except OSError as exc:
-            raise Learn2HashError(f"cannot read --api-key-file {path}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            text = "\x00"  # refused below, without echoing the file
-        if len(raw) > 4096:
-            text = "\x00"
-        return check_api_key(text.strip(), f"--api-key-file {path}")
-    value = (os.environ if environ is None else environ).get(API_KEY_ENV, "").strip()
-    return check_api_key(value, f"the environment variable {API_KEY_ENV}") if value else None
-
-
-def key_matches(given: str, key: str) -> bool:
-    """Whether the token ``given`` is ``key``, in time that does not depend on where they differ or on their
-    lengths: :func:`secrets.compare_digest` of their SHA-256 digests."""
-    return secrets.compare_digest(hashlib.sha256(given.encode("utf-8", "surrogateescape")).digest(),
-                                  hashlib.sha256(key.encode("utf-8")).digest())
-
-
-def _import_fastapi():
+def import_fastapi() -> None:
+    """Refuse in one line when the serve extra (FastAPI, python-multipart) is not installed."""
     try:
         import fastapi  # noqa: F401
         import python_multipart  # noqa: F401
@@ -115,116 +77,17 @@ def _import_fastapi():
         raise Learn2HashError(f"the search service needs the serve extra: pip install 'learn2hash[serve]' ({exc})") from None
 
 
-class BodyLimitMiddleware:
-    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413, declared or streamed."""
-
-    def __init__(self, app: Any, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope, receive, send) -> None:
-        from starlette.responses import JSONResponse
-
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                size = -1
-            if size < 0:
-                await JSONResponse({"detail": "invalid Content-Length header"}, 400)(scope, receive, send)
-                return
-            if size > self.max_bytes:
-                drained, more = 0, True
-                while more and drained < DRAIN_LIMIT:
-                    message = await receive()
-                    drained += len(message.get("body", b""))
-                    more = message.get("more_body", False) and message["type"] == "http.request"
-                response = JSONResponse({"detail": f"request body of {size} bytes is over the limit of "
-                                                   f"{self.max_bytes} bytes"}, 413,
-                                        headers={"Connection": "close"} if more else None)
-                await response(scope, receive, send)
-                return
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise RequestError(413, f"request body is over the limit of {self.max_bytes} bytes")
-            return message
-
-        await self.app(scope, limited_receive, send)
+_import_fastapi = import_fastapi
 
 
-def host_name(header: str) -> str | None:
-    """The name or address in a ``Host`` header (``name``, ``name:port``, ``[v6]:port``), lowercased;
-    None if the header is malformed."""
-    m = _HOST_HEADER.fullmatch(header)
-    if m is None:
-        return None
-    return (m.group("v6") or m.group("name")).lower()
-
-
-_HOST_HEADER = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::[0-9]{1,5})?")
-_HOST_PATTERN = re.compile(r"\*|(?:\*\.)?[a-z0-9._-]+|[0-9a-f:.]+")
-
-
-def check_allowed_hosts(hosts: Sequence[str]) -> list[str]:
-    """``hosts`` lowercased, each a name or address without port, ``*.domain`` or ``*``; else Learn2HashError."""
-    patterns = [str(h).strip().lower() for h in hosts]
-    bad = [h for h in patterns if not _HOST_PATTERN.fullmatch(h)]
-    if bad or not patterns:
-        raise Learn2HashError(f"allowed hosts must be names or addresses without port, '*.domain' or '*', "
-                              f"got {bad or 'none'}")
-    return list(dict.fromkeys(patterns))
-
-
-def default_allowed_hosts(bind_host: str, extra: Sequence[str] = ()) -> list[str]:
-    """The ``Host`` names a server bound to ``bind_host`` answers to: the loopback names and addresses, the
-    bound address when it is a specific one (not 0.0.0.0 or ::), and ``extra`` (``--allowed-host``)."""
-    hosts = ["127.0.0.1", "localhost", "::1"]
-    bind = bind_host.strip("[]").lower()
-    if bind and bind not in ("0.0.0.0", "::"):
-        hosts.append(bind)
-    return check_allowed_hosts(hosts + list(extra))
-
-
-class AllowedHostsMiddleware:
-    """ASGI middleware: answer 400 to a request whose ``Host`` header names none of ``allowed_hosts``.
-
-    Entries are names or addresses without port; ``*.example.org`` matches its subdomains and ``*``
-    anything. A page on another site cannot reach a loopback service through a name of its own
-    (DNS rebinding). Starlette's ``TrustedHostMiddleware`` does the same but answers in plain text;
-    here the refusal has the API's one error shape.
-    """
-
-    def __init__(self, app: Any, allowed_hosts: Sequence[str]):
-        patterns = check_allowed_hosts(allowed_hosts)
-        self.app = app
-        self.allow_any = "*" in patterns
-        self.names = {h for h in patterns if not h.startswith("*.")}
-        self.suffixes = tuple(h[1:] for h in patterns if h.startswith("*."))
-
-    async def __call__(self, scope, receive, send) -> None:
-        if self.allow_any or scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-        name = host_name(header)
-        if name is not None and (name in self.names or name.endswith(self.suffixes)):
-            await self.app(scope, receive, send)
-            return
-        from starlette.responses import JSONResponse
-
-        shown = header[:80] if header else "(none)"
-        await JSONResponse({"detail": f"Host header {shown!r} is not a name this service answers to "
-                                      "(start it with --allowed-host NAME to add one)"}, 400)(scope, receive, send)
+def page_html(kind: str) -> str:
+    """The web page of a ``"run"`` or ``"collection"`` service (:data:`PAGES`)."""
+    word, loading, status, script = PAGES[kind]
+    panel, view = (STATIC_DIR / f"{kind}.part.html").read_text("utf-8").split("<!-- view -->\n")
+    page = (STATIC_DIR / "page.html").read_text("utf-8")
+    for name, value in (("kind", word), ("loading", loading), ("status", status), ("script", script)):
+        page = page.replace("{{" + name + "}}", value)
+    return page.replace("{{panel}}\n", panel).replace("{{view}}\n", view)
 
 
 #: what each error status of the API means (every one is answered with the Error model)
@@ -307,21 +170,8 @@ def create_app(service: SearchService | CollectionService | Any, limits: Limits 
     ``api_key``: every route needs ``Authorization: Bearer <api_key>`` (401 otherwise), except the routes
     that only read when ``public_read``; None: no key, every route open and no route that writes.
     """
-    _import_fastapi()
-    from typing import Annotated
-
-    from fastapi import Depends, FastAPI, Path, Query, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from fastapi.responses import FileResponse, JSONResponse, Response
-    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-    from fastapi.staticfiles import StaticFiles
-    from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-    from starlette.requests import ClientDisconnect
-    from starlette.routing import Match
-
-    from learn2hash.serve.models import Error, Health, Info, QueryPage, SearchResult
+    import_fastapi()
+    from fastapi import FastAPI
 
     if not isinstance(service, (SearchService, CollectionService)):
         service = open_service(service, limits)
@@ -330,46 +180,70 @@ def create_app(service: SearchService | CollectionService | Any, limits: Limits 
     elif public_read:
         raise Learn2HashError("public_read (--public-read) opens the read routes of a service that has an API key, "
                               f"and none is set (--api-key-file or {API_KEY_ENV})")
-    lim = service.limits
-    refusals = "Every refused request is answered with a 4xx status and {\"detail\": \"<what was wrong>\"}."
-    if isinstance(service, CollectionService):
-        info = service.info()
-        description = (f"Hamming-space retrieval over collection {info['collection']}: {info['method']}, "
-                       f"{info['bits']} bits" + (", items added and removed live" if api_key else "") + f". {refusals}")
-    else:
-        info = service.info()
-        n_query = info["n_query"]
-        kmax = max(1, min(lim.max_k, service.n_database))
-        default_k = min(10, kmax)
-        description = (f"Hamming-space retrieval over run {info['run']}: {info['method']}, {info['bits']} bits, "
-                       f"{info['dataset']} ({info['n_database']} database items). {refusals}")
-    app = FastAPI(title="learn2hash search", description=description,
+    app = FastAPI(title="learn2hash search", description=_description(service, api_key),
                   version=_version(), docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
-    app.add_middleware(BodyLimitMiddleware, max_bytes=lim.max_upload_bytes + BODY_OVERHEAD)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=service.limits.max_upload_bytes + BODY_OVERHEAD)
     if allowed_hosts is not None:
         app.add_middleware(AllowedHostsMiddleware, allowed_hosts=check_allowed_hosts(allowed_hosts))
+    _error_handlers(app)
+    guards = _Guards(api_key, public_read)
+    _page_routes(app, service, guards.read)
+    if isinstance(service, CollectionService):
+        _collection_routes(app, service, guards)
+    else:
+        _run_routes(app, service, guards)
+    return app
 
-    bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
-                        description=f"the service's API key (--api-key-file or {API_KEY_ENV})")
 
-    async def require_key(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        if credentials is None:
-            raise RequestError(401, "this service needs an API key: send the header Authorization: Bearer <key>")
-        if not key_matches(credentials.credentials, api_key):
-            raise RequestError(401, "wrong API key")
+def _description(service: SearchService | CollectionService, api_key: str | None) -> str:
+    refusals = "Every refused request is answered with a 4xx status and {\"detail\": \"<what was wrong>\"}."
+    info = service.info()
+    if isinstance(service, CollectionService):
+        return (f"Hamming-space retrieval over collection {info['collection']}: {info['method']}, "
+                f"{info['bits']} bits" + (", items added and removed live" if api_key else "") + f". {refusals}")
+    return (f"Hamming-space retrieval over run {info['run']}: {info['method']}, {info['bits']} bits, "
+            f"{info['dataset']} ({info['n_database']} database items). {refusals}")
 
-    #: dependencies of the routes that read, and of those that write (which exist only with a key)
-    read_guard = [Depends(require_key)] if api_key is not None and not public_read else []
-    write_guard = [Depends(require_key)]
-    read_401 = (401,) if read_guard else ()
 
-    def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+class _Guards:
+    """The dependencies of the routes that read (``read``) and of those that write (``write``, None without a
+    key: no route writes), and the documented error answers of a route (:meth:`errors`)."""
+
+    def __init__(self, api_key: str | None, public_read: bool):
+        from typing import Annotated
+
+        from fastapi import Depends
+        from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+        bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
+                            description=f"the service's API key (--api-key-file or {API_KEY_ENV})")
+
+        async def require_key(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+            if credentials is None:
+                raise RequestError(401, "this service needs an API key: send the header Authorization: Bearer <key>")
+            if not key_matches(credentials.credentials, api_key):
+                raise RequestError(401, "wrong API key")
+
+        self.read = [Depends(require_key)] if api_key is not None and not public_read else []
+        self.write = [Depends(require_key)] if api_key is not None else None
+        self._read_401 = (401,) if self.read else ()
+
+    def errors(self, *statuses: int) -> dict[int | str, dict[str, Any]]:
+        from learn2hash.serve.models import Error
+
         return {s: {"model": Error, "description": ERROR_STATUSES[s]}
-                for s in sorted(set(COMMON_ERRORS + read_401 + statuses))}
+                for s in sorted(set(COMMON_ERRORS + self._read_401 + statuses))}
 
-    png = {200: {"description": "PNG image", "content": {"image/png": {"schema": {"type": "string",
-                                                                                   "format": "binary"}}}}}
+
+def _error_handlers(app: Any) -> None:
+    """Every refusal in the API's one error shape, ``{"detail": ...}``; nothing unexpected escapes as a traceback."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import ClientDisconnect
+    from starlette.routing import Match
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError):
@@ -410,12 +284,19 @@ def create_app(service: SearchService | CollectionService | Any, limits: Limits 
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
+
+def _page_routes(app: Any, service: SearchService | CollectionService, read_guard: list) -> None:
+    """The web page, its static files and the API documentation."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.staticfiles import StaticFiles
+
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    page = page_html("collection" if isinstance(service, CollectionService) else "run")
 
     @app.get("/", include_in_schema=False)
-    def page():
-        name = "collection.html" if isinstance(service, CollectionService) else "index.html"
-        return FileResponse(STATIC_DIR / name, media_type="text/html")
+    def index():
+        return HTMLResponse(page)
 
     @app.get("/openapi.json", include_in_schema=False, dependencies=read_guard)
     def openapi_document():
@@ -425,9 +306,22 @@ def create_app(service: SearchService | CollectionService | Any, limits: Limits 
     def docs():
         return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - API docs")
 
-    if isinstance(service, CollectionService):
-        _collection_routes(app, service, errors, read_guard, write_guard if api_key is not None else None)
-        return app
+
+_PNG = {200: {"description": "PNG image", "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}}
+_PNG_HEADERS = {"Cache-Control": "public, max-age=3600"}
+
+
+def _run_routes(app: Any, service: SearchService, guards: _Guards) -> None:
+    """The routes of a run's service (see the module docstring)."""
+    from typing import Annotated
+
+    from fastapi import Path, Query
+    from fastapi.responses import Response
+
+    from learn2hash.serve.models import Health, Info, QueryPage
+
+    info = service.info()
+    n_query, errors, read_guard = info["n_query"], guards.errors, guards.read
 
     @app.get("/health", summary="Liveness, with the run's size", response_model=Health, responses=errors(),
              dependencies=read_guard)
@@ -445,31 +339,42 @@ def create_app(service: SearchService | CollectionService | Any, limits: Limits 
                 limit: Annotated[int, Query(ge=1, le=500, description="most items to return")] = 100):
         return service.queries(offset, limit)
 
-    png_headers = {"Cache-Control": "public, max-age=3600"}
-
     @app.get("/queries/{i}/image", summary="PNG image of a query-split item", response_class=Response,
-             responses={**png, **errors(404, 422)}, dependencies=read_guard)
+             responses={**_PNG, **errors(404, 422)}, dependencies=read_guard)
     def query_image(i: Annotated[int, Path(description=f"position in the query split (0..{n_query - 1}); "
                                                       "another integer is 404",
                                           json_schema_extra={"minimum": 0, "maximum": n_query - 1})]):
-        return Response(service.item_png("query", i), media_type="image/png", headers=png_headers)
+        return Response(service.item_png("query", i), media_type="image/png", headers=_PNG_HEADERS)
 
     @app.get("/items/{item_id}/image", summary="PNG image of a database item", response_class=Response,
-             responses={**png, **errors(404, 422)}, dependencies=read_guard)
+             responses={**_PNG, **errors(404, 422)}, dependencies=read_guard)
     def item_image(item_id: Annotated[int, Path(description=f"position in the database split "
                                                             f"(0..{service.n_database - 1}); another integer is 404",
                                                 json_schema_extra={"minimum": 0,
                                                                    "maximum": service.n_database - 1})]):
-        return Response(service.item_png("database", item_id), media_type="image/png", headers=png_headers)
+        return Response(service.item_png("database", item_id), media_type="image/png", headers=_PNG_HEADERS)
+
+    _run_search_route(app, service, guards)
+
+
+def _run_search_route(app: Any, service: SearchService, guards: _Guards) -> None:
+    """POST /search of a run: multipart (an image upload) or JSON (a query position or a feature vector)."""
+    from fastapi import Request
+    from starlette.concurrency import run_in_threadpool
+
+    from learn2hash.serve.models import SearchResult
+
+    kmax = max(1, min(service.limits.max_k, service.n_database))
+    default_k = min(10, kmax)
 
     @app.post("/search", summary="The k nearest database items of a query item, an uploaded image or a feature "
                                  "vector", response_model=SearchResult, response_model_exclude_unset=True,
-              responses=errors(415, 422), openapi_extra={"requestBody": _search_request_body(service, kmax, default_k)},
-              dependencies=read_guard)
+              responses=guards.errors(415, 422),
+              openapi_extra={"requestBody": _search_request_body(service, kmax, default_k)}, dependencies=guards.read)
     async def search(request: Request):
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
-            data, image_type, form = await _read_image_form(request, ("k",), lim.max_upload_bytes)
+            data, image_type, form = await _read_image_form(request, ("k",), service.limits.max_upload_bytes)
             k = _int_field(form["k"], "k") if "k" in form else default_k
             return await run_in_threadpool(service.search, k, image=data, image_type=image_type)
         if ctype in ("application/json", ""):
@@ -485,8 +390,6 @@ def create_app(service: SearchService | CollectionService | Any, limits: Limits 
                                            query_index=body.get("query_index"), features=body.get("features"))
         raise RequestError(415, f"POST /search takes multipart/form-data (an image upload) or application/json, "
                                 f"not {ctype[:80]!r}")
-
-    return app
 
 
 async def _read_image_form(request: Any, fields: Sequence[str], max_bytes: int) -> tuple[bytes, str | None, Any]:
@@ -508,41 +411,42 @@ async def _read_image_form(request: Any, fields: Sequence[str], max_bytes: int) 
     return await upload.read(max_bytes + 1), upload.content_type, form
 
 
-def _collection_routes(app: Any, service: CollectionService, errors: Any, read_guard: list, write_guard: list | None):
-    """The routes of a collection's service on ``app``; those that write only when ``write_guard`` (a key is set)."""
+_ID_SCHEMA = {"minimum": 0, "maximum": 2**63 - 1}
+_JPEG = {200: {"description": "JPEG thumbnail", "content": {"image/jpeg": {"schema": {"type": "string",
+                                                                                      "format": "binary"}}}}}
+
+
+def _multipart_body(service: CollectionService, description: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI description of a multipart body: an image file in field ``image`` and the text ``properties``."""
+    lim = service.limits
+    image = {"type": "string", "format": "binary",
+             "description": f"a {', '.join(IMAGE_FORMATS)} image of at most {lim.max_upload_bytes} bytes and "
+                            f"{lim.max_image_pixels} pixels; centre-cropped and resized to the hasher's input "
+                            f"({'x'.join(map(str, service.geometry.item_shape))})"}
+    return {"required": True, "description": description, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "additionalProperties": False, "required": ["image"],
+                   "properties": {"image": image, **properties}},
+        "encoding": {"image": {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}}}}}
+
+
+def _multipart_only(request: Any) -> None:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "multipart/form-data":
+        raise RequestError(415, f"{request.method} {request.url.path} takes multipart/form-data with an image "
+                                f"file in field 'image', not {ctype[:80]!r}")
+
+
+def _collection_routes(app: Any, service: CollectionService, guards: _Guards) -> None:
+    """The routes of a collection's service on ``app``; those that write only when a key is set."""
     from typing import Annotated
 
-    from fastapi import Path, Query, Request
-    from fastapi.responses import JSONResponse, Response
-    from starlette.concurrency import run_in_threadpool
+    from fastapi import Path, Query
+    from fastapi.responses import Response
 
-    from learn2hash.serve.models import (AddedItem, CollectionHealth, CollectionInfo, CollectionSearchResult,
-                                         ItemPage, ItemRecord, RemovedItem)
+    from learn2hash.serve.models import CollectionHealth, CollectionInfo, ItemPage, ItemRecord
 
-    lim = service.limits
-    kmax = lim.max_k
-    default_k = min(10, kmax)
-    writable = write_guard is not None
-    id_param = Annotated[int, Path(description="the item's id (another integer is 404)",
-                                   json_schema_extra={"minimum": 0, "maximum": 2**63 - 1})]
-    k_schema = {"type": "integer", "minimum": 1, "maximum": kmax, "default": default_k,
-                "description": f"how many results: 1 to {kmax}"}
-    image_schema = {"type": "string", "format": "binary",
-                    "description": f"a {', '.join(IMAGE_FORMATS)} image of at most {lim.max_upload_bytes} bytes and "
-                                   f"{lim.max_image_pixels} pixels; centre-cropped and resized to the hasher's input "
-                                   f"({'x'.join(map(str, service.geometry.item_shape))})"}
-
-    def multipart_body(description: str, properties: dict[str, Any]) -> dict[str, Any]:
-        return {"required": True, "description": description, "content": {"multipart/form-data": {
-            "schema": {"type": "object", "additionalProperties": False, "required": ["image"],
-                       "properties": {"image": image_schema, **properties}},
-            "encoding": {"image": {"contentType": ", ".join(IMAGE_MEDIA_TYPES)}}}}}
-
-    def multipart_only(request: Request) -> None:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "multipart/form-data":
-            raise RequestError(415, f"{request.method} {request.url.path} takes multipart/form-data with an image "
-                                    f"file in field 'image', not {ctype[:80]!r}")
+    errors, read_guard = guards.errors, guards.read
+    id_param = Annotated[int, Path(description="the item's id (another integer is 404)", json_schema_extra=_ID_SCHEMA)]
 
     @app.get("/health", summary="Liveness, with the collection's size", response_model=CollectionHealth,
              responses=errors(), dependencies=read_guard)
@@ -552,7 +456,7 @@ def _collection_routes(app: Any, service: CollectionService, errors: Any, read_g
     @app.get("/info", summary="The collection behind the service and the limits on requests",
              response_model=CollectionInfo, responses=errors(), dependencies=read_guard)
     def collection_info():
-        return {**service.info(), "writable": writable}
+        return {**service.info(), "writable": guards.write is not None}
 
     @app.get("/items", summary="The collection's items, in the order they were added", response_model=ItemPage,
              responses=errors(422), dependencies=read_guard)
@@ -565,45 +469,69 @@ def _collection_routes(app: Any, service: CollectionService, errors: Any, read_g
     def item(item_id: id_param):
         return service.item(item_id)
 
-    jpeg = {200: {"description": "JPEG thumbnail", "content": {"image/jpeg": {"schema": {"type": "string",
-                                                                                         "format": "binary"}}}}}
-
     @app.get("/items/{item_id}/image", summary="Thumbnail of an item's file (read from under the collection's root "
                                                "only)", response_class=Response,
-             responses={**jpeg, **errors(404, 422)}, dependencies=read_guard)
+             responses={**_JPEG, **errors(404, 422)}, dependencies=read_guard)
     def item_image(item_id: id_param):
         return Response(service.thumbnail(item_id), media_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=300"})
 
+    _collection_search_route(app, service, guards)
+    if guards.write is not None:
+        _collection_write_routes(app, service, guards)
+
+
+def _collection_search_route(app: Any, service: CollectionService, guards: _Guards) -> None:
+    from fastapi import Request
+    from starlette.concurrency import run_in_threadpool
+
+    from learn2hash.serve.models import CollectionSearchResult
+
+    kmax = service.limits.max_k
+    default_k = min(10, kmax)
+    k_schema = {"type": "integer", "minimum": 1, "maximum": kmax, "default": default_k,
+                "description": f"how many results: 1 to {kmax}"}
+
     @app.post("/search", summary="The k nearest items of an uploaded image", response_model=CollectionSearchResult,
-              responses=errors(415, 422), dependencies=read_guard,
-              openapi_extra={"requestBody": multipart_body("multipart/form-data with an image file in field image "
-                                                           "and optionally k", {"k": k_schema})})
+              responses=guards.errors(415, 422), dependencies=guards.read,
+              openapi_extra={"requestBody": _multipart_body(service, "multipart/form-data with an image file in "
+                                                                     "field image and optionally k", {"k": k_schema})})
     async def search(request: Request):
-        multipart_only(request)
-        data, image_type, form = await _read_image_form(request, ("k",), lim.max_upload_bytes)
+        _multipart_only(request)
+        data, image_type, form = await _read_image_form(request, ("k",), service.limits.max_upload_bytes)
         k = _int_field(form["k"], "k") if "k" in form else default_k
         return await run_in_threadpool(service.search, k, image=data, image_type=image_type)
 
-    if not writable:
-        return
 
+def _collection_write_routes(app: Any, service: CollectionService, guards: _Guards) -> None:
+    """POST /items and DELETE /items/{id} (only with a key)."""
+    from typing import Annotated
+
+    from fastapi import Path, Request
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
+    from learn2hash.serve.models import AddedItem, RemovedItem
+
+    errors = guards.errors
     external = {"type": "string", "minLength": 1, "maxLength": MAX_EXTERNAL_ID, "pattern": "^[^\\x00-\\x1f\\x7f]+$",
                 "description": f"your id for the item (1 to {MAX_EXTERNAL_ID} printable characters), kept as its source"}
 
     @app.post("/items", summary="Add an uploaded image to the collection", status_code=201, response_model=AddedItem,
-              responses=errors(401, 415, 422), dependencies=write_guard,
-              openapi_extra={"requestBody": multipart_body("multipart/form-data with an image file in field image and "
-                                                           "optionally external_id", {"external_id": external})})
+              responses=errors(401, 415, 422), dependencies=guards.write,
+              openapi_extra={"requestBody": _multipart_body(service, "multipart/form-data with an image file in field "
+                                                                     "image and optionally external_id",
+                                                            {"external_id": external})})
     async def add_item(request: Request):
-        multipart_only(request)
-        data, image_type, form = await _read_image_form(request, ("external_id",), lim.max_upload_bytes)
+        _multipart_only(request)
+        data, image_type, form = await _read_image_form(request, ("external_id",), service.limits.max_upload_bytes)
         added = await run_in_threadpool(service.add, data, image_type, form.get("external_id"))
         return JSONResponse(added, status_code=201)
 
     @app.delete("/items/{item_id}", summary="Remove an item from the collection", response_model=RemovedItem,
-                responses=errors(401, 404, 422), dependencies=write_guard)
-    def remove_item(item_id: id_param):
+                responses=errors(401, 404, 422), dependencies=guards.write)
+    def remove_item(item_id: Annotated[int, Path(description="the item's id (another integer is 404)",
+                                                 json_schema_extra=_ID_SCHEMA)]):
         return service.remove(item_id)
 
 
@@ -636,93 +564,5 @@ def _version() -> str:
     return __version__
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` names only this machine (loopback address or ``localhost``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(host: str, port: int) -> None:
-    """Refuse, in one line, a ``host:port`` this machine cannot listen on (not an address of it, no such
-    name, the port in use), before anything is loaded; uvicorn would log its error and exit."""
-    import socket
-
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except (socket.gaierror, UnicodeError, ValueError) as exc:
-        raise Learn2HashError(f"--host {host!r} is not an address or a name this machine knows ({exc})") from None
-    family, kind, proto, _, address = infos[0]
-    try:
-        with socket.socket(family, kind, proto) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            s.bind(address)
-    except OSError as exc:
-        raise Learn2HashError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-
-
-def make_server(app: Any, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None):
-    """A ``uvicorn.Server`` for ``app`` on ``host:port`` whose connections have the read deadlines of
-    :mod:`learn2hash.serve.protocol` (``limits.read_timeout``, ``limits.min_body_rate``); start it with
-    ``server.run()`` (or in a thread, as the tests do)."""
-    import uvicorn
-
-    if limits is None:
-        service = getattr(getattr(app, "state", None), "service", None)
-        limits = service.limits if service is not None else Limits()
-    config = uvicorn.Config(app, host=host, port=int(port), log_level="warning", access_log=False,
-                            http=timed_protocol(limits.read_timeout, limits.min_body_rate))
-    return uvicorn.Server(config)
-
-
-def serve(run_dir: Any = None, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None,
-          allowed_hosts: Sequence[str] = (), api_key: str | None = None, public_read: bool = False,
-          collection: Any = None) -> None:
-    """Open the run (``run_dir``) or the collection (``collection``), then serve the API and the page on
-    ``host:port`` until interrupted.
-
-    Requests must name the server by one of :func:`default_allowed_hosts` (the loopback names, the bound
-    address) or by one of ``allowed_hosts`` (``--allowed-host``; ``*`` accepts any name). ``api_key`` and
-    ``public_read``: see :func:`create_app`.
-    """
-    _import_fastapi()
-    import warnings
-
-    from PIL import Image
-
-    if not 0 <= int(port) <= 65535:
-        raise Learn2HashError(f"--port must be between 0 and 65535, got {port}")
-    check_bind(host, int(port))
-    hosts = default_allowed_hosts(host, allowed_hosts)  # checked before the run is opened
-    if api_key is None and public_read:
-        raise Learn2HashError("--public-read opens the read routes of a service that has an API key, and none is "
-                              f"set: give --api-key-file or set {API_KEY_ENV}")
-    if (run_dir is None) == (collection is None):
-        raise Learn2HashError("serve a run (--run) or a collection (--collection), one of them")
-    limits = limits or Limits()
-    service = CollectionService(collection, limits) if collection is not None else SearchService(run_dir, limits)
-    app = create_app(service, allowed_hosts=hosts, api_key=api_key, public_read=public_read)
-    # the service refuses images over its own pixel limit (413); Pillow's warning about large images is noise
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-    if not is_loopback(host) and api_key is None:
-        print(f"warning: binding {host}: the service has no API key and is reachable from other machines; "
-              f"it answers requests addressed to {', '.join(hosts)} (add names with --allowed-host; "
-              f"set a key with --api-key-file or {API_KEY_ENV})", file=sys.stderr)
-    access = ("no API key" if api_key is None else
-              "API key needed to write" if public_read else "API key needed")
-    if isinstance(service, CollectionService):
-        what = (f"collection {service.collection.folder} ({service.info()['method']}, {service.bits} bits, "
-                f"{service.n_items} items; {access})")
-    else:
-        what = (f"{service.run.folder} ({service.info()['method']}, {service.run.bits} bits, "
-                f"{service.n_database} database items; index {service.index_source}; {access})")
-    print(f"serving {what} on http://{host}:{port}/ (API docs at /docs)", file=sys.stderr, flush=True)
-    server = make_server(app, host, port, limits)
-    try:
-        server.run()
-    except SystemExit:  # uvicorn exits when it cannot bind (address in use, not an address of this machine)
-        raise Learn2HashError(f"cannot serve on {host}:{port}: the address is in use or not one of this machine's "
-                              "(see the line above)") from None
+# moved: kept importable from here
+from learn2hash.serve.server import check_bind, is_loopback, make_server, serve  # noqa: E402,F401

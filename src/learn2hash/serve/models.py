@@ -19,10 +19,30 @@ class Error(BaseModel):
     detail: str = Field(description="what was wrong, in one sentence", examples=["k must be between 1 and 1000, got 0"])
 
 
-class Health(BaseModel):
+class _Health(BaseModel):
+    """Liveness: what every service's ``GET /health`` says, and the size of what it serves."""
+
     status: Literal["ok"]
-    run: str = Field(description="name of the run folder")
     bits: int = Field(ge=1, description="code length K")
+
+
+class _Page(BaseModel):
+    """A page of a list: ``items`` from position ``offset`` of the ``total``."""
+
+    total: int = Field(ge=0, description="number of items in the list")
+    offset: int = Field(ge=0)
+
+
+class _Answer(BaseModel):
+    """What every ``POST /search`` answers besides its results: k, the code length and the query's code."""
+
+    k: int = Field(ge=1)
+    bits: int = Field(ge=1)
+    code: str = Field(pattern="^[01]+$", description="the query's code, one character per bit")
+
+
+class Health(_Health):
+    run: str = Field(description="name of the run folder")
     n_database: int = Field(ge=0, description="number of database items")
 
 
@@ -33,14 +53,20 @@ class InfoLimits(BaseModel):
     image_formats: list[str] = Field(description="image formats an upload may have")
 
 
-class Info(BaseModel):
-    run: str
-    method: str = Field(description="hashing method, e.g. itq")
+class _Info(BaseModel):
+    """What every service's ``GET /info`` says of its hasher."""
+
+    method: str = Field(description="hashing method (of the run whose hasher encodes the items), e.g. itq")
     bits: int = Field(ge=1)
+    item_shape: list[int] = Field(description="the shape of an item as the hasher takes it (an image: channels, "
+                                              "height, width)")
+
+
+class Info(_Info):
+    run: str
     dataset: str
     protocol: str | None = None
     kind: str = Field(description="what the items are: image, clip, features, ...")
-    item_shape: list[int]
     n_query: int = Field(ge=0)
     n_database: int = Field(ge=0)
     class_names: list[str]
@@ -55,10 +81,8 @@ class QueryItem(BaseModel):
     labels: list[str]
 
 
-class QueryPage(BaseModel):
-    total: int = Field(ge=0, description="number of query-split items")
-    offset: int = Field(ge=0)
-    items: list[QueryItem]
+class QueryPage(_Page):
+    items: list[QueryItem] = Field(description="items of the query split, in order")
 
 
 class SearchQuery(BaseModel):
@@ -67,11 +91,8 @@ class SearchQuery(BaseModel):
     labels: list[str] | None = Field(default=None, description="the query item's labels (query_index queries)")
 
 
-class SearchResult(BaseModel):
-    k: int = Field(ge=1)
-    bits: int = Field(ge=1)
+class SearchResult(_Answer):
     query: SearchQuery
-    code: str = Field(pattern="^[01]+$", description="the query's code, one character per bit")
     ids: list[int] = Field(description="database positions of the k nearest items, nearest first")
     distances: list[int] = Field(description="their Hamming distances (non-decreasing; ties by database position)")
     labels: list[list[str]] = Field(description="their labels")
@@ -81,27 +102,18 @@ class SearchResult(BaseModel):
 
 
 # ----------------------------------------------------------------------------- a collection's service
-class CollectionHealth(BaseModel):
-    status: Literal["ok"]
+class CollectionHealth(_Health):
     collection: str = Field(description="name of the collection folder")
-    bits: int = Field(ge=1, description="code length K")
     n_items: int = Field(ge=0, description="number of items now")
 
 
-class CollectionLimits(BaseModel):
-    max_upload_bytes: int = Field(ge=1, description="largest accepted image upload, in bytes")
-    max_image_pixels: int = Field(ge=1, description="most pixels (width x height) an uploaded image may have")
-    max_k: int = Field(ge=1, description="most results one request may ask for")
+class CollectionLimits(InfoLimits):
     max_external_id: int = Field(ge=1, description="longest external id, in characters")
-    image_formats: list[str] = Field(description="image formats an upload may have")
 
 
-class CollectionInfo(BaseModel):
+class CollectionInfo(_Info):
     collection: str = Field(description="name of the collection folder")
-    method: str = Field(description="hashing method of the run whose hasher encodes the items")
-    bits: int = Field(ge=1)
     n_items: int = Field(ge=0)
-    item_shape: list[int] = Field(description="what an image is decoded to for the hasher: channels, height, width")
     has_root: bool = Field(description="whether items may have files (with thumbnails at /items/{item_id}/image)")
     writable: bool = Field(description="whether POST /items and DELETE /items/{item_id} exist (an API key is set)")
     limits: CollectionLimits
@@ -113,9 +125,7 @@ class ItemRecord(BaseModel):
     external_id: str | None = Field(description="the id given when it was added (null for an item with a file)")
 
 
-class ItemPage(BaseModel):
-    total: int = Field(ge=0, description="number of items")
-    offset: int = Field(ge=0)
+class ItemPage(_Page):
     items: list[ItemRecord] = Field(description="items in the order they were added")
 
 
@@ -123,10 +133,7 @@ class Hit(ItemRecord):
     distance: int = Field(ge=0, description="Hamming distance to the query")
 
 
-class CollectionSearchResult(BaseModel):
-    k: int = Field(ge=1)
-    bits: int = Field(ge=1)
-    code: str = Field(pattern="^[01]+$", description="the query's code, one character per bit")
+class CollectionSearchResult(_Answer):
     results: list[Hit] = Field(description="the k nearest items, nearest first (ties by the order they were added); "
                                            "fewer when the collection holds fewer")
     n_items: int = Field(ge=0, description="items searched")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 log = logging.getLogger("learn2hash.serve")
 
@@ -31,124 +30,18 @@ log = logging.getLogger("learn2hash.serve")
 TIMED_OUT = "learn2hash.read_timed_out"
 
 
-def _response_408(message: str) -> bytes:
+def response_408(message: str) -> bytes:
     body = json.dumps({"detail": message}).encode()
     return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
 def timed_protocol(read_timeout: float, min_body_rate: float) -> type:
-    """An ``asyncio.Protocol`` class for ``uvicorn.Config(http=...)``: h11 with the deadlines above."""
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    """An ``asyncio.Protocol`` class for ``uvicorn.Config(http=...)``: h11 with the deadlines above
+    (:class:`learn2hash.serve.timed_h11.TimedH11Protocol` with these two settings)."""
+    from learn2hash.serve.timed_h11 import TimedH11Protocol
 
     if not read_timeout > 0 or not min_body_rate > 0:
         raise ValueError(f"read_timeout and min_body_rate must be positive, got {read_timeout}, {min_body_rate}")
-
-    class TimedH11Protocol(H11Protocol):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._timer = None
-            self._phase: str | None = None  # "headers" or "body" while a deadline runs
-            self._start = 0.0
-            self._bytes = 0
-            self._requests = 0
-
-        # ------------------------------------------------------------------ uvicorn's hooks
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self._begin("headers")
-
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            self._bytes += len(data)
-            self._follow()
-
-        def on_response_complete(self) -> None:
-            self._requests += 1
-            super().on_response_complete()
-            self._follow()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._cancel()
-            super().connection_lost(exc)
-
-        # ------------------------------------------------------------------ deadlines
-        def _follow(self) -> None:
-            """Start, keep or stop the deadline after h11 has taken in what arrived."""
-            if self.transport is None or self.transport.is_closing():
-                self._cancel()
-                return
-            state = self.conn.their_state
-            if state is h11.IDLE:
-                if self.conn.trailing_data[0]:  # part of the next request line or headers
-                    if self._phase != "headers" or self._requests_at_start != self._requests:
-                        self._begin("headers")
-                elif not (self._phase == "headers" and self._requests == 0 and self.cycle is None):
-                    self._cancel()  # between requests: uvicorn's keep-alive timeout applies
-            elif state is h11.SEND_BODY:
-                if self._phase != "body":
-                    self._begin("body")
-            else:
-                self._cancel()
-
-        def _begin(self, phase: str) -> None:
-            self._cancel()
-            self._phase, self._start, self._bytes = phase, self.loop.time(), 0
-            self._requests_at_start = self._requests
-            self._timer = self.loop.call_later(read_timeout, self._check)
-
-        def _cancel(self) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer, self._phase = None, None
-
-        def _deadline(self) -> float:
-            extra = self._bytes / min_body_rate if self._phase == "body" else 0.0
-            return self._start + read_timeout + extra
-
-        def _check(self) -> None:
-            self._timer = None
-            if self._phase is None or self.transport is None or self.transport.is_closing():
-                return
-            now = self.loop.time()
-            cycle = self.cycle
-            ours = self.flow.read_paused or (self._phase == "body" and cycle is not None
-                                             and cycle.waiting_for_100_continue)
-            if ours:  # the service is not reading: the client's time starts again when it does
-                self._start, self._bytes = now, 0
-                self._timer = self.loop.call_later(read_timeout, self._check)
-                return
-            deadline = self._deadline()
-            if now < deadline:
-                self._timer = self.loop.call_later(deadline - now, self._check)
-                return
-            self._expire()
-
-        def _expire(self) -> None:
-            phase, cycle = self._phase, self.cycle
-            self._phase = None
-            client = "%s:%d" % self.client if self.client else "a client"
-            if phase == "headers" and not self.conn.trailing_data[0]:
-                self.transport.close()  # nothing sent: closed as an idle connection, without a word
-                return
-            if phase == "headers":
-                what = "the request line and headers"
-                started = False
-            else:
-                what = f"the body of {cycle.scope['method']} {cycle.scope['path']}" if cycle else "the body"
-                started = cycle is not None and cycle.response_started
-            message = (f"the client sent {what} too slowly: not within {read_timeout:g} s "
-                       f"(plus 1 s per {min_body_rate:g} bytes received)")
-            if cycle is not None and phase == "body":
-                cycle.scope[TIMED_OUT] = True
-                cycle.disconnected = True  # the application's next receive() is a disconnect
-                cycle.message_event.set()
-            if not started:
-                self.transport.write(_response_408(message))
-            self.transport.close()
-            log.warning("client %s did not send %s within the read timeout (%g s): %sconnection closed", client,
-                        what, read_timeout, "" if started else "answered 408, ")
-
-    TimedH11Protocol.__name__ = TimedH11Protocol.__qualname__ = "TimedH11Protocol"
-    return TimedH11Protocol
+    return type("TimedH11Protocol", (TimedH11Protocol,), {"read_timeout": read_timeout, "min_body_rate": min_body_rate,
+                                                          "__module__": TimedH11Protocol.__module__})
