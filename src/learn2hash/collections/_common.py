@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from learn2hash import _atomic
 from learn2hash.errors import Learn2HashError
+from learn2hash.search import Hit  # one result type for runs and collections
 
 FORMAT = "learn2hash-collection"
 VERSION = 1
@@ -26,21 +26,6 @@ _PATH = b"p"
 _EXTERNAL = b"x"
 _ON_BAD_IMAGE = ("error", "skip")
 _META_FIELDS = {"bits": int, "run": str, "hasher_sha256": str, "root": (str, type(None)), "method": str}
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result: the item's ``id``, its Hamming ``distance`` to the query, and its source:
-    ``path`` (relative to the collection's root, ``/``-separated) or ``external_id`` (the other is
-    ``None``)."""
-
-    id: int
-    distance: int
-    path: str | None = None
-    external_id: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "distance": self.distance, "path": self.path, "external_id": self.external_id}
 
 
 def _payload(path: str | None = None, external_id: str | None = None) -> bytes:
