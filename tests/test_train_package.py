@@ -54,9 +54,6 @@ def test_every_exported_name_imports_from_the_package():
     for name in T.__all__:
         assert getattr(T, name) is getattr(sys.modules[T.__name__ + "." + T._WHERE[name][0]], name), name
     assert set(T.__all__) <= set(dir(T))
-    from learn2hash.train import _destroy_distributed, _init_distributed  # still imported by collections.py
-
-    assert _init_distributed is T.init_distributed and _destroy_distributed is T.destroy_distributed
     with pytest.raises(AttributeError):
         T.not_a_name  # noqa: B018
     with pytest.raises(ImportError):

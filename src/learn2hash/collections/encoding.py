@@ -29,15 +29,15 @@ def _process_group() -> Iterator[tuple[int, int]]:
     if world <= 1:
         yield 0, 1
         return
-    from learn2hash.train import _destroy_distributed, _init_distributed, dist_info, resolve_device
+    from learn2hash.train import destroy_distributed, dist_info, init_distributed, resolve_device
 
     info = dist_info()
-    owns = _init_distributed(info, resolve_device("auto", info))
+    owns = init_distributed(info, resolve_device("auto", info))
     try:
         yield info.rank, info.world_size
     finally:
         if owns:
-            _destroy_distributed()
+            destroy_distributed()
 
 
 def _barrier(world: int) -> None:

@@ -74,10 +74,7 @@ _EXPORTS = {
     "loop": ("train",),
     "encode": ("FILE_ENCODE_BATCH", "encode_batches", "encode_items"),
 }
-#: former names still in use elsewhere: name -> (module, name there)
-_ALIASES = {"_init_distributed": ("distributed", "init_distributed"),
-            "_destroy_distributed": ("distributed", "destroy_distributed")}
-_WHERE = {name: (module, name) for module, names in _EXPORTS.items() for name in names} | _ALIASES
+_WHERE = {name: (module, name) for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted(n for n in _WHERE if not n.startswith("_"))
 
