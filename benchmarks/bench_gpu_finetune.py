@@ -125,7 +125,7 @@ def accuracy(lrs: list[float], epochs: int, mult: float | None) -> dict:
         t0 = time.perf_counter()
         h = make(lr).fit(fit_split)
         r = l2h.evaluate(h.encode(val_split.x), val_split.labels, h.encode(fit_split.x), fit_split.labels, topk=1000)
-        sweep.append({"lr": lr, "validation_map@1000": round(float(r["map"]), 4),
+        sweep.append({"lr": lr, "validation_map@1000": round(float(r["map@1000"]), 4),
                       "seconds": round(time.perf_counter() - t0, 1)})
         print("sweep", sweep[-1], flush=True)
     best = max(sweep, key=lambda s: s["validation_map@1000"])
@@ -139,7 +139,7 @@ def accuracy(lrs: list[float], epochs: int, mult: float | None) -> dict:
     r_all = l2h.evaluate(q, ds.query.labels, db, ds.database.labels)
     return {"dataset": "fashion-mnist", "protocol": "standard", "bits": 64, "backbone": "efficientnet-lite0 (ImageNet)",
             "epochs": epochs, "backbone_lr_mult": mult, "sweep": sweep, "chosen_lr": best["lr"],
-            "map@1000": round(float(r["map"]), 4), "map@all": round(float(r_all["map"]), 4),
+            "map@1000": round(float(r["map@1000"]), 4), "map@all": round(float(r_all["map@all"]), 4),
             "train_seconds": round(train_s, 1), "encode_seconds": round(encode_s, 1)}
 
 

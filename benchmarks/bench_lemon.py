@@ -60,7 +60,7 @@ def _maps(hasher, query, db_split, stop: int, modalities: list[str], unified: bo
     q = {m: hasher.encode(np.asarray(query.views[m]), modality=m) for m in modalities}
     seen = _prefix(db_split, stop)
     db = {m: hasher.codes_ if unified else hasher.encode(np.asarray(seen.views[m]), modality=m) for m in modalities}
-    return {direction_name(a, b): float(evaluate(q[a], query.labels, db[b], seen.labels)["map"])
+    return {direction_name(a, b): float(evaluate(q[a], query.labels, db[b], seen.labels)["map@all"])
             for a, b in directions(modalities)}
 
 
@@ -113,7 +113,7 @@ def bench_bits(ds, bits: int, chunk: int, retrain_rounds: list[int], out: Path, 
                                      lambda h: h.partial_fit(*chunks[0]), 1)[1])
         last_times.append(_min_time(lambda: copy.deepcopy(before_last), lambda h: h.partial_fit(*chunks[-1]), 1)[1])
     same = hasher.codes_ == read_chunked_codes(stream_dir / "codes" / "database") and all(
-        a["map"] == b["map"] for a, b in zip(online, streamed))
+        a["map"] == b["map@all"] for a, b in zip(online, streamed))
 
     retrain = []
     for t in retrain_rounds:

@@ -46,7 +46,7 @@ from threadpoolctl import threadpool_limits
 
 from learn2hash import _atomic
 from learn2hash.codes import Codes
-from learn2hash.metrics import evaluate
+from learn2hash.metrics import evaluate, map_key
 
 HERE = Path(__file__).resolve().parent
 SECTION = "## Metrics"
@@ -176,10 +176,10 @@ def main(argv=None) -> int:
     evaluate(q[:16], ql[:16], db, dl, ties="index", threads=1)
     ours, ours_wall, ours_cpu = timed(lambda: evaluate(q, ql, db, dl, topk=None, ties="expected", threads=1),
                                       args.repeats)
-    print(f"learn2hash ties=expected, 1 thread: mAP {ours['map']:.6f}  {ours_wall:.3f} s wall, {ours_cpu:.3f} s CPU",
+    print(f"learn2hash ties=expected, 1 thread: mAP {ours['map@all']:.6f}  {ours_wall:.3f} s wall, {ours_cpu:.3f} s CPU",
           flush=True)
     idx, idx_wall, idx_cpu = timed(lambda: evaluate(q, ql, db, dl, topk=None, ties="index", threads=1))
-    print(f"learn2hash ties=index, 1 thread: mAP {idx['map']:.6f}  {idx_wall:.3f} s wall, {idx_cpu:.3f} s CPU",
+    print(f"learn2hash ties=index, 1 thread: mAP {idx['map@all']:.6f}  {idx_wall:.3f} s wall, {idx_cpu:.3f} s CPU",
           flush=True)
     allc, all_wall, _ = timed(lambda: evaluate(q, ql, db, dl, topk=None, ties="expected"), args.repeats)
     print(f"learn2hash ties=expected, {allc['settings']['threads']} threads: {all_wall:.3f} s wall", flush=True)
@@ -208,9 +208,9 @@ def main(argv=None) -> int:
                             else synthetic_codes(10_000, 60_000, args.tie_bits, 10, args.seed))
     tq, tql = tq[:2000], tql[:2000]
     shuffle = np.random.default_rng(args.seed).permutation(len(tdb))
-    tie_maps = {k: (evaluate(tq, tql, tdb, tdl, topk=k, ties="expected")["map"],
-                    evaluate(tq, tql, tdb, tdl, topk=k, ties="index")["map"],
-                    evaluate(tq, tql, tdb[shuffle], tdl[shuffle], topk=k, ties="index")["map"]) for k in (100, None)}
+    tie_maps = {k: (evaluate(tq, tql, tdb, tdl, topk=k, ties="expected")[map_key(k)],
+                    evaluate(tq, tql, tdb, tdl, topk=k, ties="index")[map_key(k)],
+                    evaluate(tq, tql, tdb[shuffle], tdl[shuffle], topk=k, ties="index")[map_key(k)]) for k in (100, None)}
     tie_text = "; ".join(f"mAP@{k or 'all'}: {e:.4f} with ties=expected, {i:.4f} with ties=index in database order, "
                          f"{sh:.4f} with ties=index after a seeded shuffle of the database"
                          for k, (e, i, sh) in tie_maps.items())
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
         res, b_wall, _ = timed(lambda: evaluate(bq, bql, bdb, bdl, topk=1000, ties="expected"))
         rss1 = _status_mib("VmHWM")
         dense_gb = 10_000 * 1_000_000 * 4 / 1e9
-        big = (res["settings"]["threads"], b_wall, rss0, rss1, dense_gb, res["map"])
+        big = (res["settings"]["threads"], b_wall, rss0, rss1, dense_gb, res["map@1000"])
         print(f"big: 10,000 x 1,000,000, {args.bits} bits, topk=1000, {big[0]} threads: {b_wall:.1f} s wall; "
               f"resident {rss0:.0f} MiB before, peak {rss1:.0f} MiB during evaluate "
               f"(a dense float32 matrix: {dense_gb:.0f} GB)")
@@ -242,11 +242,11 @@ def main(argv=None) -> int:
              "0.5*(K - B q^T), np.argsort, cumulative precision), BLAS limited to one thread.", "",
              "| evaluation | threads | mAP | wall s | CPU s | reference / this (wall) |",
              "|---|---|---|---|---|---|",
-             f"| learn2hash, ties=expected | 1 | {ours['map']:.4f} | {ours_wall:.3f} | {ours_cpu:.3f} | "
+             f"| learn2hash, ties=expected | 1 | {ours['map@all']:.4f} | {ours_wall:.3f} | {ours_cpu:.3f} | "
              f"{ratio_wall:.1f}x |",
-             f"| learn2hash, ties=index | 1 | {idx['map']:.4f} | {idx_wall:.3f} | {idx_cpu:.3f} | "
+             f"| learn2hash, ties=index | 1 | {idx['map@all']:.4f} | {idx_wall:.3f} | {idx_cpu:.3f} | "
              f"{ref_wall / idx_wall:.1f}x |",
-             f"| learn2hash, ties=expected | {allc['settings']['threads']} | {allc['map']:.4f} | {all_wall:.3f} | | "
+             f"| learn2hash, ties=expected | {allc['settings']['threads']} | {allc['map@all']:.4f} | {all_wall:.3f} | | "
              f"{ref_wall / all_wall:.1f}x |",
              f"| reference CalcTopMap{scaled} | 1 | {ref_map:.4f} | {ref_wall:.2f} | {ref_cpu:.2f} | 1.0x |", "",
              f"Speed-up of learn2hash (ties=expected, 1 thread) over the reference: {ratio_wall:.1f}x wall, "

@@ -69,8 +69,8 @@ def oracle_maps(ds: datasets.Dataset, bits: int, seed: int) -> dict[str, dict[st
                                                           fold_direction(db))):
         centers = hash_centers(fq.shape[1], bits, seed=seed)
         cq, cdb = centroid_centers(fq, centers, seed=seed), centroid_centers(fdb, centers, seed=seed)
-        out[name] = {f"map@{TOPK}": float(evaluate(cq, q, cdb, db, topk=TOPK)["map"]),
-                     "map@all": float(evaluate(cq, q, cdb, db)["map"])}
+        out[name] = {f"map@{TOPK}": float(evaluate(cq, q, cdb, db, topk=TOPK)[f"map@{TOPK}"]),
+                     "map@all": float(evaluate(cq, q, cdb, db)["map@all"])}
     return out
 
 

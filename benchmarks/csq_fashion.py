@@ -47,7 +47,7 @@ def run_one(cfg: dict) -> dict:
     res = {"tag": tag, "protocol": protocol, "bits": bits, "seed": seed, "params": cfg}
     for name, topk in (("map@1000", 1000), ("map@all", None)):
         r = evaluate(q, ds.query.labels, db, ds.database.labels, topk=topk, ties="expected")
-        res[name] = round(float(r["map"]), 4)
+        res[name] = round(float(r[name]), 4)
     res.update({"train_s": round(train_s, 1), "encode_s": round(encode_s, 1), "cpu_s": round(cpu_s, 1),
                 "epochs": len(hasher.history_), "final_loss": round(hasher.history_[-1]["loss"], 5),
                 "threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 1)})

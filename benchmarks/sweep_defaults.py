@@ -80,6 +80,7 @@ def main() -> None:
     ds = datasets.load(args.dataset, protocol=args.protocol, seed=args.seed)
     fit, val = carve(ds.train, args.val_per_class, args.seed)
     from learn2hash.datasets.registry import default_topk
+    from learn2hash.metrics import map_key
 
     topk = default_topk(args.dataset, ds.protocol)
     database = validation_database(ds.database, val)
@@ -96,7 +97,7 @@ def main() -> None:
             "protocol": ds.protocol, "seed": args.seed, "params": params,
             "resolved": {**h.get_params(), **h.resolved_params(fit)},
             "n_fit": len(fit), "n_val": len(val), "n_database": len(database), "topk": topk,
-            "val_map@k": round(float(r["map"]), 4), "val_map@all": round(float(r_all["map"]), 4),
+            "val_map@k": round(float(r[map_key(topk)]), 4), "val_map@all": round(float(r_all["map@all"]), 4),
             "train_s": round(train_s, 1), "threads": torch.get_num_threads(), "host": platform.node(),
         }
         print(json.dumps({k: line[k] for k in ("method", "bits", "params", "val_map@k", "val_map@all", "train_s")}),

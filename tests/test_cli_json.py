@@ -37,7 +37,7 @@ def test_train_encode_evaluate_search_as_json(capsys, tmp_path):
     assert main(["evaluate", "--run", str(trained), "--topk", "100", "--json"]) == 0
     doc = _json_out(capsys)
     expected = evaluate(run.codes("query"), ds.query.labels, run.codes("database"), ds.database.labels, topk=100)
-    assert doc["map"] == pytest.approx(expected["map"]) and doc["settings"]["topk"] == 100
+    assert doc["map@100"] == pytest.approx(expected["map@100"]) and doc["settings"]["topk"] == 100
     assert doc["n_query"] == len(ds.query) and len(doc["per_query"]["ap"]) == len(ds.query)
 
     assert main(["index", "build", "--run", str(trained)]) == 0

@@ -292,7 +292,7 @@ def test_fit_writes_the_distance_plot_and_roundtrips(trained, digits, tmp_path):
     from learn2hash.metrics import evaluate
 
     q, db = h.encode(digits.query.x), h.encode(digits.database.x)
-    assert evaluate(q, digits.query.labels, db, digits.database.labels, topk=100)["map"] > 0.3
+    assert evaluate(q, digits.query.labels, db, digits.database.labels, topk=100)["map@100"] > 0.3
 
 
 def test_resume_ends_like_an_uninterrupted_run(digits, trained, tmp_path, monkeypatch):

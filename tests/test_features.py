@@ -350,7 +350,7 @@ def test_itq_on_wide_input_matches_the_exact_path(method):
     for pca in ("covariance", method):
         itq = create("itq", bits=16, pca=pca).fit(train)  # d = 2000 > n = 400
         assert itq.pca_method_ == pca
-        maps[pca] = evaluate(itq.encode(query), labels[400:600], itq.encode(db), labels[600:])["map"]
+        maps[pca] = evaluate(itq.encode(query), labels[400:600], itq.encode(db), labels[600:])["map@all"]
     assert maps["covariance"] > 0.5  # the classes are findable at all
     assert abs(maps[method] - maps["covariance"]) <= 0.005, maps
 
@@ -447,7 +447,7 @@ def test_stream_hashes_an_image_modality_through_the_backbone(photos, cache, tmp
     config = json.loads((tmp_path / "s" / "config.json").read_text())
     assert config["features"]["backbone"] == "efficientnet-lite0"
     rec = json.loads((tmp_path / "s" / "stream.json").read_text())
-    assert rec["total_rounds"] == 2 and set(rec["rounds"][-1]["map"]) == {"image->text", "text->image"}
+    assert rec["total_rounds"] == 2 and set(rec["rounds"][-1]["map@all"]) == {"image->text", "text->image"}
     status, _, err = _cli(capsys, "stream", "--mat", tmp_path / "d.mat", "--mat-keys", "image=TXT,text=TXT,labels=LAB",
                           "--queries", 50, "--out", tmp_path / "t", "--features", "efficientnet-lite0")
     assert status == 2 and "no modality" in err and len(err.strip().splitlines()) == 1

@@ -239,7 +239,7 @@ def test_cross_modal_retrieval_works_in_both_directions():
         h.partial_fit(*c)
     for a in views:
         result = evaluate(h.encode(qv[a], modality=a), ql, h.codes_, labels[200:])
-        assert result["map"] > 0.9, (a, result["map"])
+        assert result["map@all"] > 0.9, (a, result["map@all"])
     assert h.encode(qv["v0"]) == h.encode(qv["v0"], modality="v0")  # default: the first modality
 
 
@@ -366,10 +366,10 @@ def test_stream_cli_records_rounds_appends_chunks_and_resumes(tmp_path, capsys):
     import json
     rec = json.loads((straight / "stream.json").read_text())
     assert rec["total_rounds"] == 5 and [r["n_seen"] for r in rec["rounds"]] == [100, 200, 300, 400, 500]
-    assert set(rec["rounds"][-1]["map"]) == {"image->text", "text->image"}
+    assert set(rec["rounds"][-1]["map@all"]) == {"image->text", "text->image"}
     assert (straight / "stream.png").stat().st_size > 1000
     rec2 = json.loads((parted / "stream.json").read_text())
-    assert [r["map"] for r in rec2["rounds"]] == [r["map"] for r in rec["rounds"]]
+    assert [r["map@all"] for r in rec2["rounds"]] == [r["map@all"] for r in rec["rounds"]]
 
     db = read_chunked_codes(parted / "codes" / "database")
     assert db == read_chunked_codes(straight / "codes" / "database") == Hasher.load(parted / "hasher").codes_
@@ -377,9 +377,35 @@ def test_stream_cli_records_rounds_appends_chunks_and_resumes(tmp_path, capsys):
     from learn2hash import datasets
     ds = datasets.load("mat", splits=parted)
     q = Codes.load(parted / "codes" / "query-image.npy")
-    expect = evaluate(q, ds.query.labels, db, ds.database.labels)["map"]
-    assert rec2["rounds"][-1]["map"]["image->text"] == pytest.approx(expect, abs=1e-12)
-    assert rec2["rounds"][-1]["map"]["image->text"] > 0.8
+    expect = evaluate(q, ds.query.labels, db, ds.database.labels)["map@all"]
+    assert rec2["rounds"][-1]["map@all"]["image->text"] == pytest.approx(expect, abs=1e-12)
+    assert rec2["rounds"][-1]["map@all"]["image->text"] > 0.8
+
+
+def test_stream_written_with_the_older_map_key_resumes_and_reads(tmp_path, capsys):
+    """Rounds of an older stream.json hold their per-direction mAPs under "map": a resumed stream keeps their values
+    under the one spelling, "map@all", and a complete one reads and shows them."""
+    import json
+
+    out = tmp_path / "old"
+    assert _stream(tmp_path, out, "--rounds", "2") == 0
+    path = out / "stream.json"
+    now = json.loads(path.read_text())
+    first = [r["map@all"] for r in now["rounds"]]
+    now["rounds"] = [{("map" if k == "map@all" else k): v for k, v in r.items()} for r in now["rounds"]]
+    path.write_text(json.dumps(now))
+    capsys.readouterr()
+    assert _stream(tmp_path, out) == 0
+    rec = json.loads(path.read_text())
+    assert [r["round"] for r in rec["rounds"]] == [1, 2, 3, 4, 5]
+    assert all("map" not in r and set(r["map@all"]) == {"image->text", "text->image"} for r in rec["rounds"])
+    assert [r["map@all"] for r in rec["rounds"][:2]] == first
+    rec["rounds"] = [{("map" if k == "map@all" else k): v for k, v in r.items()} for r in rec["rounds"]]
+    path.write_text(json.dumps(rec))
+    capsys.readouterr()
+    assert _stream(tmp_path, out) == 0  # complete: read back, nothing trained
+    table = capsys.readouterr().out
+    assert "mAP image->text" in table and f"{first[0]['image->text']:.4f}" in table
 
 
 def test_stream_retrain_baseline_and_errors(tmp_path, capsys):
@@ -388,7 +414,7 @@ def test_stream_retrain_baseline_and_errors(tmp_path, capsys):
     assert "retrain: complete" in out
     import json
     rec = json.loads((tmp_path / "cca" / "stream.json").read_text())
-    assert rec["mode"] == "retrain" and "map" in rec["rounds"][-1] and "map" not in rec["rounds"][0]
+    assert rec["mode"] == "retrain" and "map@all" in rec["rounds"][-1] and "map@all" not in rec["rounds"][0]
     assert not (tmp_path / "cca" / "codes" / "database").exists()
 
     assert _stream(tmp_path, tmp_path / "cca", "--method", "cca-itq", "--bits", "16") == 2

@@ -17,7 +17,7 @@ import pytest
 from learn2hash import cli
 from learn2hash.codes import Codes
 from learn2hash.errors import Learn2HashError
-from learn2hash.metrics import evaluate, summary
+from learn2hash.metrics import evaluate, map_key, radius_key, summary
 
 
 # --------------------------------------------------------------------------- references
@@ -109,11 +109,11 @@ def test_index_ties_match_stable_argsort(multilabel, bits):
                        topk=topk, ties="index", precision_at=ns, radius=2)
         ap, pn, prec, rec, _ = _reference(q_bits, ql, db_bits, dl, topk, ns, 2, "index")
         np.testing.assert_allclose(res["per_query"]["ap"], ap, rtol=0, atol=1e-9)
-        assert abs(res["map"] - ap.mean()) < 1e-9
+        assert abs(res[map_key(topk)] - ap.mean()) < 1e-9
         for p, n in enumerate(ns):
             assert abs(res["precision_at_n"][n] - pn[:, p].mean()) < 1e-9
-        assert abs(res["precision_at_radius"] - prec.mean()) < 1e-12
-        assert abs(res["recall_at_radius"] - rec.mean()) < 1e-12
+        assert abs(res["precision_at_radius2"] - prec.mean()) < 1e-12
+        assert abs(res["recall_at_radius2"] - rec.mean()) < 1e-12
 
 
 # --------------------------------------------------------------------------- ties="expected"
@@ -197,7 +197,7 @@ def test_expected_ties_large_groups(groups, k):
         seen += n
     expected = _ap_over_patterns(inside, kk)
     res = evaluate(Codes.from_bits(q_bits), ql, Codes.from_bits(db_bits), dl, topk=k, precision_at=(kk,))
-    assert abs(res["map"] - expected) < 1e-11
+    assert abs(res[map_key(k)] - expected) < 1e-11
     # expected hits in the top k: relevant before the cut group + c * m / n inside it
     hits, seen = 0.0, 0
     for n, m in groups:
@@ -219,7 +219,7 @@ def test_expected_and_index_agree_without_ties():
     for topk in (None, 5, 17):
         a = evaluate(q, [1], Codes.from_bits(db_bits), dl, topk=topk, ties="expected", precision_at=(3, 11))
         b = evaluate(q, [1], Codes.from_bits(db_bits), dl, topk=topk, ties="index", precision_at=(3, 11))
-        assert abs(a["map"] - b["map"]) < 1e-12
+        assert abs(a[map_key(topk)] - b[map_key(topk)]) < 1e-12
         assert a["precision_at_n"] == pytest.approx(b["precision_at_n"], abs=1e-12)
 
 
@@ -227,11 +227,11 @@ def test_expected_ties_hand_worked():
     # one tie group of 2 items, 1 relevant: AP is 1 or 1/2 with equal chance -> 0.75
     q = Codes.from_bits(np.zeros((1, 2), bool))
     db = Codes.from_bits(np.zeros((2, 2), bool))
-    assert evaluate(q, [0], db, [0, 1])["map"] == pytest.approx(0.75, abs=1e-15)
-    assert evaluate(q, [0], db, [0, 1], ties="index")["map"] == 1.0
-    assert evaluate(q, [0], db, [1, 0], ties="index")["map"] == 0.5
+    assert evaluate(q, [0], db, [0, 1])["map@all"] == pytest.approx(0.75, abs=1e-15)
+    assert evaluate(q, [0], db, [0, 1], ties="index")["map@all"] == 1.0
+    assert evaluate(q, [0], db, [1, 0], ties="index")["map@all"] == 0.5
     # top 1 of the same group: relevant first with chance 1/2 (AP 1), else AP 0
-    assert evaluate(q, [0], db, [0, 1], topk=1)["map"] == pytest.approx(0.5, abs=1e-15)
+    assert evaluate(q, [0], db, [0, 1], topk=1)["map@1"] == pytest.approx(0.5, abs=1e-15)
 
 
 # --------------------------------------------------------------------------- policies and radius
@@ -247,14 +247,14 @@ def test_zero_hit_policies():
     keep = n_rel > 0
     assert zero["n_queries_without_relevant"] == excl["n_queries_without_relevant"] == 2
     assert zero["n_queries_evaluated"] == 6 and excl["n_queries_evaluated"] == 4
-    assert zero["map"] == pytest.approx(ap.sum() / 6, abs=1e-12)
-    assert excl["map"] == pytest.approx(ap[keep].mean(), abs=1e-12)
+    assert zero["map@all"] == pytest.approx(ap.sum() / 6, abs=1e-12)
+    assert excl["map@all"] == pytest.approx(ap[keep].mean(), abs=1e-12)
     assert excl["precision_at_n"][5] == pytest.approx(pn[keep, 0].mean(), abs=1e-12)
-    assert excl["recall_at_radius"] == pytest.approx(rec[keep].mean(), abs=1e-12)
+    assert excl["recall_at_radius2"] == pytest.approx(rec[keep].mean(), abs=1e-12)
     assert zero["settings"]["zero_hits"] == "zero" and "left out" in excl["settings"]["policies"]["zero_hits"]
     # no query with a relevant item at all: exclude leaves nothing to average
     none = evaluate(q, np.full(6, 3), db, dl, zero_hits="exclude", precision_at=(5,))
-    assert math.isnan(none["map"]) and none["n_queries_evaluated"] == 0
+    assert math.isnan(none["map@all"]) and none["n_queries_evaluated"] == 0
 
 
 @pytest.mark.parametrize("bits", [5, 13, 70])
@@ -276,8 +276,8 @@ def test_pr_curve_matches_brute_force(bits):
             r_ref = np.where(rel.sum(1) > 0, hit / np.maximum(rel.sum(1), 1), 0).mean()
             np.testing.assert_allclose(curve["precision"][r], p_ref, atol=1e-12)
             assert abs(curve["recall"][r] - r_ref) < 1e-12
-        assert res["precision_at_radius"] == curve["precision"][bits // 3]
-        assert res["recall_at_radius"] == curve["recall"][bits // 3]
+        assert res[radius_key(bits // 3)] == curve["precision"][bits // 3]
+        assert res[radius_key(bits // 3, "recall")] == curve["recall"][bits // 3]
     # at radius K everything is retrieved: recall 1 for every query that has a relevant item
     assert curve["recall"][-1] == pytest.approx((rel.sum(axis=1) > 0).mean(), abs=1e-12)
 
@@ -288,7 +288,7 @@ def test_labels_as_ids_or_multihot_agree_and_threads_do_not_change_results():
     q, db = Codes.from_bits(q_bits), Codes.from_bits(db_bits)
     a = evaluate(q, ql, db, dl, topk=50, threads=1)
     b = evaluate(q, np.eye(4, dtype=int)[ql], db, np.eye(4, dtype=bool)[dl], topk=50, threads=2)
-    assert a["map"] == b["map"]
+    assert a["map@50"] == b["map@50"]
     np.testing.assert_array_equal(a["per_query"]["ap"], b["per_query"]["ap"])
     assert a["settings"]["threads"] == 1 and b["settings"]["threads"] == 2
 
@@ -376,7 +376,7 @@ def test_cli_evaluate_prints_table_and_writes_json(tmp_path, capsys):
     ap, pn, prec, rec, _ = _reference(q_bits, ql, db_bits, dl, 20, (5, 10), 3, "index")
     assert "mAP@20" in text and f"{ap.mean():.4f}" in text
     saved = json.loads(out.read_text())
-    assert saved["map"] == pytest.approx(ap.mean(), abs=1e-12)
+    assert saved["map@20"] == pytest.approx(ap.mean(), abs=1e-12)
     assert saved["precision_at_n"]["10"] == pytest.approx(pn[:, 1].mean(), abs=1e-12)
     assert saved["settings"]["ties"] == "index" and saved["settings"]["radius"] == 3
     assert len(saved["pr_curve"]["precision"]) == 14
@@ -426,12 +426,12 @@ def test_several_cutoffs_in_one_pass_equal_separate_evaluations(ties):
             both = evaluate(q, ql, db, dl, topk=50, ties=ties, zero_hits=zero_hits, map_at=cutoffs)
             alone = evaluate(q, ql, db, dl, topk=50, ties=ties, zero_hits=zero_hits)
             assert list(both["map_at"]) == [50] + cutoffs
-            assert both["map"] == both["map_at"][50] == alone["map"]
+            assert both["map@50"] == both["map_at"][50] == alone["map@50"]
             np.testing.assert_array_equal(both["per_query"]["ap"], alone["per_query"]["ap"])
             assert both["precision_at_n"] == alone["precision_at_n"]
             assert both["settings"] == alone["settings"]
             for c in cutoffs:
-                single = evaluate(q, ql, db, dl, topk=c, ties=ties, zero_hits=zero_hits)["map"]
+                single = evaluate(q, ql, db, dl, topk=c, ties=ties, zero_hits=zero_hits)[map_key(c)]
                 assert both["map_at"][c] == single or (math.isnan(single) and math.isnan(both["map_at"][c])), c
 
 
@@ -442,3 +442,30 @@ def test_old_key_spellings_are_read_as_the_one_spelling():
     assert current_key("precision@H<=2") == "precision_at_radius2" and current_key("recall@H<=3") == "recall_at_radius3"
     for key in ("map@all", "map@1000", "precision_at_radius2", "n_query", "precision@100", "ties"):
         assert current_key(key) == key
+
+
+def test_evaluate_names_its_values_with_the_one_spelling():
+    """evaluate()'s scalar values sit under the keys summary(), metrics.json and every table use: map_key(topk)
+    and radius_key(radius); the summary is exactly those values, and no key of the older spelling is left."""
+    rng = np.random.default_rng(8)
+    q_bits, ql, db_bits, dl = _random_case(rng, 9, 60, 10, 3, False)
+    q, db = Codes.from_bits(q_bits), Codes.from_bits(db_bits)
+    for topk, radius, mk in ((None, 2, "map@all"), (25, 3, "map@25"), (1000, 0, "map@1000")):
+        res = evaluate(q, ql, db, dl, topk=topk, radius=radius, ties="index")
+        ap, _, prec, rec, _ = _reference(q_bits, ql, db_bits, dl, topk, (1, 10), radius, "index")
+        assert map_key(topk) == mk and res[mk] == pytest.approx(ap.mean(), abs=1e-12)
+        assert res[f"precision_at_radius{radius}"] == pytest.approx(prec.mean(), abs=1e-12)
+        assert res[f"recall_at_radius{radius}"] == pytest.approx(rec.mean(), abs=1e-12)
+        assert not {"map", "precision_at_radius", "recall_at_radius"} & set(res)
+        s = summary(res)
+        assert {k: s[k] for k in (mk, radius_key(radius), radius_key(radius, "recall"))} == \
+            {k: res[k] for k in (mk, f"precision_at_radius{radius}", f"recall_at_radius{radius}")}
+
+
+def test_key_helpers():
+    assert (map_key(None), map_key(1000), map_key(np.int64(7))) == ("map@all", "map@1000", "map@7")
+    assert (radius_key(0), radius_key(2, "recall")) == ("precision_at_radius0", "recall_at_radius2")
+    for bad, call in (("topk", lambda: map_key(0)), ("topk", lambda: map_key("10")),
+                      ("radius", lambda: radius_key(-1)), ("which", lambda: radius_key(2, "f1"))):
+        with pytest.raises(Learn2HashError, match=bad):
+            call()

@@ -79,7 +79,7 @@ def test_stale_cached_codes_are_recomputed_for_evaluate(runs, tmp_path, capsys):
     hasher = Hasher.load(r1 / "hasher")
     want = evaluate(hasher.encode(np.asarray(ds.query.x)), ds.query.labels,
                     hasher.encode(np.asarray(ds.database.x)), ds.database.labels, topk=100)
-    assert got["map"] == pytest.approx(want["map"], abs=1e-12)
+    assert got["map@100"] == pytest.approx(want["map@100"], abs=1e-12)
     # the recomputed codes are cached with the provenance of the hasher S holds now
     cached = Codes.load(s / "codes" / "database.npy")
     assert cached.provenance.hasher_sha256 == hasher_checksum(s / "hasher") == hasher_checksum(r1 / "hasher")
@@ -97,7 +97,7 @@ def test_database_codes_copied_from_another_run_are_not_scored(runs, tmp_path, c
     assert Codes.load(s / "codes" / "database.npy").provenance.hasher_sha256 == hasher_checksum(r1 / "hasher")
     capsys.readouterr()
     assert main(["evaluate", "--run", str(s), "--topk", "100", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["map"] == pytest.approx(reference, abs=1e-12)
+    assert json.loads(capsys.readouterr().out)["map@100"] == pytest.approx(reference, abs=1e-12)
 
 
 def test_evaluate_files_of_two_hashers_warns_or_refuses(runs, tmp_path, capsys):

@@ -23,7 +23,7 @@ def map_score(estimator, x, y) -> float:
     """A GridSearchCV scorer: mAP of the first fifth of the held-out fold against the rest."""
     codes = Codes.from_signs(estimator.transform(x))
     q = len(x) // 5
-    return evaluate(codes[:q], y[:q], codes[q:], y[q:])["map"]
+    return evaluate(codes[:q], y[:q], codes[q:], y[q:])["map@all"]
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_grid_search_without_scoring_uses_score_the_map_of_the_fold(digits_xy):
         for tr, te in cv.split(x):
             codes = create("itq", bits=bits).fit(x[tr]).encode(x[te])
             q = len(te) // 5
-            scores.append(evaluate(codes[:q], y[te][:q], codes[q:], y[te][q:])["map"])
+            scores.append(evaluate(codes[:q], y[te][:q], codes[q:], y[te][q:])["map@all"])
         by_hand[bits] = float(np.mean(scores))
     best = max(by_hand, key=by_hand.get)
     assert search.best_params_ == {"bits": best}
@@ -125,7 +125,7 @@ def test_map_scorer_topk_and_a_pipeline(digits_xy):
     pipe = make_pipeline(StandardScaler(), create("itq", bits=16)).fit(x[:400])
     codes = Codes.from_signs(pipe.transform(x[400:]))
     held = y[400:]
-    expected = evaluate(codes[:40], held[:40], codes[40:], held[40:], topk=10)["map"]
+    expected = evaluate(codes[:40], held[:40], codes[40:], held[40:], topk=10)["map@10"]
     assert map_scorer(topk=10)(pipe, x[400:], held) == pytest.approx(expected)
     scores = sklearn.model_selection.cross_val_score(
         make_pipeline(StandardScaler(), create("itq", bits=16)), x, y, scoring=map_scorer(topk=50), cv=3)

@@ -171,7 +171,7 @@ def evaluate(
     ties : {"expected", "index"}
         Tie policy (module docstring).
     radius : int
-        Radius ``r`` of ``precision_at_radius`` / ``recall_at_radius`` (items with distance ``<= r``).
+        Radius ``r`` of ``precision_at_radiusR`` / ``recall_at_radiusR`` (items with distance ``<= r``).
     precision_at : sequence of int or None
         The ``N`` of P@N; each must be at most the database size. ``None`` means
         (1, 10, 100, 1000) without the values larger than the database.
@@ -188,8 +188,9 @@ def evaluate(
 
     Returns
     -------
-    dict with ``map``, ``precision_at_n`` ({N: value}), ``precision_at_radius``,
-    ``recall_at_radius``, ``pr_curve`` ({"radius", "precision", "recall"} arrays over
+    dict with the mAP under ``map@all`` (``topk`` None) or ``map@K`` (:func:`map_key`), ``precision_at_n``
+    ({N: value}), ``precision_at_radiusR`` and ``recall_at_radiusR`` for ``R = radius`` (:func:`radius_key`),
+    ``pr_curve`` ({"radius", "precision", "recall"} arrays over
     r = 0..K), ``map_at`` ({cutoff: mAP} for ``topk`` and every ``map_at``), ``n_query``, ``n_database``,
     ``bits``, ``n_queries_without_relevant``,
     ``n_queries_evaluated``, ``per_query`` ({"ap", "n_relevant"}) and ``settings`` (every
@@ -238,11 +239,11 @@ def evaluate(
     pr_precision, pr_recall = _radius_curves(total, relevant, counted, empty_radius)
     r_eff = min(radius, bits)
     return {
-        "map": _mean(ap[0], counted),
+        map_key(topk): _mean(ap[0], counted),
         "map_at": {c: _mean(ap[j], counted) for j, c in enumerate(cutoffs)},
         "precision_at_n": {int(n): _mean(hits[:, p] / n, counted) for p, n in enumerate(ns)},
-        "precision_at_radius": float(pr_precision[r_eff]),
-        "recall_at_radius": float(pr_recall[r_eff]),
+        radius_key(radius): float(pr_precision[r_eff]),
+        radius_key(radius, "recall"): float(pr_recall[r_eff]),
         "pr_curve": {"radius": np.arange(bits + 1), "precision": pr_precision, "recall": pr_recall},
         "n_query": nq,
         "n_database": n_db,
@@ -371,10 +372,9 @@ def _settings(topk: int | None, k: int, ties: str, radius: int, ns: np.ndarray, 
 
 
 #: display names of the scalar results, keyed by the one spelling that :func:`summary`, ``metrics.json`` and
-#: every table use: ``map@all`` / ``map@K``, ``precision@N``, ``precision_at_radiusR`` / ``recall_at_radiusR``,
-#: ``n_query``. (:func:`evaluate`'s own result names the values at its settings without the parameter:
-#: ``map``, ``precision_at_radius``, ``recall_at_radius``.) Older spellings are still read:
-#: :data:`OLD_KEYS`, and :func:`metric_name` shows them under the same names.
+#: every table and :func:`evaluate`'s own result use: ``map@all`` / ``map@K`` (:func:`map_key`), ``precision@N``,
+#: ``precision_at_radiusR`` / ``recall_at_radiusR`` (:func:`radius_key`), ``n_query``. Older spellings are still
+#: read: :data:`OLD_KEYS`, and :func:`metric_name` shows them under the same names.
 METRIC_NAMES: dict[str, str] = {
     "map@all": "mAP@all", "n_query": "queries", "n_database": "database items",
     "n_queries_without_relevant": "queries without a relevant item", "n_queries_evaluated": "queries evaluated",
@@ -390,6 +390,20 @@ _PARAMETRISED_NAMES = [
     (re.compile(r"^precision@(\d+)$"), "P@{}"),
 ]
 _OLD_RADIUS = re.compile(r"^(precision|recall)@H<=(\d+)$")
+
+
+def map_key(topk: int | None) -> str:
+    """The key of mAP at cut-off ``topk`` in :func:`evaluate`'s result, :func:`summary` and ``metrics.json``:
+    ``"map@all"`` for ``None`` (the whole database), else ``"map@K"`` (``map_key(1000)`` -> ``"map@1000"``)."""
+    return "map@all" if topk is None else f"map@{check_int(topk, 'topk', 1)}"
+
+
+def radius_key(radius: int, which: str = "precision") -> str:
+    """The key of precision (``which="precision"``) or recall (``which="recall"``) within Hamming radius
+    ``radius`` in :func:`evaluate`'s result, :func:`summary` and ``metrics.json``
+    (``radius_key(2)`` -> ``"precision_at_radius2"``, ``radius_key(2, "recall")`` -> ``"recall_at_radius2"``)."""
+    which = _check_choice(which, "radius_key which", ("precision", "recall"))
+    return f"{which}_at_radius{check_int(radius, 'radius', 0)}"
 
 
 def current_key(key: str) -> str:
@@ -419,12 +433,13 @@ def summary(result: Mapping[str, Any]) -> dict[str, float | int]:
     ``recall_at_radiusR``, ``n_query``, ``n_queries_without_relevant``, ``n_queries_evaluated``.
     """
     settings = result["settings"]
-    map_key = "map@all" if settings["topk"] is None else f"map@{settings['topk']}"
-    out: dict[str, float | int] = {map_key: result["map"]}
+    mk = map_key(settings["topk"])
+    out: dict[str, float | int] = {mk: result[mk]}
     for n, value in result["precision_at_n"].items():
         out[f"precision@{n}"] = value
-    out[f"precision_at_radius{settings['radius']}"] = result["precision_at_radius"]
-    out[f"recall_at_radius{settings['radius']}"] = result["recall_at_radius"]
+    for which in ("precision", "recall"):
+        key = radius_key(settings["radius"], which)
+        out[key] = result[key]
     for key in ("n_query", "n_queries_without_relevant", "n_queries_evaluated"):
         out[key] = result[key]
     return out
@@ -461,7 +476,7 @@ class MapScorer:
         if len(codes) < 2:
             raise Learn2HashError(f"map_scorer needs at least 2 items (queries and a database), got {len(codes)}")
         q = min(len(codes) - 1, max(1, int(len(codes) * self.query_fraction)))
-        return float(evaluate(codes[:q], labels[:q], codes[q:], labels[q:], topk=self.topk)["map"])
+        return float(evaluate(codes[:q], labels[:q], codes[q:], labels[q:], topk=self.topk)[map_key(self.topk)])
 
     def __repr__(self) -> str:
         return f"map_scorer(topk={self.topk!r}, query_fraction={self.query_fraction!r})"

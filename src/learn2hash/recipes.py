@@ -274,9 +274,10 @@ def reproduce(method: str, dataset: str, bits: int, out: str | os.PathLike | Non
         result = run_stream(method, dataset, bits, int(chunk or r.chunk), out, protocol=r.protocol, seed=seed,
                             params=p, data_params=dp, log=log)
         last = result["rounds"][-1]
-        rows = [{"metric": f"mAP {d} (all, round {last['round']})", "this run": f"{last['map'][d]:.4f}",
+        rows = [{"metric": f"mAP {d} (all, round {last['round']})", "this run": f"{last['map@all'][d]:.4f}",
                  "paper": paper, "reference code": reference} for d in result["directions"]]
         return {"recipe": r, "run": str(out), "rows": rows, "params": p, "data_params": dp}
+    from learn2hash.metrics import map_key
     from learn2hash.runs import train_run
 
     try:
@@ -291,7 +292,7 @@ def reproduce(method: str, dataset: str, bits: int, out: str | os.PathLike | Non
     if run is None:  # a non-zero rank under torchrun
         return {"recipe": r, "run": str(out), "rows": [], "params": p, "data_params": dp}
     m = run.metrics()
-    key = f"map@{r.topk}" if r.topk else "map@all"
+    key = map_key(r.topk or None)
     rows = [{"metric": f"mAP@{r.topk or 'all'}", "this run": f"{m[key]:.4f}", "paper": paper,
              "reference code": reference}]
     best = m.get("best_of_evaluations")

@@ -310,7 +310,7 @@ class _Rounds:
 
     def report(self, record: dict[str, Any]) -> None:
         """Log a committed round's record."""
-        maps = ", ".join(f"{k} {v:.4f}" for k, v in record.get("map", {}).items())
+        maps = ", ".join(f"{k} {v:.4f}" for k, v in record.get("map@all", {}).items())
         self.log(f"round {record['round']}/{len(self.bounds)}: {record['n_seen']:,} items, "
                  f"train {record['train_seconds']:.3f} s" + (f", mAP {maps}" if maps else ""))
 
@@ -328,6 +328,10 @@ class _Rounds:
 
 
 def _load_stream(out: Path) -> dict[str, Any] | None:
+    """The content of ``out/stream.json`` (None when there is none), its round records under the keys of today
+    (:func:`learn2hash.metrics.current_key`: the per-direction mAPs of older files, ``"map"``, are ``"map@all"``)."""
+    from learn2hash.metrics import current_key
+
     path = out / "stream.json"
     if not path.exists():
         return None
@@ -337,6 +341,7 @@ def _load_stream(out: Path) -> dict[str, Any] | None:
         if not isinstance(record, dict):
             raise CorruptFileError(f"stream record {path}: round {i + 1} is {_atomic.json_type(record)}, "
                                    "expected an object")
+    data["rounds"] = [{current_key(k): v for k, v in record.items()} for record in data["rounds"]]
     return data
 
 
@@ -356,10 +361,10 @@ def _evaluate_round(hasher: Any, query_views: dict[str, np.ndarray], query_label
     maps = {}
     for a, b in directions(modalities):
         result = evaluate(q_codes[a], query_labels, db_codes[b], db.labels[:stop], topk=None)
-        maps[direction_name(a, b)] = float(result["map"])
+        maps[direction_name(a, b)] = float(result["map@all"])
     for m, codes in q_codes.items():
         codes.save(out / "codes" / f"query-{m}.npy")
-    return {"map": maps, "encode_seconds": encode_seconds, "evaluate_seconds": time.perf_counter() - t0}
+    return {"map@all": maps, "encode_seconds": encode_seconds, "evaluate_seconds": time.perf_counter() - t0}
 
 
 def plot_stream(records: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "",
@@ -377,9 +382,9 @@ def plot_stream(records: Sequence[dict[str, Any]], path: str | os.PathLike, titl
     fig, (ax_map, ax_time) = plt.subplots(1, 2, figsize=(11, 4))
     series = [(label, records, "-")] + [(name, recs, "--") for name, recs in (baselines or {}).items()]
     for name, recs, style in series:
-        evaluated = [r for r in recs if "map" in r]
-        for direction in (evaluated[0]["map"] if evaluated else {}):
-            ax_map.plot([r["round"] for r in evaluated], [r["map"][direction] for r in evaluated], style,
+        evaluated = [r for r in recs if "map@all" in r]
+        for direction in (evaluated[0]["map@all"] if evaluated else {}):
+            ax_map.plot([r["round"] for r in evaluated], [r["map@all"][direction] for r in evaluated], style,
                         marker="o", markersize=3, label=f"{name} {direction}".strip())
         ax_time.plot([r["round"] for r in recs], [r["train_seconds"] for r in recs], style, marker="o",
                      markersize=3, label=name or "this stream")

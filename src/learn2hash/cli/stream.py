@@ -57,7 +57,7 @@ def _cmd_stream(args) -> int:
                         features=_features_from_args(args))
     rounds = result["rounds"]
     rows = [{"round": r["round"], "items": f"{r['n_seen']:,}", "train s": f"{r['train_seconds']:.3f}",
-             **{f"mAP {d}": f"{r['map'][d]:.4f}" for d in result["directions"] if "map" in r}} for r in rounds]
+             **{f"mAP {d}": f"{r['map@all'][d]:.4f}" for d in result["directions"] if "map@all" in r}} for r in rounds]
     columns = ["round", "items", "train s"] + [f"mAP {d}" for d in result["directions"]]
     _print_table(rows, columns)
     status = "complete" if len(rounds) == result["total_rounds"] else f"{len(rounds)}/{result['total_rounds']} rounds"

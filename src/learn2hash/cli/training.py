@@ -12,11 +12,11 @@ from learn2hash.errors import Learn2HashError
 
 
 def _print_metrics(metrics: dict, file=None) -> None:
-    from learn2hash.metrics import metric_name
+    from learn2hash.metrics import map_key, metric_name
 
     rows = []
     topk = metrics.get("topk")
-    keys = ([f"map@{topk}"] if topk else []) + ["map@all", "precision_at_radius2", "recall_at_radius2"]
+    keys = ([map_key(topk)] if topk else []) + ["map@all", "precision_at_radius2", "recall_at_radius2"]
     rows += [{"metric": metric_name(key), "value": f"{metrics[key]:.4f}"} for key in keys]
     for key in ("train_seconds", "encode_seconds", "evaluate_seconds"):
         if metrics.get(key) is not None:

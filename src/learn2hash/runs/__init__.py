@@ -219,7 +219,7 @@ class Run:
             return self._evaluate(topk, ties, save, extra)
 
     def _evaluate(self, topk: int | None | str, ties: str, save: bool, extra: dict[str, Any] | None) -> dict[str, Any]:
-        from learn2hash.metrics import evaluate
+        from learn2hash.metrics import evaluate, map_key
 
         ds = self.dataset()
         if topk == "default":
@@ -229,13 +229,12 @@ class Run:
         # one evaluation, both cut-offs: the database is scanned once (twice with ties="index")
         full = evaluate(q, ds.query.labels, db, ds.database.labels, topk=None, ties=ties, radius=2,
                         map_at=[] if topk is None else [topk])
-        result: dict[str, Any] = {"map@all": full["map"], "precision_at_radius2": full["precision_at_radius"],
-                                  "recall_at_radius2": full["recall_at_radius"], "pr_curve": full["pr_curve"],
-                                  "precision_at_n": full["precision_at_n"],
-                                  "n_queries_without_relevant": full["n_queries_without_relevant"],
-                                  "ties": ties, "n_query": len(q), "n_database": len(db)}
+        result: dict[str, Any] = {key: full[key] for key in (
+            "map@all", "precision_at_radius2", "recall_at_radius2", "pr_curve", "precision_at_n",
+            "n_queries_without_relevant")}
+        result.update({"ties": ties, "n_query": len(q), "n_database": len(db)})
         if topk is not None:
-            result[f"map@{topk}"] = full["map_at"][topk]
+            result[map_key(topk)] = full["map_at"][topk]
             result["topk"] = topk
         result["evaluate_seconds"] = time.perf_counter() - t0
         if save:
@@ -406,13 +405,13 @@ def _start_folder(folder: RunFolder, config: dict[str, Any], ds: Any, runtime_pa
 def _epoch_evaluation(ds: Any, cut: int | None, log: Callable[[str], None]
                       ) -> Callable[[Callable[[Any], Any]], dict[str, float]]:
     """What ``--eval-every`` runs after an epoch: mAP at ``cut`` of the query codes against the database codes."""
-    from learn2hash.metrics import evaluate as _evaluate
+    from learn2hash.metrics import evaluate as _evaluate, map_key
 
-    key = f"map@{cut}" if cut else "map@all"
+    key = map_key(cut)
 
     def evaluation(encode: Callable[[Any], Any]) -> dict[str, float]:
         q, db = encode(ds.query.x), encode(ds.database.x)
-        value = _evaluate(q, ds.query.labels, db, ds.database.labels, topk=cut)["map"]
+        value = _evaluate(q, ds.query.labels, db, ds.database.labels, topk=cut)[key]
         log(f"evaluation on the query split: {key} {value:.4f}")
         return {key: float(value)}
 
