@@ -117,7 +117,7 @@ def _bitplane_pass(planes, offs, pop, comp, P, M, tag, reps):
             h, cm, cin, zoff = _bitplanes.threshold_args(1, pop[i], comp[i], P, M)
             for b in range(planes.shape[0]):
                 m = _bitplanes.below(flat, b * stride, of, i * ow, h, cm, cin, zoff, tag, sums)
-                hits |= m[0] | m[1] | m[2] | m[3]
+                hits |= np.uint64(_bitplanes.any_lane(m))
     return hits
 
 
@@ -146,7 +146,7 @@ def scan_limits_ns(bits: int, seconds: float = 0.5) -> tuple[float, float]:
     qa = rng.integers(0, 2**63, 4 * W, dtype=np.uint64)
     popcount = best_rate(lambda: _popcount_pass(tile, W, qa, 1, 64), 64 * 1024 * 4, seconds)
     shape = _bitplanes.Shape(bits)
-    planes = _bitplanes.zeros(4, shape.PB)
+    planes = _bitplanes.zeros(1024 // _bitplanes.BLOCK, shape.PB)
     _bitplanes.build_planes(tile, 1024, W, shape.P, shape.M, planes, 0)
     queries = rng.integers(0, 2**63, (8, W), dtype=np.uint64)
     offs, pop, comp = _bitplanes.query_plan(queries, shape.P, shape.S)

@@ -35,13 +35,24 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
+from llvmlite.binding import get_host_cpu_features
 from numba import njit, types
+from numba.core import config
 from numba.extending import intrinsic
 
 from learn2hash.kernels import popcount64
 
-#: 64-bit lanes per plane (one 256-bit vector).
-LANES = 4
+def _vector_lanes() -> int:
+    """64-bit lanes of the widest vector register the compiled kernels may use: 8 (512 bits) where
+    numba targets AVX-512, else 4 (256 bits; LLVM splits them into two halves on 128-bit cores)."""
+    features = config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features().flatten()
+    if config.CPU_NAME is not None and config.CPU_FEATURES is None:
+        features = ""  # a named target CPU (e.g. "generic" for a portable cache): assume no AVX-512
+    return 8 if "+avx512f" in features.split(",") else 4
+
+
+#: 64-bit lanes per plane (one vector register: 512 bits with AVX-512, else 256).
+LANES = _vector_lanes()
 #: Codes per block.
 BLOCK = 64 * LANES
 #: Up to this many steps of 8 planes the kernel is straight-line code; longer codes get a loop.
@@ -211,9 +222,9 @@ def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
         def plane(offset):
             return builder.load(builder.bitcast(builder.gep(block, [offset]), vt.as_pointer()), align=8)
 
-        def csa(a, b, c):  # full adder on 256 lanes: (carry, sum)
-            u = builder.xor(a, b)
-            return builder.or_(builder.and_(a, b), builder.and_(u, c)), builder.xor(u, c)
+        def csa(a, b, c):  # full adder on every lane: (carry, sum), each one ternary logic instruction
+            carry = builder.or_(builder.and_(a, b), builder.and_(c, builder.or_(a, b)))
+            return carry, builder.xor(builder.xor(a, b), c)
 
         def step(st, first):  # add the 8 planes at offs[first:first + 8] into the counter st
             st = list(st)
@@ -231,10 +242,30 @@ def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
                 carry = nxt
             return st
 
+        def tree(start):  # add all 8S planes into the counter by a tree of full adders, no ripple
+            cols = [[v] for v in start]  # cols[j]: terms of weight 2^j; their sum is the counter
+
+            def push(j, v):
+                while j < NB:  # terms of weight >= 2^NB are zero: the counter fits in NB bits
+                    cols[j].append(v)
+                    if len(cols[j]) < 3:
+                        return
+                    v, cols[j] = csa(*cols[j])
+                    cols[j] = [cols[j]]
+                    j += 1
+
+            for g in range(8 * S):
+                push(0, plane(builder.load(builder.gep(optr, [ir.Constant(_I64, g)]))))
+            for j in range(NB):  # at most two terms left per weight: half adders, low to high
+                if len(cols[j]) == 2:
+                    a, b = cols[j]
+                    cols[j] = [builder.xor(a, b)]
+                    push(j + 1, builder.and_(a, b))
+            return [c[0] if c else ir.Constant(vt, [0] * LANES) for c in cols]
+
         st = [_splat(builder, _bit_mask(builder, hv, j), vt) for j in range(NB)]
         if S <= UNROLLED_STEPS:
-            for s in range(S):
-                st = step(st, ir.Constant(_I64, 8 * s))
+            st = tree(st)
         else:  # a loop over the steps keeps the compile time of long codes in bounds
             entry = builder.block
             loop = builder.append_basic_block("bitplane_steps")
@@ -263,13 +294,21 @@ def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
         for j in range(M):
             a = cmask if j == 0 else builder.xor(st[j - 1], cmask)
             z = plane(builder.add(zoffv, ir.Constant(_I64, LANES * j)))
-            u = builder.xor(a, z)
-            builder.store(builder.xor(u, c), builder.gep(sptr, [ir.Constant(_I64, j)]), align=8)
-            c = builder.or_(builder.and_(a, z), builder.and_(c, u))
+            builder.store(builder.xor(builder.xor(a, z), c), builder.gep(sptr, [ir.Constant(_I64, j)]), align=8)
+            c, _ = csa(a, z, c)
         lanes = [builder.extract_element(c, ir.Constant(_I32, i)) for i in range(LANES)]
         return context.make_tuple(builder, signature.return_type, lanes)
 
     return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def any_lane(m):
+    """Whether the mask ``m`` returned by :func:`below` keeps any code."""
+    x = m[0]
+    for lane in range(1, LANES):
+        x |= m[lane]
+    return x != 0
 
 
 @njit(cache=True, inline="always")

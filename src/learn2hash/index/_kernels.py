@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
-from learn2hash.index._bitplanes import BLOCK, LANES, Shape, below, distance_at, query_plan, threshold_args
+from learn2hash.index._bitplanes import BLOCK, LANES, Shape, any_lane, below, distance_at, query_plan, threshold_args
 from learn2hash.kernels import trailing_zeros64, unlikely
 
 #: Bytes of bit planes held in cache while a group of queries scans them.
@@ -201,7 +201,7 @@ def knn_scan(offs, pop, comp, planes, n, alive, k, P, M, tag, qblock, nchunks, t
                 h, cm, cin, zoff = threshold_args(t, pop[i], comp[i], P, M)
                 for b in range(s, min(bhi, s + tile)):
                     m = below(flat, b * stride, of, i * ow, h, cm, cin, zoff, tag, sums)
-                    if unlikely((m[0] | m[1] | m[2] | m[3]) != 0):
+                    if unlikely(any_lane(m)):
                         # Taken in position order; t may fall on the way, so each is checked again.
                         for r in range(_passing(m, b, n, alive, sums, t, M, hit_pos, hit_d)):
                             if hit_d[r] < t:
@@ -231,7 +231,7 @@ def range_scan(offs, pop, comp, planes, n, alive, radius, P, M, tag, qblock, nch
                 h, cm, cin, zoff = threshold_args(t, pop[i], comp[i], P, M)
                 for b in range(s, min(bhi, s + tile)):
                     m = below(flat, b * stride, of, i * ow, h, cm, cin, zoff, tag, sums)
-                    if unlikely((m[0] | m[1] | m[2] | m[3]) != 0):
+                    if unlikely(any_lane(m)):
                         for r in range(_passing(m, b, n, alive, sums, t, M, hit_pos, hit_d)):
                             slot = cnt[c, i]
                             if slot < cap:
