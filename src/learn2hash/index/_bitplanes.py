@@ -1,12 +1,13 @@
 """Bit-sliced ("bit-plane") layout of the database and the SIMD kernel the linear scan runs on.
 
 Why. A scan that computes ``popcount(x ^ q)`` per 64-bit word needs about one cycle per word pair
-on a core without AVX-512 ``VPOPCNTDQ``. Stored bit-sliced, the codes let one 256-bit vector
-instruction work on one bit of 256 codes at once, and the distance test needs no popcount at all.
+on a core without AVX-512 ``VPOPCNTDQ``. Stored bit-sliced, the codes let one vector instruction
+work on one bit of 512 codes at once (256 without AVX-512), and the distance test needs no popcount.
 
-Layout. The database is cut into blocks of :data:`BLOCK` = 256 codes (the last one padded with
+Layout. The database is cut into blocks of :data:`BLOCK` = ``64 * LANES`` codes (:data:`LANES` =
+8 where numba targets AVX-512, else 4; the last block padded with
 zero codes). A block is ``PB`` *planes* of :data:`LANES` ``uint64`` words; lane ``l``, bit ``j``
-of a plane belongs to code ``256 * block + 64 * l + j``:
+of a plane belongs to code ``BLOCK * block + 64 * l + j``:
 
 - planes ``0 .. P-1``, ``P = 8 * ceil(K / 8)``: bit ``p`` of every code, i.e. bit ``p % 64`` of
   its little-endian word ``p // 64`` (the padding bits of a code are zero);
@@ -17,14 +18,15 @@ of a plane belongs to code ``256 * block + 64 * l + j``:
 Distance test. With ``C = |x & q|``, ``d(x, q) = |x| + |q| - 2C``: only the planes where the query
 has a one matter, and no xor is needed. A query with more ones than zeros uses its complement
 ``q'`` instead (``C' = |x & q'| = |x| - C``), so at most ``P / 2`` planes are read. The kernel
-adds those planes into a bit-sliced counter (carry-save adders, 8 planes per step) that starts at
-a query constant ``h``, then decides ``d < t`` for all 256 codes at once as the carry out of
+adds those planes into a bit-sliced counter that starts at a query constant ``h`` (a tree of full
+adders, each one ternary-logic instruction on AVX-512; no carry is rippled through the counter per
+plane), then decides ``d < t`` for all codes of the block at once as the carry out of
 ``2 (C + h) + Z + c`` over ``M`` bits, where ``Z`` is the block's stored ``2^M - 1 - |x| - P``
 (or, for a complemented query, ``~(2 (C' + h)) + Y + c`` with ``Y = |x| + P``). The result is a
-256-bit mask of the codes that may enter the answer. The sum itself is ``2^M + t - 1 - d``, so
+mask of the codes that may enter the answer. The sum itself is ``2^M + t - 1 - d``, so
 its low bits, kept by the kernel, give the exact distance of each code that passes.
 
-The kernel is an ``@intrinsic`` that writes LLVM vector IR (``<4 x i64>``): no target-specific
+The kernel is an ``@intrinsic`` that writes LLVM vector IR (``<LANES x i64>``): no target-specific
 intrinsics, so LLVM lowers it to AVX2, SSE2 or NEON, whichever the machine has. Its shape depends
 on the code length only through ``S`` (steps of 8 planes: straight-line code up to
 :data:`UNROLLED_STEPS`, a loop beyond, i.e. for codes longer than 256 bits); kernels receive a
@@ -88,7 +90,7 @@ def sum_bits(S: int) -> int:
 # ------------------------------------------------------------------------------------- building
 def zeros(blocks: int, PB: int) -> np.ndarray:
     """Zeroed ``uint64[blocks, PB, LANES]`` planes starting on a 64-byte boundary, so that no
-    256-bit load of the kernel straddles two cache lines."""
+    vector load of the kernel straddles two cache lines."""
     count = blocks * PB * LANES
     raw = np.zeros(count + 8, np.uint64)
     skip = (-raw.ctypes.data % 64) // 8
@@ -193,9 +195,66 @@ def _bit_mask(builder, value, i):
     return builder.sub(ir.Constant(_I64, 0), bit)
 
 
+def _csa(builder, a, b, c):
+    """Full adder on every lane: ``(carry, sum)``, each one ternary-logic instruction on AVX-512."""
+    carry = builder.or_(builder.and_(a, b), builder.and_(c, builder.or_(a, b)))
+    return carry, builder.xor(builder.xor(a, b), c)
+
+
+def _add_planes(builder, vt, counter, planes):
+    """``counter`` (bit-sliced: one vector per bit, low bit first) plus the bit ``planes``, in as
+    many bits: a tree of full adders (no carry rippled through the counter per plane), then half
+    adders where two terms of one weight are left. Carries past the top bit are dropped: the
+    caller's sum fits."""
+    nb = len(counter)
+    cols = [[v] for v in counter]  # cols[j]: terms of weight 2^j
+
+    def push(j, v):
+        while j < nb:
+            cols[j].append(v)
+            if len(cols[j]) < 3:
+                return
+            v, total = _csa(builder, *cols[j])
+            cols[j] = [total]
+            j += 1
+
+    for x in planes:
+        push(0, x)
+    for j in range(nb):
+        if len(cols[j]) == 2:
+            a, b = cols[j]
+            cols[j] = [builder.xor(a, b)]
+            push(j + 1, builder.and_(a, b))
+    return [c[0] if c else ir.Constant(vt, [0] * vt.count) for c in cols]
+
+
+def _loop(builder, vt, counter, total, body):
+    """``counter`` after ``body(counter, first)`` for ``first = 0, 8, .. total - 8``, as an IR loop."""
+    entry = builder.block
+    loop = builder.append_basic_block("bitplane_steps")
+    done = builder.append_basic_block("bitplane_sum")
+    builder.branch(loop)
+    builder.position_at_end(loop)
+    first = builder.phi(_I64)
+    first.add_incoming(ir.Constant(_I64, 0), entry)
+    phis = []
+    for value in counter:
+        phis.append(builder.phi(vt))
+        phis[-1].add_incoming(value, entry)
+    counter = body(phis, first)
+    after = builder.add(first, ir.Constant(_I64, 8))
+    first.add_incoming(after, builder.block)
+    for phi, value in zip(phis, counter):
+        phi.add_incoming(value, builder.block)
+    builder.cbranch(builder.icmp_signed("<", after, ir.Constant(_I64, total)), loop, done)
+    builder.position_at_end(done)
+    return counter
+
+
 @intrinsic
 def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
-    """Mask of the 256 codes of one block that pass the distance test, as 4 ``uint64`` lanes.
+    """Mask of the :data:`BLOCK` codes of one block that pass the distance test, as :data:`LANES`
+    ``uint64`` lanes.
 
     ``planes``: flat ``uint64`` planes, the block starting at ``base``; ``offs[ostart:ostart+8S]``:
     the query's plane offsets; ``h``: the counter's start value; ``cm``: 0, or -1 for a
@@ -222,69 +281,15 @@ def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
         def plane(offset):
             return builder.load(builder.bitcast(builder.gep(block, [offset]), vt.as_pointer()), align=8)
 
-        def csa(a, b, c):  # full adder on every lane: (carry, sum), each one ternary logic instruction
-            carry = builder.or_(builder.and_(a, b), builder.and_(c, builder.or_(a, b)))
-            return carry, builder.xor(builder.xor(a, b), c)
-
-        def step(st, first):  # add the 8 planes at offs[first:first + 8] into the counter st
-            st = list(st)
-            x = [plane(builder.load(builder.gep(optr, [builder.add(first, ir.Constant(_I64, g))]))) for g in range(8)]
-            twos_a, st[0] = csa(st[0], x[0], x[1])
-            twos_b, st[0] = csa(st[0], x[2], x[3])
-            fours_a, st[1] = csa(st[1], twos_a, twos_b)
-            twos_a, st[0] = csa(st[0], x[4], x[5])
-            twos_b, st[0] = csa(st[0], x[6], x[7])
-            fours_b, st[1] = csa(st[1], twos_a, twos_b)
-            carry, st[2] = csa(st[2], fours_a, fours_b)
-            for j in range(3, NB):  # ripple the eights into the counter's upper bits
-                nxt = builder.and_(st[j], carry)
-                st[j] = builder.xor(st[j], carry)
-                carry = nxt
-            return st
-
-        def tree(start):  # add all 8S planes into the counter by a tree of full adders, no ripple
-            cols = [[v] for v in start]  # cols[j]: terms of weight 2^j; their sum is the counter
-
-            def push(j, v):
-                while j < NB:  # terms of weight >= 2^NB are zero: the counter fits in NB bits
-                    cols[j].append(v)
-                    if len(cols[j]) < 3:
-                        return
-                    v, cols[j] = csa(*cols[j])
-                    cols[j] = [cols[j]]
-                    j += 1
-
-            for g in range(8 * S):
-                push(0, plane(builder.load(builder.gep(optr, [ir.Constant(_I64, g)]))))
-            for j in range(NB):  # at most two terms left per weight: half adders, low to high
-                if len(cols[j]) == 2:
-                    a, b = cols[j]
-                    cols[j] = [builder.xor(a, b)]
-                    push(j + 1, builder.and_(a, b))
-            return [c[0] if c else ir.Constant(vt, [0] * LANES) for c in cols]
+        def add(st, first, count):  # the counter st plus the planes at offs[first:first + count]
+            return _add_planes(builder, vt, st, [plane(builder.load(builder.gep(optr, [builder.add(
+                first, ir.Constant(_I64, g))]))) for g in range(count)])
 
         st = [_splat(builder, _bit_mask(builder, hv, j), vt) for j in range(NB)]
         if S <= UNROLLED_STEPS:
-            st = tree(st)
-        else:  # a loop over the steps keeps the compile time of long codes in bounds
-            entry = builder.block
-            loop = builder.append_basic_block("bitplane_steps")
-            done = builder.append_basic_block("bitplane_sum")
-            builder.branch(loop)
-            builder.position_at_end(loop)
-            first = builder.phi(_I64)
-            first.add_incoming(ir.Constant(_I64, 0), entry)
-            phis = []
-            for value in st:
-                phis.append(builder.phi(vt))
-                phis[-1].add_incoming(value, entry)
-            st = step(phis, first)
-            after = builder.add(first, ir.Constant(_I64, 8))
-            first.add_incoming(after, builder.block)
-            for phi, value in zip(phis, st):
-                phi.add_incoming(value, builder.block)
-            builder.cbranch(builder.icmp_signed("<", after, ir.Constant(_I64, 8 * S)), loop, done)
-            builder.position_at_end(done)
+            st = add(st, ir.Constant(_I64, 0), 8 * S)
+        else:  # a loop over steps of 8 planes keeps the compile time of long codes in bounds
+            st = _loop(builder, vt, st, 8 * S, lambda st, first: add(st, first, 8))
         # Carry out of a + z + cin over M bits, a = 2 * counter (xor cm: its complement); the sum
         # bits go to ``sums``.
         sarr = context.make_array(signature.args[9])(context, builder, sv)
@@ -295,7 +300,7 @@ def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
             a = cmask if j == 0 else builder.xor(st[j - 1], cmask)
             z = plane(builder.add(zoffv, ir.Constant(_I64, LANES * j)))
             builder.store(builder.xor(builder.xor(a, z), c), builder.gep(sptr, [ir.Constant(_I64, j)]), align=8)
-            c, _ = csa(a, z, c)
+            c, _ = _csa(builder, a, z, c)
         lanes = [builder.extract_element(c, ir.Constant(_I32, i)) for i in range(LANES)]
         return context.make_tuple(builder, signature.return_type, lanes)
 

@@ -3,8 +3,8 @@
 Data layout. A database of ``n`` codes of ``K`` bits is kept twice: as a flat ``uint64`` array of
 ``n * W`` words (``W = ceil(K / 64)``; each code is its packed bytes padded with zero bytes to
 ``8 * W`` bytes and read as little-endian words, so the padding contributes nothing to a distance),
-which multi-index hashing and storage use, and bit-sliced in blocks of 256 codes
-(:mod:`learn2hash.index._bitplanes`), which the scans use: the bit planes decide for 256 codes at
+which multi-index hashing and storage use, and bit-sliced in blocks of 512 codes (256 without AVX-512)
+(:mod:`learn2hash.index._bitplanes`), which the scans use: the bit planes decide for a whole block at
 once whether each can enter the answer, and the exact distance of the few that can is read from the
 low bits of the kernel's sum, without touching the words. Queries are a
 ``uint64[q, W]`` array laid out like the words. Item "positions" are row numbers in the database.
@@ -45,7 +45,7 @@ QUERY_BLOCK = 128
 
 
 def work_split(n_queries: int, n_items: int, threads: int, shape: Shape) -> tuple[int, int, int]:
-    """Choose ``(qblock, nchunks, tile)`` (``tile`` in blocks of 256 codes) so that every thread has
+    """Choose ``(qblock, nchunks, tile)`` (``tile`` in blocks) so that every thread has
     work and tiles stay in cache."""
     tile = max(1, TILE_BYTES // (8 * LANES * shape.PB))
     blocks = -(-n_items // BLOCK)
@@ -108,6 +108,19 @@ def _accept(c, i, d, pos, t, k, hist, run, bd, bp, bn):
     return t
 
 
+@njit(cache=True, inline="always")
+def _first_ranks(dist, count, i, max_d):
+    """Counting sort of query ``i``'s entries ``dist[c, i, :count[c, i]]`` (values ``0 .. max_d``),
+    first step: ``out[d]`` is the rank of the first entry at distance ``d`` in distance order."""
+    out = np.zeros(max_d + 2, np.int64)
+    for c in range(dist.shape[0]):
+        for r in range(count[c, i]):
+            out[dist[c, i, r] + 1] += 1
+    for d in range(max_d + 1):
+        out[d + 1] += out[d]
+    return out
+
+
 @njit(nogil=True, cache=True)
 def merge_topk(bd, bp, bn, k, max_d, out_d, out_p, first, step):
     """Per query: the ``k`` smallest ``(distance, position)`` of all chunks' buffers, by counting sort.
@@ -117,12 +130,7 @@ def merge_topk(bd, bp, bn, k, max_d, out_d, out_p, first, step):
     """
     nchunks, nq = bn.shape[0], bn.shape[1]
     for i in range(first, nq, step):
-        cnt = np.zeros(max_d + 2, np.int64)
-        for c in range(nchunks):
-            for r in range(bn[c, i]):
-                cnt[bd[c, i, r] + 1] += 1
-        for d in range(max_d + 1):
-            cnt[d + 1] += cnt[d]
+        cnt = _first_ranks(bd, bn, i, max_d)
         for c in range(nchunks):
             for r in range(bn[c, i]):
                 d = bd[c, i, r]
@@ -249,12 +257,7 @@ def sort_hits(counts, lims, hd, hp, radius, out_d, out_p, first, step):
     """
     nchunks, nq = hd.shape[0], hd.shape[1]
     for i in range(first, nq, step):
-        cnt = np.zeros(radius + 2, np.int64)
-        for c in range(nchunks):
-            for r in range(counts[c, i]):
-                cnt[hd[c, i, r] + 1] += 1
-        for d in range(radius + 1):
-            cnt[d + 1] += cnt[d]
+        cnt = _first_ranks(hd, counts, i, radius)
         base = lims[i]
         for c in range(nchunks):
             for r in range(counts[c, i]):
