@@ -36,12 +36,12 @@ import numpy as np
 from numba import njit
 
 from learn2hash.index._bitplanes import BLOCK, LANES, Shape, any_lane, below, distance_at, query_plan, threshold_args
-from learn2hash.kernels import trailing_zeros64, unlikely
+from learn2hash.kernels import popcount64, trailing_zeros64, unlikely
 
 #: Bytes of bit planes held in cache while a group of queries scans them.
-TILE_BYTES = 16 << 10
+TILE_BYTES = 32 << 10
 #: Queries that share one pass over a tile.
-QUERY_BLOCK = 128
+QUERY_BLOCK = 256
 
 
 def work_split(n_queries: int, n_items: int, threads: int, shape: Shape) -> tuple[int, int, int]:
@@ -163,8 +163,25 @@ def _unit(u, nchunks, qblock, nq, nb):
 
 @njit(cache=True, inline="always")
 def _scratch(M):
-    """Per-thread buffers of a scan: the kernel's sums, and one block's passing positions and distances."""
-    return np.empty(M * LANES, np.uint64), np.empty(BLOCK, np.int64), np.empty(BLOCK, np.int64)
+    """Per-thread buffers of a scan: the kernel's sums, one block's passing positions and distances,
+    and its mask."""
+    return (np.empty(M * LANES, np.uint64), np.empty(BLOCK, np.int64), np.empty(BLOCK, np.int64),
+            np.empty(LANES, np.uint64))
+
+
+@njit(cache=True, inline="always")
+def _next_hit(flat, stride, of, at, b, end, h, cm, cin, zoff, tag, sums, mask):
+    """The first of blocks ``b .. end-1`` where a code passes the kernel's test (its mask goes to
+    ``mask``), or ``end``. The test's arguments are fixed for the whole loop, so the compiler
+    prepares them once, outside it."""
+    while b < end:
+        m = below(flat, b * stride, of, at, h, cm, cin, zoff, tag, sums)
+        if unlikely(any_lane(m)):
+            for lane in range(LANES):
+                mask[lane] = m[lane]
+            return b
+        b += 1
+    return end
 
 
 @njit(cache=True, inline="always")
@@ -185,6 +202,44 @@ def _passing(m, b, n, alive, sums, t, M, hit_pos, hit_d):
     return count
 
 
+@njit(cache=True, inline="always")
+def _count_passing(m, b, n, alive):
+    """How many codes of block ``b`` with mask ``m`` are stored (``< n``) and not removed."""
+    count = 0
+    for lane in range(LANES):
+        x = m[lane]
+        if alive.size == 0 and (b + 1) * BLOCK <= n:
+            count += popcount64(x)
+            continue
+        while x != 0:
+            pos = b * BLOCK + lane * 64 + trailing_zeros64(x)
+            x &= x - np.uint64(1)
+            if pos < n and (alive.size == 0 or alive[pos]):
+                count += 1
+    return count
+
+
+@njit(cache=True)
+def _seed(flat, stride, of, at, b, n, alive, k, top, pop, comp, P, M, tag, sums):
+    """The smallest threshold ``t <= top`` with at least ``k`` items of block ``b`` at distance
+    ``< t`` (``top`` when the block holds fewer), by bisection with the block test. Those ``k``
+    items come first in the chunk, so no item at distance ``>= t`` can enter its top k: the
+    scan may start there instead of at ``top`` and skip the selection work of a first block in
+    which every item passes."""
+    h, cm, cin, zoff = threshold_args(top, pop, comp, P, M)
+    if _count_passing(below(flat, b * stride, of, at, h, cm, cin, zoff, tag, sums), b, n, alive) < k:
+        return top
+    lo, hi = 1, top
+    while lo < hi:
+        mid = (lo + hi) // 2
+        h, cm, cin, zoff = threshold_args(mid, pop, comp, P, M)
+        if _count_passing(below(flat, b * stride, of, at, h, cm, cin, zoff, tag, sums), b, n, alive) >= k:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 @njit(nogil=True, cache=True)
 def knn_scan(offs, pop, comp, planes, n, alive, k, P, M, tag, qblock, nchunks, tile,
              thr, run, hist, bd, bp, bn, first, step):
@@ -198,25 +253,28 @@ def knn_scan(offs, pop, comp, planes, n, alive, k, P, M, tag, qblock, nchunks, t
     nq, ow = offs.shape
     flat, of, stride = planes.reshape(-1), offs.reshape(-1), planes.shape[1] * LANES
     nb = (n + BLOCK - 1) // BLOCK
-    sums, hit_pos, hit_d = _scratch(M)
+    sums, hit_pos, hit_d, mask = _scratch(M)
+    top = hist.shape[2] - 1  # the threshold above every distance
     for u in range(first, ((nq + qblock - 1) // qblock) * nchunks, step):
         c, q0, q1, blo, bhi = _unit(u, nchunks, qblock, nq, nb)
+        for i in range(q0, q1):
+            if thr[c, i] == top and blo < bhi:
+                thr[c, i] = _seed(flat, stride, of, i * ow, blo, n, alive, k, top, pop[i], comp[i], P, M, tag, sums)
         for s in range(blo, bhi, tile):
             for i in range(q0, q1):
                 t = thr[c, i]
                 if t <= 0:
                     continue
-                h, cm, cin, zoff = threshold_args(t, pop[i], comp[i], P, M)
-                for b in range(s, min(bhi, s + tile)):
-                    m = below(flat, b * stride, of, i * ow, h, cm, cin, zoff, tag, sums)
-                    if unlikely(any_lane(m)):
+                b, end = s, min(bhi, s + tile)
+                while b < end and t > 0:
+                    h, cm, cin, zoff = threshold_args(t, pop[i], comp[i], P, M)
+                    b = _next_hit(flat, stride, of, i * ow, b, end, h, cm, cin, zoff, tag, sums, mask)
+                    if b < end:
                         # Taken in position order; t may fall on the way, so each is checked again.
-                        for r in range(_passing(m, b, n, alive, sums, t, M, hit_pos, hit_d)):
+                        for r in range(_passing(mask, b, n, alive, sums, t, M, hit_pos, hit_d)):
                             if hit_d[r] < t:
                                 t = _accept(c, i, hit_d[r], hit_pos[r], t, k, hist, run, bd, bp, bn)
-                        if t <= 0:
-                            break
-                        h, cm, cin, zoff = threshold_args(t, pop[i], comp[i], P, M)
+                        b += 1
                 thr[c, i] = t
 
 
@@ -230,22 +288,24 @@ def range_scan(offs, pop, comp, planes, n, alive, radius, P, M, tag, qblock, nch
     nq, ow = offs.shape
     flat, of, stride = planes.reshape(-1), offs.reshape(-1), planes.shape[1] * LANES
     nb = (n + BLOCK - 1) // BLOCK
-    sums, hit_pos, hit_d = _scratch(M)
+    sums, hit_pos, hit_d, mask = _scratch(M)
     t = radius + 1
     for u in range(first, ((nq + qblock - 1) // qblock) * nchunks, step):
         c, q0, q1, blo, bhi = _unit(u, nchunks, qblock, nq, nb)
         for s in range(blo, bhi, tile):
             for i in range(q0, q1):
                 h, cm, cin, zoff = threshold_args(t, pop[i], comp[i], P, M)
-                for b in range(s, min(bhi, s + tile)):
-                    m = below(flat, b * stride, of, i * ow, h, cm, cin, zoff, tag, sums)
-                    if unlikely(any_lane(m)):
-                        for r in range(_passing(m, b, n, alive, sums, t, M, hit_pos, hit_d)):
+                b, end = s, min(bhi, s + tile)
+                while b < end:
+                    b = _next_hit(flat, stride, of, i * ow, b, end, h, cm, cin, zoff, tag, sums, mask)
+                    if b < end:
+                        for r in range(_passing(mask, b, n, alive, sums, t, M, hit_pos, hit_d)):
                             slot = cnt[c, i]
                             if slot < cap:
                                 hd[c, i, slot] = hit_d[r]
                                 hp[c, i, slot] = hit_pos[r]
                             cnt[c, i] = slot + 1
+                        b += 1
 
 
 @njit(nogil=True, cache=True)
