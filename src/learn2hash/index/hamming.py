@@ -151,7 +151,7 @@ class HammingIndex:
         hold them (converted here, once; not copied). Hamming distances do not depend on the bit
         order inside a byte; for K not a multiple of 8 the unused bits are the low bits of the last
         byte (numpy's big bit order), and must be 0."""
-        if isinstance(codes, np.ndarray) and not isinstance(codes, Codes):
+        if isinstance(codes, np.ndarray):  # Codes is not an ndarray
             if codes.dtype != np.uint8 or codes.ndim != 2:
                 raise Learn2HashError(f"{what}: a plain array must hold packed codes, uint8[n, {(self._bits + 7) // 8}] "
                                       f"for {self._bits} bits; got {codes.dtype}{list(codes.shape)}")
