@@ -42,17 +42,26 @@ from learn2hash.kernels import popcount64, trailing_zeros64, unlikely
 TILE_BYTES = 32 << 10
 #: Queries that share one pass over a tile.
 QUERY_BLOCK = 256
+#: Query groups smaller than this also split the database among the threads.
+MIN_SHARED = 64
 
 
 def work_split(n_queries: int, n_items: int, threads: int, shape: Shape) -> tuple[int, int, int]:
     """Choose ``(qblock, nchunks, tile)`` (``tile`` in blocks) so that every thread has
-    work and tiles stay in cache."""
+    work and tiles stay in cache.
+
+    Query groups of equal size, as many as a multiple of ``threads`` (work units are dealt round
+    robin), at most :data:`QUERY_BLOCK` queries each. The database is cut into chunks only when
+    the groups are small (fewer than :data:`MIN_SHARED` queries share a tile): every chunk keeps
+    a top k of its own, which costs selection work that a split by queries does not."""
     tile = max(1, TILE_BYTES // (8 * LANES * shape.PB))
     blocks = -(-n_items // BLOCK)
-    qblock = max(1, min(QUERY_BLOCK, -(-n_queries // max(1, threads))))
+    threads = max(1, threads)
+    ngroups = threads * max(1, -(-n_queries // (threads * QUERY_BLOCK)))
+    qblock = max(1, -(-n_queries // ngroups))
     ngroups = -(-n_queries // qblock) if n_queries else 1
     nchunks = 1
-    if ngroups < 2 * threads:
+    if ngroups < 2 * threads and qblock < MIN_SHARED:
         nchunks = max(1, min(-(-2 * threads // ngroups), blocks // (2 * tile)))
     return qblock, nchunks, tile
 
