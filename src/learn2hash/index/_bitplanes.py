@@ -254,7 +254,7 @@ def _loop(builder, vt, counter, total, body):
 @intrinsic
 def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
     """Mask of the :data:`BLOCK` codes of one block that pass the distance test, as :data:`LANES`
-    ``uint64`` lanes.
+    ``uint64`` lanes, followed by a flag word that is non-zero when any lane is (see :func:`any_lane`).
 
     ``planes``: flat ``uint64`` planes, the block starting at ``base``; ``offs[ostart:ostart+8S]``:
     the query's plane offsets; ``h``: the counter's start value; ``cm``: 0, or -1 for a
@@ -268,7 +268,7 @@ def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
     S = tag.count
     M = sum_bits(S)
     NB = M - 1
-    sig = types.UniTuple(types.uint64, LANES)(planes, base, offs, ostart, h, cm, cin, zoff, tag, sums)
+    sig = types.UniTuple(types.uint64, LANES + 1)(planes, base, offs, ostart, h, cm, cin, zoff, tag, sums)
 
     def codegen(context, builder, signature, args):
         pv, basev, ov, ostartv, hv, cmv, cinv, zoffv, _, sv = args
@@ -302,6 +302,8 @@ def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
             builder.store(builder.xor(builder.xor(a, z), c), builder.gep(sptr, [ir.Constant(_I64, j)]), align=8)
             c, _ = _csa(builder, a, z, c)
         lanes = [builder.extract_element(c, ir.Constant(_I32, i)) for i in range(LANES)]
+        nonzero = builder.icmp_unsigned("!=", c, ir.Constant(vt, [0] * LANES))  # one mask-register test
+        lanes.append(builder.zext(builder.bitcast(nonzero, ir.IntType(LANES)), _I64))
         return context.make_tuple(builder, signature.return_type, lanes)
 
     return sig, codegen
@@ -310,10 +312,7 @@ def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
 @njit(cache=True, inline="always")
 def any_lane(m):
     """Whether the mask ``m`` returned by :func:`below` keeps any code."""
-    x = m[0]
-    for lane in range(1, LANES):
-        x |= m[lane]
-    return x != 0
+    return m[LANES] != 0
 
 
 @njit(cache=True, inline="always")

@@ -39,9 +39,9 @@ from learn2hash.index._bitplanes import BLOCK, LANES, Shape, any_lane, below, di
 from learn2hash.kernels import popcount64, trailing_zeros64, unlikely
 
 #: Bytes of bit planes held in cache while a group of queries scans them.
-TILE_BYTES = 32 << 10
+TILE_BYTES = 36 << 10
 #: Queries that share one pass over a tile.
-QUERY_BLOCK = 256
+QUERY_BLOCK = 512
 #: Query groups smaller than this also split the database among the threads.
 MIN_SHARED = 64
 
