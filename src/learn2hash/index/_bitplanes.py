@@ -251,6 +251,10 @@ def _loop(builder, vt, counter, total, body):
     return counter
 
 
+#: ``cm`` of :func:`below` fixed when compiled: a plain query, a complemented one.
+PLAIN, COMPLEMENTED = (0,), (0, 0)
+
+
 @intrinsic
 def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
     """Mask of the :data:`BLOCK` codes of one block that pass the distance test, as :data:`LANES`
@@ -258,7 +262,7 @@ def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
 
     ``planes``: flat ``uint64`` planes, the block starting at ``base``; ``offs[ostart:ostart+8S]``:
     the query's plane offsets; ``h``: the counter's start value; ``cm``: 0, or -1 for a
-    complemented query; ``cin``: the carry in (0 or 1); ``zoff``: offset of the stored sums to add
+    complemented query (or, fixed when compiled, :data:`PLAIN` or :data:`COMPLEMENTED`); ``cin``: the carry in (0 or 1); ``zoff``: offset of the stored sums to add
     (``Z`` planes, or ``Y`` planes for a complemented query); ``tag``: a tuple of ``S`` zeros.
     The low ``M`` bits of the final sum, ``t - 1 - d`` for every code that passes, are stored
     bit-sliced into ``sums[:M * LANES]`` for :func:`distance_at`.
@@ -294,7 +298,10 @@ def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
         # bits go to ``sums``.
         sarr = context.make_array(signature.args[9])(context, builder, sv)
         sptr = builder.bitcast(sarr.data, vt.as_pointer())
-        cmask = _splat(builder, cmv, vt)
+        if isinstance(signature.args[5], types.UniTuple):  # known when compiled: 0 or -1 in every lane
+            cmask = ir.Constant(vt, [0 if signature.args[5].count == 1 else -1] * LANES)
+        else:
+            cmask = _splat(builder, cmv, vt)
         c = _splat(builder, builder.sub(ir.Constant(_I64, 0), cinv), vt)
         for j in range(M):
             a = cmask if j == 0 else builder.xor(st[j - 1], cmask)

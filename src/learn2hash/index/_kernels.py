@@ -35,7 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
-from learn2hash.index._bitplanes import BLOCK, LANES, Shape, any_lane, below, distance_at, query_plan, threshold_args
+from learn2hash.index._bitplanes import (BLOCK, COMPLEMENTED, LANES, PLAIN, Shape, any_lane, below, distance_at,
+                                         query_plan, threshold_args)
 from learn2hash.kernels import popcount64, trailing_zeros64, unlikely
 
 #: Bytes of bit planes held in cache while a group of queries scans them.
@@ -182,7 +183,16 @@ def _scratch(M):
 def _next_hit(flat, stride, of, at, b, end, h, cm, cin, zoff, tag, sums, mask):
     """The first of blocks ``b .. end-1`` where a code passes the kernel's test (its mask goes to
     ``mask``), or ``end``. The test's arguments are fixed for the whole loop, so the compiler
-    prepares them once, outside it."""
+    prepares them once, outside it; a loop is compiled for each sign of ``cm``."""
+    if cm != 0:
+        return _next_hit_fixed(flat, stride, of, at, b, end, h, COMPLEMENTED, cin, zoff, tag, sums, mask)
+    return _next_hit_fixed(flat, stride, of, at, b, end, h, PLAIN, cin, zoff, tag, sums, mask)
+
+
+@njit(cache=True, inline="always")
+def _next_hit_fixed(flat, stride, of, at, b, end, h, cm, cin, zoff, tag, sums, mask):
+    """:func:`_next_hit` with ``cm`` fixed when compiled (:data:`~learn2hash.index._bitplanes.PLAIN`
+    or :data:`~learn2hash.index._bitplanes.COMPLEMENTED`)."""
     while b < end:
         m = below(flat, b * stride, of, at, h, cm, cin, zoff, tag, sums)
         if unlikely(any_lane(m)):
