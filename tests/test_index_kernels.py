@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from learn2hash import Codes, HammingIndex
+from learn2hash import Codes, HammingIndex, Learn2HashError
 from learn2hash.codes import as_words
 from learn2hash.index import MISSING_DISTANCE, MISSING_ID, _bitplanes, _kernels
 
@@ -127,7 +127,7 @@ def test_256_bit_layout_without_avx512_equals_brute_force(tmp_path):
     # process with its own kernel cache, against the same brute force.
     script = textwrap.dedent("""
         import numpy as np
-        from learn2hash import Codes, HammingIndex
+        from learn2hash import Codes, HammingIndex, Learn2HashError
         from learn2hash.index import _bitplanes
         assert _bitplanes.LANES == 4 and _bitplanes.BLOCK == 256, _bitplanes.LANES
         rng = np.random.default_rng(3)
@@ -154,3 +154,21 @@ def test_256_bit_layout_without_avx512_equals_brute_force(tmp_path):
     env.pop("NUMBA_CPU_FEATURES", None)
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("k", [5, 50])  # every slot filled, and padded rows (k > n)
+def test_a_saved_negative_id_is_refused_when_a_search_returns_it(tmp_path, k):
+    rng = np.random.default_rng(k)
+    db = rng.integers(0, 2, (40, 64)).astype(bool)
+    index = HammingIndex(64, threads=1)
+    index.add(Codes.from_bits(db))
+    folder = index.save(tmp_path / "idx")
+    (ids_file,) = folder.glob("*.ids.npy")
+    ids = np.load(ids_file)
+    ids[3] = -7
+    np.save(ids_file, ids)
+    loaded = HammingIndex.load(folder, verify=False, mmap=False)
+    with pytest.raises(Learn2HashError, match="negative ids"):
+        loaded.search(Codes.from_bits(db[3:4]), k, method="scan")
+    d, i = loaded.search(Codes.from_bits(db[5:6]), 1, method="scan")  # a search that does not return it
+    assert i[0, 0] == 5 and d[0, 0] == 0

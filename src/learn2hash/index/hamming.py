@@ -434,11 +434,16 @@ class HammingIndex:
             return dropped
 
     def _to_ids(self, positions: np.ndarray) -> np.ndarray:
-        ids = self._all_ids()
-        out = np.full(positions.shape, MISSING_ID, np.int64)
-        ok = positions >= 0
-        out[ok] = ids[positions[ok]]
-        if np.any(out[ok] < 0):  # stored ids are checked here, and on the first look-up by id, not at load
+        ids = np.asarray(self._all_ids())
+        if positions.size and positions.min() >= 0:  # no padded slot: one gather (k-NN results are large)
+            out = np.take(ids, positions)
+            damaged = out.min() < 0
+        else:
+            out = np.full(positions.shape, MISSING_ID, np.int64)
+            ok = positions >= 0
+            out[ok] = ids[positions[ok]]
+            damaged = np.any(out[ok] < 0)
+        if damaged:  # stored ids are checked here, and on the first look-up by id, not at load
             raise Learn2HashError(f"index{'' if self._folder is None else ' ' + str(self._folder)} has negative ids (damaged)")
         return out
 
