@@ -12,19 +12,20 @@ of a plane belongs to code ``BLOCK * block + 64 * l + j``:
 - planes ``0 .. P-1``, ``P = 8 * ceil(K / 8)``: bit ``p`` of every code, i.e. bit ``p % 64`` of
   its little-endian word ``p // 64`` (the padding bits of a code are zero);
 - plane ``P``: all zeros (the target of a query's padding slots);
-- planes ``P+1 .. P+M``: the bits of ``2^M - 1 - |x| - P`` (``|x|`` = popcount of the code);
-- planes ``P+M+1 .. P+2M``: the bits of ``|x| + P``.
+- planes ``P+1 .. P+M``: the bits of ``Z = 2^M - 1 - |x| - P`` (``|x|`` = popcount of the code).
 
 Distance test. With ``C = |x & q|``, ``d(x, q) = |x| + |q| - 2C``: only the planes where the query
 has a one matter, and no xor is needed. A query with more ones than zeros uses its complement
 ``q'`` instead (``C' = |x & q'| = |x| - C``), so at most ``P / 2`` planes are read. The kernel
-adds those planes into a bit-sliced counter that starts at a query constant ``h`` (a tree of full
-adders, each one ternary-logic instruction on AVX-512; no carry is rippled through the counter per
-plane), then decides ``d < t`` for all codes of the block at once as the carry out of
+adds those planes into a bit-sliced counter ``C`` (a tree of full adders, each one ternary-logic
+instruction on AVX-512; no carry is rippled through the counter per plane), then, with a query
+constant ``h``, decides ``d < t`` for all codes of the block at once as the carry out of
 ``2 (C + h) + Z + c`` over ``M`` bits, where ``Z`` is the block's stored ``2^M - 1 - |x| - P``
-(or, for a complemented query, ``~(2 (C' + h)) + Y + c`` with ``Y = |x| + P``). The result is a
-mask of the codes that may enter the answer. The sum itself is ``2^M + t - 1 - d``, so
-its low bits, kept by the kernel, give the exact distance of each code that passes.
+(or, for a complemented query, ``~(2 (C' + h)) + Y + c`` with ``Y = |x| + P = ~Z``, which is the
+complement of the carry out of ``2 (C' + h) + Z + 1 - c``: one set of stored planes serves both;
+``2h`` is added with ``2C`` and ``Z`` by one layer of full adders). The result is a mask of the
+codes that may enter the answer. The sum itself is ``2^M + t - 1 - d``, so its low bits, kept by
+the kernel, give the exact distance of each code that passes.
 
 The kernel is an ``@intrinsic`` that writes LLVM vector IR (``<LANES x i64>``): no target-specific
 intrinsics, so LLVM lowers it to AVX2, SSE2 or NEON, whichever the machine has. Its shape depends
@@ -77,7 +78,7 @@ class Shape:
         self.P = 8 * ((bits + 7) // 8)
         self.S = max(1, -(-(self.P // 2) // 8))
         self.M = sum_bits(self.S)
-        self.PB = self.P + 1 + 2 * self.M
+        self.PB = self.P + 1 + self.M
         self.tag = (0,) * self.S
 
 
@@ -147,14 +148,10 @@ def build_planes(words, n, W, P, M, planes, first_block):
             planes[b, P, lane] = 0
             for m in range(M):
                 z = np.uint64(0)
-                y = np.uint64(0)
                 for j in range(64):
                     zj = (1 << M) - 1 - sums[j] - P
-                    yj = sums[j] + P
                     z |= np.uint64((zj >> m) & 1) << np.uint64(j)
-                    y |= np.uint64((yj >> m) & 1) << np.uint64(j)
                 planes[b, P + 1 + m, lane] = z
-                planes[b, P + 1 + M + m, lane] = y
 
 
 @njit(nogil=True, cache=True)
@@ -207,7 +204,7 @@ def _add_planes(builder, vt, counter, planes):
     adders where two terms of one weight are left. Carries past the top bit are dropped: the
     caller's sum fits."""
     nb = len(counter)
-    cols = [[v] for v in counter]  # cols[j]: terms of weight 2^j
+    cols = [[] if v is None else [v] for v in counter]  # cols[j]: terms of weight 2^j (None: no term)
 
     def push(j, v):
         while j < nb:
@@ -226,6 +223,31 @@ def _add_planes(builder, vt, counter, planes):
             cols[j] = [builder.xor(a, b)]
             push(j + 1, builder.and_(a, b))
     return [c[0] if c else ir.Constant(vt, [0] * vt.count) for c in cols]
+
+
+def _carry_out(builder, vt, plane, counter, h, cm, cin, zoff, M, sums):
+    """The block test's mask: the carry out of ``2 (C + h) + Z + cin`` over ``M`` bits (``C``: the
+    ``counter``, ``Z``: the stored planes at ``zoff``), or for a complemented query (``cm`` = -1)
+    the carry out of ``~(2 (C + h)) + Y + cin``, which is the complement of the carry out of
+    ``2 (C + h) + Z + (1 - cin)`` (``Y = ~Z``). ``2h`` joins ``2C`` and
+    ``Z`` in one layer of full adders, then the carries ripple; the low ``M`` bits of the sum
+    (complemented for a complemented query, i.e. those of the first form) go to ``sums``."""
+    zero = ir.Constant(vt, [0] * vt.count)
+    cmask = _splat(builder, cm, vt)
+    r = _splat(builder, builder.sub(ir.Constant(_I64, 0), builder.xor(cin, builder.and_(cm, ir.Constant(_I64, 1)))), vt)
+    k = zero
+    sptr = builder.bitcast(sums, vt.as_pointer())
+    for j in range(M):
+        z = plane(builder.add(zoff, ir.Constant(_I64, vt.count * j)))
+        if j == 0:  # 2C and 2h are even
+            s, k_next = z, zero
+        else:
+            k_next, s = _csa(builder, counter[j - 1], _splat(builder, _bit_mask(builder, h, j - 1), vt), z)
+        out = builder.xor(builder.xor(builder.xor(s, k), r), cmask)
+        builder.store(out, builder.gep(sptr, [ir.Constant(_I64, j)]), align=8)
+        r, _ = _csa(builder, s, k, r)
+        k = k_next
+    return builder.xor(builder.or_(k, r), cmask)
 
 
 def _loop(builder, vt, counter, total, body):
@@ -262,8 +284,8 @@ def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
 
     ``planes``: flat ``uint64`` planes, the block starting at ``base``; ``offs[ostart:ostart+8S]``:
     the query's plane offsets; ``h``: the counter's start value; ``cm``: 0, or -1 for a
-    complemented query (or, fixed when compiled, :data:`PLAIN` or :data:`COMPLEMENTED`); ``cin``: the carry in (0 or 1); ``zoff``: offset of the stored sums to add
-    (``Z`` planes, or ``Y`` planes for a complemented query); ``tag``: a tuple of ``S`` zeros.
+    complemented query (or, fixed when compiled, :data:`PLAIN` or :data:`COMPLEMENTED`); ``cin``:
+    the carry in (0 or 1); ``zoff``: offset of the stored ``Z`` planes; ``tag``: a tuple of ``S`` zeros.
     The low ``M`` bits of the final sum, ``t - 1 - d`` for every code that passes, are stored
     bit-sliced into ``sums[:M * LANES]`` for :func:`distance_at`.
     """
@@ -289,25 +311,17 @@ def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
             return _add_planes(builder, vt, st, [plane(builder.load(builder.gep(optr, [builder.add(
                 first, ir.Constant(_I64, g))]))) for g in range(count)])
 
-        st = [_splat(builder, _bit_mask(builder, hv, j), vt) for j in range(NB)]
+        zero = ir.Constant(vt, [0] * LANES)
         if S <= UNROLLED_STEPS:
-            st = add(st, ir.Constant(_I64, 0), 8 * S)
+            st = add([None] * NB, ir.Constant(_I64, 0), 8 * S)
         else:  # a loop over steps of 8 planes keeps the compile time of long codes in bounds
-            st = _loop(builder, vt, st, 8 * S, lambda st, first: add(st, first, 8))
-        # Carry out of a + z + cin over M bits, a = 2 * counter (xor cm: its complement); the sum
-        # bits go to ``sums``.
-        sarr = context.make_array(signature.args[9])(context, builder, sv)
-        sptr = builder.bitcast(sarr.data, vt.as_pointer())
+            st = _loop(builder, vt, [zero] * NB, 8 * S, lambda st, first: add(st, first, 8))
         if isinstance(signature.args[5], types.UniTuple):  # known when compiled: 0 or -1 in every lane
-            cmask = ir.Constant(vt, [0 if signature.args[5].count == 1 else -1] * LANES)
+            cm64 = ir.Constant(_I64, 0 if signature.args[5].count == 1 else -1)
         else:
-            cmask = _splat(builder, cmv, vt)
-        c = _splat(builder, builder.sub(ir.Constant(_I64, 0), cinv), vt)
-        for j in range(M):
-            a = cmask if j == 0 else builder.xor(st[j - 1], cmask)
-            z = plane(builder.add(zoffv, ir.Constant(_I64, LANES * j)))
-            builder.store(builder.xor(builder.xor(a, z), c), builder.gep(sptr, [ir.Constant(_I64, j)]), align=8)
-            c, _ = _csa(builder, a, z, c)
+            cm64 = cmv
+        c = _carry_out(builder, vt, plane, st, hv, cm64, cinv, zoffv, M,
+                       context.make_array(signature.args[9])(context, builder, sv).data)
         lanes = [builder.extract_element(c, ir.Constant(_I32, i)) for i in range(LANES)]
         nonzero = builder.icmp_unsigned("!=", c, ir.Constant(vt, [0] * LANES))  # one mask-register test
         lanes.append(builder.zext(builder.bitcast(nonzero, ir.IntType(LANES)), _I64))
@@ -340,6 +354,6 @@ def threshold_args(t, pop, comp, P, M):
     then keeps exactly the codes at distance ``< t`` from a query of popcount ``pop``."""
     if comp:
         v = pop + P + 1 - t
-        return v >> 1, np.int64(-1), 1 - (v & 1), (P + 1 + M) * LANES
+        return v >> 1, np.int64(-1), 1 - (v & 1), (P + 1) * LANES
     v = t - pop + P
     return v >> 1, np.int64(0), v & 1, (P + 1) * LANES
