@@ -3,8 +3,8 @@
 Data layout. A database of ``n`` codes of ``K`` bits is kept twice: as a flat ``uint64`` array of
 ``n * W`` words (``W = ceil(K / 64)``; each code is its packed bytes padded with zero bytes to
 ``8 * W`` bytes and read as little-endian words, so the padding contributes nothing to a distance),
-which multi-index hashing and storage use, and bit-sliced in blocks of 256 codes
-(:mod:`learn2hash.index._bitplanes`), which the scans use: the bit planes decide for 256 codes at
+which multi-index hashing and storage use, and bit-sliced in blocks of 512 codes (256 without AVX-512)
+(:mod:`learn2hash.index._bitplanes`), which the scans use: the bit planes decide for a whole block at
 once whether each can enter the answer, and the exact distance of the few that can is read from the
 low bits of the kernel's sum, without touching the words. Queries are a
 ``uint64[q, W]`` array laid out like the words. Item "positions" are row numbers in the database.
@@ -35,24 +35,34 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
-from learn2hash.index._bitplanes import BLOCK, LANES, Shape, below, distance_at, query_plan, threshold_args
-from learn2hash.kernels import trailing_zeros64, unlikely
+from learn2hash.index._bitplanes import (BLOCK, COMPLEMENTED, LANES, PLAIN, Shape, any_lane, below, distance_at,
+                                         query_plan, threshold_args)
+from learn2hash.kernels import popcount64, trailing_zeros64, unlikely
 
 #: Bytes of bit planes held in cache while a group of queries scans them.
-TILE_BYTES = 16 << 10
+TILE_BYTES = 36 << 10
 #: Queries that share one pass over a tile.
-QUERY_BLOCK = 128
+QUERY_BLOCK = 512
+#: Query groups smaller than this also split the database among the threads.
+MIN_SHARED = 64
 
 
 def work_split(n_queries: int, n_items: int, threads: int, shape: Shape) -> tuple[int, int, int]:
-    """Choose ``(qblock, nchunks, tile)`` (``tile`` in blocks of 256 codes) so that every thread has
-    work and tiles stay in cache."""
+    """Choose ``(qblock, nchunks, tile)`` (``tile`` in blocks) so that every thread has
+    work and tiles stay in cache.
+
+    Query groups of equal size, as many as a multiple of ``threads`` (work units are dealt round
+    robin), at most :data:`QUERY_BLOCK` queries each. The database is cut into chunks only when
+    the groups are small (fewer than :data:`MIN_SHARED` queries share a tile): every chunk keeps
+    a top k of its own, which costs selection work that a split by queries does not."""
     tile = max(1, TILE_BYTES // (8 * LANES * shape.PB))
     blocks = -(-n_items // BLOCK)
-    qblock = max(1, min(QUERY_BLOCK, -(-n_queries // max(1, threads))))
+    threads = max(1, threads)
+    ngroups = threads * max(1, -(-n_queries // (threads * QUERY_BLOCK)))
+    qblock = max(1, -(-n_queries // ngroups))
     ngroups = -(-n_queries // qblock) if n_queries else 1
     nchunks = 1
-    if ngroups < 2 * threads:
+    if ngroups < 2 * threads and qblock < MIN_SHARED:
         nchunks = max(1, min(-(-2 * threads // ngroups), blocks // (2 * tile)))
     return qblock, nchunks, tile
 
@@ -108,6 +118,19 @@ def _accept(c, i, d, pos, t, k, hist, run, bd, bp, bn):
     return t
 
 
+@njit(cache=True, inline="always")
+def _first_ranks(dist, count, i, max_d):
+    """Counting sort of query ``i``'s entries ``dist[c, i, :count[c, i]]`` (values ``0 .. max_d``),
+    first step: ``out[d]`` is the rank of the first entry at distance ``d`` in distance order."""
+    out = np.zeros(max_d + 2, np.int64)
+    for c in range(dist.shape[0]):
+        for r in range(count[c, i]):
+            out[dist[c, i, r] + 1] += 1
+    for d in range(max_d + 1):
+        out[d + 1] += out[d]
+    return out
+
+
 @njit(nogil=True, cache=True)
 def merge_topk(bd, bp, bn, k, max_d, out_d, out_p, first, step):
     """Per query: the ``k`` smallest ``(distance, position)`` of all chunks' buffers, by counting sort.
@@ -117,12 +140,7 @@ def merge_topk(bd, bp, bn, k, max_d, out_d, out_p, first, step):
     """
     nchunks, nq = bn.shape[0], bn.shape[1]
     for i in range(first, nq, step):
-        cnt = np.zeros(max_d + 2, np.int64)
-        for c in range(nchunks):
-            for r in range(bn[c, i]):
-                cnt[bd[c, i, r] + 1] += 1
-        for d in range(max_d + 1):
-            cnt[d + 1] += cnt[d]
+        cnt = _first_ranks(bd, bn, i, max_d)
         for c in range(nchunks):
             for r in range(bn[c, i]):
                 d = bd[c, i, r]
@@ -155,8 +173,34 @@ def _unit(u, nchunks, qblock, nq, nb):
 
 @njit(cache=True, inline="always")
 def _scratch(M):
-    """Per-thread buffers of a scan: the kernel's sums, and one block's passing positions and distances."""
-    return np.empty(M * LANES, np.uint64), np.empty(BLOCK, np.int64), np.empty(BLOCK, np.int64)
+    """Per-thread buffers of a scan: the kernel's sums, one block's passing positions and distances,
+    and its mask."""
+    return (np.empty(M * LANES, np.uint64), np.empty(BLOCK, np.int64), np.empty(BLOCK, np.int64),
+            np.empty(LANES, np.uint64))
+
+
+@njit(cache=True, inline="always")
+def _next_hit(flat, stride, of, at, b, end, h, cm, cin, zoff, tag, sums, mask):
+    """The first of blocks ``b .. end-1`` where a code passes the kernel's test (its mask goes to
+    ``mask``), or ``end``. The test's arguments are fixed for the whole loop, so the compiler
+    prepares them once, outside it; a loop is compiled for each sign of ``cm``."""
+    if cm != 0:
+        return _next_hit_fixed(flat, stride, of, at, b, end, h, COMPLEMENTED, cin, zoff, tag, sums, mask)
+    return _next_hit_fixed(flat, stride, of, at, b, end, h, PLAIN, cin, zoff, tag, sums, mask)
+
+
+@njit(cache=True, inline="always")
+def _next_hit_fixed(flat, stride, of, at, b, end, h, cm, cin, zoff, tag, sums, mask):
+    """:func:`_next_hit` with ``cm`` fixed when compiled (:data:`~learn2hash.index._bitplanes.PLAIN`
+    or :data:`~learn2hash.index._bitplanes.COMPLEMENTED`)."""
+    while b < end:
+        m = below(flat, b * stride, of, at, h, cm, cin, zoff, tag, sums)
+        if unlikely(any_lane(m)):
+            for lane in range(LANES):
+                mask[lane] = m[lane]
+            return b
+        b += 1
+    return end
 
 
 @njit(cache=True, inline="always")
@@ -177,6 +221,44 @@ def _passing(m, b, n, alive, sums, t, M, hit_pos, hit_d):
     return count
 
 
+@njit(cache=True, inline="always")
+def _count_passing(m, b, n, alive):
+    """How many codes of block ``b`` with mask ``m`` are stored (``< n``) and not removed."""
+    count = 0
+    for lane in range(LANES):
+        x = m[lane]
+        if alive.size == 0 and (b + 1) * BLOCK <= n:
+            count += popcount64(x)
+            continue
+        while x != 0:
+            pos = b * BLOCK + lane * 64 + trailing_zeros64(x)
+            x &= x - np.uint64(1)
+            if pos < n and (alive.size == 0 or alive[pos]):
+                count += 1
+    return count
+
+
+@njit(cache=True)
+def _seed(flat, stride, of, at, b, n, alive, k, top, pop, comp, P, M, tag, sums):
+    """The smallest threshold ``t <= top`` with at least ``k`` items of block ``b`` at distance
+    ``< t`` (``top`` when the block holds fewer), by bisection with the block test. Those ``k``
+    items come first in the chunk, so no item at distance ``>= t`` can enter its top k: the
+    scan may start there instead of at ``top`` and skip the selection work of a first block in
+    which every item passes."""
+    h, cm, cin, zoff = threshold_args(top, pop, comp, P, M)
+    if _count_passing(below(flat, b * stride, of, at, h, cm, cin, zoff, tag, sums), b, n, alive) < k:
+        return top
+    lo, hi = 1, top
+    while lo < hi:
+        mid = (lo + hi) // 2
+        h, cm, cin, zoff = threshold_args(mid, pop, comp, P, M)
+        if _count_passing(below(flat, b * stride, of, at, h, cm, cin, zoff, tag, sums), b, n, alive) >= k:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 @njit(nogil=True, cache=True)
 def knn_scan(offs, pop, comp, planes, n, alive, k, P, M, tag, qblock, nchunks, tile,
              thr, run, hist, bd, bp, bn, first, step):
@@ -190,25 +272,28 @@ def knn_scan(offs, pop, comp, planes, n, alive, k, P, M, tag, qblock, nchunks, t
     nq, ow = offs.shape
     flat, of, stride = planes.reshape(-1), offs.reshape(-1), planes.shape[1] * LANES
     nb = (n + BLOCK - 1) // BLOCK
-    sums, hit_pos, hit_d = _scratch(M)
+    sums, hit_pos, hit_d, mask = _scratch(M)
+    top = hist.shape[2] - 1  # the threshold above every distance
     for u in range(first, ((nq + qblock - 1) // qblock) * nchunks, step):
         c, q0, q1, blo, bhi = _unit(u, nchunks, qblock, nq, nb)
+        for i in range(q0, q1):
+            if thr[c, i] == top and blo < bhi:
+                thr[c, i] = _seed(flat, stride, of, i * ow, blo, n, alive, k, top, pop[i], comp[i], P, M, tag, sums)
         for s in range(blo, bhi, tile):
             for i in range(q0, q1):
                 t = thr[c, i]
                 if t <= 0:
                     continue
-                h, cm, cin, zoff = threshold_args(t, pop[i], comp[i], P, M)
-                for b in range(s, min(bhi, s + tile)):
-                    m = below(flat, b * stride, of, i * ow, h, cm, cin, zoff, tag, sums)
-                    if unlikely((m[0] | m[1] | m[2] | m[3]) != 0):
+                b, end = s, min(bhi, s + tile)
+                while b < end and t > 0:
+                    h, cm, cin, zoff = threshold_args(t, pop[i], comp[i], P, M)
+                    b = _next_hit(flat, stride, of, i * ow, b, end, h, cm, cin, zoff, tag, sums, mask)
+                    if b < end:
                         # Taken in position order; t may fall on the way, so each is checked again.
-                        for r in range(_passing(m, b, n, alive, sums, t, M, hit_pos, hit_d)):
+                        for r in range(_passing(mask, b, n, alive, sums, t, M, hit_pos, hit_d)):
                             if hit_d[r] < t:
                                 t = _accept(c, i, hit_d[r], hit_pos[r], t, k, hist, run, bd, bp, bn)
-                        if t <= 0:
-                            break
-                        h, cm, cin, zoff = threshold_args(t, pop[i], comp[i], P, M)
+                        b += 1
                 thr[c, i] = t
 
 
@@ -222,22 +307,24 @@ def range_scan(offs, pop, comp, planes, n, alive, radius, P, M, tag, qblock, nch
     nq, ow = offs.shape
     flat, of, stride = planes.reshape(-1), offs.reshape(-1), planes.shape[1] * LANES
     nb = (n + BLOCK - 1) // BLOCK
-    sums, hit_pos, hit_d = _scratch(M)
+    sums, hit_pos, hit_d, mask = _scratch(M)
     t = radius + 1
     for u in range(first, ((nq + qblock - 1) // qblock) * nchunks, step):
         c, q0, q1, blo, bhi = _unit(u, nchunks, qblock, nq, nb)
         for s in range(blo, bhi, tile):
             for i in range(q0, q1):
                 h, cm, cin, zoff = threshold_args(t, pop[i], comp[i], P, M)
-                for b in range(s, min(bhi, s + tile)):
-                    m = below(flat, b * stride, of, i * ow, h, cm, cin, zoff, tag, sums)
-                    if unlikely((m[0] | m[1] | m[2] | m[3]) != 0):
-                        for r in range(_passing(m, b, n, alive, sums, t, M, hit_pos, hit_d)):
+                b, end = s, min(bhi, s + tile)
+                while b < end:
+                    b = _next_hit(flat, stride, of, i * ow, b, end, h, cm, cin, zoff, tag, sums, mask)
+                    if b < end:
+                        for r in range(_passing(mask, b, n, alive, sums, t, M, hit_pos, hit_d)):
                             slot = cnt[c, i]
                             if slot < cap:
                                 hd[c, i, slot] = hit_d[r]
                                 hp[c, i, slot] = hit_pos[r]
                             cnt[c, i] = slot + 1
+                        b += 1
 
 
 @njit(nogil=True, cache=True)
@@ -249,12 +336,7 @@ def sort_hits(counts, lims, hd, hp, radius, out_d, out_p, first, step):
     """
     nchunks, nq = hd.shape[0], hd.shape[1]
     for i in range(first, nq, step):
-        cnt = np.zeros(radius + 2, np.int64)
-        for c in range(nchunks):
-            for r in range(counts[c, i]):
-                cnt[hd[c, i, r] + 1] += 1
-        for d in range(radius + 1):
-            cnt[d + 1] += cnt[d]
+        cnt = _first_ranks(hd, counts, i, radius)
         base = lims[i]
         for c in range(nchunks):
             for r in range(counts[c, i]):

@@ -151,7 +151,7 @@ class HammingIndex:
         hold them (converted here, once; not copied). Hamming distances do not depend on the bit
         order inside a byte; for K not a multiple of 8 the unused bits are the low bits of the last
         byte (numpy's big bit order), and must be 0."""
-        if isinstance(codes, np.ndarray) and not isinstance(codes, Codes):
+        if isinstance(codes, np.ndarray):  # Codes is not an ndarray
             if codes.dtype != np.uint8 or codes.ndim != 2:
                 raise Learn2HashError(f"{what}: a plain array must hold packed codes, uint8[n, {(self._bits + 7) // 8}] "
                                       f"for {self._bits} bits; got {codes.dtype}{list(codes.shape)}")
@@ -274,6 +274,16 @@ class HammingIndex:
         self._check_hasher(codes, "query codes")
         return codes.packed
 
+    def _query_args(self, query_codes, value, name: str, minimum: int, method: str) -> tuple[np.ndarray, int]:
+        """The packed queries and the checked integer ``value`` (``k`` or the radius) of a search;
+        ``method`` must be one this backend takes."""
+        queries = self._queries(query_codes)
+        value = check_int(value, name, minimum)
+        check_method(method)
+        if self._backend != "native" and method != "auto":
+            raise Learn2HashError(f"method={method!r} is for the native backend; the {self._backend} backend uses its own")
+        return queries, value
+
     def search(self, query_codes: Codes | np.ndarray, k: int, method: str = "auto", with_payloads: bool = False):
         """Exact k nearest items of each query: ``(distances int32[q, k], ids int64[q, k])``.
         ``query_codes``: :class:`Codes` or packed ``uint8[q, ceil(K/8)]``, as for :meth:`add`.
@@ -288,11 +298,7 @@ class HammingIndex:
         scan. The answers are the same either way; the choice is logged (``learn2hash.index``,
         DEBUG). See :meth:`NativeEngine._knn_choice <learn2hash.index.native.NativeEngine>`.
         """
-        queries = self._queries(query_codes)
-        k = check_int(k, "k", 1)
-        check_method(method)
-        if self._backend != "native" and method != "auto":
-            raise Learn2HashError(f"method={method!r} is for the native backend; the {self._backend} backend uses its own")
+        queries, k = self._query_args(query_codes, k, "k", 1, method)
         with self._lock.reading():
             n_alive = self._n - self._n_removed
             if k > n_alive and queries.shape[0] * k > MAX_PADDED_RESULT:
@@ -313,11 +319,7 @@ class HammingIndex:
         its cost model says it is at least twice as fast as the scan (tables are built on demand
         and kept until the next :meth:`add`).
         """
-        queries = self._queries(query_codes)
-        radius = check_int(radius, "radius", 0)
-        check_method(method)
-        if self._backend != "native" and method != "auto":
-            raise Learn2HashError(f"method={method!r} is for the native backend; the {self._backend} backend uses its own")
+        queries, radius = self._query_args(query_codes, radius, "radius", 0, method)
         with self._lock.reading():
             lims, d, p = self._engine.range_search(queries, radius, self._alive_mask(), self._threads, method)
             if self._backend != "native":
@@ -432,11 +434,16 @@ class HammingIndex:
             return dropped
 
     def _to_ids(self, positions: np.ndarray) -> np.ndarray:
-        ids = self._all_ids()
-        out = np.full(positions.shape, MISSING_ID, np.int64)
-        ok = positions >= 0
-        out[ok] = ids[positions[ok]]
-        if np.any(out[ok] < 0):  # stored ids are checked here, and on the first look-up by id, not at load
+        ids = np.asarray(self._all_ids())
+        if positions.size and positions.min() >= 0:  # no padded slot: one gather (k-NN results are large)
+            out = np.take(ids, positions)
+            damaged = out.min() < 0
+        else:
+            out = np.full(positions.shape, MISSING_ID, np.int64)
+            ok = positions >= 0
+            out[ok] = ids[positions[ok]]
+            damaged = np.any(out[ok] < 0)
+        if damaged:  # stored ids are checked here, and on the first look-up by id, not at load
             raise Learn2HashError(f"index{'' if self._folder is None else ' ' + str(self._folder)} has negative ids (damaged)")
         return out
 
