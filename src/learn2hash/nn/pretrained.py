@@ -48,7 +48,8 @@ from learn2hash import _atomic
 from learn2hash.errors import Learn2HashError, WeightsDownloadError
 from learn2hash.nn._torchvision import import_torchvision
 from learn2hash.nn.backbones import _PretrainedImageNet, image_spec, stages_by_boundaries
-from learn2hash.nn.registry import BackboneInfo, InputSpec, register_backbone
+from learn2hash.nn import registry
+from learn2hash.nn.registry import BackboneInfo, InputSpec
 
 #: torchvision architectures registered under their own names
 TORCHVISION_ARCHS = ("alexnet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg11", "vgg13", "vgg16",
@@ -565,14 +566,14 @@ def _openclip_weights_file(tag_cfg: dict, what: str) -> Path:
 
 # ----------------------------------------------------------------------------- registration
 for _arch in TORCHVISION_ARCHS:
-    register_backbone(BackboneInfo(
+    registry.register(BackboneInfo(
         _arch, ("image",), lambda shape, _a=_arch, **o: TorchvisionNet(shape, **{**o, "arch": _a}),
         f"torchvision {_arch}; weights=NAME (e.g. IMAGENET1K_V1, cached or downloaded, hash checked) "
         "or weights=PATH",
         untrained_options={"untrained": True}))
-register_backbone(BackboneInfo(
+registry.register(BackboneInfo(
     "timm", ("image",), TimmNet, "any timm model (timm:MODEL); pretrained=True or weights=PATH",
     untrained_options={"pretrained": False, "weights": None}, family=True))
-register_backbone(BackboneInfo(
+registry.register(BackboneInfo(
     "openclip", ("image",), OpenCLIPNet, "an OpenCLIP image tower (openclip:MODEL); pretrained=TAG or weights=PATH",
     untrained_options={"pretrained": None, "weights": None}, family=True))

@@ -1,9 +1,9 @@
-"""The backbone registry: ``create_backbone(name, input_shape, **options)``.
+"""The backbone registry: ``create(name, input_shape, **options)``.
 
 A backbone is a :class:`Backbone` module mapping a float batch ``[n, *input_shape]`` (images and
 clips already scaled to [0, 1], feature vectors as they are) to features ``[n, out_dim]``. Each
 is registered with the item kinds it accepts ("image", "features", "clip"); a module adding a
-backbone (e.g. a 3-D CNN for clips) calls :func:`register_backbone` at import time. A *family*
+backbone (e.g. a 3-D CNN for clips) calls :func:`register` at import time. A *family*
 (``BackboneInfo(family=True)``, e.g. ``timm``) stands for every name ``family:MODEL``; its factory
 gets ``model=MODEL``.
 
@@ -57,7 +57,7 @@ class Backbone(nn.Module):
     input_shape: tuple[int, ...]
     out_dim: int
     kind: str
-    #: the registered name it was built under (set by :func:`create_backbone`)
+    #: the registered name it was built under (set by :func:`create`)
     registered_name: str | None = None
 
     def __init__(self) -> None:
@@ -145,7 +145,7 @@ class Backbone(nn.Module):
         return self
 
     def resolved_options(self) -> dict[str, Any]:
-        """Options that rebuild this architecture with :func:`create_backbone` (defaults spelled out)."""
+        """Options that rebuild this architecture with :func:`create` (defaults spelled out)."""
         return dict(self.options_)
 
     def check_input_shape(self, shape: tuple[int, ...], what: str = "input") -> None:
@@ -182,15 +182,15 @@ class BackboneInfo:
 _BACKBONES: dict[str, BackboneInfo] = {}
 
 
-def register_backbone(info: BackboneInfo) -> BackboneInfo:
-    """Make ``info.name`` available to :func:`create_backbone`."""
+def register(info: BackboneInfo) -> BackboneInfo:
+    """Make ``info.name`` available to :func:`create`."""
     if info.name in _BACKBONES and _BACKBONES[info.name] is not info:
         raise RuntimeError(f"backbone {info.name!r} registered twice")
     _BACKBONES[info.name] = info
     return info
 
 
-def available_backbones() -> dict[str, BackboneInfo]:
+def available() -> dict[str, BackboneInfo]:
     return dict(sorted(_BACKBONES.items()))
 
 
@@ -208,7 +208,7 @@ def item_kind(input_shape: tuple[int, ...]) -> str:
     return {1: "features", 3: "image", 4: "clip"}.get(len(input_shape), "unknown")
 
 
-def create_backbone(name: str, input_shape: tuple[int, ...], untrained: bool = False, **options: Any) -> Backbone:
+def create(name: str, input_shape: tuple[int, ...], untrained: bool = False, **options: Any) -> Backbone:
     """A freshly initialised backbone ``name`` (or ``"auto"``) for items of per-item ``input_shape``.
 
     ``untrained=True`` skips reading pretrained weights (for a network whose weights are loaded next).
@@ -253,3 +253,9 @@ def plain_options(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
         return value.item()
     return value
+
+
+# the former names, deprecated aliases kept for one release
+register_backbone = register
+available_backbones = available
+create_backbone = create

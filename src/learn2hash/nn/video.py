@@ -23,7 +23,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from learn2hash.errors import Learn2HashError
-from learn2hash.nn.registry import Backbone, BackboneInfo, create_backbone, register_backbone
+from learn2hash.nn import registry
+from learn2hash.nn.registry import Backbone, BackboneInfo
 
 
 def _clip_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -118,7 +119,7 @@ class FramePool(_ClipBackbone):
             raise Learn2HashError(f"framepool: frame_size must be a positive integer or None, got {frame_size!r}")
         self.input_shape = (t, c, h, w)
         self.frame_hw = (h, w) if frame_size is None else (min(h, int(frame_size)), min(w, int(frame_size)))
-        self.frame = create_backbone(frame_backbone, (c,) + self.frame_hw, untrained=untrained, **frame_options)
+        self.frame = registry.create(frame_backbone, (c,) + self.frame_hw, untrained=untrained, **frame_options)
         self.out_dim = self.frame.out_dim
 
     def resolved_options(self) -> dict[str, Any]:
@@ -144,10 +145,10 @@ def framepool_small(input_shape: tuple[int, ...], **options: Any) -> FramePool:
     return FramePool(input_shape, **options)
 
 
-register_backbone(BackboneInfo(
+registry.register(BackboneInfo(
     "c3d-small", ("clip",), C3DSmall, "small 3-D CNN for clips [T, C, H, W], trains on a few CPU cores",
     default_for=("clip",)))
-register_backbone(BackboneInfo(
+registry.register(BackboneInfo(
     "framepool-small", ("clip",), framepool_small,
     "frame-pooling baseline for clips: smallcnn (widths 16/32/64, one conv per stage) on each frame "
     "shrunk to 32x32, features averaged over time (ignores frame order)",
