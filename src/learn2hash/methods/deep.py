@@ -109,8 +109,6 @@ weights file it names, ``weights.<hash>.pt`` (``torch.save(model.state_dict())``
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import io
 import logging
 import os
@@ -127,7 +125,7 @@ from learn2hash.datasets.base import Split
 from learn2hash.errors import CorruptFileError, Learn2HashError
 from learn2hash.features import BackboneExtractor, files_sha256, visual_features
 from learn2hash.methods.base import FitContext, Hasher, as_items
-from learn2hash.methods.validation import Dict, Interval, ListOf, Options, String
+from learn2hash.methods.validation import Dict, Interval, ListOf, Options, String, spell_out_signature
 from learn2hash import nn as networks
 from learn2hash.nn import HashHead, HashModel, standardize_head
 from learn2hash.nn import augment as _augment
@@ -166,47 +164,6 @@ def fit_context(context: FitContext | None, checkpoint_dir: str | os.PathLike | 
         return FitContext(checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir), resume=bool(resume),
                           progress=progress)
     return context
-
-
-def _spell_out_signature(cls: type, shared: list[inspect.Parameter] | None = None) -> None:
-    """Give ``cls.__init__``, written as ``(self, <own parameters>, **deep)``, the signature of every
-    parameter it takes: its own, then the ``shared`` ones (default: those of the parent's ``__init__``
-    that it does not write itself), keyword-only, with ``cls.shared_defaults`` applied; a call binds
-    to that signature, fills in its defaults and passes the shared parameters on as ``**deep``. An
-    ``__init__`` without ``**deep`` is left as it is."""
-    init = vars(cls).get("__init__")
-    if init is None:
-        if vars(cls).get("shared_defaults"):
-            raise TypeError(f"{cls.__name__} declares shared_defaults but no __init__(self, ..., **deep)")
-        return
-    sig = inspect.signature(init)
-    params = list(sig.parameters.values())
-    if not params or params[-1].kind is not inspect.Parameter.VAR_KEYWORD:
-        return
-    own = params[:-1]
-    names = {p.name for p in own}
-    if shared is None:
-        shared = [p for p in inspect.signature(super(cls, cls).__init__).parameters.values()
-                  if p.name != "self" and p.name not in names and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-    defaults = dict(vars(cls).get("shared_defaults", {}))
-    unknown = sorted(set(defaults) - {p.name for p in shared})
-    if unknown:
-        raise TypeError(f"{cls.__name__}.shared_defaults names {', '.join(unknown)}, which are not shared parameters")
-    shared = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, default=defaults.get(p.name, p.default)) for p in shared]
-    full = sig.replace(parameters=own + shared)
-
-    @functools.wraps(init)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        try:
-            bound = full.bind(self, *args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"{cls.__name__}(): {exc}") from None
-        bound.apply_defaults()
-        arguments = dict(bound.arguments)
-        init(arguments.pop("self"), **arguments)
-
-    __init__.__signature__ = full  # type: ignore[attr-defined]
-    cls.__init__ = __init__  # type: ignore[misc]
 
 
 @dataclasses.dataclass(eq=False)
@@ -302,7 +259,7 @@ class DeepHasher(Hasher):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _spell_out_signature(cls)
+        spell_out_signature(cls)
 
     def _n_features(self) -> int | None:
         shape = getattr(self, "input_shape_", None)
@@ -599,4 +556,4 @@ class DeepHasher(Hasher):
 
 
 # DeepHasher's own signature: its parameters, then the training settings of RECIPE (keyword-only)
-_spell_out_signature(DeepHasher, training_parameters(RECIPE))
+spell_out_signature(DeepHasher, training_parameters(RECIPE))

@@ -5,10 +5,16 @@ the class hierarchy, a subclass overriding its parents); a value is valid when a
 constraints accepts it (``None`` in the list accepts ``None``). :func:`validate_params` raises one
 :class:`~learn2hash.errors.Learn2HashError` naming the method, the parameter, what was expected
 and what was given. The idea follows scikit-learn's ``_param_validation``.
+
+:func:`spell_out_signature` gives a subclass ``__init__`` written as ``(self, <own>, **deep)`` the
+signature of every parameter it takes, so that ``inspect.signature`` and scikit-learn's
+``get_params`` see them all.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 from dataclasses import dataclass
@@ -129,3 +135,44 @@ def validate_params(owner: str, constraints: Mapping[str, list], params: Mapping
         if any((c is None and value is None) or (c is not None and c.accepts(value)) for c in allowed):
             continue
         raise Learn2HashError(f"{owner}: parameter {name} must be {describe(allowed)}, got {value!r}")
+
+
+def spell_out_signature(cls: type, shared: list[inspect.Parameter] | None = None) -> None:
+    """Give ``cls.__init__``, written as ``(self, <own parameters>, **deep)``, the signature of every
+    parameter it takes: its own, then the ``shared`` ones (default: those of the parent's ``__init__``
+    that it does not write itself), keyword-only, with ``cls.shared_defaults`` applied; a call binds
+    to that signature, fills in its defaults and passes the shared parameters on as ``**deep``. An
+    ``__init__`` without ``**deep`` is left as it is."""
+    init = vars(cls).get("__init__")
+    if init is None:
+        if vars(cls).get("shared_defaults"):
+            raise TypeError(f"{cls.__name__} declares shared_defaults but no __init__(self, ..., **deep)")
+        return
+    sig = inspect.signature(init)
+    params = list(sig.parameters.values())
+    if not params or params[-1].kind is not inspect.Parameter.VAR_KEYWORD:
+        return
+    own = params[:-1]
+    names = {p.name for p in own}
+    if shared is None:
+        shared = [p for p in inspect.signature(super(cls, cls).__init__).parameters.values()
+                  if p.name != "self" and p.name not in names and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    defaults = dict(vars(cls).get("shared_defaults", {}))
+    unknown = sorted(set(defaults) - {p.name for p in shared})
+    if unknown:
+        raise TypeError(f"{cls.__name__}.shared_defaults names {', '.join(unknown)}, which are not shared parameters")
+    shared = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, default=defaults.get(p.name, p.default)) for p in shared]
+    full = sig.replace(parameters=own + shared)
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound = full.bind(self, *args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{cls.__name__}(): {exc}") from None
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        init(arguments.pop("self"), **arguments)
+
+    __init__.__signature__ = full  # type: ignore[attr-defined]
+    cls.__init__ = __init__  # type: ignore[misc]
