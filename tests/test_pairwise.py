@@ -369,6 +369,7 @@ def test_dhn_defaults_keep_the_digit_classes_apart(digits):
     assert len({tuple(r) for r in apart}) == 10
     assert create("dhn").head_init == "standardized" and create("csq").head_init == "standardized"
     assert create("hashnet").head_init == "standardized" and create("dch").head_init == "default"
+    assert create("eddh").head_init == "standardized"
     merged = class_codes("default")
     assert len({tuple(r) for r in merged}) < 10
     with pytest.raises(Learn2HashError, match="head_init"):

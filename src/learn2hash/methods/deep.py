@@ -77,7 +77,7 @@ Shared hyper-parameters (all JSON values, saved with the hasher): ``backbone`` (
 ``head_init`` (the hash layer's start: ``"default"``, PyTorch's initialisation, under which every
 item starts with nearly the same code, or ``"standardized"``, :func:`learn2hash.nn.standardize_head`
 on 256 training items: each bit's pre-activation at mean 0 and std 1; the default of DHN, whose
-likelihood collapses from the shared code, and of CSQ and HashNet), the training loop's
+likelihood collapses from the shared code, and of CSQ, HashNet and EDDH), the training loop's
 ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``optimizer``, ``momentum``,
 ``schedule``, ``warmup_epochs``, ``augment``, ``grad_clip``, and the settings that do not change
 what is learned: ``device``, ``encode_batch_size``, ``workers`` (DataLoader processes decoding

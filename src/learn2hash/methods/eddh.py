@@ -248,7 +248,7 @@ class EDDH(DeepHasher):
     supervised = True
     _parameter_constraints = {"lam": [Interval("real", 0)], "gamma": [Interval("real", 0)], "rho": [Interval("real", 0)],
                               "visual_image_size": [None, Interval("int", 1)]}
-    shared_defaults = {"epochs": EDDH_EPOCHS}
+    shared_defaults = {"epochs": EDDH_EPOCHS, "head_init": "standardized"}  # both chosen on validation (RESULTS.md)
 
     def __init__(self, bits: int = 64, lam: float = 1.0, gamma: float = 1.0, rho: float = 0.01, visual: str = "auto",
                  visual_image_size: int | None = None, **deep: Any):
