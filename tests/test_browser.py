@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _live import free_port, stop_process, wait_until_serving
 
 pytestmark = pytest.mark.browser
 
@@ -42,12 +40,6 @@ def _require_browser() -> None:
         pytest.skip(message)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`learn2hash serve` on a free loopback port; yields its base URL, stops it afterwards."""
@@ -57,30 +49,16 @@ def server(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("browser")
     run = train_run("itq", "digits", 16, folder / "run", progress=False)
-    port = _free_port()
+    port = free_port()
     log = open(folder / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "learn2hash", "serve", "--run", str(run.folder),
                              "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, f"server exited: {(folder / 'serve.log').read_text()}"
-            assert time.monotonic() < deadline, "server did not answer /health within 90 s"
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
-                    if json.loads(resp.read())["status"] == "ok":
-                        break
-            except OSError:
-                time.sleep(0.2)
+        wait_until_serving(proc, base, folder / "serve.log")
         yield {"base": base, "run": run, "folder": folder}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 
@@ -206,31 +184,17 @@ def collection_server(tmp_path_factory):
                     data_params={"path": str(folder / "photos"), "size": 16, "query_per_class": 2})
     Collection.create(folder / "coll", run.folder, folder / "photos")
     (folder / "key").write_text(COLLECTION_KEY)
-    port = _free_port()
+    port = free_port()
     log = open(folder / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "learn2hash", "serve", "--collection", str(folder / "coll"),
                              "--port", str(port), "--api-key-file", str(folder / "key"), "--public-read"],
                             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"))
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, f"server exited: {(folder / 'serve.log').read_text()}"
-            assert time.monotonic() < deadline, "server did not answer /health within 90 s"
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
-                    if json.loads(resp.read())["status"] == "ok":
-                        break
-            except OSError:
-                time.sleep(0.2)
+        wait_until_serving(proc, base, folder / "serve.log")
         yield {"base": base, "folder": folder}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 
@@ -291,7 +255,7 @@ def test_run_page_with_a_key_asks_for_it_and_sends_it(server, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    port = _free_port()
+    port = free_port()
     folder = server["folder"]
     env = dict(os.environ, OMP_NUM_THREADS="1", LEARN2HASH_API_KEY=COLLECTION_KEY)
     with open(folder / "serve-key.log", "w") as log:
@@ -299,17 +263,7 @@ def test_run_page_with_a_key_asks_for_it_and_sends_it(server, browser):
                                  "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (folder / "serve-key.log").read_text()
-            assert time.monotonic() < deadline, "server did not start"
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-            except urllib.error.HTTPError as err:
-                assert err.code == 401
-                break
-            except OSError:
-                time.sleep(0.2)
+        wait_until_serving(proc, base, folder / "serve-key.log", statuses=(401,))  # a key is asked for /health too
         browser.get(base + "/")
         WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "key-form").is_displayed())
         browser.find_element(By.ID, "api-key").send_keys(COLLECTION_KEY)
@@ -323,10 +277,5 @@ def test_run_page_with_a_key_asks_for_it_and_sends_it(server, browser):
         assert [int(c.get_attribute("data-distance")) for c in cards] == sorted(
             int(c.get_attribute("data-distance")) for c in cards)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         browser.execute_script("sessionStorage.clear()")

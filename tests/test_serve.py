@@ -20,6 +20,7 @@ from PIL import Image
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
+from _live import free_port, stop_process  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from learn2hash.runs import Run, train_run  # noqa: E402
@@ -334,16 +335,10 @@ def test_feature_run_refusals(feature_client):
 
 
 # --------------------------------------------------------------------------- a real socket
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_live_server_refuses_oversized_upload_and_keeps_serving(service):
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -645,7 +640,7 @@ def test_cli_server_keeps_connection_refuses_foreign_hosts_and_logs_disconnects(
     import subprocess
     import sys
 
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "serve.log"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     with open(log_path, "w") as log:
@@ -696,12 +691,7 @@ def test_cli_server_keeps_connection_refuses_foreign_hosts_and_logs_disconnects(
         while "disconnected" not in log_path.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     text = log_path.read_text()
     assert "Traceback" not in text and "unexpected error" not in text, text
     assert len([line for line in text.splitlines() if "disconnected" in line]) == 1, text

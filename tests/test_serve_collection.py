@@ -280,29 +280,13 @@ def test_a_root_moved_away_is_404_and_back_is_200(collection, tmp_path):
 
 # --------------------------------------------------------------------------- the CLI and the service, together
 def _start_server(args: list[str], log_path: Path, port: int) -> subprocess.Popen:
+    from _live import wait_until_serving
+
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "learn2hash", "serve", *args, "--port", str(port)],
                                 stdout=subprocess.DEVNULL, stderr=log, env=ENV)
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, log_path.read_text()
-        assert time.monotonic() < deadline, "server did not start"
-        try:
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/health", headers=bearer())
-            with urllib.request.urlopen(req, timeout=2) as resp:
-                if resp.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.2)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    wait_until_serving(proc, f"http://127.0.0.1:{port}", log_path, timeout=120, headers=bearer())
+    return proc
 
 
 def _multipart(fields: dict[str, str], data: bytes) -> tuple[bytes, str]:
@@ -344,7 +328,7 @@ def test_cli_collection_add_and_service_post_items_at_once_lose_nothing(run, col
     done: every item of both writers is there once, the removed ones are gone, every search during the writes
     names only items at their true distance, in order, and every search afterwards equals brute force over
     the committed items. The server's stderr holds its one line (no warning), decompression bombs included."""
-    from _live import free_port
+    from _live import free_port, stop_process
 
     from learn2hash.collections import _source
 
@@ -444,7 +428,7 @@ def test_cli_collection_add_and_service_post_items_at_once_lose_nothing(run, col
             got = [{k: h[k] for k in ("id", "distance", "path", "external_id")} for h in result["results"]]
             assert got == brute_force(run, collection, q, 100)
     finally:
-        _stop(proc)
+        stop_process(proc)
     lines = log_path.read_text().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("serving collection"), lines
 
