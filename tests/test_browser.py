@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _live import free_port, stop_process, wait_until_serving
+from _photos import photo_collection
 
 pytestmark = pytest.mark.browser
 
@@ -167,22 +168,8 @@ def collection_server(tmp_path_factory):
     """`learn2hash serve --collection` with an API key and --public-read, on a free loopback port."""
     _require_browser()
     pytest.importorskip("fastapi")
-    from PIL import Image
-
-    from learn2hash.collections import Collection
-    from learn2hash.runs import train_run
-
     folder = tmp_path_factory.mktemp("browser-collection")
-    rng = np.random.default_rng(1)
-    for i in range(24):
-        a = rng.integers(0, 90, (36, 48, 3)).astype(np.uint8)
-        a[..., i % 3] += 120
-        (folder / "photos" / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(a).save(folder / "photos" / f"c{i % 3}" / f"{i:03d}.jpg", quality=90)
-    run = train_run("csq", "image-folder", 16, folder / "run", progress=False,
-                    params=dict(epochs=1, batch_size=8, backbone_options={"widths": [8, 16]}),
-                    data_params={"path": str(folder / "photos"), "size": 16, "query_per_class": 2})
-    Collection.create(folder / "coll", run.folder, folder / "photos")
+    photo_collection(folder, seed=1)
     (folder / "key").write_text(COLLECTION_KEY)
     port = free_port()
     log = open(folder / "serve.log", "w")

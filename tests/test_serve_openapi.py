@@ -25,6 +25,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("schemathesis")
+from _photos import photo_collection  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from learn2hash.runs import Run, train_run  # noqa: E402
@@ -199,21 +200,8 @@ WRITE_OPERATIONS = {("/items", "POST"), ("/items/{item_id}", "DELETE")}
 
 @pytest.fixture(scope="module")
 def collection_folder(tmp_path_factory):
-    from PIL import Image
-
-    from learn2hash.collections import Collection
-
     folder = tmp_path_factory.mktemp("openapi-collection")
-    rng = np.random.default_rng(0)
-    for i in range(24):
-        a = rng.integers(0, 90, (36, 48, 3)).astype(np.uint8)
-        a[..., i % 3] += 120
-        (folder / "photos" / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(a).save(folder / "photos" / f"c{i % 3}" / f"{i:03d}.jpg", quality=90)
-    run = train_run("csq", "image-folder", 16, folder / "run", progress=False,
-                    params=dict(epochs=1, batch_size=8, backbone_options={"widths": [8, 16]}),
-                    data_params={"path": str(folder / "photos"), "size": 16, "query_per_class": 2})
-    Collection.create(folder / "coll", run.folder, folder / "photos")
+    photo_collection(folder, seed=0)
     return folder / "coll"
 
 
