@@ -192,10 +192,28 @@ def _bit_mask(builder, value, i):
     return builder.sub(ir.Constant(_I64, 0), bit)
 
 
+#: The AVX-512 ternary-logic instruction as an LLVM intrinsic, and its tables for the majority
+#: and the three-way xor of its operands.
+_TERNLOG, _MAJORITY, _XOR3 = "llvm.x86.avx512.pternlog.q.512", 0xE8, 0x96
+
+
+def _ternary(builder, table, a, b, c, generic):
+    """``generic(a, b, c)``, a bitwise function of three vectors given by its truth ``table``, as
+    one ternary-logic instruction on AVX-512. LLVM fuses only two levels of logic into one such
+    instruction (the majority ``(a & b) | (c & (a | b))`` has three), so with 512-bit lanes the
+    instruction is asked for by name, unless an input is a constant, which the generic form folds
+    away; other targets get the generic form."""
+    if LANES == 8 and not any(isinstance(v, ir.Constant) for v in (a, b, c)):
+        fn = builder.module.declare_intrinsic(_TERNLOG, fnty=ir.FunctionType(a.type, [a.type] * 3 + [_I32]))
+        return builder.call(fn, [a, b, c, ir.Constant(_I32, table)])
+    return generic(a, b, c)
+
+
 def _csa(builder, a, b, c):
     """Full adder on every lane: ``(carry, sum)``, each one ternary-logic instruction on AVX-512."""
-    carry = builder.or_(builder.and_(a, b), builder.and_(c, builder.or_(a, b)))
-    return carry, builder.xor(builder.xor(a, b), c)
+    return (_ternary(builder, _MAJORITY, a, b, c,
+                     lambda a, b, c: builder.or_(builder.and_(a, b), builder.and_(c, builder.or_(a, b)))),
+            _ternary(builder, _XOR3, a, b, c, lambda a, b, c: builder.xor(builder.xor(a, b), c)))
 
 
 def _add_planes(builder, vt, counter, planes):
