@@ -249,20 +249,22 @@ def _carry_out(builder, vt, plane, counter, h, cm, cin, zoff, M, sums):
     the carry out of ``~(2 (C + h)) + Y + cin``, which is the complement of the carry out of
     ``2 (C + h) + Z + (1 - cin)`` (``Y = ~Z``). ``2h`` joins ``2C`` and
     ``Z`` in one layer of full adders, then the carries ripple; the low ``M`` bits of the sum
-    (complemented for a complemented query, i.e. those of the first form) go to ``sums``."""
+    (complemented for a complemented query, i.e. those of the first form) go to ``sums``, unless
+    it is ``None`` (the test alone)."""
     zero = ir.Constant(vt, [0] * vt.count)
     cmask = _splat(builder, cm, vt)
     r = _splat(builder, builder.sub(ir.Constant(_I64, 0), builder.xor(cin, builder.and_(cm, ir.Constant(_I64, 1)))), vt)
     k = zero
-    sptr = builder.bitcast(sums, vt.as_pointer())
+    sptr = None if sums is None else builder.bitcast(sums, vt.as_pointer())
     for j in range(M):
         z = plane(builder.add(zoff, ir.Constant(_I64, vt.count * j)))
         if j == 0:  # 2C and 2h are even
             s, k_next = z, zero
         else:
             k_next, s = _csa(builder, counter[j - 1], _splat(builder, _bit_mask(builder, h, j - 1), vt), z)
-        out = builder.xor(builder.xor(builder.xor(s, k), r), cmask)
-        builder.store(out, builder.gep(sptr, [ir.Constant(_I64, j)]), align=8)
+        if sptr is not None:
+            out = builder.xor(builder.xor(builder.xor(s, k), r), cmask)
+            builder.store(out, builder.gep(sptr, [ir.Constant(_I64, j)]), align=8)
         r, _ = _csa(builder, s, k, r)
         k = k_next
     return builder.xor(builder.or_(k, r), cmask)
@@ -305,7 +307,8 @@ def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
     complemented query (or, fixed when compiled, :data:`PLAIN` or :data:`COMPLEMENTED`); ``cin``:
     the carry in (0 or 1); ``zoff``: offset of the stored ``Z`` planes; ``tag``: a tuple of ``S`` zeros.
     The low ``M`` bits of the final sum, ``t - 1 - d`` for every code that passes, are stored
-    bit-sliced into ``sums[:M * LANES]`` for :func:`distance_at`.
+    bit-sliced into ``sums[:M * LANES]`` for :func:`distance_at`; ``sums=None`` (fixed when
+    compiled) skips them and tests the block only.
     """
     if not isinstance(tag, types.UniTuple):
         return None
@@ -338,8 +341,11 @@ def below(typingctx, planes, base, offs, ostart, h, cm, cin, zoff, tag, sums):
             cm64 = ir.Constant(_I64, 0 if signature.args[5].count == 1 else -1)
         else:
             cm64 = cmv
-        c = _carry_out(builder, vt, plane, st, hv, cm64, cinv, zoffv, M,
-                       context.make_array(signature.args[9])(context, builder, sv).data)
+        if isinstance(signature.args[9], types.NoneType):
+            sums_ptr = None
+        else:
+            sums_ptr = context.make_array(signature.args[9])(context, builder, sv).data
+        c = _carry_out(builder, vt, plane, st, hv, cm64, cinv, zoffv, M, sums_ptr)
         lanes = [builder.extract_element(c, ir.Constant(_I32, i)) for i in range(LANES)]
         nonzero = builder.icmp_unsigned("!=", c, ir.Constant(vt, [0] * LANES))  # one mask-register test
         lanes.append(builder.zext(builder.bitcast(nonzero, ir.IntType(LANES)), _I64))

@@ -45,6 +45,9 @@ TILE_BYTES = 36 << 10
 QUERY_BLOCK = 512
 #: Query groups smaller than this also split the database among the threads.
 MIN_SHARED = 64
+#: Codes of up to this many kernel steps (8 planes a step: 64 bits) test blocks without the sums
+#: first (see :func:`_next_hit_fixed`).
+RETEST_STEPS = 4
 
 
 def work_split(n_queries: int, n_items: int, threads: int, shape: Shape) -> tuple[int, int, int]:
@@ -172,11 +175,20 @@ def _unit(u, nchunks, qblock, nq, nb):
 
 
 @njit(cache=True, inline="always")
+def _own_lines(n):
+    """``uint64[n]`` starting on a cache line, with no other data on its cache lines: the kernel
+    stores to it for every block, and another thread's data on one of those lines would bounce
+    the line between the cores (allocations of threads can sit side by side)."""
+    buf = np.empty(n + 24, np.uint64)
+    first = 8 + (-np.int64(buf.ctypes.data) % 64) // 8
+    return buf[first:first + n]
+
+
+@njit(cache=True, inline="always")
 def _scratch(M):
     """Per-thread buffers of a scan: the kernel's sums, one block's passing positions and distances,
     and its mask."""
-    return (np.empty(M * LANES, np.uint64), np.empty(BLOCK, np.int64), np.empty(BLOCK, np.int64),
-            np.empty(LANES, np.uint64))
+    return _own_lines(M * LANES), np.empty(BLOCK, np.int64), np.empty(BLOCK, np.int64), _own_lines(LANES)
 
 
 @njit(cache=True, inline="always")
@@ -192,9 +204,19 @@ def _next_hit(flat, stride, of, at, b, end, h, cm, cin, zoff, tag, sums, mask):
 @njit(cache=True, inline="always")
 def _next_hit_fixed(flat, stride, of, at, b, end, h, cm, cin, zoff, tag, sums, mask):
     """:func:`_next_hit` with ``cm`` fixed when compiled (:data:`~learn2hash.index._bitplanes.PLAIN`
-    or :data:`~learn2hash.index._bitplanes.COMPLEMENTED`)."""
+    or :data:`~learn2hash.index._bitplanes.COMPLEMENTED`).
+
+    For codes of up to :data:`RETEST_STEPS` steps the blocks are tested without the sums (their
+    stores and last step are about a quarter of a short code's kernel), and a block that passes is
+    tested again with them; for longer codes, whose blocks pass more often relative to what the
+    sums cost, every test keeps them."""
     while b < end:
-        m = below(flat, b * stride, of, at, h, cm, cin, zoff, tag, sums)
+        if len(tag) <= RETEST_STEPS:
+            m = below(flat, b * stride, of, at, h, cm, cin, zoff, tag, None)
+            if unlikely(any_lane(m)):
+                m = below(flat, b * stride, of, at, h, cm, cin, zoff, tag, sums)
+        else:
+            m = below(flat, b * stride, of, at, h, cm, cin, zoff, tag, sums)
         if unlikely(any_lane(m)):
             for lane in range(LANES):
                 mask[lane] = m[lane]
