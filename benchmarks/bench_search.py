@@ -35,6 +35,8 @@ from learn2hash import Codes, HammingIndex
 from learn2hash.index import _bitplanes
 from learn2hash.kernels import popcount64
 
+import search_segments  # noqa: E402 (beside this script)
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Hamming index"
 NOTES = ("Reading the table: learn2hash's scan does not compute popcount(x ^ q). The database is also kept "
@@ -487,9 +489,12 @@ def scaling_case(args, faiss, bits: int, n: int, kind: str, workdir: Path) -> di
         index.threads = threads
     if n <= args.approx_max_n and kind in args.approx_data and bits in args.approx_bits:
         rec["approx"] = approx_peers(args, faiss, db, q, bits, index)
-    rec["load_after"] = load_average()
     index.close()
     del index, flat, multihash, db
+    if not args.skip_segments and kind == "random":  # the segments' behaviour does not depend on the data
+        rec["segments"] = search_segments.segments_case(folder, bits, n)
+        print(f"  segments: {rec['segments']}", flush=True)
+    rec["load_after"] = load_average()
     import shutil
 
     shutil.rmtree(folder)
@@ -625,6 +630,26 @@ def scaling_section(report: dict) -> str:
                      f"{r['bit_planes_bytes'] / (bw['read_GBps'] * 1e9) * 1e3:.0f} ms), so the scan runs at "
                      f"{bound / t:.0%} of the codes' bound ({r['bit_planes_bytes'] / (bw['read_GBps'] * 1e9) / t:.0%} "
                      f"of the planes'). A batch of queries shares each loaded block, so per query it goes below the bound.")
+    segs = [r for r in report["records"] if "segments" in r]
+    if segs:
+        lines += ["", "Segments (random codes; `benchmarks/search_segments.py`): resident memory of a fresh process "
+                  "around `HammingIndex.load(mmap=True)` (before -> after, peak; MiB), then a writer process appends "
+                  "n/100 codes and saves (the old segment's files checked unchanged: inode, size, mtime), removes n/1000 "
+                  "items and saves, and compacts and saves, while the benchmark process loads the folder over and over "
+                  "and checks each load against the state it must be in (ids in order, codes of 250 sampled ids). "
+                  "Writer peak = the writer process's peak resident memory.", "",
+                  "| bits | n | load RSS, verify (MiB) | load RSS, no verify | append n/100 (s) | old files unchanged | "
+                  "compact (s) | writer peak (MiB) | reader loads: before / appended / removed-or-compacted | lost |",
+                  "|" + "---|" * 10]
+        for r in segs:
+            g = r["segments"]
+            mem = lambda m: f"{m['rss_before_mib']:.0f} -> {m['rss_after_mib']:.0f}, peak {m['peak_mib']:.0f}"
+            st = g["reader_states"]
+            lines.append(f"| {r['bits']} | {r['n']:.0e} | {mem(g['load_memory_verify'])} | "
+                         f"{mem(g['load_memory_no_verify'])} | {g['append_s']:.2f} | "
+                         f"{'yes' if g['old_files_untouched'] else '**no**'} | {g['compact_s']:.1f} | "
+                         f"{g['peak_mib']:.0f} | {st.get('0', 0)} / {st.get('1', 0)} / {st.get('2', 0)} | "
+                         f"{g['reader_failure_count']} |")
     approx = [r for r in report["records"] if "approx" in r]
     if approx:
         lines += ["", "Exact and approximate peers (k = 10, recall@10 counting ties: the share of returned items no "
@@ -728,6 +753,8 @@ def main() -> None:
     g.add_argument("--multihash-max-n", type=int, default=10**7, help="largest size for Faiss MultiHash")
     g.add_argument("--approx-max-n", type=int, default=10**6, help="largest size for the approximate peers")
     g.add_argument("--render", metavar="JSON", help="only tabulate and plot a saved scaling report")
+    g.add_argument("--skip-segments", action="store_true",
+                   help="skip the load-memory, append and compaction-under-a-reader measurements")
     g.add_argument("--approx-bits", type=int, nargs="+", default=[64])
     g.add_argument("--approx-data", nargs="+", default=["clustered"], choices=["random", "clustered"])
     args = p.parse_args()
