@@ -277,6 +277,26 @@ def test_auto_ids_continue_after_the_largest_id():
     assert a.tolist() == [0, 1, 2] and b.tolist() == [10, 4] and c.tolist() == [11, 12]
 
 
+def test_explicit_ids_are_checked_against_stored_ones_above_and_below_the_largest(tmp_path):
+    # Ids above every id ever stored need no look-up (an append to a large index costs only its own
+    # size); any other id is looked up. Both hold after a save and load and after a removal.
+    rng = np.random.default_rng(3)
+    codes = lambda m: Codes.from_packed(rng.integers(0, 256, (m, 2), dtype=np.uint8), 16)
+    index = HammingIndex(16)
+    index.add(codes(4), ids=[10, 20, 30, 40])
+    index.save(tmp_path / "idx")
+    index = HammingIndex.load(tmp_path / "idx")
+    index.remove([40])  # removed, but still below "every id ever stored"
+    index.add(codes(2), ids=[41, 50])
+    with pytest.raises(Learn2HashError, match=r"already in the index: \[20\]"):
+        index.add(codes(2), ids=[20, 60])
+    index.add(codes(2), ids=[15, 40])  # below the largest, not stored (40 was removed): accepted
+    with pytest.raises(Learn2HashError, match=r"already in the index: \[50\]"):
+        index.add(codes(2), ids=[50, 51])
+    assert sorted(index.ids.tolist()) == [10, 15, 20, 30, 40, 41, 50]
+    assert index.add(codes(1)).tolist() == [51]  # default ids continue above the largest
+
+
 # ----------------------------------------------------------------------------- refusals
 def test_bad_input_is_refused_with_clear_errors():
     index = HammingIndex(16)

@@ -263,3 +263,27 @@ def test_fuzzed_files_give_a_clear_error_or_the_original_index(tmp_path_factory,
         # change, e.g. JSON whitespace); without them only array contents may differ unnoticed.
         if verify:
             assert snapshot(loaded) == expected
+
+
+def test_merging_segments_with_and_without_payloads_keeps_the_chosen_rows():
+    # Segments with payloads, without, and with empty ones; every row kept, and a mask of rows kept
+    # (compaction): codes, ids and each row's payload bytes must be those of the rows, in order.
+    rng = np.random.default_rng(5)
+    rows, segments = [], []
+    for n, with_payload in ((5, True), (4, False), (6, True), (3, False)):
+        codes = rng.integers(0, 256, (n, 2), dtype=np.uint8)
+        ids = rng.integers(0, 10**9, n)
+        blobs = [bytes(rng.integers(0, 256, rng.integers(0, 4), dtype=np.uint8)) for _ in range(n)]
+        if with_payload:
+            payload, offsets = storage.payload_arrays(blobs)
+            segments.append(storage.Segment(codes, ids, payload=payload, offsets=offsets))
+        else:
+            segments.append(storage.Segment(codes, ids))
+            blobs = [b""] * n
+        rows += [(c.tobytes(), int(i), b) for c, i, b in zip(codes, ids, blobs)]
+    for keep in (None, rng.random(len(rows)) < 0.5):
+        codes, ids, payload, offsets = storage.merge_segments(segments, keep)
+        want = [r for r, k in zip(rows, np.ones(len(rows), bool) if keep is None else keep) if k]
+        assert [c.tobytes() for c in codes] == [r[0] for r in want]
+        assert ids.tolist() == [r[1] for r in want]
+        assert [bytes(payload[offsets[i]:offsets[i + 1]]) for i in range(len(want))] == [r[2] for r in want]

@@ -224,7 +224,9 @@ class HammingIndex:
         uniq, counts = np.unique(arr, return_counts=True)
         if uniq.size < m:
             raise Learn2HashError(f"ids to add contain duplicates, e.g. {int(uniq[counts > 1][0])}")
-        sorted_ids, _ = self._id_lookup()
+        if m and int(uniq[0]) >= self._next_id:
+            return arr  # above every id ever stored (saved with the index): no clash, nothing to look up
+        sorted_ids, _ = self._id_lookup()  # sorts every stored id: an append below them costs O(n log n)
         clash = np.isin(arr, sorted_ids, assume_unique=True)
         if clash.any():
             raise Learn2HashError(f"ids already in the index: {arr[clash][:5].tolist()}")
@@ -406,17 +408,11 @@ class HammingIndex:
             dropped = self._n_removed
             if len(self._segments) <= 1 and not dropped:
                 return 0
-            codes, ids, payload, offsets = storage.merge_segments(self._segments)
-            if dropped:
-                keep = self._removed == 0
-                codes, ids = codes[keep], ids[keep]
-                if offsets is not None:
-                    lengths = np.diff(np.asarray(offsets))
-                    payload = np.asarray(payload)[np.repeat(keep, lengths)]  # a mask of one byte per payload byte
-                    offsets = np.zeros(int(keep.sum()) + 1, np.int64)
-                    np.cumsum(lengths[keep], out=offsets[1:])
-            codes = np.ascontiguousarray(codes)
-            ids = np.array(ids, np.int64, copy=True)
+            self._lookup = None  # rebuilt on the next look-up by id; freed before the merge
+            codes, ids, payload, offsets = storage.merge_segments(self._segments,
+                                                                  (self._removed == 0) if dropped else None)
+            codes = np.ascontiguousarray(codes)  # merged copies (one segment with no drops returned above)
+            ids = np.asarray(ids, np.int64)
             engine = _make_engine(self._bits, self._backend, self._options)
             engine.add(codes)
             self._engine.close()
@@ -425,7 +421,6 @@ class HammingIndex:
                                               offsets=offsets)]
             self._ids_parts = [ids]
             self._ids_cache = None
-            self._lookup = None
             self._starts = None
             self._n = int(ids.shape[0])
             self._removed = np.zeros(0, np.uint8)

@@ -100,29 +100,34 @@ class Segment:
         return bytes(self.payload[int(self.offsets[i]):int(self.offsets[i + 1])])
 
 
-def merge_segments(segments: list[Segment]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+def merge_segments(segments: list[Segment], keep: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """``(codes, ids, payload, offsets)`` of ``segments`` one after another (payloads ``None`` when
-    none of them has any)."""
-    if len(segments) == 1:
+    none of them has any). ``keep`` (``bool[n]`` over all their rows, in order): only those rows,
+    taken segment by segment, so that no merged copy of the dropped rows is ever made."""
+    if len(segments) == 1 and keep is None:
         s = segments[0]
         return np.asarray(s.codes), np.asarray(s.ids), s.payload, s.offsets
-    codes = np.concatenate([np.asarray(s.codes) for s in segments])
-    ids = np.concatenate([np.asarray(s.ids) for s in segments])
+    parts, at = [], 0
+    for s in segments:
+        parts.append((s, slice(None) if keep is None else keep[at:at + len(s)]))
+        at += len(s)
+    codes = np.concatenate([np.asarray(s.codes)[k] for s, k in parts])
+    ids = np.concatenate([np.asarray(s.ids)[k] for s, k in parts])
     if all(s.offsets is None for s in segments):
         return codes, ids, None, None
-    payload = np.concatenate([np.asarray(s.payload) if s.offsets is not None else np.zeros(0, np.uint8)
-                              for s in segments])
+    lengths, payload = [], []
+    for s, k in parts:
+        if s.offsets is None:
+            lengths.append(np.zeros(len(s), np.int64)[k])
+            continue
+        sizes = np.diff(np.asarray(s.offsets))
+        data = np.asarray(s.payload)[:int(s.offsets[-1])]
+        lengths.append(sizes[k])
+        payload.append(data if keep is None else data[np.repeat(k, sizes)])  # one mask byte per payload byte
     offsets = np.zeros(ids.shape[0] + 1, np.int64)
-    at, base = 0, 0
-    for s in segments:
-        n = len(s)
-        if s.offsets is not None:
-            offsets[at + 1:at + n + 1] = np.asarray(s.offsets[1:]) + base
-            base += int(s.offsets[-1])
-        else:
-            offsets[at + 1:at + n + 1] = base
-        at += n
-    return codes, ids, payload, offsets
+    np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    return codes, ids, np.concatenate(payload), offsets
 
 
 def payload_arrays(payloads: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
