@@ -287,3 +287,25 @@ def test_merging_segments_with_and_without_payloads_keeps_the_chosen_rows():
         assert [c.tobytes() for c in codes] == [r[0] for r in want]
         assert ids.tolist() == [r[1] for r in want]
         assert [bytes(payload[offsets[i]:offsets[i + 1]]) for i in range(len(want))] == [r[2] for r in want]
+
+
+@pytest.mark.parametrize("stored, problem", [([0, 1, 2, 2, 4, 5], "repeated"), ([-3, 1, 2, 3, 4, 5], "negative"),
+                                             ([5, 1, 9, 0, 7, 3], None), ([0, 1, 2, 3, 4, 7], None)])
+def test_stored_ids_are_checked_on_the_first_look_up_sorted_or_not(tmp_path, stored, problem):
+    # Ids on disk changed behind the index's back (loaded without verification): the first look-up by
+    # id refuses repeated or negative ones, whether they are in increasing order or not; valid ids in
+    # any order are found at their positions.
+    index = HammingIndex(16, threads=1)
+    codes = Codes.from_packed(np.arange(12, dtype=np.uint8).reshape(6, 2), 16)
+    index.add(codes, ids=np.arange(10, 16))
+    index.save(tmp_path / "i")
+    manifest = json.loads((tmp_path / "i" / "manifest.json").read_text())
+    np.save(tmp_path / "i" / manifest["segments"][0]["ids"], np.array(stored, np.int64))
+    loaded = HammingIndex.load(tmp_path / "i", verify=False)
+    if problem:
+        with pytest.raises(Learn2HashError, match="negative or repeated ids"):
+            loaded.remove([stored[-1]])
+        return
+    assert loaded.remove([stored[2], stored[4]]) == 2
+    assert loaded.ids.tolist() == [stored[i] for i in (0, 1, 3, 5)]
+    assert np.array_equal(loaded.codes().packed, codes.packed[[0, 1, 3, 5]])

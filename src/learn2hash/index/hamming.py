@@ -255,15 +255,21 @@ class HammingIndex:
         return self._ids_cache
 
     def _id_lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(sorted ids, their positions)`` of the stored items, built on the first look-up by id
+        after a change, and the one check of the stored ids (none negative, none repeated)."""
         if self._lookup is None:
             ids = self._all_ids()
             pos = np.flatnonzero(self._removed == 0) if self._n_removed else np.arange(self._n)
-            order = np.argsort(ids[pos], kind="stable")
-            sorted_ids = ids[pos][order]
-            if sorted_ids.size and (sorted_ids[0] < 0 or np.any(sorted_ids[1:] == sorted_ids[:-1])):
+            alive = ids[pos] if self._n_removed else np.asarray(ids)
+            sorted_ids = alive
+            increasing = alive.size < 2 or bool(np.all(alive[1:] > alive[:-1]))  # the usual case: nothing to sort
+            if not increasing:
+                order = np.argsort(alive, kind="stable")
+                sorted_ids, pos = alive[order], pos[order]
+            if sorted_ids.size and (sorted_ids[0] < 0 or not increasing and np.any(sorted_ids[1:] == sorted_ids[:-1])):
                 raise Learn2HashError(f"index{'' if self._folder is None else ' ' + str(self._folder)} has negative or "
                                       "repeated ids (damaged)")
-            self._lookup = (sorted_ids, pos[order])
+            self._lookup = (sorted_ids, pos)
         return self._lookup
 
     def _alive_mask(self) -> np.ndarray:
