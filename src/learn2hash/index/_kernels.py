@@ -43,7 +43,7 @@ from learn2hash.kernels import popcount64, trailing_zeros64, unlikely
 TILE_BYTES = 36 << 10
 #: Queries that share one pass over a tile.
 QUERY_BLOCK = 512
-#: Query groups smaller than this also split the database among the threads.
+#: A batch of fewer queries than this per thread is one group, the database split among the threads.
 MIN_SHARED = 64
 #: Codes of up to this many kernel steps (8 planes a step: 64 bits) test blocks without the sums
 #: first (see :func:`_next_hit_fixed`).
@@ -54,20 +54,20 @@ def work_split(n_queries: int, n_items: int, threads: int, shape: Shape) -> tupl
     """Choose ``(qblock, nchunks, tile)`` (``tile`` in blocks) so that every thread has
     work and tiles stay in cache.
 
-    Query groups of equal size, as many as a multiple of ``threads`` (work units are dealt round
-    robin), at most :data:`QUERY_BLOCK` queries each. The database is cut into chunks only when
-    the groups are small (fewer than :data:`MIN_SHARED` queries share a tile): every chunk keeps
-    a top k of its own, which costs selection work that a split by queries does not."""
+    A batch of fewer than :data:`MIN_SHARED` queries per thread is one group, and the database is
+    cut into one chunk per thread: every block is then read from memory once per batch (with a
+    group per thread, once per group), which is what bounds the scan of a database larger than the
+    caches (10^8 64-bit codes, 20 queries, 2 threads: 6.7 -> 4.3 ms per query). Every chunk keeps
+    a top k of its own, a selection cost that a split by queries does not have, so larger batches
+    are cut into query groups of equal size instead, as many as a multiple of ``threads`` (work
+    units are dealt round robin), at most :data:`QUERY_BLOCK` queries each."""
     tile = max(1, TILE_BYTES // (8 * LANES * shape.PB))
     blocks = -(-n_items // BLOCK)
     threads = max(1, threads)
+    if n_queries < threads * MIN_SHARED:
+        return max(1, n_queries), max(1, min(threads, blocks // (2 * tile))), tile
     ngroups = threads * max(1, -(-n_queries // (threads * QUERY_BLOCK)))
-    qblock = max(1, -(-n_queries // ngroups))
-    ngroups = -(-n_queries // qblock) if n_queries else 1
-    nchunks = 1
-    if ngroups < 2 * threads and qblock < MIN_SHARED:
-        nchunks = max(1, min(-(-2 * threads // ngroups), blocks // (2 * tile)))
-    return qblock, nchunks, tile
+    return -(-n_queries // ngroups), 1, tile
 
 
 class Plan:
