@@ -35,7 +35,7 @@ from learn2hash import Codes, HammingIndex
 from learn2hash.index import _bitplanes
 from learn2hash.kernels import popcount64
 
-import search_segments  # noqa: E402 (beside this script)
+import search_segments  # benchmarks/search_segments.py, beside this script
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Hamming index"

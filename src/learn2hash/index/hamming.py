@@ -226,7 +226,7 @@ class HammingIndex:
             raise Learn2HashError(f"ids to add contain duplicates, e.g. {int(uniq[counts > 1][0])}")
         if m and int(uniq[0]) >= self._next_id:
             return arr  # above every id ever stored (saved with the index): no clash, nothing to look up
-        sorted_ids, _ = self._id_lookup()  # sorts every stored id: an append below them costs O(n log n)
+        sorted_ids, _ = self._id_lookup()  # reads every stored id (and sorts them unless they are increasing)
         clash = np.isin(arr, sorted_ids, assume_unique=True)
         if clash.any():
             raise Learn2HashError(f"ids already in the index: {arr[clash][:5].tolist()}")
